@@ -1,0 +1,50 @@
+# deskbot: everything a fresh Debian machine needs is installed from here.
+PYTHON ?= $(shell command -v python3.12 || command -v python3.11)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+APT_PACKAGES := sip-tester baresip-core
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: test lint format demo bench deps system-deps clean
+
+test: deps system-deps
+	$(BIN)/pytest -q
+
+lint: deps
+	$(BIN)/ruff check deskbot tests bench
+	$(BIN)/ruff format --check deskbot tests bench
+
+format: deps
+	$(BIN)/ruff format deskbot tests bench
+	$(BIN)/ruff check --fix deskbot tests bench
+
+demo: deps
+	$(BIN)/deskbot demo
+
+bench: deps system-deps
+	$(BIN)/python bench/fanout.py
+
+deps: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "need python3.11 or python3.12 (pjsua2 wheels stop at 3.12)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# SIPp and baresip are the test phones; installed by apt-get when missing.
+system-deps:
+	@missing=""; \
+	command -v sipp >/dev/null || missing="$$missing sip-tester"; \
+	command -v baresip >/dev/null || missing="$$missing baresip-core"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache data

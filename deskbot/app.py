@@ -1,0 +1,162 @@
+"""``deskbot run``: the SIP agent, the relay, the chat adapters, health, live reload."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+from deskbot import config
+from deskbot.chat import Adapter
+from deskbot.metrics import HealthServer, Metrics
+from deskbot.relay import Relay
+from deskbot.sip.agent import AgentError, SipAgent
+from deskbot.store import open_audit
+
+log = logging.getLogger("deskbot")
+
+EXIT_OK, EXIT_CONFIG = 0, 2
+# Changing these needs a restart; the directory and policy reload live.
+RESTART_KEYS = ("sip", "matrix", "slack", "health", "audit")
+
+
+def build_adapters(cfg: config.Config, relay: Relay) -> list[Adapter]:
+    adapters: list[Adapter] = []
+    s = cfg.settings
+    if s.slack is not None:
+        from deskbot.chat.slack import SlackAdapter
+
+        adapters.append(SlackAdapter(s.slack, relay, cfg.secret))
+    if s.matrix is not None:
+        from deskbot.chat.matrix import MatrixAdapter
+
+        adapters.append(MatrixAdapter(s.matrix, relay, cfg.secret))
+    return adapters
+
+
+class Service:
+    """Everything ``deskbot run`` starts, in the order it starts."""
+
+    def __init__(self, cfg: config.Config, agent: SipAgent, adapters: list[Adapter] | None = None):
+        self.cfg = cfg
+        s = cfg.settings
+        self.agent = agent
+        self.metrics = Metrics()
+        self.audit = open_audit(s.audit.path)
+        self.relay = Relay(s, agent, self.audit)
+        self.relay.on_report.append(lambda job, result: self.metrics.record(job.user.chat, result))
+        self.adapters = adapters if adapters is not None else build_adapters(cfg, self.relay)
+        self.health = HealthServer(
+            s.health.listen, self.metrics, self.status, refresh=[self._refresh_gauges]
+        )
+        self.stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    def status(self) -> dict[str, Any]:
+        state = self.agent.state
+        sip: dict[str, Any] = {"alive": state.alive, "restarts": state.restarts, "port": state.port}
+        if state.failed:
+            sip["error"] = state.failed
+        ok = state.alive
+        if self.cfg.settings.sip.registrar:
+            sip["registration"] = state.registration or {"active": False, "code": None}
+            ok = ok and bool(state.registration.get("active"))
+        chats = {a.name: {"connected": a.connected} for a in self.adapters}
+        ok = ok and all(a.connected for a in self.adapters)
+        return {"ok": ok, "sip": sip, "chat": chats}
+
+    def _refresh_gauges(self) -> None:
+        self.metrics.in_flight.set(self.agent.in_flight)
+        self.metrics.agent_restarts.set(self.agent.state.restarts)
+
+    async def reload(self, reason: str) -> bool:
+        """Re-read the config; apply the directory and policy, or keep the last good one."""
+        try:
+            new = config.load(self.cfg.path)
+        except config.ConfigError as exc:
+            self.metrics.reloads.labels("rejected").inc()
+            log.error(
+                "config change rejected (%s); keeping the last good directory:\n%s",
+                reason,
+                "\n".join(exc.problems),
+            )
+            text = "deskbot: config change rejected, the last good directory stays:\n" + "\n".join(
+                exc.problems[:20]
+            )
+            for adapter in self.adapters:
+                with contextlib.suppress(Exception):
+                    await adapter.notify_admins(text)
+            return False
+        old = self.cfg.settings
+        changed = [k for k in RESTART_KEYS if getattr(old, k) != getattr(new.settings, k)]
+        if changed:
+            log.warning("config: changes to [%s] take effect after a restart", ", ".join(changed))
+        self.relay.apply(new.settings)
+        self.cfg = new
+        self.metrics.reloads.labels("applied").inc()
+        s = new.settings
+        log.info(
+            "directory reloaded (%s): %d phones, %d people, %d groups",
+            reason,
+            len(s.phones),
+            len(s.people),
+            len(s.groups),
+        )
+        return True
+
+    async def _watch(self) -> None:
+        from watchfiles import awatch
+
+        path = self.cfg.path.resolve()
+        async for changes in awatch(
+            path.parent, stop_event=self.stopping, debounce=300, rust_timeout=1000
+        ):
+            if any(Path(p).resolve() == path for _, p in changes):
+                await self.reload("file changed")
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        loop.add_signal_handler(
+            signal.SIGHUP, lambda: self._tasks.append(loop.create_task(self.reload("SIGHUP")))
+        )
+        try:
+            await self.agent.start()
+        except AgentError as exc:
+            log.error("cannot start the SIP agent on %s: %s", self.cfg.settings.sip.listen, exc)
+            return EXIT_CONFIG
+        try:
+            await self.health.start()
+            for adapter in self.adapters:
+                await adapter.start()
+                self._tasks.append(loop.create_task(adapter.run(), name=f"chat-{adapter.name}"))
+            self._tasks.append(loop.create_task(self._watch(), name="config-watch"))
+            log.info("deskbot running: %s", ", ".join(a.name for a in self.adapters) or "no chat")
+            await self.stopping.wait()
+            log.info("stopping")
+        finally:
+            for adapter in self.adapters:
+                with contextlib.suppress(Exception):
+                    await adapter.stop()
+            self.stopping.set()
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.agent.close()
+            await self.health.stop()
+            if self.audit:
+                self.audit.close()
+        return EXIT_OK
+
+
+def run(cfg: config.Config) -> int:
+    async def main() -> int:
+        s = cfg.settings
+        password = cfg.secret(s.sip.registrar.password_env) if s.sip.registrar else None
+        return await Service(cfg, SipAgent(s.sip, password)).run()
+
+    return asyncio.run(main())

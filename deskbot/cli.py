@@ -1,0 +1,194 @@
+"""Command line: ``deskbot run | send | check-config | demo``.
+
+Exit codes of ``send``: 0 every phone answered 2xx, 1 some phone answered a
+final non-2xx code, 3 some phone gave no answer (3 wins over 1), 2 nothing
+was sent (usage, config or unknown target).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from deskbot import __version__, config, report
+from deskbot.relay import SHELL, Answer, ChatUser, Relay, exit_code
+from deskbot.sip.agent import AgentError, SipAgent
+from deskbot.store import open_audit
+
+EXIT_OK, EXIT_REFUSED, EXIT_NOTHING_SENT, EXIT_NO_ANSWER = 0, 1, 2, 3
+log = logging.getLogger("deskbot")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deskbot", description="Chat commands to desk phones over SIP MESSAGE."
+    )
+    parser.add_argument("--version", action="version", version=f"deskbot {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "-c",
+            "--config",
+            metavar="PATH",
+            help="config file (default: $DESKBOT_CONFIG, else ./config.toml)",
+        )
+        p.add_argument(
+            "-v",
+            "--verbose",
+            action="count",
+            default=0,
+            help="more log output (-vv: SIP traces, which include message bodies)",
+        )
+
+    p = sub.add_parser("run", help="run every configured chat adapter until stopped")
+    common(p)
+    p = sub.add_parser("send", help="send TEXT to TARGETS from the shell")
+    common(p)
+    p.add_argument("--json", action="store_true", help="one JSON object per phone and line")
+    p.add_argument("targets", metavar="TARGETS", help="486, alice, @sales or 486,alice,@sales")
+    p.add_argument("text", metavar="TEXT", nargs="+", help="the text the phone shows")
+    p = sub.add_parser("check-config", help="validate the config file")
+    common(p)
+    p = sub.add_parser("demo", help="console chat and simulated desk phones, no accounts needed")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.add_argument("--as", dest="as_user", default="alice", help="who you are in the demo chat")
+    return parser
+
+
+def _setup_logging(verbose: int, default: int) -> None:
+    level = {0: default, 1: logging.INFO, 2: logging.DEBUG}.get(verbose, logging.DEBUG)
+    env = os.environ.get("DESKBOT_LOG_LEVEL", "").upper()
+    if env in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        level = getattr(logging, env)
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if verbose < 2 and env != "DEBUG":  # pjsip at debug level logs message bodies
+        logging.getLogger("deskbot.sip.pjsip").setLevel(max(level, logging.INFO))
+
+
+def _load(path_arg: str | None) -> config.Config | None:
+    path = config.find_path(path_arg)
+    try:
+        return config.load(path)
+    except config.ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return None
+
+
+def check_config(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
+        return EXIT_NOTHING_SENT
+    s = cfg.settings
+    adapters = [name for name in ("slack", "matrix") if getattr(s, name)] or ["none"]
+    print(
+        f"{cfg.path}: ok: {len(s.phones)} phones, {len(s.people)} people, "
+        f"{len(s.groups)} groups; SIP {s.sip.transport} {s.sip.listen}"
+        f"{' via ' + s.sip.registrar.uri if s.sip.registrar else ''}; "
+        f"chat: {', '.join(adapters)}"
+    )
+    return EXIT_OK
+
+
+async def _send(cfg: config.Config, targets: str, text: str, as_json: bool) -> int:
+    s = cfg.settings
+    relay = Relay(s, sender=_NotStarted())
+    prepared = relay.prepare(ChatUser(SHELL, os.environ.get("USER", "shell")), f"{targets} {text}")
+    if isinstance(prepared, Answer):
+        print(f"deskbot: {prepared.text}", file=sys.stderr)
+        return EXIT_NOTHING_SENT
+    password = cfg.secret(s.sip.registrar.password_env) if s.sip.registrar else None
+    agent = SipAgent(s.sip, password)
+    try:
+        await agent.start()
+    except AgentError as exc:
+        print(f"deskbot: cannot start the SIP agent on {s.sip.listen}: {exc}", file=sys.stderr)
+        return EXIT_NOTHING_SENT
+    try:
+        relay.sender = agent
+        relay.audit = open_audit(s.audit.path)
+        if s.sip.registrar:
+            await _wait_registered(agent)
+        result = await relay.deliver(prepared)
+    finally:
+        await agent.close()
+    for line in result.lines:
+        print(_shell_line(line, as_json))
+    return exit_code(result)
+
+
+async def _wait_registered(agent: SipAgent, timeout: float = 5.0) -> None:
+    """Let the first REGISTER finish so the MESSAGE goes out with a known state."""
+    state = agent.state
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not state.registration and loop.time() < deadline:
+        await asyncio.sleep(0.02)
+
+
+def _shell_line(line: report.Line, as_json: bool) -> str:
+    phone, d = line.phone, line.delivery
+    if as_json:
+        record = {
+            "target": phone.extension,
+            "label": phone.label,
+            "uri": phone.uri,
+            "code": d.code if d else 0,
+            "reason": d.reason if d else line.skipped,
+            "elapsed_ms": d.elapsed_ms if d else 0.0,
+            "outcome": d.outcome.value if d else "skipped",
+            "hint": report.hint(d, phone.extension) if d else line.skipped,
+        }
+        return json.dumps(record, ensure_ascii=False)
+    if d is None:
+        return f"{phone.extension}\t{phone.label or '-'}\tnot sent\t{line.skipped}"
+    tip = report.hint(d, phone.extension)
+    text = f"{phone.extension}\t{phone.label or '-'}\t{d.code} {d.reason}\t{d.elapsed_ms:.0f} ms"
+    return f"{text}\t{tip}" if tip else text
+
+
+class _NotStarted:
+    async def send(self, uri: str, text: str) -> object:  # pragma: no cover - replaced before use
+        raise RuntimeError("SIP agent not started")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check-config":
+        _setup_logging(args.verbose, logging.WARNING)
+        return check_config(args)
+    if args.command == "send":
+        _setup_logging(args.verbose, logging.WARNING)
+        cfg = _load(args.config)
+        if cfg is None:
+            return EXIT_NOTHING_SENT
+        try:
+            return asyncio.run(_send(cfg, args.targets, " ".join(args.text), args.json))
+        except KeyboardInterrupt:
+            return EXIT_NO_ANSWER
+    if args.command == "run":
+        _setup_logging(args.verbose, logging.INFO)
+        cfg = _load(args.config)
+        if cfg is None:
+            return EXIT_NOTHING_SENT
+        from deskbot.app import run
+
+        return run(cfg)
+    if args.command == "demo":
+        _setup_logging(args.verbose, logging.WARNING)
+        from deskbot.demo import main as demo_main
+
+        return demo_main(args.as_user)
+    return EXIT_NOTHING_SENT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

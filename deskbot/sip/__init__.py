@@ -1,0 +1,1 @@
+"""The SIP side: a supervised pjsua2 worker process, and a phone simulator."""

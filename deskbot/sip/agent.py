@@ -1,0 +1,325 @@
+"""deskbot's SIP agent: starts, feeds and supervises the pjsua2 worker process.
+
+The rest of the program sees ``await agent.send(uri, text) -> Delivery``.
+If the worker dies, every message it had is reported as unconfirmed (code 0),
+the worker is restarted with back-off, and the next send works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from deskbot import __version__
+from deskbot.config import Sip
+from deskbot.delivery import Delivery
+from deskbot.sip import protocol
+from deskbot.sipuri import split_hostport
+
+log = logging.getLogger("deskbot.sip")
+pjsip_log = logging.getLogger("deskbot.sip.pjsip")
+
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 2.0
+MAX_START_FAILURES = 3  # in a row, before the agent gives up instead of looping
+BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)
+UNCONFIRMED = "Not confirmed: the SIP agent restarted while the message was out"
+
+
+class AgentError(RuntimeError):
+    """The SIP agent could not start; the message says why and what to check."""
+
+
+@dataclass
+class AgentState:
+    alive: bool = False
+    failed: str = ""  # why the agent gave up, when it did
+    port: int = 0
+    pid: int = 0
+    restarts: int = 0
+    registration: dict[str, Any] = field(default_factory=dict)
+
+
+class SipAgent:
+    def __init__(self, sip: Sip, password: str | None = None, *, allow_crash: bool = False):
+        self.sip = sip
+        self.state = AgentState()
+        self._password = password
+        self._allow_crash = allow_crash  # tests may ask the worker to abort itself
+        self._slots = asyncio.Semaphore(sip.max_in_flight)
+        self._futures: dict[int, tuple[asyncio.Future[Delivery], str, float]] = {}
+        self._next_id = 0
+        self._batch: list[list[Any]] = []
+        self._proc: asyncio.subprocess.Process | None = None
+        self._ready = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._closing = False
+        self._supervisor: asyncio.Task[None] | None = None
+        self._first_start: asyncio.Future[None] | None = None
+
+    # -- life cycle ---------------------------------------------------------
+    async def start(self) -> None:
+        """Start the worker; raise AgentError if it cannot start (port taken, ...)."""
+        self._first_start = asyncio.get_running_loop().create_future()
+        self._supervisor = asyncio.create_task(self._supervise(), name="sip-supervisor")
+        try:
+            await self._first_start
+        except AgentError:
+            await self._supervisor
+            raise
+
+    async def close(self) -> None:
+        """Finish in-flight sends (up to the SIP timeout), then stop the worker."""
+        self._closing = True
+        if self._futures:
+            pending = [f for f, _, _ in self._futures.values()]
+            await asyncio.wait(pending, timeout=self.sip.timeout + 1.0)
+        proc = self._proc
+        if proc and proc.returncode is None:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                assert proc.stdin is not None
+                proc.stdin.write(protocol.encode({"op": "stop"}))
+                await proc.stdin.drain()
+            try:
+                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
+            except TimeoutError:
+                log.warning("SIP worker did not stop in %.0f s: killing it", STOP_TIMEOUT)
+                proc.kill()
+                await proc.wait()
+        if self._supervisor:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        self._fail_pending("SIP agent stopped before the phone answered")
+
+    async def __aenter__(self) -> SipAgent:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._futures)
+
+    # -- sending ------------------------------------------------------------
+    async def send(self, uri: str, text: str) -> Delivery:
+        async with self._slots:
+            if self.state.failed:
+                return Delivery(uri, 503, f"SIP agent is down: {self.state.failed}", 0.0, True)
+            await self._ready.wait()
+            loop = asyncio.get_running_loop()
+            self._next_id += 1
+            send_id = self._next_id
+            future: asyncio.Future[Delivery] = loop.create_future()
+            started = time.perf_counter()
+            self._futures[send_id] = (future, uri, started)
+            if not self._batch:
+                loop.call_soon(self._flush)
+            self._batch.append([send_id, uri, text])
+            # a safety net only: pjsip itself answers 408 after sip.timeout
+            timer = loop.call_later(self.sip.timeout + 3.0, self._expire, send_id)
+            try:
+                return await future
+            finally:
+                timer.cancel()
+
+    def _flush(self) -> None:
+        batch, self._batch = self._batch, []
+        proc = self._proc
+        if not batch:
+            return
+        if proc is None or proc.stdin is None or proc.returncode is not None:
+            for send_id, _, _ in batch:
+                self._resolve(send_id, 0, UNCONFIRMED, True)
+            return
+        try:
+            proc.stdin.write(protocol.encode({"op": "send", "items": batch}))
+        except (BrokenPipeError, ConnectionResetError):
+            for send_id, _, _ in batch:
+                self._resolve(send_id, 0, UNCONFIRMED, True)
+
+    def _expire(self, send_id: int) -> None:
+        self._resolve(send_id, 408, "Request Timeout (no answer from the SIP agent)", True)
+
+    def _resolve(self, send_id: int, code: int, reason: str, local: bool) -> None:
+        entry = self._futures.pop(send_id, None)
+        if entry is None:
+            return
+        future, uri, started = entry
+        if not future.done():
+            elapsed = (time.perf_counter() - started) * 1000
+            future.set_result(Delivery(uri, code, reason, round(elapsed, 1), local))
+
+    def _fail_pending(self, reason: str) -> None:
+        for send_id in list(self._futures):
+            self._resolve(send_id, 0, reason, True)
+
+    def crash_worker_for_test(self) -> None:
+        assert self._allow_crash and self._proc and self._proc.stdin
+        self._proc.stdin.write(protocol.encode({"op": "crash"}))
+
+    # -- supervision --------------------------------------------------------
+    async def _supervise(self) -> None:
+        failures = 0
+        while not self._closing:
+            started = time.monotonic()
+            error = await self._run_worker()
+            if self._closing:
+                break
+            self._fail_pending(UNCONFIRMED)
+            ran_for = time.monotonic() - started
+            failures = failures + 1 if error.startswith("start:") else 0
+            first = self._first_start is not None and not self._first_start.done()
+            if first and error.startswith("start: error:"):  # the worker said why: don't retry
+                self._give_up(error.removeprefix("start: error: "))
+                return
+            if failures >= MAX_START_FAILURES:
+                self._give_up(
+                    f"the SIP worker died at start-up {failures} times in a row "
+                    f"({error.removeprefix('start: ')})"
+                )
+                return
+            self.state.restarts += 1
+            delay = BACKOFF[min(failures, len(BACKOFF) - 1)] if ran_for < 30 else BACKOFF[0]
+            log.error("SIP worker %s; restarting in %.1f s", error, delay)
+            await asyncio.sleep(delay)
+
+    def _give_up(self, why: str) -> None:
+        self.state.failed = why
+        log.error("SIP agent gave up: %s", why)
+        self._fail_pending(f"SIP agent is down: {why}")
+        if self._first_start and not self._first_start.done():
+            self._first_start.set_exception(AgentError(why))
+
+    async def _run_worker(self) -> str:
+        """Run one worker until it exits; return why it ended ('start: ...' if it never ran)."""
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "deskbot.sip.worker",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            limit=1 << 22,
+        )
+        self._proc = proc
+        assert proc.stdin and proc.stdout and proc.stderr
+        stderr_task = asyncio.create_task(self._drain_stderr(proc.stderr))
+        proc.stdin.write(protocol.encode(self._start_settings()))
+        ready = False
+        try:
+            async with asyncio.timeout(START_TIMEOUT):
+                ready, error = await self._await_ready(proc)
+            if not ready:
+                return f"start: {error}"
+            while line := await proc.stdout.readline():
+                self._on_message(protocol.decode(line))
+            code = await proc.wait()
+            return f"exited with {_describe_exit(code)}"
+        except TimeoutError:
+            proc.kill()
+            return "start: no answer from the SIP worker"
+        finally:
+            self._ready.clear()
+            self.state.alive = False
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+            await proc.wait()
+            await stderr_task
+
+    async def _await_ready(self, proc: asyncio.subprocess.Process) -> tuple[bool, str]:
+        assert proc.stdout
+        while line := await proc.stdout.readline():
+            message = protocol.decode(line)
+            if message.get("op") == "ready":
+                if message.get("v") != protocol.VERSION:
+                    return False, f"error: worker speaks protocol {message.get('v')}"
+                self.state.alive = True
+                self.state.port = int(message["port"])
+                self.state.pid = int(message["pid"])
+                self._ready.set()
+                if self._first_start and not self._first_start.done():
+                    self._first_start.set_result(None)
+                log.info(
+                    "SIP agent ready on %s port %d (pid %d)",
+                    self.sip.transport.upper(),
+                    self.state.port,
+                    self.state.pid,
+                )
+                return True, ""
+            if message.get("op") == "error":
+                return False, f"error: {message.get('msg')}"
+            self._on_message(message)
+        code = await proc.wait()
+        return False, f"exited with {_describe_exit(code)}"
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        op = message.get("op")
+        if op == "done":
+            for send_id, code, reason, local in message["items"]:
+                self._resolve(int(send_id), int(code), str(reason), bool(local))
+        elif op == "log":
+            level = int(message.get("level", 3))
+            py_level = {
+                0: logging.CRITICAL,
+                1: logging.ERROR,
+                2: logging.WARNING,
+                3: logging.INFO,
+            }.get(level, logging.DEBUG)
+            pjsip_log.log(py_level, "%s", message.get("msg", ""))
+        elif op == "reg":
+            self.state.registration = {k: message.get(k) for k in ("code", "reason", "active")}
+            level = logging.INFO if message.get("active") else logging.WARNING
+            log.log(level, "registration: %s %s", message.get("code"), message.get("reason"))
+
+    async def _drain_stderr(self, stream: asyncio.StreamReader) -> None:
+        while line := await stream.readline():
+            log.debug("worker: %s", line.decode(errors="replace").rstrip())
+
+    def _start_settings(self) -> dict[str, Any]:
+        host, port = _split_listen(self.sip.listen)
+        registrar = None
+        if self.sip.registrar:
+            r = self.sip.registrar
+            registrar = {
+                "uri": r.uri,
+                "username": r.username,
+                "password": self._password or "",
+                "proxy": r.proxy,
+            }
+        # pjsip logs message bodies at level 3 and above: only when debugging
+        level = 5 if pjsip_log.isEnabledFor(logging.DEBUG) else 2
+        return {
+            "v": protocol.VERSION,
+            "version": __version__,
+            "host": host,
+            "port": port,
+            "transport": self.sip.transport,
+            "from_uri": self.sip.from_uri,
+            "display_name": self.sip.display_name,
+            "timeout_ms": int(self.sip.timeout * 1000),
+            "registrar": registrar,
+            "log_level": level,
+            "allow_crash": self._allow_crash,
+        }
+
+
+def _split_listen(listen: str) -> tuple[str, int]:
+    host, port = split_hostport(listen)
+    return host.strip("[]"), port or 0
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"signal {signal.Signals(-code).name}"
+    return f"code {code}"

@@ -1,0 +1,31 @@
+"""The line protocol between deskbot and its SIP worker process (version 1).
+
+One JSON object per line. Parent -> worker: the first line is the start
+settings, then ``{"op": "send", "items": [[id, uri, text], ...]}`` and
+``{"op": "stop"}``. Worker -> parent: ``ready`` (v, port, pid) or ``error``
+(msg), then ``done`` (items of [id, code, reason, local]), ``reg`` (code,
+reason, active), ``log`` (level, msg) and finally ``stopped``. Sends are
+batched both ways so a 1,000-phone broadcast is a handful of writes.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+VERSION = 1
+MAX_BODY_BYTES = 1200  # over ~1300 bytes pjsip switches UDP to TCP silently
+MAX_PENDING = 200  # transactions the worker keeps open at once
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+def decode(line: bytes) -> dict[str, Any]:
+    """One line -> message; anything that is not a JSON object is an empty message."""
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return {}
+    return message if isinstance(message, dict) else {}

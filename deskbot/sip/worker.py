@@ -1,0 +1,272 @@
+"""The pjsua2 endpoint, alone in a child process (``python -m deskbot.sip.worker``).
+
+pjsua2 aborts the process on several misuses and its polling competes with
+asyncio for the GIL, so it lives here. The parent speaks a line protocol of
+JSON objects on our stdin/stdout (see ``protocol.py``). This process owns the
+endpoint in its main thread; a reader thread only queues commands and wakes
+the poll loop with a tiny UDP datagram that pjsip drops silently.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+from typing import Any
+
+from deskbot.sip import protocol
+
+MAX_SENDS_PER_TURN = 32  # larger bursts overflow the UDP receive buffer
+WAKE = b"\0"  # pjsip ignores datagrams of 32 bytes or less
+
+
+def _die_with_parent() -> None:
+    PR_SET_PDEATHSIG = 1
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class Worker:
+    def __init__(self, start: dict[str, Any], out: Any):
+        import pjsua2 as pj
+        from pjsua2 import pjsua2 as P
+
+        self.pj, self.P = pj, P
+        self.start = start
+        self.out = out
+        self.inbox: collections.deque[dict[str, Any]] = collections.deque()
+        self.outbox: list[list[Any]] = []
+        self.pending: dict[int, tuple[int, Any]] = {}  # token key -> (send id, token)
+        self.stopping = False
+        self.wake_addr: tuple[str, int] | None = None
+        self.wake_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+    # -- output -------------------------------------------------------------
+    def emit(self, message: dict[str, Any]) -> None:
+        self.out.write(protocol.encode(message))
+        self.out.flush()
+
+    def log(self, level: int, msg: str) -> None:
+        self.emit({"op": "log", "level": level, "msg": msg})
+
+    # -- endpoint -----------------------------------------------------------
+    def create(self) -> None:
+        pj, P, cfg = self.pj, self.P, self.start
+        worker = self
+
+        class Writer(pj.LogWriter):
+            def write(self, entry: Any) -> None:
+                with contextlib.suppress(Exception):
+                    worker.log(int(entry.level), str(entry.msg).rstrip())
+
+        class Account(pj.Account):
+            def onInstantMessageStatus(self, prm: Any) -> None:
+                try:
+                    worker.on_status(prm)
+                except Exception as exc:  # an exception here would lose the answer
+                    worker.log(1, f"status callback failed: {exc!r}")
+
+            def onRegState(self, prm: Any) -> None:
+                try:
+                    info = self.getInfo()
+                    worker.emit(
+                        {
+                            "op": "reg",
+                            "code": int(prm.code),
+                            "reason": str(prm.reason),
+                            "active": bool(info.regIsActive),
+                        }
+                    )
+                except Exception as exc:
+                    worker.log(1, f"registration callback failed: {exc!r}")
+
+        self.ep = pj.Endpoint()
+        self.ep.libCreate()
+        ep_cfg = pj.EpConfig()
+        ep_cfg.uaConfig.threadCnt = 0
+        ep_cfg.uaConfig.mainThreadOnly = True
+        ep_cfg.uaConfig.userAgent = f"deskbot/{cfg.get('version', '0')}"
+        ep_cfg.medConfig.threadCnt = 0
+        ep_cfg.medConfig.hasIoqueue = False
+        self.writer = Writer()
+        ep_cfg.logConfig.writer = self.writer.__disown__()
+        ep_cfg.logConfig.level = int(cfg["log_level"])
+        ep_cfg.logConfig.consoleLevel = int(cfg["log_level"])
+        ep_cfg.logConfig.msgLogging = 1 if cfg["log_level"] >= 5 else 0
+        ep_cfg.logConfig.decor = 0
+        self.ep.libInit(ep_cfg)
+        # Timer F (non-INVITE timeout) follows Timer D in pjsip 2.15; no pjsua2 setting exists.
+        import pjsua2._pjsua2 as native
+
+        ctypes.CDLL(native.__file__).pjsip_tsx_set_timers(500, 4000, 5000, int(cfg["timeout_ms"]))
+
+        tcfg = pj.TransportConfig()
+        tcfg.port = int(cfg["port"])
+        if cfg["host"] not in ("0.0.0.0", ""):
+            tcfg.boundAddress = cfg["host"]
+        kind = P.PJSIP_TRANSPORT_TCP if cfg["transport"] == "tcp" else P.PJSIP_TRANSPORT_UDP
+        self.tid = self.ep.transportCreate(kind, tcfg)
+        local = self.ep.transportGetInfo(self.tid).localName
+        port = int(local.rpartition(":")[2])
+        if cfg["transport"] == "udp":
+            host = cfg["host"] if cfg["host"] not in ("0.0.0.0", "") else "127.0.0.1"
+            self.wake_addr = (host, port)
+        else:  # a loopback UDP socket of our own, only for waking the poll loop
+            wcfg = pj.TransportConfig()
+            wcfg.port = 0
+            wcfg.boundAddress = "127.0.0.1"
+            wake_tid = self.ep.transportCreate(P.PJSIP_TRANSPORT_UDP, wcfg)
+            wake_port = int(self.ep.transportGetInfo(wake_tid).localName.rpartition(":")[2])
+            self.wake_addr = ("127.0.0.1", wake_port)
+        self.ep.libStart()
+
+        acc_cfg = pj.AccountConfig()
+        acc_cfg.idUri = f'"{cfg["display_name"]}" <{cfg["from_uri"]}>'
+        acc_cfg.sipConfig.transportId = self.tid
+        registrar = cfg.get("registrar")
+        if registrar:
+            acc_cfg.regConfig.registrarUri = registrar["uri"]
+            acc_cfg.regConfig.timeoutSec = 300
+            acc_cfg.sipConfig.authCreds.append(
+                pj.AuthCredInfo("digest", "*", registrar["username"], 0, registrar["password"])
+            )
+            if registrar.get("proxy"):
+                acc_cfg.sipConfig.proxies.append(registrar["proxy"])
+        else:
+            acc_cfg.regConfig.registrarUri = ""
+        self.account = Account()
+        self.account.create(acc_cfg, True)
+        self.emit({"op": "ready", "v": protocol.VERSION, "port": port, "pid": os.getpid()})
+
+    # -- sending ------------------------------------------------------------
+    def send(self, send_id: int, uri: str, text: str) -> None:
+        pj, P = self.pj, self.P
+        body = text.encode("utf-8")
+        if len(body) > protocol.MAX_BODY_BYTES:
+            self.outbox.append([send_id, 413, "Text too long for one SIP message", True])
+            return
+        if len(self.pending) >= protocol.MAX_PENDING:
+            self.outbox.append([send_id, 503, "Too many messages in flight", True])
+            return
+        token = P.SipHeader()
+        buddy = pj.Buddy()
+        try:
+            buddy_cfg = pj.BuddyConfig()
+            buddy_cfg.uri = uri
+            buddy_cfg.subscribe = False
+            buddy.create(self.account, buddy_cfg)
+            prm = pj.SendInstantMessageParam()
+            prm.content = text
+            prm.contentType = "text/plain;charset=UTF-8"
+            prm.userData = token
+            self.pending[int(token.this)] = (send_id, token)
+            buddy.sendInstantMessage(prm)
+        except pj.Error as exc:
+            self.pending.pop(int(token.this), None)
+            self.outbox.append([send_id, 503, _reason(exc.info()), True])
+        finally:
+            del buddy  # deleting right away keeps us far from pjsua's 256-buddy abort
+
+    def on_status(self, prm: Any) -> None:
+        entry = self.pending.pop(int(prm.userData), None)
+        if entry is None:
+            return
+        local = not prm.rdata.wholeMsg
+        self.outbox.append([entry[0], int(prm.code), str(prm.reason), local])
+
+    def handle(self, message: dict[str, Any]) -> None:
+        op = message.get("op")
+        if op == "send":
+            for send_id, uri, text in message["items"]:
+                self.send(int(send_id), str(uri), str(text))
+        elif op == "stop":
+            self.stopping = True
+        elif op == "crash" and self.start.get("allow_crash"):  # tests only
+            os.kill(os.getpid(), signal.SIGABRT)
+
+    def run(self) -> None:
+        while not self.stopping:
+            self.ep.libHandleEvents(50 if not self.pending else 10)
+            budget = MAX_SENDS_PER_TURN
+            while self.inbox and budget > 0:
+                message = self.inbox[0]
+                if message.get("op") == "send" and len(message["items"]) > budget:
+                    items = message["items"]
+                    self.handle({"op": "send", "items": items[:budget]})
+                    message["items"] = items[budget:]
+                    budget = 0
+                    break
+                self.inbox.popleft()
+                budget -= len(message.get("items", ())) or 1
+                self.handle(message)
+            if self.outbox:
+                self.emit({"op": "done", "items": self.outbox})
+                self.outbox = []
+        self.shutdown()
+
+    def wake(self) -> None:
+        if self.wake_addr:
+            with contextlib.suppress(OSError):
+                self.wake_sock.sendto(WAKE, self.wake_addr)
+
+    def shutdown(self) -> None:
+        for send_id, _token in self.pending.values():
+            self.outbox.append([send_id, 0, "SIP agent stopped before the phone answered", True])
+        if self.outbox:
+            self.emit({"op": "done", "items": self.outbox})
+        self.account.shutdown()
+        del self.account
+        self.ep.libDestroy(self.P.PJSUA_DESTROY_NO_RX_MSG)
+        self.emit({"op": "stopped"})
+
+
+def _reason(text: str) -> str:
+    """pjsua2 error text -> a short reason (the part after the last colon)."""
+    return text.strip().rsplit(":", 1)[-1].strip()[:120] or "Local error"
+
+
+def _reader(worker: Worker, stdin: Any) -> None:
+    for line in stdin:
+        try:
+            worker.inbox.append(json.loads(line))
+        except ValueError:
+            continue
+        worker.wake()
+    worker.inbox.append({"op": "stop"})  # parent gone: stop cleanly
+    worker.wake()
+
+
+def main() -> None:
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+    # pjlib prints a banner on stdout before any log setting applies: keep the
+    # protocol on a private copy of stdout and send fd 1 to stderr.
+    out = os.fdopen(os.dup(1), "wb", buffering=1 << 16)
+    os.dup2(2, 1)
+    stdin = sys.stdin.buffer
+    first = stdin.readline()
+    if not first:
+        return
+    start = json.loads(first)
+    worker = Worker(start, out)
+    try:
+        worker.create()
+    except Exception as exc:
+        info = exc.info() if hasattr(exc, "info") else str(exc)
+        worker.emit({"op": "error", "msg": _reason(str(info)) if hasattr(exc, "info") else info})
+        out.flush()
+        os._exit(3)
+    threading.Thread(target=_reader, args=(worker, stdin), daemon=True).start()
+    worker.run()
+    out.flush()
+    os._exit(0)  # skip interpreter teardown: pjsua2 objects must not be freed again
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,271 @@
+"""Real SIP peers for the tests: SIPp scenarios and baresip, on 127.0.0.1.
+
+A missing tool fails the test loudly (``make test`` installs them); nothing
+here skips.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+SIPP_DIR = HERE / "sipp"
+
+for _name in list(os.environ):  # bolt and deskbot must not pick up a developer's settings
+    if _name.startswith(("SLACK_", "DESKBOT_")):
+        del os.environ[_name]
+
+
+def require(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        pytest.fail(f"{tool} is not installed: run `make test`, which installs it", pytrace=False)
+    return path
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 10.0, what: str = "condition"):
+    """Poll until condition() is truthy; return its value or fail the test."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def free_port(kind: int = socket.SOCK_DGRAM) -> int:
+    """A port free for both UDP and TCP on 127.0.0.1."""
+    while True:
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        other = socket.SOCK_STREAM if kind == socket.SOCK_DGRAM else socket.SOCK_DGRAM
+        with socket.socket(socket.AF_INET, other) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+
+
+def port_taken(port: int, kind: int) -> bool:
+    with socket.socket(socket.AF_INET, kind) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+@dataclass
+class ReceivedMessage:
+    request_uri: str
+    headers: dict[str, str]
+    body: bytes
+
+
+def parse_sipp_trace(text: str) -> list[ReceivedMessage]:
+    """SIPp's -trace_msg file -> the MESSAGE requests it received."""
+    found: list[ReceivedMessage] = []
+    blocks = re.split(r"^-{10,} [0-9-]+ [0-9:.]+\n", text, flags=re.M)
+    for block in blocks:
+        if " message received [" not in block:
+            continue
+        payload = block.split("\n\n", 1)[1] if "\n\n" in block else ""
+        head, _, body = payload.replace("\r\n", "\n").partition("\n\n")
+        lines = head.split("\n")
+        if not lines or not lines[0].startswith("MESSAGE "):
+            continue
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", "0"))
+        found.append(ReceivedMessage(lines[0].split()[1], headers, body.encode()[:length]))
+    return found
+
+
+class SippPhone:
+    """A SIPp UAS on 127.0.0.1 playing a desk phone (or a PBX)."""
+
+    def __init__(self, scenario: Path, workdir: Path, transport: str = "udp"):
+        self.port = free_port()
+        self.transport = transport
+        self.trace = workdir / f"sipp-{self.port}.log"
+        self.trace.touch()
+        flag = {"udp": "u1", "tcp": "t1"}[transport]
+        self.proc = subprocess.Popen(
+            [
+                require("sipp"),
+                "-sf",
+                str(scenario),
+                "-i",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-t",
+                flag,
+                "-trace_msg",
+                "-message_file",
+                str(self.trace),
+                "-nostdin",
+                "-max_recv_loops",
+                "10000",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=(workdir / f"sipp-{self.port}.err").open("wb"),
+            cwd=workdir,
+            start_new_session=True,
+        )
+        kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
+        wait_for(
+            lambda: self.proc.poll() is not None or port_taken(self.port, kind),
+            what=f"SIPp on port {self.port}",
+        )
+        if self.proc.poll() is not None:
+            err = (workdir / f"sipp-{self.port}.err").read_text(errors="replace")
+            pytest.fail(f"SIPp exited at start: {err[-2000:]}")
+
+    def uri(self, extension: str = "486") -> str:
+        suffix = ";transport=tcp" if self.transport == "tcp" else ""
+        return f"sip:{extension}@127.0.0.1:{self.port}{suffix}"
+
+    def received(self) -> list[ReceivedMessage]:
+        return parse_sipp_trace(self.trace.read_text(errors="replace"))
+
+    def wait_received(self, count: int = 1, timeout: float = 10.0) -> list[ReceivedMessage]:
+        return wait_for(
+            lambda: len(self.received()) >= count and self.received(),
+            timeout,
+            what=f"{count} MESSAGE(s) at SIPp port {self.port}",
+        )
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def sipp(tmp_path: Path) -> Iterator[Callable[..., SippPhone]]:
+    """sipp(code=200) starts a phone answering `code`; sipp(silent=True) one that never answers."""
+    phones: list[SippPhone] = []
+    reasons = {
+        200: "OK",
+        404: "Not Found",
+        486: "Busy Here",
+        503: "Service Unavailable",
+        480: "Temporarily Unavailable",
+        603: "Decline",
+    }
+
+    def start(
+        code: int = 200,
+        *,
+        silent: bool = False,
+        transport: str = "udp",
+        pbx_password: str | None = None,
+    ) -> SippPhone:
+        if silent:
+            scenario = SIPP_DIR / "silent.xml"
+        elif pbx_password is not None:
+            scenario = tmp_path / "pbx.xml"
+            text = (SIPP_DIR / "pbx.xml.in").read_text()
+            scenario.write_text(
+                text.replace("@USER@", "deskbot").replace("@PASSWORD@", pbx_password)
+            )
+        else:
+            scenario = tmp_path / f"answer-{code}.xml"
+            text = (SIPP_DIR / "answer.xml.in").read_text()
+            scenario.write_text(
+                text.replace("@CODE@", str(code)).replace("@REASON@", reasons[code])
+            )
+        phone = SippPhone(scenario, tmp_path, transport)
+        phones.append(phone)
+        return phone
+
+    yield start
+    for phone in phones:
+        phone.stop()
+
+
+class Baresip:
+    """baresip as a desk phone with one identity: 200 for it, 404 for other users."""
+
+    def __init__(self, workdir: Path, extension: str = "486"):
+        self.port = free_port()
+        self.extension = extension
+        home = workdir / "baresip"
+        home.mkdir()
+        (home / "config").write_text(
+            textwrap.dedent(f"""\
+            sip_listen 127.0.0.1:{self.port}
+            module_path /usr/lib/baresip/modules
+            module stdio.so
+            module g711.so
+            module_app account.so
+            module_app menu.so
+            audio_player nothing
+            audio_source nothing
+            """)
+        )
+        (home / "accounts").write_text(f"<sip:{extension}@127.0.0.1>;regint=0\n")
+        self.log = workdir / "baresip.log"
+        self.proc = subprocess.Popen(
+            [require("baresip"), "-f", str(home)],
+            stdin=subprocess.PIPE,
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_for(lambda: port_taken(self.port, socket.SOCK_DGRAM), what="baresip listening")
+
+    def uri(self, extension: str | None = None, transport: str = "udp") -> str:
+        suffix = ";transport=tcp" if transport == "tcp" else ""
+        return f"sip:{extension or self.extension}@127.0.0.1:{self.port}{suffix}"
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def baresip(tmp_path: Path) -> Iterator[Baresip]:
+    phone = Baresip(tmp_path)
+    yield phone
+    phone.stop()
+
+
+def write_config(path: Path, body: str) -> Path:
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def run_deskbot(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """The installed command line, as a user (or the acceptance tests) would run it."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "deskbot"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )
