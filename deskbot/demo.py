@@ -1,0 +1,95 @@
+"""``deskbot demo``: the whole flow on this machine, no accounts needed.
+
+Simulated desk phones (real SIP endpoints on loopback) answer like Snom
+phones; the real SIP agent sends to them; a console chat takes the same
+commands as Slack or Matrix and prints the same replies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from deskbot import config
+from deskbot.chat.console import ConsoleAdapter
+from deskbot.relay import ChatUser, Relay
+from deskbot.sip.agent import AgentError, SipAgent
+from deskbot.sip.phonesim import SimulatedPhone
+from deskbot.store import AuditLog
+
+PHONES = [("486", "Reception", False), ("487", "Warehouse", False), ("488", "Lab", True)]
+
+BANNER = """\
+deskbot demo: a console chat and simulated desk phones on 127.0.0.1.
+  phones: 486 Reception, 487 Warehouse, 488 Lab (unplugged: never answers),
+          489 Old desk (the directory points at a phone without that identity: 404)
+  people: alice (486, admin), bob (487), carol (488); groups: @sales, @everyone
+Try:  486 meeting moved  |  @sales lunch is here  |  who @everyone  |  history  |  help
+You are {user}. Type commands, one per line (Ctrl-D to quit).
+"""
+
+
+def demo_settings(ports: dict[str, int], audit_path: Path) -> dict[str, Any]:
+    phones = {
+        ext: {"uri": f"sip:{ext}@127.0.0.1:{ports[ext]}", "label": label}
+        for ext, label, _ in PHONES
+    }
+    phones["489"] = {"uri": f"sip:489@127.0.0.1:{ports['486']}", "label": "Old desk"}
+    return {
+        "sip": {"listen": "127.0.0.1:0", "from_uri": "sip:deskbot@127.0.0.1", "timeout": 2.0},
+        "access": {"senders": "*", "admins": ["alice"]},
+        "audit": {"path": str(audit_path)},
+        "phones": phones,
+        "people": {
+            "alice": {"phone": "486", "name": "Alice"},
+            "bob": {"phone": "487", "name": "Bob"},
+            "carol": {"phone": "488", "name": "Carol"},
+        },
+        "groups": {
+            "sales": {"members": ["alice", "bob"]},
+            "everyone": {"members": ["486", "487", "488", "489"]},
+        },
+    }
+
+
+async def run_demo(as_user: str, out: Any = sys.stdout) -> int:
+    def show(phone: SimulatedPhone, text: str) -> None:
+        out.write(f"📟 {phone.extension} {phone.label} shows: {text}\n")
+
+    phones = [
+        await SimulatedPhone(ext, label, unplugged=off, on_display=show).start()
+        for ext, label, off in PHONES
+    ]
+    with tempfile.TemporaryDirectory(prefix="deskbot-demo-") as tmp:
+        raw = demo_settings({p.extension: p.port for p in phones}, Path(tmp) / "audit.sqlite3")
+        settings = config.parse(raw, Path("(demo)"), {}).settings
+        agent = SipAgent(settings.sip)
+        try:
+            await agent.start()
+        except AgentError as exc:
+            out.write(f"deskbot demo: cannot start the SIP agent: {exc}\n")
+            return 2
+        audit = AuditLog(Path(tmp) / "audit.sqlite3")
+        relay = Relay(settings, agent, audit)
+        console = ConsoleAdapter(relay, ChatUser("console", as_user), out=out)
+        out.write(BANNER.format(user=as_user))
+        out.flush()
+        try:
+            await console.start()
+            await console.run()
+        finally:
+            await agent.close()
+            audit.close()
+            for phone in phones:
+                phone.close()
+    return 0
+
+
+def main(as_user: str = "alice") -> int:
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(run_demo(as_user))
+    return 0

@@ -1,0 +1,32 @@
+"""`deskbot demo` driven through stdin, as a person (or a script) would."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+DEMO_INPUT = """\
+486 meeting moved
+@everyone fire drill
+who @sales
+history
+999 hi
+"""
+
+
+def test_demo_runs_the_whole_flow_from_stdin():
+    deskbot = str(Path(sys.executable).parent / "deskbot")
+    result = subprocess.run(
+        [deskbot, "demo"], input=DEMO_INPUT, capture_output=True, text=True, timeout=60
+    )
+    out = result.stdout
+    assert result.returncode == 0, result.stderr
+    assert "📟 486 Reception shows: Alice: meeting moved" in out
+    assert "✅ 486 (Reception): 200 OK" in out
+    assert "⏱️ 488 (Lab): 408 Request Timeout" in out
+    assert "❌ 489 (Old desk): 404 Not Found — the phone has no identity 489" in out
+    assert "2/4 delivered" in out
+    assert "@sales → 2 phone(s):" in out
+    assert "→ @everyone (10 chars): 2/4 delivered" in out
+    assert "⚠️ extension 999 is not in the directory. Nothing was sent." in out
