@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -112,6 +113,9 @@ async def _send(cfg: config.Config, targets: str, text: str, as_json: bool) -> i
     except AgentError as exc:
         print(f"deskbot: cannot start the SIP agent on {s.sip.listen}: {exc}", file=sys.stderr)
         return EXIT_NOTHING_SENT
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, agent.abandon)
     try:
         relay.sender = agent
         relay.audit = open_audit(s.audit.path)

@@ -13,6 +13,7 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,7 @@ START_TIMEOUT = 10.0
 STOP_TIMEOUT = 2.0
 MAX_START_FAILURES = 3  # in a row, before the agent gives up instead of looping
 BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)
+WORKER_COMMAND = (sys.executable, "-m", "deskbot.sip.worker")
 UNCONFIRMED = "Not confirmed: the SIP agent restarted while the message was out"
 
 
@@ -47,11 +49,12 @@ class AgentState:
 
 
 class SipAgent:
-    def __init__(self, sip: Sip, password: str | None = None, *, allow_crash: bool = False):
+    def __init__(self, sip: Sip, password: str | None = None, *,
+                 worker_command: Sequence[str] = WORKER_COMMAND):
         self.sip = sip
         self.state = AgentState()
         self._password = password
-        self._allow_crash = allow_crash  # tests may ask the worker to abort itself
+        self._worker_command = tuple(worker_command)
         self._slots = asyncio.Semaphore(sip.max_in_flight)
         self._futures: dict[int, tuple[asyncio.Future[Delivery], str, float]] = {}
         self._next_id = 0
@@ -158,13 +161,13 @@ class SipAgent:
             elapsed = (time.perf_counter() - started) * 1000
             future.set_result(Delivery(uri, code, reason, round(elapsed, 1), local))
 
+    def abandon(self) -> None:
+        """Report every message still out as not confirmed, at once (the user is leaving)."""
+        self._fail_pending("Not confirmed: deskbot was stopped before the phone answered")
+
     def _fail_pending(self, reason: str) -> None:
         for send_id in list(self._futures):
             self._resolve(send_id, 0, reason, True)
-
-    def crash_worker_for_test(self) -> None:
-        assert self._allow_crash and self._proc and self._proc.stdin
-        self._proc.stdin.write(protocol.encode({"op": "crash"}))
 
     # -- supervision --------------------------------------------------------
     async def _supervise(self) -> None:
@@ -202,9 +205,7 @@ class SipAgent:
     async def _run_worker(self) -> str:
         """Run one worker until it exits; return why it ended ('start: ...' if it never ran)."""
         proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "deskbot.sip.worker",
+            *self._worker_command,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -309,7 +310,6 @@ class SipAgent:
             "timeout_ms": int(self.sip.timeout * 1000),
             "registrar": registrar,
             "log_level": level,
-            "allow_crash": self._allow_crash,
         }
 
 

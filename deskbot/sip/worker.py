@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -169,7 +170,7 @@ class Worker:
             buddy.sendInstantMessage(prm)
         except pj.Error as exc:
             self.pending.pop(int(token.this), None)
-            self.outbox.append([send_id, 503, _reason(exc.info()), True])
+            self.outbox.append([send_id, 503, _reason(exc), True])
         finally:
             del buddy  # deleting right away keeps us far from pjsua's 256-buddy abort
 
@@ -187,8 +188,6 @@ class Worker:
                 self.send(int(send_id), str(uri), str(text))
         elif op == "stop":
             self.stopping = True
-        elif op == "crash" and self.start.get("allow_crash"):  # tests only
-            os.kill(os.getpid(), signal.SIGABRT)
 
     def run(self) -> None:
         while not self.stopping:
@@ -226,9 +225,10 @@ class Worker:
         self.emit({"op": "stopped"})
 
 
-def _reason(text: str) -> str:
-    """pjsua2 error text -> a short reason (the part after the last colon)."""
-    return text.strip().rsplit(":", 1)[-1].strip()[:120] or "Local error"
+def _reason(exc: BaseException) -> str:
+    """A pjsua2 error -> its short reason, like 'Address already in use'."""
+    reason = str(getattr(exc, "reason", "") or exc)
+    return re.sub(r"\s*\(status=\d+\)\s*$", "", reason).strip()[:120] or "Local error"
 
 
 def _reader(worker: Worker, stdin: Any) -> None:
@@ -258,8 +258,7 @@ def main() -> None:
     try:
         worker.create()
     except Exception as exc:
-        info = exc.info() if hasattr(exc, "info") else str(exc)
-        worker.emit({"op": "error", "msg": _reason(str(info)) if hasattr(exc, "info") else info})
+        worker.emit({"op": "error", "msg": _reason(exc)})
         out.flush()
         os._exit(3)
     threading.Thread(target=_reader, args=(worker, stdin), daemon=True).start()

@@ -1,0 +1,186 @@
+"""Broadcast to 1,000 distinct extensions on one SIPp phone; compare with baselines.
+
+Run by hand: ``make bench`` (or ``.venv/bin/python bench/fanout.py --phones 1000``).
+Reports, for the whole ``deskbot send @all`` process and for the agent alone:
+throughput, p50/p99 latency, retransmissions seen by SIPp, peak RSS; then a
+1-phone ``deskbot send`` and a one-process-per-message loop for comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="bench 200">
+  <recv request="MESSAGE" />
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+</scenario>
+"""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_sipp(workdir: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
+    port = free_port()
+    scenario = workdir / "bench.xml"
+    scenario.write_text(SCENARIO)
+    trace = workdir / f"sipp-{port}.log"
+    proc = subprocess.Popen(
+        [shutil.which("sipp") or "sipp", "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(port),
+         "-nostdin", "-trace_msg", "-message_file", str(trace), "-max_recv_loops", "100000",
+         "-buff_size", "4194304"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return proc, port, trace
+        time.sleep(0.02)
+    raise SystemExit("SIPp did not start")
+
+
+def received_counts(trace: Path) -> tuple[int, int]:
+    """(MESSAGE requests received, distinct Call-IDs) from SIPp's trace."""
+    total, call_ids = 0, set()
+    for block in trace.read_text(errors="replace").split("message received")[1:]:
+        lines = block.split("\n")
+        if len(lines) > 2 and lines[2].startswith("MESSAGE "):
+            total += 1
+            call_ids.update(ln for ln in lines if ln.lower().startswith("call-id:"))
+    return total, len(call_ids)
+
+
+def write_config(workdir: Path, port: int, phones: int, in_flight: int) -> Path:
+    lines = ['[sip]', 'listen = "127.0.0.1:0"', "timeout = 5.0", f"max_in_flight = {in_flight}",
+             "[audit]", f'path = "{workdir / "audit.sqlite3"}"']
+    for i in range(phones):
+        ext = str(10000 + i)
+        lines += [f"[phones.{ext}]", f'uri = "sip:{ext}@127.0.0.1:{port}"']
+    members = ", ".join(f'"{10000 + i}"' for i in range(phones))
+    lines += ["[groups.all]", f"members = [{members}]"]
+    path = workdir / "bench.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_send(cfg: Path, target: str) -> tuple[float, list[dict[str, object]], int]:
+    deskbot = str(Path(sys.executable).parent / "deskbot")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    started = time.perf_counter()
+    result = subprocess.run([deskbot, "send", "-c", str(cfg), "--json", target, "bench"],
+                            capture_output=True, text=True, timeout=120)
+    elapsed = time.perf_counter() - started
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    if result.returncode != 0:
+        raise SystemExit(f"send {target} failed ({result.returncode}): {result.stderr[-500:]}")
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return elapsed, rows, max(rss, before)
+
+
+async def agent_only(port: int, phones: int, in_flight: int) -> tuple[float, list[float]]:
+    sys.path.insert(0, str(ROOT))
+    from deskbot.config import Sip
+    from deskbot.sip.agent import SipAgent
+
+    agent = SipAgent(Sip(listen="127.0.0.1:0", timeout=5.0, max_in_flight=in_flight))
+    await agent.start()
+    try:
+        started = time.perf_counter()
+        results = await asyncio.gather(*(agent.send(f"sip:{20000 + i}@127.0.0.1:{port}", "b")
+                                         for i in range(phones)))
+        elapsed = time.perf_counter() - started
+    finally:
+        await agent.close()
+    assert all(d.code == 200 for d in results), {d.code for d in results}
+    return elapsed, [d.elapsed_ms for d in results]
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--phones", type=int, default=1000)
+    parser.add_argument("--in-flight", type=int, default=50)
+    parser.add_argument("--loop", type=int, default=30, help="sends in the per-process loop")
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="deskbot-bench-") as tmp:
+        workdir = Path(tmp)
+        sipp, port, trace = start_sipp(workdir)
+        try:
+            cfg = write_config(workdir, port, args.phones, args.in_flight)
+            one, broadcast, rss = [], [], 0
+            latencies: list[float] = []
+            for _ in range(args.runs):
+                t1, _rows, _ = run_send(cfg, "10000")
+                tn, rows, rss = run_send(cfg, "@all")
+                one.append(t1)
+                broadcast.append(tn)
+                latencies += [float(r["elapsed_ms"]) for r in rows]
+            agent_times, agent_lat = [], []
+            for _ in range(args.runs):
+                elapsed, lat = asyncio.run(agent_only(port, args.phones, args.in_flight))
+                agent_times.append(elapsed)
+                agent_lat += lat
+            loop_started = time.perf_counter()
+            for _ in range(args.loop):
+                run_send(cfg, "10000")
+            per_process = (time.perf_counter() - loop_started) / args.loop
+            total, distinct = received_counts(trace)
+        finally:
+            sipp.kill()
+            sipp.wait()
+    extra = [b - o for b, o in zip(broadcast, one, strict=True)]
+    loop_estimate = per_process * args.phones
+    print(f"phones={args.phones} in_flight={args.in_flight} runs={args.runs}")
+    print(f"deskbot send 1 phone:        median {statistics.median(one):.3f} s")
+    print(f"deskbot send @all:           median {statistics.median(broadcast):.3f} s "
+          f"(min {min(broadcast):.3f}, max {max(broadcast):.3f})")
+    print(f"  cost over a 1-phone send:  median {statistics.median(extra):.3f} s "
+          f"(min {min(extra):.3f}, max {max(extra):.3f})")
+    print(f"  per-message latency:       p50 {pct(latencies, .5):.1f} ms, "
+          f"p99 {pct(latencies, .99):.1f} ms")
+    print(f"  peak RSS, largest process (deskbot or its worker): {rss / 1024:.0f} MiB")
+    best = min(agent_times)
+    print(f"agent alone, {args.phones} sends:  median {statistics.median(agent_times):.3f} s, "
+          f"best {best:.3f} s = {args.phones / best:,.0f} msg/s; "
+          f"p50 {pct(agent_lat, .5):.1f} ms, p99 {pct(agent_lat, .99):.1f} ms")
+    print(f"one process per message:     {per_process:.3f} s each -> {args.phones} phones "
+          f"~{loop_estimate:.1f} s; @all is {loop_estimate / statistics.median(broadcast):.0f}x "
+          "faster")
+    print(f"SIPp received {total} MESSAGE requests for {distinct} distinct Call-IDs: "
+          f"{total - distinct} retransmissions")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""The SIP worker process under supervision: crashes, restarts, shutdown, orphans."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import wait_for, write_config
+from deskbot.config import Sip
+from deskbot.delivery import Outcome
+from deskbot.sip.agent import AgentError, SipAgent
+
+
+def worker_pids() -> set[int]:
+    found = set()
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if "deskbot.sip.worker" in cmd and proc.status() != psutil.STATUS_ZOMBIE:
+            found.add(proc.pid)
+    return found
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGABRT])
+async def test_worker_death_mid_group_send_reports_every_phone_and_recovers(sipp, sig):
+    silent, ok = sipp(silent=True), sipp(200)
+    agent = SipAgent(Sip(listen="127.0.0.1:0", timeout=5.0))
+    await agent.start()
+    try:
+        first_pid = agent.state.pid
+        sends = [asyncio.create_task(agent.send(silent.uri(str(400 + i)), "drill"))
+                 for i in range(20)]
+        await asyncio.to_thread(silent.wait_received, 20)
+        os.kill(first_pid, sig)
+        results = await asyncio.wait_for(asyncio.gather(*sends), 3)
+        assert {d.outcome for d in results} == {Outcome.UNCONFIRMED}
+        assert all("Not confirmed" in d.reason for d in results)
+        delivery = await asyncio.wait_for(agent.send(ok.uri(), "after the crash"), 5)
+        assert delivery.code == 200
+        assert agent.state.restarts == 1 and agent.state.pid != first_pid
+        assert first_pid not in worker_pids()  # reaped, not a zombie
+    finally:
+        await agent.close()
+    assert agent.state.pid not in worker_pids()
+
+
+async def test_a_worker_that_dies_at_start_up_three_times_gives_a_clear_error():
+    agent = SipAgent(Sip(listen="127.0.0.1:0"),
+                     worker_command=(sys.executable, "-c", "import os; os.abort()"))
+    started = time.monotonic()
+    with pytest.raises(AgentError, match="died at start-up 3 times in a row"):
+        await agent.start()
+    assert time.monotonic() - started < 5
+
+
+async def test_a_port_in_use_is_reported_without_retrying():
+    first = SipAgent(Sip(listen="127.0.0.1:0"))
+    await first.start()
+    try:
+        second = SipAgent(Sip(listen=f"127.0.0.1:{first.state.port}"))
+        with pytest.raises(AgentError, match="ddress already in use"):
+            await second.start()
+    finally:
+        await first.close()
+
+
+def test_sigterm_during_a_send_reports_the_phone_and_leaves_no_worker(sipp, tmp_path: Path):
+    silent = sipp(silent=True)
+    cfg = write_config(tmp_path / "d.toml", f"""
+        [sip]
+        listen = "127.0.0.1:0"
+        timeout = 20.0
+        [audit]
+        path = "{tmp_path}/a.sqlite3"
+        [phones.486]
+        uri = "{silent.uri()}"
+        """)
+    deskbot = str(Path(sys.executable).parent / "deskbot")
+    proc = subprocess.Popen([deskbot, "send", "-c", str(cfg), "--json", "486", "hi"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    silent.wait_received(1)
+    workers = {p.pid for p in psutil.Process(proc.pid).children()}
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 3, err
+    [row] = [json.loads(line) for line in out.splitlines()]
+    assert row["code"] == 0 and row["outcome"] == "unconfirmed"
+    assert "stopped before the phone answered" in row["reason"]
+    assert workers and not any(psutil.pid_exists(p) for p in workers)
+
+
+def test_parent_killed_with_sigkill_leaves_no_worker(sipp, tmp_path: Path):
+    silent = sipp(silent=True)
+    cfg = write_config(tmp_path / "d.toml", f"""
+        [sip]
+        listen = "127.0.0.1:0"
+        timeout = 20.0
+        [audit]
+        path = "{tmp_path}/a.sqlite3"
+        [phones.486]
+        uri = "{silent.uri()}"
+        """)
+    deskbot = str(Path(sys.executable).parent / "deskbot")
+    proc = subprocess.Popen([deskbot, "send", "-c", str(cfg), "486", "hi"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    silent.wait_received(1)
+    workers = [p.pid for p in psutil.Process(proc.pid).children()]
+    assert workers
+    proc.kill()
+    proc.wait()
+    wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() !=
+                             psutil.STATUS_ZOMBIE for p in workers),
+             timeout=5, what="the orphaned worker to exit")
