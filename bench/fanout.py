@@ -51,10 +51,27 @@ def start_sipp(workdir: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
     scenario.write_text(SCENARIO)
     trace = workdir / f"sipp-{port}.log"
     proc = subprocess.Popen(
-        [shutil.which("sipp") or "sipp", "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(port),
-         "-nostdin", "-trace_msg", "-message_file", str(trace), "-max_recv_loops", "100000",
-         "-buff_size", "4194304"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir)
+        [
+            shutil.which("sipp") or "sipp",
+            "-sf",
+            str(scenario),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-nostdin",
+            "-trace_msg",
+            "-message_file",
+            str(trace),
+            "-max_recv_loops",
+            "100000",
+            "-buff_size",
+            "4194304",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=workdir,
+    )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -78,8 +95,14 @@ def received_counts(trace: Path) -> tuple[int, int]:
 
 
 def write_config(workdir: Path, port: int, phones: int, in_flight: int) -> Path:
-    lines = ['[sip]', 'listen = "127.0.0.1:0"', "timeout = 5.0", f"max_in_flight = {in_flight}",
-             "[audit]", f'path = "{workdir / "audit.sqlite3"}"']
+    lines = [
+        "[sip]",
+        'listen = "127.0.0.1:0"',
+        "timeout = 5.0",
+        f"max_in_flight = {in_flight}",
+        "[audit]",
+        f'path = "{workdir / "audit.sqlite3"}"',
+    ]
     for i in range(phones):
         ext = str(10000 + i)
         lines += [f"[phones.{ext}]", f'uri = "sip:{ext}@127.0.0.1:{port}"']
@@ -94,8 +117,12 @@ def run_send(cfg: Path, target: str) -> tuple[float, list[dict[str, object]], in
     deskbot = str(Path(sys.executable).parent / "deskbot")
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.perf_counter()
-    result = subprocess.run([deskbot, "send", "-c", str(cfg), "--json", target, "bench"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [deskbot, "send", "-c", str(cfg), "--json", target, "bench"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     elapsed = time.perf_counter() - started
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     if result.returncode != 0:
@@ -113,8 +140,9 @@ async def agent_only(port: int, phones: int, in_flight: int) -> tuple[float, lis
     await agent.start()
     try:
         started = time.perf_counter()
-        results = await asyncio.gather(*(agent.send(f"sip:{20000 + i}@127.0.0.1:{port}", "b")
-                                         for i in range(phones)))
+        results = await asyncio.gather(
+            *(agent.send(f"sip:{20000 + i}@127.0.0.1:{port}", "b") for i in range(phones))
+        )
         elapsed = time.perf_counter() - started
     finally:
         await agent.close()
@@ -164,22 +192,34 @@ def main() -> None:
     loop_estimate = per_process * args.phones
     print(f"phones={args.phones} in_flight={args.in_flight} runs={args.runs}")
     print(f"deskbot send 1 phone:        median {statistics.median(one):.3f} s")
-    print(f"deskbot send @all:           median {statistics.median(broadcast):.3f} s "
-          f"(min {min(broadcast):.3f}, max {max(broadcast):.3f})")
-    print(f"  cost over a 1-phone send:  median {statistics.median(extra):.3f} s "
-          f"(min {min(extra):.3f}, max {max(extra):.3f})")
-    print(f"  per-message latency:       p50 {pct(latencies, .5):.1f} ms, "
-          f"p99 {pct(latencies, .99):.1f} ms")
+    print(
+        f"deskbot send @all:           median {statistics.median(broadcast):.3f} s "
+        f"(min {min(broadcast):.3f}, max {max(broadcast):.3f})"
+    )
+    print(
+        f"  cost over a 1-phone send:  median {statistics.median(extra):.3f} s "
+        f"(min {min(extra):.3f}, max {max(extra):.3f})"
+    )
+    print(
+        f"  per-message latency:       p50 {pct(latencies, 0.5):.1f} ms, "
+        f"p99 {pct(latencies, 0.99):.1f} ms"
+    )
     print(f"  peak RSS, largest process (deskbot or its worker): {rss / 1024:.0f} MiB")
     best = min(agent_times)
-    print(f"agent alone, {args.phones} sends:  median {statistics.median(agent_times):.3f} s, "
-          f"best {best:.3f} s = {args.phones / best:,.0f} msg/s; "
-          f"p50 {pct(agent_lat, .5):.1f} ms, p99 {pct(agent_lat, .99):.1f} ms")
-    print(f"one process per message:     {per_process:.3f} s each -> {args.phones} phones "
-          f"~{loop_estimate:.1f} s; @all is {loop_estimate / statistics.median(broadcast):.0f}x "
-          "faster")
-    print(f"SIPp received {total} MESSAGE requests for {distinct} distinct Call-IDs: "
-          f"{total - distinct} retransmissions")
+    print(
+        f"agent alone, {args.phones} sends:  median {statistics.median(agent_times):.3f} s, "
+        f"best {best:.3f} s = {args.phones / best:,.0f} msg/s; "
+        f"p50 {pct(agent_lat, 0.5):.1f} ms, p99 {pct(agent_lat, 0.99):.1f} ms"
+    )
+    print(
+        f"one process per message:     {per_process:.3f} s each -> {args.phones} phones "
+        f"~{loop_estimate:.1f} s; @all is {loop_estimate / statistics.median(broadcast):.0f}x "
+        "faster"
+    )
+    print(
+        f"SIPp received {total} MESSAGE requests for {distinct} distinct Call-IDs: "
+        f"{total - distinct} retransmissions"
+    )
 
 
 if __name__ == "__main__":

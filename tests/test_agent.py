@@ -13,8 +13,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-
 from conftest import wait_for, write_config
+
 from deskbot.config import Sip
 from deskbot.delivery import Outcome
 from deskbot.sip.agent import AgentError, SipAgent
@@ -36,8 +36,9 @@ async def test_worker_death_mid_group_send_reports_every_phone_and_recovers(sipp
     await agent.start()
     try:
         first_pid = agent.state.pid
-        sends = [asyncio.create_task(agent.send(silent.uri(str(400 + i)), "drill"))
-                 for i in range(20)]
+        sends = [
+            asyncio.create_task(agent.send(silent.uri(str(400 + i)), "drill")) for i in range(20)
+        ]
         await asyncio.to_thread(silent.wait_received, 20)
         os.kill(first_pid, sig)
         results = await asyncio.wait_for(asyncio.gather(*sends), 3)
@@ -53,8 +54,9 @@ async def test_worker_death_mid_group_send_reports_every_phone_and_recovers(sipp
 
 
 async def test_a_worker_that_dies_at_start_up_three_times_gives_a_clear_error():
-    agent = SipAgent(Sip(listen="127.0.0.1:0"),
-                     worker_command=(sys.executable, "-c", "import os; os.abort()"))
+    agent = SipAgent(
+        Sip(listen="127.0.0.1:0"), worker_command=(sys.executable, "-c", "import os; os.abort()")
+    )
     started = time.monotonic()
     with pytest.raises(AgentError, match="died at start-up 3 times in a row"):
         await agent.start()
@@ -74,7 +76,9 @@ async def test_a_port_in_use_is_reported_without_retrying():
 
 def test_sigterm_during_a_send_reports_the_phone_and_leaves_no_worker(sipp, tmp_path: Path):
     silent = sipp(silent=True)
-    cfg = write_config(tmp_path / "d.toml", f"""
+    cfg = write_config(
+        tmp_path / "d.toml",
+        f"""
         [sip]
         listen = "127.0.0.1:0"
         timeout = 20.0
@@ -82,10 +86,15 @@ def test_sigterm_during_a_send_reports_the_phone_and_leaves_no_worker(sipp, tmp_
         path = "{tmp_path}/a.sqlite3"
         [phones.486]
         uri = "{silent.uri()}"
-        """)
+        """,
+    )
     deskbot = str(Path(sys.executable).parent / "deskbot")
-    proc = subprocess.Popen([deskbot, "send", "-c", str(cfg), "--json", "486", "hi"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [deskbot, "send", "-c", str(cfg), "--json", "486", "hi"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     silent.wait_received(1)
     workers = {p.pid for p in psutil.Process(proc.pid).children()}
     proc.send_signal(signal.SIGTERM)
@@ -99,7 +108,9 @@ def test_sigterm_during_a_send_reports_the_phone_and_leaves_no_worker(sipp, tmp_
 
 def test_parent_killed_with_sigkill_leaves_no_worker(sipp, tmp_path: Path):
     silent = sipp(silent=True)
-    cfg = write_config(tmp_path / "d.toml", f"""
+    cfg = write_config(
+        tmp_path / "d.toml",
+        f"""
         [sip]
         listen = "127.0.0.1:0"
         timeout = 20.0
@@ -107,15 +118,26 @@ def test_parent_killed_with_sigkill_leaves_no_worker(sipp, tmp_path: Path):
         path = "{tmp_path}/a.sqlite3"
         [phones.486]
         uri = "{silent.uri()}"
-        """)
+        """,
+    )
     deskbot = str(Path(sys.executable).parent / "deskbot")
-    proc = subprocess.Popen([deskbot, "send", "-c", str(cfg), "486", "hi"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [deskbot, "send", "-c", str(cfg), "486", "hi"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     silent.wait_received(1)
     workers = [p.pid for p in psutil.Process(proc.pid).children()]
     assert workers
     proc.kill()
     proc.wait()
-    wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() !=
-                             psutil.STATUS_ZOMBIE for p in workers),
-             timeout=5, what="the orphaned worker to exit")
+    wait_for(
+        lambda: (
+            not any(
+                psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+                for p in workers
+            )
+        ),
+        timeout=5,
+        what="the orphaned worker to exit",
+    )

@@ -49,8 +49,13 @@ class AgentState:
 
 
 class SipAgent:
-    def __init__(self, sip: Sip, password: str | None = None, *,
-                 worker_command: Sequence[str] = WORKER_COMMAND):
+    def __init__(
+        self,
+        sip: Sip,
+        password: str | None = None,
+        *,
+        worker_command: Sequence[str] = WORKER_COMMAND,
+    ):
         self.sip = sip
         self.state = AgentState()
         self._password = password
