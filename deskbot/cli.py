@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TextIO
 
 from deskbot import __version__, config, report
 from deskbot.relay import SHELL, Answer, ChatUser, Relay, exit_code
@@ -74,18 +75,18 @@ def _setup_logging(verbose: int, default: int) -> None:
         logging.getLogger("deskbot.sip.pjsip").setLevel(max(level, logging.INFO))
 
 
-def _load(path_arg: str | None) -> config.Config | None:
+def _load(path_arg: str | None, report_to: TextIO = sys.stderr) -> config.Config | None:
     path = config.find_path(path_arg)
     try:
         return config.load(path)
     except config.ConfigError as exc:
         for problem in exc.problems:
-            print(problem, file=sys.stderr)
+            print(problem, file=report_to)
         return None
 
 
 def check_config(args: argparse.Namespace) -> int:
-    cfg = _load(args.config)
+    cfg = _load(args.config, report_to=sys.stdout)  # the problems are this command's report
     if cfg is None:
         return EXIT_NOTHING_SENT
     s = cfg.settings

@@ -229,6 +229,6 @@ def test_check_config_summary_and_problems(tmp_path):
     )
     result = run_deskbot("check-config", "-c", str(bad))
     assert result.returncode == 2
-    assert result.stderr.splitlines() == [
+    assert result.stdout.splitlines() == [
         f"{bad}: sip.listn: unknown key (check the spelling against config.example.toml)"
     ]
