@@ -1,5 +1,8 @@
 # deskbot: everything a fresh Debian machine needs is installed from here.
-PYTHON ?= $(shell command -v python3.12 || command -v python3.11)
+# The first interpreter that runs and is 3.11 or 3.12 (pyenv shims may exist but not run).
+PYTHON ?= $(shell for p in python3.11 python3.12 python3; do \
+  $$p -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] < (3, 13))' 2>/dev/null \
+  && { command -v $$p; break; }; done)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
