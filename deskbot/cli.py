@@ -121,22 +121,13 @@ async def _send(cfg: config.Config, targets: str, text: str, as_json: bool) -> i
         relay.sender = agent
         relay.audit = open_audit(s.audit.path)
         if s.sip.registrar:
-            await _wait_registered(agent)
+            await agent.wait_registration(timeout=5.0)  # send with a known registration
         result = await relay.deliver(prepared)
     finally:
         await agent.close()
     for line in result.lines:
         print(_shell_line(line, as_json))
     return exit_code(result)
-
-
-async def _wait_registered(agent: SipAgent, timeout: float = 5.0) -> None:
-    """Let the first REGISTER finish so the MESSAGE goes out with a known state."""
-    state = agent.state
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not state.registration and loop.time() < deadline:
-        await asyncio.sleep(0.02)
 
 
 def _shell_line(line: report.Line, as_json: bool) -> str:

@@ -269,3 +269,15 @@ def run_deskbot(
         timeout=timeout,
         env=full_env,
     )
+
+
+async def until(condition: Callable[[], object], timeout: float = 10.0, what: str = "condition"):
+    """The asyncio twin of wait_for: poll without blocking the event loop."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.01)
+    return value

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import wait_for, write_config
+from conftest import until, wait_for, write_config
 
-from deskbot.config import Sip
+from deskbot.config import Registrar, Sip
 from deskbot.delivery import Outcome
 from deskbot.sip.agent import AgentError, SipAgent
 
@@ -141,3 +141,18 @@ def test_parent_killed_with_sigkill_leaves_no_worker(sipp, tmp_path: Path):
         timeout=5,
         what="the orphaned worker to exit",
     )
+
+
+async def test_registration_is_redone_after_a_worker_crash(sipp):
+    pbx = sipp(pbx_password="s3cret")
+    registrar = Registrar(uri=f"sip:127.0.0.1:{pbx.port}", username="deskbot", password_env="P")
+    agent = SipAgent(Sip(listen="127.0.0.1:0", timeout=2.0, registrar=registrar), "s3cret")
+    await agent.start()
+    try:
+        assert (await agent.wait_registration(5))["active"] is True
+        os.kill(agent.state.pid, signal.SIGKILL)
+        await until(lambda: agent.state.restarts == 1, what="the restart")
+        registration = await agent.wait_registration(5)
+        assert registration == {"code": 200, "reason": "OK", "active": True}
+    finally:
+        await agent.close()

@@ -66,6 +66,7 @@ class SipAgent:
         self._batch: list[list[Any]] = []
         self._proc: asyncio.subprocess.Process | None = None
         self._ready = asyncio.Event()
+        self._registered = asyncio.Event()  # set at each REGISTER answer of the current worker
         self._stopped = asyncio.Event()
         self._closing = False
         self._supervisor: asyncio.Task[None] | None = None
@@ -112,6 +113,12 @@ class SipAgent:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    async def wait_registration(self, timeout: float) -> dict[str, Any]:
+        """The first REGISTER answer of the running worker ({} if none came in time)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._registered.wait(), timeout)
+        return self.state.registration
 
     @property
     def in_flight(self) -> int:
@@ -235,7 +242,9 @@ class SipAgent:
             return "start: no answer from the SIP worker"
         finally:
             self._ready.clear()
+            self._registered.clear()
             self.state.alive = False
+            self.state.registration = {}
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
@@ -284,6 +293,7 @@ class SipAgent:
             pjsip_log.log(py_level, "%s", message.get("msg", ""))
         elif op == "reg":
             self.state.registration = {k: message.get(k) for k in ("code", "reason", "active")}
+            self._registered.set()
             level = logging.INFO if message.get("active") else logging.WARNING
             log.log(level, "registration: %s %s", message.get("code"), message.get("reason"))
 
