@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -150,9 +151,101 @@ async def agent_only(port: int, phones: int, in_flight: int) -> tuple[float, lis
     return elapsed, [d.elapsed_ms for d in results]
 
 
+class InProcessAgent:
+    """The design the worker process replaced: pjsua2 polled by a thread of this process.
+
+    It reuses the worker's own code, so the two differ only in where pjsua2 runs.
+    """
+
+    def __init__(self, phones_port: int) -> None:
+        self.futures: dict[int, asyncio.Future[tuple[int, float]]] = {}
+        self.started: dict[int, float] = {}
+        self.ready = threading.Event()
+
+    def write(self, line: bytes) -> None:  # called in the pjsua2 thread
+        message = json.loads(line)
+        if message["op"] == "ready":
+            self.ready.set()
+        elif message["op"] == "done":
+            now = time.perf_counter()
+            for send_id, code, _reason, _local in message["items"]:
+                future = self.futures.pop(send_id)
+                elapsed = (now - self.started.pop(send_id)) * 1000
+                self.loop.call_soon_threadsafe(future.set_result, (code, elapsed))
+
+    def flush(self) -> None:
+        pass
+
+    async def run(self, port: int, phones: int, in_flight: int) -> tuple[float, list[float]]:
+        from deskbot.sip.worker import Worker
+
+        self.loop = asyncio.get_running_loop()
+        start = {
+            "host": "127.0.0.1",
+            "port": 0,
+            "transport": "udp",
+            "log_level": 1,
+            "from_uri": "sip:deskbot@127.0.0.1",
+            "display_name": "Deskbot",
+            "timeout_ms": 5000,
+            "registrar": None,
+        }
+        worker = Worker(start, self)
+        thread = threading.Thread(target=lambda: (worker.create(), worker.run()), daemon=True)
+        thread.start()
+        await asyncio.to_thread(self.ready.wait, 10)
+        slots = asyncio.Semaphore(in_flight)
+
+        async def send(i: int) -> tuple[int, float]:
+            async with slots:
+                future = self.loop.create_future()
+                self.futures[i] = future
+                self.started[i] = time.perf_counter()
+                worker.inbox.append(
+                    {"op": "send", "items": [[i, f"sip:{30000 + i}@127.0.0.1:{port}", "b"]]}
+                )
+                worker.wake()
+                return await future
+
+        started = time.perf_counter()
+        results = await asyncio.gather(*(send(i) for i in range(phones)))
+        elapsed = time.perf_counter() - started
+        worker.inbox.append({"op": "stop"})
+        worker.wake()
+        await asyncio.to_thread(thread.join, 5)
+        assert all(code == 200 for code, _ in results)
+        return elapsed, [ms for _, ms in results]
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def inprocess_run(port: int, phones: int, in_flight: int) -> tuple[float, list[float]]:
+    code = (
+        "import asyncio, json, sys; sys.path.insert(0, sys.argv[1]); import fanout; "
+        "t, lat = asyncio.run(fanout.InProcessAgent(0).run(*map(int, sys.argv[2:5]))); "
+        "print(json.dumps([t, lat]))"
+    )
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            str(Path(__file__).parent),
+            str(port),
+            str(phones),
+            str(in_flight),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        cwd=ROOT,
+    ).stdout
+    elapsed, latencies = json.loads(out.strip().splitlines()[-1])
+    return elapsed, latencies
 
 
 def main() -> None:
@@ -180,6 +273,8 @@ def main() -> None:
                 elapsed, lat = asyncio.run(agent_only(port, args.phones, args.in_flight))
                 agent_times.append(elapsed)
                 agent_lat += lat
+            # pjsua2 allows one endpoint per process: the in-process runs get a process each
+            inproc = [inprocess_run(port, args.phones, args.in_flight) for _ in range(args.runs)]
             loop_started = time.perf_counter()
             for _ in range(args.loop):
                 run_send(cfg, "10000")
@@ -190,6 +285,8 @@ def main() -> None:
             sipp.wait()
     extra = [b - o for b, o in zip(broadcast, one, strict=True)]
     loop_estimate = per_process * args.phones
+    inproc_times = [t for t, _ in inproc]
+    inproc_lat = [ms for _, lat in inproc for ms in lat]
     print(f"phones={args.phones} in_flight={args.in_flight} runs={args.runs}")
     print(f"deskbot send 1 phone:        median {statistics.median(one):.3f} s")
     print(
@@ -210,6 +307,11 @@ def main() -> None:
         f"agent alone, {args.phones} sends:  median {statistics.median(agent_times):.3f} s, "
         f"best {best:.3f} s = {args.phones / best:,.0f} msg/s; "
         f"p50 {pct(agent_lat, 0.5):.1f} ms, p99 {pct(agent_lat, 0.99):.1f} ms"
+    )
+    print(
+        f"in-process agent (thread), {args.phones} sends: "
+        f"median {statistics.median(inproc_times):.3f} s, best {min(inproc_times):.3f} s; "
+        f"p50 {pct(inproc_lat, 0.5):.1f} ms, p99 {pct(inproc_lat, 0.99):.1f} ms"
     )
     print(
         f"one process per message:     {per_process:.3f} s each -> {args.phones} phones "
