@@ -74,8 +74,8 @@ async def test_a_port_in_use_is_reported_without_retrying():
         await first.close()
 
 
-def test_sigterm_during_a_send_reports_the_phone_and_leaves_no_worker(sipp, tmp_path: Path):
-    silent = sipp(silent=True)
+def send_to_silent_phone(silent, tmp_path: Path, *flags: str) -> subprocess.Popen[str]:
+    """`deskbot send` to a phone that never answers; returns once the MESSAGE is out."""
     cfg = write_config(
         tmp_path / "d.toml",
         f"""
@@ -90,12 +90,18 @@ def test_sigterm_during_a_send_reports_the_phone_and_leaves_no_worker(sipp, tmp_
     )
     deskbot = str(Path(sys.executable).parent / "deskbot")
     proc = subprocess.Popen(
-        [deskbot, "send", "-c", str(cfg), "--json", "486", "hi"],
+        [deskbot, "send", "-c", str(cfg), *flags, "486", "hi"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     silent.wait_received(1)
+    return proc
+
+
+def test_sigterm_during_a_send_reports_the_phone_and_leaves_no_worker(sipp, tmp_path: Path):
+    silent = sipp(silent=True)
+    proc = send_to_silent_phone(silent, tmp_path, "--json")
     workers = {p.pid for p in psutil.Process(proc.pid).children()}
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=10)
@@ -108,25 +114,7 @@ def test_sigterm_during_a_send_reports_the_phone_and_leaves_no_worker(sipp, tmp_
 
 def test_parent_killed_with_sigkill_leaves_no_worker(sipp, tmp_path: Path):
     silent = sipp(silent=True)
-    cfg = write_config(
-        tmp_path / "d.toml",
-        f"""
-        [sip]
-        listen = "127.0.0.1:0"
-        timeout = 20.0
-        [audit]
-        path = "{tmp_path}/a.sqlite3"
-        [phones.486]
-        uri = "{silent.uri()}"
-        """,
-    )
-    deskbot = str(Path(sys.executable).parent / "deskbot")
-    proc = subprocess.Popen(
-        [deskbot, "send", "-c", str(cfg), "486", "hi"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    silent.wait_received(1)
+    proc = send_to_silent_phone(silent, tmp_path)
     workers = [p.pid for p in psutil.Process(proc.pid).children()]
     assert workers
     proc.kill()
