@@ -132,7 +132,11 @@ class Service:
         try:
             await self.health.start()
             for adapter in self.adapters:
-                await adapter.start()
+                try:
+                    await adapter.start()
+                except Exception as exc:  # bad token, unreachable server: say so and stop
+                    log.error("cannot start %s: %s", adapter.name, exc)
+                    return EXIT_CONFIG
                 self._tasks.append(loop.create_task(adapter.run(), name=f"chat-{adapter.name}"))
             self._tasks.append(loop.create_task(self._watch(), name="config-watch"))
             log.info("deskbot running: %s", ", ".join(a.name for a in self.adapters) or "no chat")

@@ -1,0 +1,399 @@
+"""`deskbot run` with [slack], against the local Slack stand-in and SIPp phones.
+
+Each test runs the installed command as an operator would, acts once as a
+Slack user would (a slash command, a mention, a DM, a signed HTTP post) and
+asserts what that user sees in Slack and what the phone received.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import free_port, wait_for, write_config
+from slack_standin import (
+    APP_TOKEN,
+    BOT_TOKEN,
+    BOT_USER_ID,
+    SIGNING_SECRET,
+    Posted,
+    SlackStandIn,
+    post_command,
+)
+
+from deskbot.chat.slack import from_slack
+
+ALICE, BOB, MALLORY, CAROL = "U0ALICE", "U0BOB", "U0MALLORY", "U0CAROL"
+DESK, NOBOT, ELSEWHERE = "C0DESK", "C0NOBOT", "C0ELSEWHERE"
+
+
+class Deskbot:
+    """`deskbot run -c CONFIG` as a subprocess; stopped with SIGTERM like a service manager."""
+
+    def __init__(self, cfg: Path, env: dict[str, str], log: Path):
+        self.cfg, self.log = cfg, log
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "deskbot"), "run", "-c", str(cfg)],
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=log.open("wb"),
+            start_new_session=True,
+        )
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        if self.proc.poll() is not None:
+            pytest.fail(f"deskbot exited with {self.proc.returncode}:\n{self.output()[-3000:]}")
+        return True
+
+    def health(self) -> dict:
+        """GET /healthz; its port is only in the log (deskbot listens on port 0 here)."""
+        url = re.search(r"http://[\d.:]+/healthz", self.output())
+        assert url, "deskbot did not log its health address"
+        try:
+            with urllib.request.urlopen(url.group(0), timeout=5) as response:
+                return json.load(response)
+        except urllib.error.HTTPError as exc:  # 503: unhealthy, same JSON
+            return json.load(exc)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def slack() -> Iterator[SlackStandIn]:
+    standin = SlackStandIn()
+    yield standin
+    standin.close()
+
+
+@pytest.fixture
+def deskbot(tmp_path: Path, slack: SlackStandIn) -> Iterator:
+    """deskbot(phones, mode=..., senders=..., channels=...) -> a running Deskbot."""
+    started: list[Deskbot] = []
+
+    def start(
+        phones: dict[str, str],
+        *,
+        mode: str = "socket",
+        senders: str = '["alice", "bob"]',
+        channels: str = f'["{DESK}", "{NOBOT}"]',
+    ) -> Deskbot:
+        lines = [
+            "[sip]",
+            'listen = "127.0.0.1:0"',
+            'from_uri = "sip:deskbot@127.0.0.1"',
+            "timeout = 1.0",
+            "[audit]",
+            f'path = "{tmp_path / "audit.sqlite3"}"',
+            "[health]",
+            'listen = "127.0.0.1:0"',
+            "[access]",
+            f"senders = {senders}",
+            'admins = ["alice"]',
+            "[people.alice]",
+            'name = "Alice Liddell"',
+            'phone = "486"',
+            f'slack = "{ALICE}"',
+            "[people.bob]",
+            f'slack = "{BOB}"',
+            "[slack]",
+            f'mode = "{mode}"',
+            f'api_url = "{slack.api_url}"',
+            f"channels = {channels}",
+        ]
+        env = {"SLACK_BOT_TOKEN": BOT_TOKEN}
+        if mode == "http":
+            port = free_port(socket.SOCK_STREAM)
+            lines.append(f'http_listen = "127.0.0.1:{port}"')
+            env["SLACK_SIGNING_SECRET"] = SIGNING_SECRET
+        else:
+            env["SLACK_APP_TOKEN"] = APP_TOKEN
+        for ext, uri in phones.items():
+            lines += [f"[phones.{ext}]", f'uri = "{uri}"', f'label = "Desk {ext}"']
+        etc = tmp_path / "etc"  # deskbot watches the config's folder: keep logs and traces out
+        etc.mkdir(exist_ok=True)
+        cfg = write_config(etc / "deskbot.toml", "\n".join(lines) + "\n")
+        bot = Deskbot(cfg, env, tmp_path / f"deskbot-{len(started)}.log")
+        started.append(bot)
+        if mode == "http":
+            bot.url = f"http://127.0.0.1:{port}/slack/events"
+            wait_for(lambda: bot.alive() and _accepts(port), what="deskbot's HTTP endpoint")
+        else:
+            wait_for(lambda: bot.alive() and slack.socket_open, what="deskbot's Socket Mode socket")
+        return bot
+
+    yield start
+    for bot in started:
+        bot.stop()
+        log = bot.output()
+        for secret in (BOT_TOKEN, APP_TOKEN, SIGNING_SECRET):
+            assert secret not in log, "a secret reached the log"
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def thread_of(slack: SlackStandIn, channel: str, replies: int = 1) -> tuple[Posted, list[Posted]]:
+    """Wait for an anchor message in channel and its thread replies."""
+
+    def found() -> tuple[Posted, list[Posted]] | None:
+        for anchor in (p for p in slack.posts if p.channel == channel and not p.thread_ts):
+            thread = [p for p in slack.posts if p.thread_ts == anchor.args["ts"]]
+            if len(thread) >= replies:
+                return anchor, thread
+        return None
+
+    return wait_for(found, what=f"an anchor and {replies} thread reply(ies) in {channel}")
+
+
+def replies_to(slack: SlackStandIn, channel: str, ts: str) -> list[Posted]:
+    return wait_for(
+        lambda: [p for p in slack.posts if p.channel == channel and p.thread_ts == ts],
+        what=f"a reply under {ts} in {channel}",
+    )
+
+
+def ack_of(slack: SlackStandIn, envelope_id: str):
+    return wait_for(lambda: slack.acks.get(envelope_id), what=f"the ack of {envelope_id}")
+
+
+def block_text(message: Posted) -> str:
+    parts = []
+    for block in message.blocks:
+        if "text" in block:
+            parts.append(block["text"]["text"])
+        parts += [e.get("text", "") for e in block.get("elements", [])]
+    return "\n".join(parts)
+
+
+# -- slash commands in Socket Mode ---------------------------------------------------------
+
+
+def test_send_posts_who_sent_what_to_whom_and_the_phones_answer_in_its_thread(sipp, slack, deskbot):
+    phone = sipp(200)
+    bot = deskbot({"486": phone.uri("486")})
+    envelope = slack.push_command("486 meeting moved to 3pm", ALICE, DESK)
+    assert ack_of(slack, envelope).seconds < 3
+    anchor, [reply] = thread_of(slack, DESK)
+    assert anchor.text == "Alice Liddell → 486 (Desk 486): meeting moved to 3pm"
+    assert "486 (Desk 486): 200 OK" in reply.text
+    assert "200 OK" in block_text(reply)
+    [msg] = phone.wait_received(1)
+    assert msg.body == b"Alice Liddell: meeting moved to 3pm"
+    assert "meeting moved" not in bot.output()  # message bodies stay out of the log
+
+
+def test_ack_comes_at_once_while_a_silent_phone_keeps_the_send_waiting(sipp, slack, deskbot):
+    deskbot({"486": sipp(silent=True).uri()})
+    envelope = slack.push_command("486 are you there", ALICE, DESK)
+    assert ack_of(slack, envelope).seconds < 1.0
+    _anchor, [reply] = thread_of(slack, DESK)
+    assert "486 (Desk 486): 408 Request Timeout" in reply.text
+    assert "the phone is off, unplugged or unreachable" in reply.text
+
+
+def test_group_send_reports_each_phone_with_code_reason_hint_and_a_summary(sipp, slack, deskbot):
+    ok, missing = sipp(200), sipp(404)
+    deskbot({"486": ok.uri("486"), "487": missing.uri("487")})
+    slack.push_command("486,487 fire drill at 11", BOB, DESK)
+    anchor, [reply] = thread_of(slack, DESK)
+    assert "486 (Desk 486): 200 OK" in reply.text
+    assert "487 (Desk 487): 404 Not Found — the phone has no identity 487" in reply.text
+    assert reply.text.endswith("1/2 delivered")
+    assert "*1/2 delivered*" in block_text(reply)
+    assert reply.at - anchor.at > 0.9  # Slack's pace: one post per second per channel
+
+
+def test_usage_error_is_shown_only_to_the_sender(sipp, slack, deskbot):
+    phone = sipp(200)
+    deskbot({"486": phone.uri()})
+    envelope = slack.push_command("486", ALICE, DESK)
+    answer = ack_of(slack, envelope).payload
+    assert answer["response_type"] == "ephemeral"
+    assert "nothing to send to 486" in answer["text"]
+    assert answer["blocks"]
+    help_answer = ack_of(slack, slack.push_command("help", ALICE, DESK)).payload
+    assert help_answer["response_type"] == "ephemeral"
+    assert "TARGETS TEXT" in help_answer["text"]
+    assert slack.posts == [] and phone.received() == []
+
+
+def test_sender_outside_access_senders_is_refused_privately(sipp, slack, deskbot):
+    phone = sipp(200)
+    deskbot({"486": phone.uri()})
+    answer = ack_of(slack, slack.push_command("486 let me in", MALLORY, DESK)).payload
+    assert answer["response_type"] == "ephemeral"
+    assert "you are not allowed to send to desk phones" in answer["text"]
+    assert slack.posts == [] and phone.received() == []
+
+
+def test_channel_outside_the_allowed_list_is_refused_privately(sipp, slack, deskbot):
+    phone = sipp(200)
+    deskbot({"486": phone.uri()})
+    answer = ack_of(slack, slack.push_command("486 hello", ALICE, ELSEWHERE)).payload
+    assert answer["response_type"] == "ephemeral"
+    assert f"does not take commands in <#{ELSEWHERE}>" in answer["text"]
+    assert slack.posts == [] and phone.received() == []
+
+
+def test_channel_the_bot_is_not_in_gets_the_result_through_response_url(sipp, slack, deskbot):
+    slack.workspace.not_in_channel.add(NOBOT)
+    deskbot({"486": sipp(200).uri()})
+    slack.push_command("486 lunch is here", ALICE, NOBOT)
+    [answer] = wait_for(lambda: [p for p in slack.responses.values() if p], what="response_url")
+    [post] = answer
+    assert post["response_type"] == "in_channel"
+    assert post["text"].startswith("Alice Liddell → 486 (Desk 486): lunch is here\n")
+    assert "486 (Desk 486): 200 OK" in post["text"]
+    assert not [p for p in slack.posts if p.channel == NOBOT]
+
+
+def test_rate_limited_post_is_retried_after_retry_after(sipp, slack, deskbot):
+    slack.workspace.rate_limit_once.add("chat.postMessage")
+    deskbot({"486": sipp(200).uri()})
+    slack.push_command("486 retry me", ALICE, DESK)
+    anchor, [reply] = thread_of(slack, DESK)
+    assert slack.rate_limited == ["chat.postMessage"]
+    assert anchor.text.endswith("retry me") and "200 OK" in reply.text
+
+
+def test_socket_reconnects_after_disconnect_and_drop_without_losing_a_command(sipp, slack, deskbot):
+    bot = deskbot({"486": sipp(silent=True).uri(), "487": sipp(200).uri("487")})
+    ack_of(slack, slack.push_command("486 in flight", ALICE, DESK))
+    slack.send_disconnect()  # Slack's warning before it closes the socket
+    wait_for(lambda: slack.connections == 2 and slack.socket_open, what="a reconnect")
+    _anchor, [reply] = thread_of(slack, DESK)  # acknowledged before the reconnect: still answered
+    assert "486 (Desk 486): 408 Request Timeout" in reply.text
+    slack.drop_sockets()
+    wait_for(lambda: slack.connections == 3 and slack.socket_open, what="a reconnect after a drop")
+    wait_for(lambda: bot.health()["chat"]["slack"]["connected"], what="healthz: slack connected")
+    envelope = slack.push_command("487 after the drop", BOB, DESK)
+    assert ack_of(slack, envelope).seconds < 3
+    wait_for(lambda: any("487 (Desk 487): 200 OK" in p.text for p in slack.posts), what="answer")
+
+
+def test_send_in_flight_at_shutdown_is_finished_before_deskbot_exits(sipp, slack, deskbot):
+    bot = deskbot({"486": sipp(silent=True).uri()})
+    ack_of(slack, slack.push_command("486 closing time", ALICE, DESK))
+    assert bot.stop() == 0
+    _anchor, [reply] = thread_of(slack, DESK)
+    assert "486 (Desk 486): 408 Request Timeout" in reply.text
+
+
+# -- mentions and DMs -----------------------------------------------------------------------
+
+
+def test_mention_in_a_channel_is_answered_in_its_thread(sipp, slack, deskbot):
+    phone = sipp(200)
+    deskbot({"486": phone.uri()})
+    ts = "1700000000.000100"
+    slack.push_event(
+        {
+            "type": "app_mention",
+            "user": ALICE,
+            "text": f"<@{BOT_USER_ID}> 486 visitor at the front desk",
+            "ts": ts,
+            "channel": DESK,
+        }
+    )
+    [reply] = replies_to(slack, DESK, ts)
+    assert "486 (Desk 486): 200 OK" in reply.text
+    assert phone.wait_received(1)[0].body == b"Alice Liddell: visitor at the front desk"
+
+
+def test_direct_message_is_answered_in_its_thread_under_the_slack_display_name(
+    sipp, slack, deskbot
+):
+    slack.workspace.users[CAROL] = {
+        "id": CAROL,
+        "name": "carol",
+        "real_name": "Carol Danvers",
+        "profile": {"display_name": "Carol D", "real_name": "Carol Danvers"},
+    }
+    phone = sipp(200)
+    deskbot({"486": phone.uri()}, senders='"*"')
+    ts = "1700000000.000200"
+    slack.push_event(
+        {
+            "type": "message",
+            "channel_type": "im",
+            "user": CAROL,
+            "text": "486 parcel for you",
+            "ts": ts,
+            "channel": "D0CAROL",
+        }
+    )
+    [reply] = replies_to(slack, "D0CAROL", ts)
+    assert "486 (Desk 486): 200 OK" in reply.text
+    assert phone.wait_received(1)[0].body == b"Carol D: parcel for you"
+
+
+def test_broken_config_edit_is_sent_to_admins_by_direct_message(sipp, slack, deskbot):
+    bot = deskbot({"486": sipp(200).uri()})
+    bot.cfg.write_text(bot.cfg.read_text().replace("[phones.486]", "[phones.486x]"))
+    bot.proc.send_signal(signal.SIGHUP)  # the file watcher may see it too: one DM or two
+    note = wait_for(
+        lambda: [p for p in slack.posts if p.channel == "D0ALICE"], what="a DM to alice"
+    )[0]
+    assert note.text.startswith("deskbot: config change rejected")
+    assert ("conversations.open", {"users": ALICE}) in slack.calls
+
+
+# -- HTTP mode ---------------------------------------------------------------------------------
+
+
+def test_http_mode_answers_a_signed_command_at_once_and_replies_in_thread(sipp, slack, deskbot):
+    bot = deskbot({"486": sipp(silent=True).uri()}, mode="http")
+    answer = post_command(bot.url, slack.command_fields("486 over http", ALICE, DESK))
+    assert answer.status == 200 and answer.seconds < 1.0
+    _anchor, [reply] = thread_of(slack, DESK)
+    assert "486 (Desk 486): 408 Request Timeout" in reply.text
+    usage = post_command(bot.url, slack.command_fields("who", ALICE, DESK))
+    assert usage.status == 200 and usage.json()["response_type"] == "ephemeral"
+    assert bot.health()["chat"] == {"slack": {"connected": True}}
+
+
+def test_http_mode_refuses_bad_signatures_and_stale_timestamps_with_401(sipp, slack, deskbot):
+    phone = sipp(200)
+    bot = deskbot({"486": phone.uri()}, mode="http")
+    fields = slack.command_fields("486 forged", ALICE, DESK)
+    assert post_command(bot.url, fields, secret="not-the-secret").status == 401
+    altered = post_command(bot.url, fields, tamper=lambda b: b.replace(b"forged", b"FORGED"))
+    assert altered.status == 401
+    stale = post_command(bot.url, fields, timestamp=int(time.time()) - 6 * 60)
+    assert stale.status == 401
+    time.sleep(0.5)  # nothing may arrive: give a wrongly accepted command time to show
+    assert slack.posts == [] and phone.received() == []
+
+
+# -- Slack's escaped text -------------------------------------------------------------------
+
+
+def test_mentions_stay_targets_but_read_as_names_on_the_phone():
+    text = "<@U0ALICE|alice>,486 see <#C0DESK|desk> &amp; <https://x.example/a|x> &lt;3 <@U0BOB>"
+    assert from_slack(text) == "<@U0ALICE|alice>,486 see #desk & https://x.example/a <3 @U0BOB"
+    assert from_slack("who <@U0ALICE|alice>") == "who <@U0ALICE|alice>"
+    assert from_slack("  help ") == "help"
