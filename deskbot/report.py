@@ -32,6 +32,11 @@ def hint(delivery: Delivery, extension: str = "") -> str:
         )
     if delivery.local and code == 413:
         return "the text is too long for one SIP message: shorten it"
+    if delivery.local and "ETOOMANY" in delivery.reason:
+        return (
+            "deskbot has too many TCP connections open (pjsip handles about 60): "
+            "send to fewer phones at once, or use UDP"
+        )
     if delivery.local:
         return (
             "no connection to the phone (refused or network error): check it is on and its SIP port"
