@@ -76,10 +76,14 @@ def _setup_logging(verbose: int, default: int) -> None:
         logging.getLogger("deskbot.sip.pjsip").setLevel(max(level, logging.INFO))
 
 
-def _load(path_arg: str | None, report_to: TextIO = sys.stderr) -> config.Config | None:
+def _load(
+    path_arg: str | None,
+    report_to: TextIO = sys.stderr,
+    secrets_for: tuple[str, ...] = config.ALL_SECRETS,
+) -> config.Config | None:
     path = config.find_path(path_arg)
     try:
-        return config.load(path)
+        return config.load(path, secrets_for=secrets_for)
     except config.ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=report_to)
@@ -164,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check_config(args)
     if args.command == "send":
         _setup_logging(args.verbose, logging.WARNING)
-        cfg = _load(args.config)
+        cfg = _load(args.config, secrets_for=("sip",))  # chat tokens are not needed here
         if cfg is None:
             return EXIT_NOTHING_SENT
         try:

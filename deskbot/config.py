@@ -255,8 +255,17 @@ def find_path(cli_path: str | None) -> Path:
     return Path("config.toml")
 
 
-def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
-    """Read, parse and validate; raise ConfigError listing every problem."""
+ALL_SECRETS = ("sip", "matrix", "slack")
+
+
+def load(
+    path: Path, environ: Mapping[str, str] | None = None, secrets_for: tuple[str, ...] = ALL_SECRETS
+) -> Config:
+    """Read, parse and validate; raise ConfigError listing every problem.
+
+    ``secrets_for`` names the tables whose ``_env`` variables must be set:
+    ``deskbot send`` needs only the SIP password, not the chat tokens.
+    """
     environ = os.environ if environ is None else environ
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -268,10 +277,15 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
         raise ConfigError([f"{path}: cannot read: {exc}"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
-    return parse(raw, path, environ)
+    return parse(raw, path, environ, secrets_for)
 
 
-def parse(raw: dict[str, Any], path: Path, environ: Mapping[str, str]) -> Config:
+def parse(
+    raw: dict[str, Any],
+    path: Path,
+    environ: Mapping[str, str],
+    secrets_for: tuple[str, ...] = ALL_SECRETS,
+) -> Config:
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
@@ -279,6 +293,8 @@ def parse(raw: dict[str, Any], path: Path, environ: Mapping[str, str]) -> Config
     problems = [f"{path}: {key}: {msg}" for key, msg in cross_check(settings)]
     secrets: dict[str, str] = {}
     for key, env_name in _secret_names(settings):
+        if key.split(".")[0] not in secrets_for:
+            continue
         value = environ.get(env_name, "")
         if not value:
             problems.append(f"{path}: {key}: environment variable {env_name} is not set")

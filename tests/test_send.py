@@ -232,3 +232,13 @@ def test_check_config_summary_and_problems(tmp_path):
     assert result.stdout.splitlines() == [
         f"{bad}: sip.listn: unknown key (check the spelling against config.example.toml)"
     ]
+
+
+def test_send_needs_no_chat_tokens(sipp, tmp_path):
+    phone = sipp(200)
+    extra = '[matrix]\nhomeserver = "http://127.0.0.1:9"\nuser_id = "@bot:example.com"\n'
+    cfg = config_for(tmp_path, {"486": phone.uri()}, extra=extra)
+    assert run_deskbot("send", "-c", str(cfg), "486", "hi").returncode == 0
+    check = run_deskbot("check-config", "-c", str(cfg))
+    assert check.returncode == 2
+    assert "matrix.access_token_env: environment variable DESKBOT_MATRIX_TOKEN" in check.stdout
