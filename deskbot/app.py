@@ -111,11 +111,15 @@ class Service:
         from watchfiles import awatch
 
         path = self.cfg.path.resolve()
-        async for changes in awatch(
-            path.parent, stop_event=self.stopping, debounce=300, rust_timeout=1000
+        # Watch the folder (editors replace the file), but only this file's changes count.
+        async for _changes in awatch(
+            path.parent,
+            watch_filter=lambda _change, changed: Path(changed).resolve() == path,
+            stop_event=self.stopping,
+            debounce=300,
+            rust_timeout=1000,
         ):
-            if any(Path(p).resolve() == path for _, p in changes):
-                await self.reload("file changed")
+            await self.reload("file changed")
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()

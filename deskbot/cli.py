@@ -71,7 +71,8 @@ def _setup_logging(verbose: int, default: int) -> None:
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    logging.getLogger("watchfiles").setLevel(max(level, logging.WARNING))
+    for chatty in ("watchfiles", "nio"):  # a line per file event / per Matrix event at INFO
+        logging.getLogger(chatty).setLevel(max(level, logging.WARNING))
     if verbose < 2 and env != "DEBUG":  # pjsip at debug level logs message bodies
         logging.getLogger("deskbot.sip.pjsip").setLevel(max(level, logging.INFO))
 

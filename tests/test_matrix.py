@@ -1,0 +1,549 @@
+"""Matrix: people talk to `deskbot run` through a real Synapse, and SIPp phones answer."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import wait_for, write_config
+from matrix_server import Account, Synapse, synapse  # noqa: F401  (session fixture)
+from nio import (
+    AsyncClient,
+    AsyncClientConfig,
+    RoomCreateResponse,
+    RoomSendResponse,
+    SyncResponse,
+)
+
+DEVICE = "DESKBOT"
+SYNC_FILTER = {"room": {"timeline": {"limit": 100}}}
+ENCRYPTION = {
+    "type": "m.room.encryption",
+    "state_key": "",
+    "content": {"algorithm": "m.megolm.v1.aes-sha2"},
+}
+
+
+class Person:
+    """A person at a Matrix client (matrix-nio with end-to-end encryption)."""
+
+    def __init__(self, server: Synapse, account: Account, store: Path):
+        store.mkdir(parents=True, exist_ok=True)
+        self.account = account
+        self.client = AsyncClient(
+            server.url,
+            account.user_id,
+            account.device_id,
+            str(store),
+            config=AsyncClientConfig(encryption_enabled=True, store_sync_tokens=False),
+        )
+        self.client.restore_login(account.user_id, account.device_id, account.access_token)
+        self.events: list[tuple[str, dict[str, Any]]] = []  # (room id, event) as seen
+
+    @property
+    def user_id(self) -> str:
+        return self.account.user_id
+
+    async def sync(self, timeout_ms: int = 0) -> None:
+        resp = await self.client.sync(timeout=timeout_ms, sync_filter=SYNC_FILTER)
+        assert isinstance(resp, SyncResponse), resp
+        for room_id, info in resp.rooms.join.items():
+            self.events += [(room_id, e.source) for e in info.timeline.events]
+        if self.client.should_upload_keys:
+            await self.client.keys_upload()
+        if self.client.should_query_keys:
+            await self.client.keys_query()
+
+    async def create_room(self, invite: list[str] = (), encrypted: bool = False) -> str:
+        resp = await self.client.room_create(
+            invite=list(invite), initial_state=[ENCRYPTION] if encrypted else []
+        )
+        assert isinstance(resp, RoomCreateResponse), resp
+        await self.sync()
+        return resp.room_id
+
+    async def say(self, room_id: str, text: str, thread: str | None = None) -> str:
+        content: dict[str, Any] = {"msgtype": "m.text", "body": text}
+        if thread:
+            content["m.relates_to"] = {
+                "rel_type": "m.thread",
+                "event_id": thread,
+                "is_falling_back": True,
+                "m.in_reply_to": {"event_id": thread},
+            }
+        for device in self._devices_of_room(room_id):
+            self.client.verify_device(device)
+        resp = await self.client.room_send(
+            room_id, "m.room.message", content, ignore_unverified_devices=True
+        )
+        assert isinstance(resp, RoomSendResponse), resp
+        return resp.event_id
+
+    def _devices_of_room(self, room_id: str) -> list:
+        room = self.client.rooms.get(room_id)
+        users = room.users if room else {}
+        return [d for u in users for d in self.client.device_store.active_user_devices(u)]
+
+    async def wait(self, what: str, found: Callable[[], Any], timeout: float = 15.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while not (value := found()):
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out after {timeout} s waiting for {what}")
+            await self.sync(timeout_ms=500)
+        return value
+
+    # -- what the person sees -----------------------------------------------------
+    def replies_to(self, command: str) -> list[dict[str, Any]]:
+        """The bot's notices that reply to `command`."""
+        return [
+            e
+            for _, e in self.events
+            if e.get("content", {}).get("msgtype") == "m.notice"
+            and e["content"].get("m.relates_to", {}).get("m.in_reply_to", {}).get("event_id")
+            == command
+        ]
+
+    async def reply_to(self, command: str, timeout: float = 15.0) -> dict[str, Any]:
+        return (
+            await self.wait(f"the reply to {command}", lambda: self.replies_to(command), timeout)
+        )[0]
+
+    def reactions_to(self, command: str) -> dict[str, str]:
+        """key -> reaction event id, without those redacted since."""
+        redacted = {e.get("redacts") or e.get("content", {}).get("redacts") for _, e in self.events}
+        return {
+            e["content"]["m.relates_to"]["key"]: e["event_id"]
+            for _, e in self.events
+            if e.get("type") == "m.reaction"
+            and e["content"]["m.relates_to"]["event_id"] == command
+            and e["event_id"] not in redacted
+        }
+
+    def redacted_reactions_to(self, command: str) -> list[str]:
+        redacted = {e.get("redacts") or e.get("content", {}).get("redacts") for _, e in self.events}
+        return [
+            e["content"]["m.relates_to"]["key"]
+            for _, e in self.events
+            if e.get("type") == "m.reaction"
+            and e["content"]["m.relates_to"]["event_id"] == command
+            and e["event_id"] in redacted
+        ]
+
+    def membership(self, room_id: str, user_id: str) -> str | None:
+        states = [
+            e["content"].get("membership")
+            for r, e in self.events
+            if r == room_id and e.get("type") == "m.room.member" and e.get("state_key") == user_id
+        ]
+        return states[-1] if states else None
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+class Deskbot:
+    """`deskbot run -c CONFIG` as a user starts it, with the token in the environment."""
+
+    def __init__(self, config: Path, token: str, workdir: Path):
+        self.config, self.token = config, token
+        self.log_path = workdir / "deskbot.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Deskbot:
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "deskbot"), "run", "-c", str(self.config)],
+            env={**os.environ, "DESKBOT_MATRIX_TOKEN": self.token},
+            stdout=self.log_path.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_for(
+            lambda: self.proc.poll() is not None or "deskbot running" in self.log(offset),
+            timeout=30,
+            what="deskbot to start",
+        )
+        assert self.proc.poll() is None, self.log()
+        return self
+
+    def log(self, offset: int = 0) -> str:
+        return self.log_path.read_bytes()[offset:].decode(errors="replace")
+
+    def health(self) -> dict[str, Any]:
+        """GET /healthz on the port deskbot logged (the config asks for any free port)."""
+        url = re.findall(r"health and metrics on (http://\S+/healthz)", self.log())[-1]
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                return json.load(resp)
+        except urllib.error.HTTPError as exc:  # 503 while something is down
+            return json.load(exc)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+CONFIG = """
+[sip]
+listen = "127.0.0.1:0"
+timeout = 1.0
+[health]
+listen = "127.0.0.1:0"
+[audit]
+path = "{tmp}/audit.sqlite3"
+[access]
+senders = {senders}
+[phones.486]
+uri = "{p486}"
+label = "Reception"
+[phones.487]
+uri = "{p487}"
+label = "Lab"
+[phones.488]
+uri = "{p488}"
+label = "Storage"
+[phones.489]
+uri = "{p489}"
+label = "Kitchen"
+[groups.floor]
+members = ["486", "487", "489"]
+[people.alice]
+phone = "486"
+matrix = "{alice}"
+[matrix]
+homeserver = "{url}"
+user_id = "{bot}"
+device_id = "{device}"
+command = "!deskphone"
+rooms = {rooms}
+store = "{tmp}/matrix"
+"""
+
+
+def config_text(
+    tmp: Path,
+    server: Synapse,
+    bot: Account,
+    alice: str,
+    phones: dict[str, str],
+    rooms: list[str] = (),
+    senders: list[str] | None = None,
+    extra: str = "",
+) -> str:
+    quoted = lambda items: "[" + ", ".join(f'"{i}"' for i in items) + "]"  # noqa: E731
+    return CONFIG.format(
+        tmp=tmp,
+        url=server.url,
+        bot=bot.user_id,
+        device=DEVICE,
+        alice=alice,
+        rooms=quoted(rooms),
+        senders='"*"' if senders is None else quoted(senders),
+        **{f"p{ext}": uri for ext, uri in phones.items()},
+    ) + textwrap.dedent(extra)
+
+
+@pytest.fixture
+async def people(synapse: Synapse, tmp_path: Path):  # noqa: F811
+    """people("alice") -> a newly registered person at a Matrix client."""
+    made: list[Person] = []
+
+    def make(name: str) -> Person:
+        made.append(Person(synapse, synapse.register(name), tmp_path / f"client-{len(made)}"))
+        return made[-1]
+
+    yield make
+    for person in made:
+        await person.close()
+
+
+@pytest.fixture
+def deskbots() -> Iterator[list[Deskbot]]:
+    started: list[Deskbot] = []
+    yield started
+    for bot in started:
+        bot.stop()
+
+
+@pytest.fixture
+def deskbot(synapse: Synapse, deskbots, tmp_path: Path):  # noqa: F811
+    """deskbot(bot, alice, phones, rooms=..., senders=...) -> a configured, unstarted Deskbot."""
+
+    def make(bot: Account, alice: Person, phones: dict[str, str], **keys: Any) -> Deskbot:
+        filled = {"486": "", "487": "", "488": "", "489": "", **phones}
+        filled = {ext: uri or f"sip:{ext}@127.0.0.1:9" for ext, uri in filled.items()}
+        etc = tmp_path / "etc"  # alone in its folder: the config watcher sees only it
+        etc.mkdir(exist_ok=True)
+        path = write_config(
+            etc / "deskbot.toml",
+            config_text(tmp_path, synapse, bot, alice.user_id, filled, **keys),
+        )
+        deskbots.append(Deskbot(path, bot.access_token, tmp_path))
+        return deskbots[-1]
+
+    return make
+
+
+@pytest.fixture
+def bot(synapse: Synapse) -> Account:  # noqa: F811
+    """deskbot's own account, logged in on the configured device."""
+    return synapse.register("deskbot", DEVICE)
+
+
+def join(server: Synapse, account: Account, room_id: str) -> None:
+    """The bot joins a room before deskbot runs (as if it had joined long ago)."""
+    server.request("POST", f"/_matrix/client/v3/join/{room_id}", {}, token=account.access_token)
+
+
+def text_of(event: dict[str, Any]) -> str:
+    return event["content"]["body"]
+
+
+# -- tests ----------------------------------------------------------------------------
+async def test_a_command_gets_a_notice_in_its_thread_with_the_phones_answer(
+    synapse: Synapse,  # noqa: F811
+    sipp,
+    people,
+    bot: Account,
+    deskbot,
+):
+    phone = sipp(200)
+    alice = people("alice")
+    room = await alice.create_room(invite=[bot.user_id])
+    join(synapse, bot, room)
+    deskbot = deskbot(bot, alice, {"486": phone.uri("486")}).start()
+
+    command = await alice.say(room, "!deskphone 486 meeting moved to 3pm")
+    reply = await alice.reply_to(command)
+    assert reply["sender"] == bot.user_id
+    content = reply["content"]
+    assert content["msgtype"] == "m.notice"
+    assert "486 (Reception)" in content["body"] and "200 OK" in content["body"]
+    assert content["format"] == "org.matrix.custom.html"
+    assert "200 OK" in content["formatted_body"]
+    assert content["m.relates_to"] == {
+        "rel_type": "m.thread",
+        "event_id": command,
+        "is_falling_back": True,
+        "m.in_reply_to": {"event_id": command},
+    }
+    await alice.wait("✅ on the command", lambda: "✅" in alice.reactions_to(command))
+    assert alice.redacted_reactions_to(command) == ["⏳"]
+    assert "⏳" not in alice.reactions_to(command)
+    [message] = phone.wait_received(1)
+    assert message.body.decode().endswith(": meeting moved to 3pm")
+
+    # a command inside the thread is answered in the same thread
+    followup = await alice.say(room, "!deskphone who 486", thread=command)
+    reply = await alice.reply_to(followup)
+    assert reply["content"]["m.relates_to"]["event_id"] == command
+    assert phone.uri("486") in text_of(reply)
+
+    # in a direct (two-member) room the prefix may be left out
+    help_command = await alice.say(room, "help")
+    assert "Send a text to desk phones" in text_of(await alice.reply_to(help_command))
+    history = await alice.say(room, "!deskphone history")
+    assert "1/1 delivered" in text_of(await alice.reply_to(history))
+    # the bot answers no notice and none of its own events: one reply per command
+    for event_id in (command, followup, help_command, history):
+        assert len(alice.replies_to(event_id)) == 1
+    assert "meeting moved" not in deskbot.log()
+
+
+async def test_refusals_timeouts_and_group_summary_name_each_phone(
+    synapse: Synapse,  # noqa: F811
+    sipp,
+    people,
+    bot: Account,
+    deskbot,
+):
+    ok, missing, silent = sipp(200), sipp(404), sipp(silent=True)
+    alice = people("alice")
+    carol = people("carol")  # not in [people]: the phone shows her display name
+    await carol.client.set_displayname("Carol Q")
+    room = await alice.create_room(invite=[bot.user_id, carol.user_id])
+    join(synapse, bot, room)
+    await carol.client.join(room)
+    await carol.sync()
+    phones = {"486": ok.uri("486"), "487": missing.uri("487"), "488": silent.uri("488")}
+    deskbot(bot, alice, {**phones, "489": ok.uri("489")}).start()
+
+    not_found = await alice.say(room, "!deskphone 487 hello")
+    no_answer = await alice.say(room, "!deskphone 488 hello")
+    group = await carol.say(room, "!deskphone floor lunch is here")
+
+    text = text_of(await alice.reply_to(not_found))
+    assert "487 (Lab)" in text and "404 Not Found" in text and "check the phone" in text
+    text = text_of(await alice.reply_to(no_answer))
+    assert "488 (Storage)" in text and "408" in text and "no answer" in text
+    text = text_of(await alice.reply_to(group))
+    assert text.splitlines()[-1] == "2/3 delivered"
+    assert "487 (Lab): 404 Not Found" in text and "489 (Kitchen): 200 OK" in text
+    await alice.wait("❌ on the group send", lambda: "❌" in alice.reactions_to(group))
+    await alice.wait("❌ on the 404", lambda: "❌" in alice.reactions_to(not_found))
+    bodies = [m.body.decode() for m in ok.wait_received(2)]
+    assert bodies == ["Carol Q: lunch is here"] * 2
+
+
+async def test_senders_outside_access_and_rooms_outside_matrix_rooms_are_refused(
+    synapse: Synapse,  # noqa: F811
+    sipp,
+    people,
+    bot: Account,
+    deskbot,
+):
+    phone = sipp(200)
+    alice, mallory = people("alice"), people("mallory")  # mallory is not in [access] senders
+    allowed = await alice.create_room(invite=[bot.user_id, mallory.user_id])
+    elsewhere = await alice.create_room(invite=[bot.user_id])
+    for room in (allowed, elsewhere):
+        join(synapse, bot, room)
+    await mallory.client.join(allowed)
+    await mallory.sync()
+    deskbot = deskbot(bot, alice, {"486": phone.uri("486")}, rooms=[allowed], senders=["alice"])
+    deskbot.start()
+
+    refused = await mallory.say(allowed, "!deskphone 486 let me in")
+    assert "not allowed" in text_of(await mallory.reply_to(refused))
+    ignored = await alice.say(elsewhere, "!deskphone 486 wrong room")
+    wait_for(lambda: f"ignored a message in {elsewhere}" in deskbot.log(), what="the room refusal")
+    # invites: from a sender the relay refuses, and into a room not in matrix.rooms
+    mallorys_room = await mallory.create_room(invite=[bot.user_id])
+    alices_room = await alice.create_room(invite=[bot.user_id])
+    await mallory.wait(
+        "the bot to reject mallory's invite",
+        lambda: mallory.membership(mallorys_room, bot.user_id) == "leave",
+    )
+    await alice.wait(
+        "the bot to reject an invite into a room not in matrix.rooms",
+        lambda: alice.membership(alices_room, bot.user_id) == "leave",
+    )
+    accepted = await alice.say(allowed, "!deskphone 486 hello")
+    assert "200 OK" in text_of(await alice.reply_to(accepted))
+
+    await alice.sync()
+    assert alice.replies_to(ignored) == []
+    assert [m.body.decode() for m in phone.received()] == ["alice: hello"]
+    assert "rejected invite" in deskbot.log()
+
+
+async def test_backlog_is_skipped_and_commands_sent_while_stopped_are_answered_once(
+    synapse: Synapse,  # noqa: F811
+    sipp,
+    people,
+    bot: Account,
+    deskbot,
+):
+    phone = sipp(200)
+    alice = people("alice")
+    old_room = await alice.create_room(invite=[bot.user_id])
+    join(synapse, bot, old_room)
+    before = await alice.say(old_room, "!deskphone 486 from yesterday")
+    later_room = await alice.create_room()  # the bot is invited to it only later
+    before_invite = await alice.say(later_room, "!deskphone 486 before the invite")
+    deskbot = deskbot(bot, alice, {"486": phone.uri("486")}).start()
+
+    await alice.client.room_invite(later_room, bot.user_id)
+    await alice.wait("the bot to join", lambda: alice.membership(later_room, bot.user_id) == "join")
+    first = await alice.say(old_room, "!deskphone 486 first")
+    joined = await alice.say(later_room, "!deskphone 486 after joining")
+    await alice.reply_to(first)
+    await alice.reply_to(joined)
+    await alice.wait("✅ on the last command", lambda: "✅" in alice.reactions_to(joined))
+
+    deskbot.stop()
+    while_down = [await alice.say(old_room, f"!deskphone 486 while down {i}") for i in range(3)]
+    deskbot.start()
+    for command in while_down:
+        await alice.reply_to(command)
+    after = await alice.say(later_room, "!deskphone 486 after the restart")
+    await alice.reply_to(after)
+
+    await alice.sync()
+    for command in (first, joined, *while_down, after):
+        assert len(alice.replies_to(command)) == 1
+    assert alice.replies_to(before) == alice.replies_to(before_invite) == []
+    bodies = sorted(m.body.decode().split(": ", 1)[1] for m in phone.wait_received(6))
+    assert bodies == sorted(
+        ["first", "after joining", "after the restart"] + [f"while down {i}" for i in range(3)]
+    )
+
+
+async def test_a_homeserver_killed_and_restarted_loses_no_command(
+    synapse: Synapse,  # noqa: F811
+    sipp,
+    people,
+    bot: Account,
+    deskbot,
+):
+    phone = sipp(200)
+    alice = people("alice")
+    room = await alice.create_room(invite=[bot.user_id])
+    join(synapse, bot, room)
+    deskbot = deskbot(bot, alice, {"486": phone.uri("486")}).start()
+    before = await alice.say(room, "!deskphone 486 before")
+    await alice.reply_to(before)
+
+    assert deskbot.health()["chat"]["matrix"]["connected"] is True
+
+    synapse.stop(signal.SIGKILL)
+    wait_for(lambda: "unreachable" in deskbot.log(), what="deskbot to notice the outage")
+    assert deskbot.health()["chat"]["matrix"]["connected"] is False
+    synapse.start()
+    after = [await alice.say(room, f"!deskphone 486 after {i}") for i in range(3)]
+    for command in after:
+        await alice.reply_to(command, timeout=20)
+
+    await alice.sync()
+    for command in (before, *after):
+        assert len(alice.replies_to(command)) == 1
+    assert len(phone.wait_received(4)) == 4
+    assert "connected to" in deskbot.log()
+    assert deskbot.health()["chat"]["matrix"]["connected"] is True
+
+
+async def test_an_encrypted_room_works(
+    synapse: Synapse,  # noqa: F811
+    sipp,
+    people,
+    bot: Account,
+    deskbot,
+):
+    phone = sipp(200)
+    alice = people("alice")
+    room = await alice.create_room(invite=[bot.user_id], encrypted=True)
+    deskbot(bot, alice, {"486": phone.uri("486")}).start()  # joins on alice's invite
+    await alice.wait("the bot to join", lambda: alice.membership(room, bot.user_id) == "join")
+    await alice.wait(
+        "the bot's device keys",
+        lambda: list(alice.client.device_store.active_user_devices(bot.user_id)),
+    )
+
+    command = await alice.say(room, "!deskphone 486 secret meeting")
+    reply = await alice.reply_to(command)
+    assert "486 (Reception): 200 OK" in text_of(reply)
+    assert reply["content"]["m.relates_to"]["event_id"] == command
+    raw = synapse.request(
+        "GET",
+        f"/_matrix/client/v3/rooms/{room}/event/{reply['event_id']}",
+        token=alice.account.access_token,
+    )
+    assert raw["type"] == "m.room.encrypted"
+    assert [m.body.decode() for m in phone.wait_received(1)] == ["alice: secret meeting"]
