@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import statistics
 import sys
 import tempfile
@@ -29,7 +30,7 @@ per_phone_per_minute = 10000
 """
 
 
-async def measure(runs: int, warmup: int) -> list[float]:
+async def measure(runs: int, warmup: int) -> tuple[list[float], list[float]]:
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         server = Synapse(tmp / "synapse")
@@ -61,7 +62,8 @@ async def measure(runs: int, warmup: int) -> list[float]:
                 if i >= warmup:
                     times.append((time.perf_counter() - start) * 1000)
                 await alice.wait("✅", lambda c=command: "✅" in alice.reactions_to(c))
-            return times
+            own = [float(ms) for ms in re.findall(r"1/1 delivered in ([0-9.]+) ms", deskbot.log())]
+            return times, own[warmup:]
         finally:
             if deskbot:
                 deskbot.stop()
@@ -76,12 +78,21 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=2)
     args = parser.parse_args()
-    times = asyncio.run(measure(args.runs, args.warmup))
-    ordered = sorted(times)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * len(ordered)) - 1)]
+    times, own = asyncio.run(measure(args.runs, args.warmup))
     print(f"runs: {len(times)}")
-    print(f"median: {statistics.median(times):.0f} ms  p95: {p95:.0f} ms")
-    print(f"min: {ordered[0]:.0f} ms  max: {ordered[-1]:.0f} ms")
+    print(
+        f"round trip: median {statistics.median(times):.0f} ms  p95 {p95(times):.0f} ms  "
+        f"(min {min(times):.0f}, max {max(times):.0f})"
+    )
+    print(
+        f"deskbot's part (relay, audit, SIP round trip to the phone): "
+        f"median {statistics.median(own):.1f} ms  p95 {p95(own):.1f} ms"
+    )
+
+
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.95 * len(ordered)) - 1)]
 
 
 if __name__ == "__main__":

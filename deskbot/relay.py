@@ -217,6 +217,7 @@ class Relay:
 
     async def deliver(self, job: Dispatch) -> report.Report:
         """Send to every phone of the job at once; the sender caps concurrency."""
+        started = time.perf_counter()
         if self.audit:
             job.command_id = self.audit.command(
                 chat=job.user.chat,
@@ -246,11 +247,12 @@ class Relay:
                 ],
             )
         log.info(
-            "command %d from %s:%s: %s",
+            "command %d from %s:%s: %s in %.1f ms",
             job.command_id,
             job.user.chat,
             job.user.id,
             report.summary_text(result),
+            (time.perf_counter() - started) * 1000,
         )
         for listener in self.on_report:
             listener(job, result)

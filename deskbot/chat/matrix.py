@@ -12,6 +12,8 @@
 - Access: only rooms in ``rooms`` (when set). Invites are accepted into those
   rooms from senders the relay allows; others are rejected. Sender policy
   is the relay's.
+- Reactions: ✅ when every phone took the text, ❌ otherwise; ⏳ while the
+  phones take longer than 0.3 s (removed once they answered).
 - notify_admins sends an m.notice to every allowed room (every joined room
   when ``rooms`` is empty): admins read those rooms, and a DM would need a
   directory lookup that adapters do not do.
@@ -50,6 +52,7 @@ log = logging.getLogger("deskbot.matrix")
 SYNC_FILTER = {"room": {"timeline": {"limit": 100}}}
 SYNC_TIMEOUT_MS = 30_000
 HOURGLASS, DONE, FAILED = "⏳", "✅", "❌"
+HOURGLASS_AFTER = 0.3  # seconds of waiting for the phones before ⏳ shows
 
 
 class MatrixError(Exception):
@@ -281,8 +284,14 @@ class MatrixAdapter:
                 body = ("⚠️ " if prepared.error else "") + prepared.text
                 await self._send(room.room_id, reply.content(body))
                 return
-            waiting = await self._react(room.room_id, event.event_id, HOURGLASS)
-            result = await self.relay.deliver(prepared)
+            # ⏳ only when the phones are slow: a fast answer needs no "sending" sign,
+            # and the reaction must not delay the phones or the reply
+            delivery = asyncio.ensure_future(self.relay.deliver(prepared))
+            done, _ = await asyncio.wait({delivery}, timeout=HOURGLASS_AFTER)
+            waiting = None
+            if not done:
+                waiting = await self._react(room.room_id, event.event_id, HOURGLASS)
+            result = await delivery
             await self._send(room.room_id, reply.content(report.plain(result)))
             if waiting:
                 await self.client.room_redact(room.room_id, waiting)
