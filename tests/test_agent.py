@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -112,13 +113,20 @@ def test_sigterm_during_a_send_reports_the_phone_and_leaves_no_worker(sipp, tmp_
     assert workers and not any(psutil.pid_exists(p) for p in workers)
 
 
-def test_parent_killed_with_sigkill_leaves_no_worker(sipp, tmp_path: Path):
+def test_parent_killed_with_sigkill_leaves_no_worker_and_the_command_is_in_the_audit_log(
+    sipp, tmp_path: Path
+):
     silent = sipp(silent=True)
     proc = send_to_silent_phone(silent, tmp_path)
     workers = [p.pid for p in psutil.Process(proc.pid).children()]
     assert workers
     proc.kill()
     proc.wait()
+    # the message went out, so the command was recorded before it, and survives the kill
+    db = sqlite3.connect(tmp_path / "a.sqlite3")
+    assert db.execute("SELECT chat, targets, text_chars, phones FROM commands").fetchall() == [
+        ("shell", "486", 2, 1)
+    ]
     wait_for(
         lambda: (
             not any(
