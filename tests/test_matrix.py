@@ -550,3 +550,33 @@ async def test_an_encrypted_room_works(
     )
     assert raw["type"] == "m.room.encrypted"
     assert [m.body.decode() for m in phone.wait_received(1)] == ["alice: secret meeting"]
+
+
+async def test_a_downtime_longer_than_one_sync_carries_loses_no_command(
+    synapse: Synapse,  # noqa: F811
+    sipp,
+    people,
+    bot: Account,
+    deskbot,
+):
+    phone = sipp(200)
+    alice = people("alice")
+    room = await alice.create_room(invite=[bot.user_id])
+    join(synapse, bot, room)
+    limits = "[limits]\nper_sender_per_minute = 1000\nper_phone_per_minute = 1000\n"
+    deskbot = deskbot(bot, alice, {"486": phone.uri("486")}, extra=limits).start()
+    first = await alice.say(room, "!deskphone 486 before")
+    await alice.reply_to(first)
+
+    deskbot.stop()
+    missed = 120  # more than the 100 timeline events one sync returns: the sync is `limited`
+    for i in range(missed):
+        await alice.say(room, f"!deskphone 486 gap {i}")
+    deskbot.start()
+    wait_for(lambda: len(phone.received()) >= 1 + missed, timeout=60, what="every missed command")
+    after = await alice.say(room, "!deskphone 486 after")
+    await alice.reply_to(after, timeout=30)
+
+    bodies = [m.body.decode().split(": ", 1)[1] for m in phone.received()]
+    assert sorted(bodies) == sorted(["before", "after"] + [f"gap {i}" for i in range(missed)])
+    assert re.search(r"read \d+ missed event\(s\) back", deskbot.log())

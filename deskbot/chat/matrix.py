@@ -36,7 +36,9 @@ from nio import (
     InviteMemberEvent,
     MatrixRoom,
     MegolmEvent,
+    MessageDirection,
     RoomMemberEvent,
+    RoomMessagesResponse,
     RoomMessageText,
     RoomSendResponse,
     SyncResponse,
@@ -51,6 +53,7 @@ log = logging.getLogger("deskbot.matrix")
 
 SYNC_FILTER = {"room": {"timeline": {"limit": 100}}}
 SYNC_TIMEOUT_MS = 30_000
+MAX_BACKFILL = 5000  # events read back per room after a gap (a long downtime in a busy room)
 HOURGLASS, DONE, FAILED = "⏳", "✅", "❌"
 HOURGLASS_AFTER = 0.3  # seconds of waiting for the phones before ⏳ shows
 
@@ -84,6 +87,7 @@ class MatrixAdapter:
         self._batches: collections.deque[tuple[str, set[asyncio.Task[None]]]] = collections.deque()
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[Any] | None = None
+        self._since = ""  # the sync position the next sync response starts from
 
     @property
     def connected(self) -> bool:
@@ -139,7 +143,7 @@ class MatrixAdapter:
         self._client = client
         saved = self._load_sync_token()
         if saved:
-            client.next_batch = saved
+            client.next_batch = self._since = saved
             log.info("matrix: %s resumes from its saved sync position", s.user_id)
         else:
             # First start: skip the backlog; rooms and room state still come in.
@@ -147,6 +151,7 @@ class MatrixAdapter:
             if not isinstance(first, SyncResponse):
                 raise MatrixError(f"matrix: first sync failed: {first}")
             self._save_sync_token(first.next_batch)
+            self._since = first.next_batch
             await self._accept_invites(first)
             log.info("matrix: %s logged in; backlog skipped", s.user_id)
         self._connected = True
@@ -225,6 +230,9 @@ class MatrixAdapter:
             if room is None:
                 continue
             events = info.timeline.events
+            if info.timeline.limited and self._since:
+                # more happened than one sync carries: read the gap back to our last position
+                events = [*await self._missed(room_id, info.timeline.prev_batch), *events]
             start = 0
             for i, event in enumerate(events):
                 if _is_own_join(event, self.settings.user_id):
@@ -242,10 +250,26 @@ class MatrixAdapter:
                     batch.add(self._spawn(self._handle(room, event, text)))
         if response.rooms.invite:
             batch.add(self._spawn(self._accept_invites(response)))
+        self._since = response.next_batch
         self._batches.append((response.next_batch, batch))
         for task in batch:
             task.add_done_callback(self._flush)
         self._flush()
+
+    async def _missed(self, room_id: str, prev_batch: str) -> list[Any]:
+        """Timeline events between our last sync position and ``prev_batch``, oldest first."""
+        missed: list[Any] = []
+        start: str | None = prev_batch
+        while start and len(missed) < MAX_BACKFILL:
+            page = await self.client.room_messages(
+                room_id, start=start, end=self._since, direction=MessageDirection.back, limit=100
+            )
+            if not isinstance(page, RoomMessagesResponse) or not page.chunk:
+                break
+            missed.extend(page.chunk)
+            start = page.end if page.end != start else None
+        log.info("matrix: read %d missed event(s) back in %s", len(missed), room_id)
+        return missed[::-1]
 
     def _spawn(self, coro: Any) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
