@@ -108,13 +108,13 @@ def check_config(args: argparse.Namespace) -> int:
 
 async def _send(cfg: config.Config, targets: str, text: str, as_json: bool) -> int:
     s = cfg.settings
-    relay = Relay(s, sender=_NotStarted())
+    password = cfg.secret(s.sip.registrar.password_env) if s.sip.registrar else None
+    agent = SipAgent(s.sip, password)  # its worker starts only once there is something to send
+    relay = Relay(s, agent)
     prepared = relay.prepare(ChatUser(SHELL, os.environ.get("USER", "shell")), f"{targets} {text}")
     if isinstance(prepared, Answer):
         print(f"deskbot: {prepared.text}", file=sys.stderr)
         return EXIT_NOTHING_SENT
-    password = cfg.secret(s.sip.registrar.password_env) if s.sip.registrar else None
-    agent = SipAgent(s.sip, password)
     try:
         await agent.start()
     except AgentError as exc:
@@ -124,7 +124,6 @@ async def _send(cfg: config.Config, targets: str, text: str, as_json: bool) -> i
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, agent.abandon)
     try:
-        relay.sender = agent
         relay.audit = open_audit(s.audit.path)
         if s.sip.registrar:
             await agent.wait_registration(timeout=5.0)  # send with a known registration
@@ -155,11 +154,6 @@ def _shell_line(line: report.Line, as_json: bool) -> str:
     tip = report.hint(d, phone.extension)
     text = f"{phone.extension}\t{phone.label or '-'}\t{d.code} {d.reason}\t{d.elapsed_ms:.0f} ms"
     return f"{text}\t{tip}" if tip else text
-
-
-class _NotStarted:
-    async def send(self, uri: str, text: str) -> object:  # pragma: no cover - replaced before use
-        raise RuntimeError("SIP agent not started")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

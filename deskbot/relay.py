@@ -102,20 +102,16 @@ class Relay:
         self.audit = audit
         self.clock = clock
         self.on_report: list[Callable[[Dispatch, report.Report], None]] = []
+        self.sender_limit = SlidingWindow(settings.limits.per_sender_per_minute, clock=clock)
+        self.phone_limit = SlidingWindow(settings.limits.per_phone_per_minute, clock=clock)
         self.apply(settings)
 
     def apply(self, settings: Settings) -> None:
         """Take a new directory and policy (live reload); rate history is kept."""
         self.settings = settings
         self.directory = Directory(settings)
-        limits = settings.limits
-        old_senders = getattr(self, "sender_limit", None)
-        old_phones = getattr(self, "phone_limit", None)
-        self.sender_limit = SlidingWindow(limits.per_sender_per_minute, clock=self.clock)
-        self.phone_limit = SlidingWindow(limits.per_phone_per_minute, clock=self.clock)
-        if old_senders and old_phones:
-            self.sender_limit.events = old_senders.events
-            self.phone_limit.events = old_phones.events
+        self.sender_limit.limit = settings.limits.per_sender_per_minute
+        self.phone_limit.limit = settings.limits.per_phone_per_minute
 
     # -- policy ---------------------------------------------------------------
     def person_of(self, user: ChatUser) -> Person | None:
