@@ -6,14 +6,18 @@ here skips.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,3 +285,54 @@ async def until(condition: Callable[[], object], timeout: float = 10.0, what: st
             pytest.fail(f"timed out after {timeout} s waiting for {what}")
         await asyncio.sleep(0.01)
     return value
+
+
+class DeskbotRun:
+    """`deskbot run -c CONFIG` as a service manager runs it; its log is the test's window."""
+
+    def __init__(self, config: Path, env: dict[str, str], log_path: Path):
+        self.config, self.env, self.log_path = config, env, log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, ready: str = "deskbot running") -> DeskbotRun:
+        """Start and wait for `ready` in the log (deskbot has connected its chats)."""
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "deskbot"), "run", "-c", str(self.config)],
+            env={**os.environ, **self.env},
+            stdout=self.log_path.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_for(
+            lambda: self.alive() and ready in self.log(offset), timeout=30, what="deskbot to start"
+        )
+        return self
+
+    def log(self, offset: int = 0) -> str:
+        return self.log_path.read_bytes()[offset:].decode(errors="replace")
+
+    def alive(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            pytest.fail(f"deskbot exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+        return True
+
+    def health(self) -> dict:
+        """GET /healthz on the port deskbot logged (the configs ask for any free port)."""
+        url = re.findall(r"health and metrics on (http://\S+/healthz)", self.log())[-1]
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                return json.load(resp)
+        except urllib.error.HTTPError as exc:  # 503 while something is down: the same JSON
+            return json.load(exc)
+
+    def stop(self) -> int | None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode if self.proc else None

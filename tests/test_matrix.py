@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import signal
-import subprocess
-import sys
 import textwrap
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import wait_for, write_config
+from conftest import DeskbotRun, wait_for, write_config
 from matrix_server import Account, Synapse, synapse  # noqa: F401  (session fixture)
 from nio import (
     AsyncClient,
@@ -153,51 +147,11 @@ class Person:
         await self.client.close()
 
 
-class Deskbot:
-    """`deskbot run -c CONFIG` as a user starts it, with the token in the environment."""
+class Deskbot(DeskbotRun):
+    """`deskbot run -c CONFIG` with the bot's token in the environment."""
 
     def __init__(self, config: Path, token: str, workdir: Path):
-        self.config, self.token = config, token
-        self.log_path = workdir / "deskbot.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Deskbot:
-        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "deskbot"), "run", "-c", str(self.config)],
-            env={**os.environ, "DESKBOT_MATRIX_TOKEN": self.token},
-            stdout=self.log_path.open("ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        wait_for(
-            lambda: self.proc.poll() is not None or "deskbot running" in self.log(offset),
-            timeout=30,
-            what="deskbot to start",
-        )
-        assert self.proc.poll() is None, self.log()
-        return self
-
-    def log(self, offset: int = 0) -> str:
-        return self.log_path.read_bytes()[offset:].decode(errors="replace")
-
-    def health(self) -> dict[str, Any]:
-        """GET /healthz on the port deskbot logged (the config asks for any free port)."""
-        url = re.findall(r"health and metrics on (http://\S+/healthz)", self.log())[-1]
-        try:
-            with urllib.request.urlopen(url, timeout=5) as resp:
-                return json.load(resp)
-        except urllib.error.HTTPError as exc:  # 503 while something is down
-            return json.load(exc)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        super().__init__(config, {"DESKBOT_MATRIX_TOKEN": token}, workdir / "deskbot.log")
 
 
 CONFIG = """

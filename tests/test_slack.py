@@ -7,21 +7,14 @@ asserts what that user sees in Slack and what the phone received.
 
 from __future__ import annotations
 
-import json
-import os
-import re
 import signal
 import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import free_port, wait_for, write_config
+from conftest import DeskbotRun, free_port, wait_for, write_config
 from slack_standin import (
     APP_TOKEN,
     BOT_TOKEN,
@@ -38,48 +31,6 @@ ALICE, BOB, MALLORY, CAROL = "U0ALICE", "U0BOB", "U0MALLORY", "U0CAROL"
 DESK, NOBOT, ELSEWHERE = "C0DESK", "C0NOBOT", "C0ELSEWHERE"
 
 
-class Deskbot:
-    """`deskbot run -c CONFIG` as a subprocess; stopped with SIGTERM like a service manager."""
-
-    def __init__(self, cfg: Path, env: dict[str, str], log: Path):
-        self.cfg, self.log = cfg, log
-        self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "deskbot"), "run", "-c", str(cfg)],
-            env={**os.environ, **env},
-            stdout=subprocess.DEVNULL,
-            stderr=log.open("wb"),
-            start_new_session=True,
-        )
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def alive(self) -> bool:
-        if self.proc.poll() is not None:
-            pytest.fail(f"deskbot exited with {self.proc.returncode}:\n{self.output()[-3000:]}")
-        return True
-
-    def health(self) -> dict:
-        """GET /healthz; its port is only in the log (deskbot listens on port 0 here)."""
-        url = re.search(r"http://[\d.:]+/healthz", self.output())
-        assert url, "deskbot did not log its health address"
-        try:
-            with urllib.request.urlopen(url.group(0), timeout=5) as response:
-                return json.load(response)
-        except urllib.error.HTTPError as exc:  # 503: unhealthy, same JSON
-            return json.load(exc)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-
 @pytest.fixture
 def slack() -> Iterator[SlackStandIn]:
     standin = SlackStandIn()
@@ -90,7 +41,7 @@ def slack() -> Iterator[SlackStandIn]:
 @pytest.fixture
 def deskbot(tmp_path: Path, slack: SlackStandIn) -> Iterator:
     """deskbot(phones, mode=..., senders=..., channels=...) -> a running Deskbot."""
-    started: list[Deskbot] = []
+    started: list[DeskbotRun] = []
 
     def start(
         phones: dict[str, str],
@@ -98,7 +49,7 @@ def deskbot(tmp_path: Path, slack: SlackStandIn) -> Iterator:
         mode: str = "socket",
         senders: str = '["alice", "bob"]',
         channels: str = f'["{DESK}", "{NOBOT}"]',
-    ) -> Deskbot:
+    ) -> DeskbotRun:
         lines = [
             "[sip]",
             'listen = "127.0.0.1:0"',
@@ -134,7 +85,7 @@ def deskbot(tmp_path: Path, slack: SlackStandIn) -> Iterator:
         etc = tmp_path / "etc"  # deskbot watches the config's folder: keep logs and traces out
         etc.mkdir(exist_ok=True)
         cfg = write_config(etc / "deskbot.toml", "\n".join(lines) + "\n")
-        bot = Deskbot(cfg, env, tmp_path / f"deskbot-{len(started)}.log")
+        bot = DeskbotRun(cfg, env, tmp_path / f"deskbot-{len(started)}.log").start()
         started.append(bot)
         if mode == "http":
             bot.url = f"http://127.0.0.1:{port}/slack/events"
@@ -146,7 +97,7 @@ def deskbot(tmp_path: Path, slack: SlackStandIn) -> Iterator:
     yield start
     for bot in started:
         bot.stop()
-        log = bot.output()
+        log = bot.log()
         for secret in (BOT_TOKEN, APP_TOKEN, SIGNING_SECRET):
             assert secret not in log, "a secret reached the log"
 
@@ -203,7 +154,7 @@ def test_send_posts_who_sent_what_to_whom_and_the_phones_answer_in_its_thread(si
     assert "200 OK" in block_text(reply)
     [msg] = phone.wait_received(1)
     assert msg.body == b"Alice Liddell: meeting moved to 3pm"
-    assert "meeting moved" not in bot.output()  # message bodies stay out of the log
+    assert "meeting moved" not in bot.log()  # message bodies stay out of the log
 
 
 def test_ack_comes_at_once_while_a_silent_phone_keeps_the_send_waiting(sipp, slack, deskbot):
@@ -353,7 +304,7 @@ def test_direct_message_is_answered_in_its_thread_under_the_slack_display_name(
 
 def test_broken_config_edit_is_sent_to_admins_by_direct_message(sipp, slack, deskbot):
     bot = deskbot({"486": sipp(200).uri()})
-    bot.cfg.write_text(bot.cfg.read_text().replace("[phones.486]", "[phones.486x]"))
+    bot.config.write_text(bot.config.read_text().replace("[phones.486]", "[phones.486x]"))
     bot.proc.send_signal(signal.SIGHUP)  # the file watcher may see it too: one DM or two
     note = wait_for(
         lambda: [p for p in slack.posts if p.channel == "D0ALICE"], what="a DM to alice"
