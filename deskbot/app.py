@@ -53,6 +53,7 @@ class Service:
             s.health.listen, self.metrics, self.status, refresh=[self._refresh_gauges]
         )
         self.stopping = asyncio.Event()
+        self._loaded_stamp = _stamp(cfg.path)
         self._tasks: list[asyncio.Task[Any]] = []
 
     def status(self) -> dict[str, Any]:
@@ -74,6 +75,7 @@ class Service:
 
     async def reload(self, reason: str) -> bool:
         """Re-read the config; apply the directory and policy, or keep the last good one."""
+        self._loaded_stamp = _stamp(self.cfg.path)
         try:
             new = config.load(self.cfg.path)
         except config.ConfigError as exc:
@@ -112,14 +114,18 @@ class Service:
 
         path = self.cfg.path.resolve()
         # Watch the folder (editors replace the file), but only this file's changes count.
+        # Each second without events the file's stamp is compared too, so an edit made
+        # before the watcher was up is not missed.
         async for _changes in awatch(
             path.parent,
             watch_filter=lambda _change, changed: Path(changed).resolve() == path,
             stop_event=self.stopping,
             debounce=300,
             rust_timeout=1000,
+            yield_on_timeout=True,
         ):
-            await self.reload("file changed")
+            if _stamp(path) != self._loaded_stamp:
+                await self.reload("file changed")
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -159,6 +165,15 @@ class Service:
             if self.audit:
                 self.audit.close()
         return EXIT_OK
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """What tells one version of the config file from the next."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
 
 
 def run(cfg: config.Config) -> int:

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
-import subprocess
-import sys
-import urllib.request
 from pathlib import Path
 
 import aiohttp
-from conftest import free_port, wait_for, write_config
+from conftest import DeskbotRun, free_port, wait_for, write_config
 
 from deskbot import config
 from deskbot.app import Service
@@ -72,39 +68,27 @@ async def test_healthz_and_metrics_after_real_sends(sipp, tmp_path: Path):
 
 
 def test_directory_reloads_on_sighup_and_on_file_change_and_keeps_the_last_good(tmp_path):
-    health = free_port(kind=1)
     body = CONFIG.format(
-        health=health, tmp=tmp_path, ok="sip:486@127.0.0.1:9", missing="sip:487@127.0.0.1:9"
+        health=0, tmp=tmp_path, ok="sip:486@127.0.0.1:9", missing="sip:487@127.0.0.1:9"
     )
-    path = write_config(tmp_path / "d.toml", body)
-    deskbot = str(Path(sys.executable).parent / "deskbot")
-    log = tmp_path / "run.log"
-    proc = subprocess.Popen(
-        [deskbot, "run", "-c", str(path)], stdout=subprocess.DEVNULL, stderr=log.open("wb")
-    )
+    etc = tmp_path / "etc"  # the config alone in its folder, as the watcher prefers
+    etc.mkdir()
+    path = write_config(etc / "d.toml", body)
+    deskbot = DeskbotRun(path, {}, tmp_path / "run.log").start()
     try:
-
-        def healthy() -> dict | None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz") as resp:
-                    return json.load(resp)
-            except OSError:
-                return None
-
-        assert wait_for(healthy, what="/healthz")["ok"] is True
+        assert deskbot.health()["ok"] is True
         path.write_text(body + '[phones.488]\nuri = "sip:488@127.0.0.1:9"\n')
         wait_for(
-            lambda: "directory reloaded (file changed): 3 phones" in log.read_text(),
+            lambda: "directory reloaded (file changed): 3 phones" in deskbot.log(),
             what="reload after the file changed",
         )
         path.write_text(body + '[people.bob]\nphone = "999"\n')
-        wait_for(lambda: "config change rejected" in log.read_text(), what="rejected edit")
-        assert "people.bob.phone: phone '999' is not in [phones]" in log.read_text()
+        wait_for(lambda: "config change rejected" in deskbot.log(), what="rejected edit")
+        assert "people.bob.phone: phone '999' is not in [phones]" in deskbot.log()
         path.write_text(body)
-        wait_for(lambda: "2 phones" in log.read_text(), what="reload of the fixed file")
-        proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: "directory reloaded (SIGHUP)" in log.read_text(), what="SIGHUP reload")
-        assert healthy()["ok"] is True
+        wait_for(lambda: "2 phones" in deskbot.log(), what="reload of the fixed file")
+        deskbot.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "directory reloaded (SIGHUP)" in deskbot.log(), what="SIGHUP reload")
+        assert deskbot.health()["ok"] is True
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
+        assert deskbot.stop() == 0
