@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DeskbotRun, wait_for, write_config
+from conftest import DeskbotRun, run_deskbot, wait_for, write_config
 from matrix_server import Account, Synapse, synapse  # noqa: F401  (session fixture)
 from nio import (
     AsyncClient,
@@ -534,3 +534,18 @@ async def test_a_downtime_longer_than_one_sync_carries_loses_no_command(
     bodies = [m.body.decode().split(": ", 1)[1] for m in phone.received()]
     assert sorted(bodies) == sorted(["before", "after"] + [f"gap {i}" for i in range(missed)])
     assert re.search(r"read \d+ missed event\(s\) back", deskbot.log())
+
+
+async def test_a_wrong_access_token_stops_deskbot_with_a_clear_error_and_exit_2(
+    synapse: Synapse,  # noqa: F811
+    people,
+    bot: Account,
+    deskbot,
+):
+    unstarted = deskbot(bot, people("alice"), {})
+    result = run_deskbot(
+        "run", "-c", str(unstarted.config), env={"DESKBOT_MATRIX_TOKEN": "syt_wrong_token"}
+    )
+    assert result.returncode == 2
+    assert "the homeserver refused the access token in $DESKBOT_MATRIX_TOKEN" in result.stderr
+    assert "syt_wrong_token" not in result.stderr + result.stdout

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DeskbotRun, free_port, wait_for, write_config
+from conftest import DeskbotRun, free_port, run_deskbot, wait_for, write_config
 from slack_standin import (
     APP_TOKEN,
     BOT_TOKEN,
@@ -346,3 +346,24 @@ def test_mentions_stay_targets_but_read_as_names_on_the_phone():
     assert from_slack(text) == "<@U0ALICE|alice>,486 see #desk & https://x.example/a <3 @U0BOB"
     assert from_slack("who <@U0ALICE|alice>") == "who <@U0ALICE|alice>"
     assert from_slack("  help ") == "help"
+
+
+def test_a_wrong_bot_token_stops_deskbot_with_a_clear_error_and_exit_2(slack, tmp_path):
+    cfg = write_config(
+        tmp_path / "deskbot.toml",
+        f"""
+        [sip]
+        listen = "127.0.0.1:0"
+        [health]
+        listen = "127.0.0.1:0"
+        [audit]
+        path = "{tmp_path / "audit.sqlite3"}"
+        [slack]
+        api_url = "{slack.api_url}"
+        """,
+    )
+    env = {"SLACK_BOT_TOKEN": "xoxb-wrong-token", "SLACK_APP_TOKEN": APP_TOKEN}
+    result = run_deskbot("run", "-c", str(cfg), env=env, timeout=30)
+    assert result.returncode == 2
+    assert "Slack refused the bot token from $SLACK_BOT_TOKEN: invalid_auth" in result.stderr
+    assert "xoxb-wrong-token" not in result.stderr + result.stdout
