@@ -7,7 +7,7 @@ import signal
 from pathlib import Path
 
 import aiohttp
-from conftest import DeskbotRun, free_port, wait_for, write_config
+from conftest import DeskbotRun, free_port, until, wait_for, write_config
 
 from deskbot import config
 from deskbot.app import Service
@@ -43,16 +43,11 @@ async def test_healthz_and_metrics_after_real_sends(sipp, tmp_path: Path):
     service = Service(cfg, SipAgent(cfg.settings.sip), adapters=[])
     runner = asyncio.create_task(service.run())
     base = f"http://127.0.0.1:{port}"
+    await until(lambda: service.health.port, what="the health endpoint")
     async with aiohttp.ClientSession() as http:
-        for _ in range(200):
-            try:
-                async with http.get(f"{base}/healthz") as resp:
-                    if resp.status == 200:
-                        health = await resp.json()
-                        break
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.02)
+        async with http.get(f"{base}/healthz") as resp:
+            assert resp.status == 200
+            health = await resp.json()
         assert health["ok"] is True and health["sip"]["alive"] is True
         user = ChatUser("console", "alice")
         await service.relay.handle(user, "486,487 hello")
@@ -92,3 +87,35 @@ def test_directory_reloads_on_sighup_and_on_file_change_and_keeps_the_last_good(
         assert deskbot.health()["ok"] is True
     finally:
         assert deskbot.stop() == 0
+
+
+def test_healthz_shows_the_pbx_registration(sipp, tmp_path: Path):
+    pbx = sipp(pbx_password="s3cret")
+    body = CONFIG.format(health=0, tmp=tmp_path, ok=pbx.uri(), missing=pbx.uri("487"))
+    body += (
+        f'[sip.registrar]\nuri = "sip:127.0.0.1:{pbx.port}"\nusername = "deskbot"\n'
+        'password_env = "DESKBOT_SIP_PASSWORD"\n'
+    )
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    path = write_config(etc / "d.toml", body)
+    right = DeskbotRun(path, {"DESKBOT_SIP_PASSWORD": "s3cret"}, tmp_path / "ok.log").start()
+    try:
+        health = wait_for(
+            lambda: (h := right.health())["sip"]["registration"].get("code") and h,
+            what="the REGISTER answer in /healthz",
+        )
+        assert health["ok"] is True
+        assert health["sip"]["registration"] == {"code": 200, "reason": "OK", "active": True}
+    finally:
+        right.stop()
+    wrong = DeskbotRun(path, {"DESKBOT_SIP_PASSWORD": "wrong"}, tmp_path / "bad.log").start()
+    try:
+        health = wait_for(
+            lambda: (h := wrong.health())["sip"]["registration"].get("code") and h,
+            what="the REGISTER answer in /healthz",
+        )
+        assert health["ok"] is False  # served with 503
+        assert health["sip"]["registration"]["code"] == 403
+    finally:
+        wrong.stop()
