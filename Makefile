@@ -17,6 +17,7 @@ test: deps system-deps
 lint: deps
 	$(BIN)/ruff check deskbot tests bench
 	$(BIN)/ruff format --check deskbot tests bench
+	$(BIN)/mypy deskbot
 
 format: deps
 	$(BIN)/ruff format deskbot tests bench

@@ -386,7 +386,7 @@ def cross_check(s: Settings) -> list[tuple[str, str]]:
 def _group_cycles(s: Settings) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     for start in s.groups:
-        stack = [(start, (start,))]
+        stack: list[tuple[str, tuple[str, ...]]] = [(start, (start,))]
         while stack:
             name, trail = stack.pop()
             for member in s.groups[name].members:

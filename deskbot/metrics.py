@@ -83,8 +83,9 @@ class HealthServer:
         site = web.TCPSite(self.runner, host.strip("[]"), port or 0)
         await site.start()
         server = site._server
-        if server is not None and server.sockets:
-            self.port = server.sockets[0].getsockname()[1]
+        sockets = getattr(server, "sockets", None)  # port 0: learn the one the OS chose
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
         log.info("health and metrics on http://%s:%d/healthz", host, self.port)
 
     async def stop(self) -> None:

@@ -96,7 +96,7 @@ class AuditLog:
         self, *, chat: str | None, sender_id: str | None, person: str | None, limit: int = 10
     ) -> list[HistoryEntry]:
         """Last sends of one sender (by person, else by chat id), or of everyone."""
-        where, args = "", ()
+        where, args = "", ()  # type: tuple[str, tuple[str, ...]]
         if person:
             where, args = "WHERE c.person = ?", (person,)
         elif chat and sender_id:

@@ -61,12 +61,12 @@ class Worker:
         pj, P, cfg = self.pj, self.P, self.start
         worker = self
 
-        class Writer(pj.LogWriter):
+        class Writer(pj.LogWriter):  # type: ignore[name-defined]
             def write(self, entry: Any) -> None:
                 with contextlib.suppress(Exception):
                     worker.log(int(entry.level), str(entry.msg).rstrip())
 
-        class Account(pj.Account):
+        class Account(pj.Account):  # type: ignore[name-defined]
             def onInstantMessageStatus(self, prm: Any) -> None:
                 try:
                     worker.on_status(prm)
