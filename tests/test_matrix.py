@@ -549,3 +549,30 @@ async def test_a_wrong_access_token_stops_deskbot_with_a_clear_error_and_exit_2(
     assert result.returncode == 2
     assert "the homeserver refused the access token in $DESKBOT_MATRIX_TOKEN" in result.stderr
     assert "syt_wrong_token" not in result.stderr + result.stdout
+
+
+async def test_a_mention_pill_names_the_person_even_when_the_display_name_has_spaces(
+    synapse: Synapse,  # noqa: F811
+    sipp,
+    people,
+    bot: Account,
+    deskbot,
+):
+    phone = sipp(200)
+    alice = people("alice")
+    room = await alice.create_room(invite=[bot.user_id])
+    join(synapse, bot, room)
+    deskbot(bot, alice, {"486": phone.uri("486")}).start()
+    # what Element sends when alice picks "Alice Wonder" from the mention list
+    content = {
+        "msgtype": "m.text",
+        "body": "!deskphone Alice Wonder hi there",
+        "format": "org.matrix.custom.html",
+        "formatted_body": f'!deskphone <a href="https://matrix.to/#/{alice.user_id}">'
+        "Alice Wonder</a> hi there",
+    }
+    resp = await alice.client.room_send(room, "m.room.message", content)
+    assert isinstance(resp, RoomSendResponse), resp
+    assert "486 (Reception): 200 OK" in text_of(await alice.reply_to(resp.event_id))
+    [message] = phone.wait_received(1)
+    assert message.body.decode().endswith(": hi there")

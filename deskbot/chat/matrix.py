@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import html
 import logging
 import os
 import re
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -289,7 +291,7 @@ class MatrixAdapter:
         if self.settings.rooms and room.room_id not in self.settings.rooms:
             log.info("matrix: ignored a message in %s: not in matrix.rooms", room.room_id)
             return None
-        text = _strip_reply_fallback(event.body).strip()
+        text = _with_mentions(content) or _strip_reply_fallback(event.body).strip()
         prefix = self.settings.command
         if text.lower() == prefix.lower():
             return ""
@@ -411,6 +413,26 @@ def _is_own_join(event: object, user_id: str) -> bool:
         and event.membership == "join"
         and event.prev_membership != "join"
     )
+
+
+_PILL = re.compile(r'<a\s[^>]*href="https://matrix\.to/#/(@[^"?/]+)[^"]*"[^>]*>.*?</a>', re.S)
+
+
+def _with_mentions(content: dict[str, Any]) -> str:
+    """The text with mention pills as Matrix ids (``@bob:example.com``), or "" if none.
+
+    Clients put a person's display name in the plain body, which may hold
+    spaces; the HTML body links the id, which the directory knows.
+    """
+    formatted = content.get("formatted_body")
+    if content.get("format") != "org.matrix.custom.html" or not isinstance(formatted, str):
+        return ""
+    if "matrix.to/#/@" not in formatted:
+        return ""
+    text = re.sub(r"<mx-reply>.*?</mx-reply>", "", formatted, flags=re.S)
+    text = _PILL.sub(lambda m: urllib.parse.unquote(m.group(1)), text)
+    text = re.sub(r"<br\s*/?>", "\n", text)
+    return html.unescape(re.sub(r"<[^>]+>", "", text)).strip()
 
 
 _FALLBACK = re.compile(r"\A(?:> [^\n]*\n)+\n?")
