@@ -6,7 +6,6 @@ PYTHON ?= $(shell for p in python3.11 python3.12 python3; do \
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_PACKAGES := sip-tester baresip-core
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: test lint format demo bench deps system-deps clean
@@ -38,11 +37,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 
-# SIPp and baresip are the test phones; installed by apt-get when missing.
+# SIPp and baresip are the test phones, Kamailio the test PBX; apt-get installs
+# whichever is missing.
 system-deps:
 	@missing=""; \
 	command -v sipp >/dev/null || missing="$$missing sip-tester"; \
 	command -v baresip >/dev/null || missing="$$missing baresip-core"; \
+	command -v kamailio >/dev/null || [ -x /usr/sbin/kamailio ] || missing="$$missing kamailio"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

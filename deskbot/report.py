@@ -42,7 +42,10 @@ def hint(delivery: Delivery, extension: str = "") -> str:
             "no connection to the phone (refused or network error): check it is on and its SIP port"
         )
     if code == 404:
-        return f"the phone has no identity {ext}: check the phone's account or the directory's uri"
+        return (
+            f"the phone has no identity {ext} (through a PBX: no phone registered as "
+            f"{ext}): check the phone's account or the directory's uri"
+        )
     if code in (401, 407):
         return "the PBX refused deskbot's credentials: check [sip.registrar] username and password"
     if code == 403:

@@ -33,7 +33,7 @@ for _name in list(os.environ):  # bolt and deskbot must not pick up a developer'
 
 
 def require(tool: str) -> str:
-    path = shutil.which(tool)
+    path = shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
     if path is None:
         pytest.fail(f"{tool} is not installed: run `make test`, which installs it", pytrace=False)
     return path
@@ -209,10 +209,11 @@ def sipp(tmp_path: Path) -> Iterator[Callable[..., SippPhone]]:
 class Baresip:
     """baresip as a desk phone with one identity: 200 for it, 404 for other users."""
 
-    def __init__(self, workdir: Path, extension: str = "486"):
+    def __init__(self, workdir: Path, extension: str = "486", registrar: str = ""):
+        """With `registrar` (host:port) the phone registers there, like a phone on a PBX."""
         self.port = free_port()
         self.extension = extension
-        home = workdir / "baresip"
+        home = workdir / f"baresip-{extension}"
         home.mkdir()
         (home / "config").write_text(
             textwrap.dedent(f"""\
@@ -226,8 +227,13 @@ class Baresip:
             audio_source nothing
             """)
         )
-        (home / "accounts").write_text(f"<sip:{extension}@127.0.0.1>;regint=0\n")
-        self.log = workdir / "baresip.log"
+        account = (
+            f"<sip:{extension}@{registrar}>;regint=60"
+            if registrar
+            else (f"<sip:{extension}@127.0.0.1>;regint=0")
+        )
+        (home / "accounts").write_text(account + "\n")
+        self.log = workdir / f"baresip-{extension}.log"
         self.proc = subprocess.Popen(
             [require("baresip"), "-f", str(home)],
             stdin=subprocess.PIPE,
@@ -236,6 +242,8 @@ class Baresip:
             start_new_session=True,
         )
         wait_for(lambda: port_taken(self.port, socket.SOCK_DGRAM), what="baresip listening")
+        if registrar:
+            wait_for(lambda: "200 OK" in self.output(), what=f"baresip {extension} registered")
 
     def uri(self, extension: str | None = None, transport: str = "udp") -> str:
         suffix = ";transport=tcp" if transport == "tcp" else ""

@@ -1,0 +1,117 @@
+"""Through a real PBX: Kamailio as registrar and stateful proxy, baresip phones behind it.
+
+deskbot registers with digest auth and sends via the proxy; the phone's own
+answer comes back through Kamailio, and an extension no phone registered gets
+Kamailio's 404.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Baresip, free_port, port_taken, require, run_deskbot, wait_for, write_config
+
+HERE = Path(__file__).parent
+
+
+@pytest.fixture
+def kamailio(tmp_path: Path) -> Iterator[int]:
+    port = free_port()
+    [modules] = glob.glob("/usr/lib/*/kamailio/modules/") or [""]
+    text = (HERE / "kamailio" / "kamailio.cfg.in").read_text()
+    cfg = tmp_path / "kamailio.cfg"
+    cfg.write_text(
+        text.replace("@PORT@", str(port))
+        .replace("@PASSWORD@", "s3cret")
+        .replace("@MODULES@", modules)
+    )
+    proc = subprocess.Popen(
+        [
+            require("kamailio"),
+            "-f",
+            str(cfg),
+            "-DD",
+            "-E",
+            "-w",
+            str(tmp_path),
+            "-P",
+            str(tmp_path / "kamailio.pid"),
+            "-Y",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "kamailio.log").open("wb"),
+        start_new_session=True,
+    )
+    wait_for(
+        lambda: proc.poll() is not None or port_taken(port, socket.SOCK_DGRAM),
+        what="kamailio listening",
+    )
+    assert proc.poll() is None, (tmp_path / "kamailio.log").read_text()[-2000:]
+    yield port
+    proc.kill()
+    proc.wait()
+
+
+def pbx_config(tmp_path: Path, pbx_port: int) -> Path:
+    return write_config(
+        tmp_path / "deskbot.toml",
+        f"""
+        [sip]
+        listen = "127.0.0.1:0"
+        from_uri = "sip:deskbot@pbx.test"
+        timeout = 2.0
+        [sip.registrar]
+        uri = "sip:127.0.0.1:{pbx_port}"
+        username = "deskbot"
+        password_env = "DESKBOT_SIP_PASSWORD"
+        proxy = "sip:127.0.0.1:{pbx_port};lr"
+        domain = "pbx.test"
+        [audit]
+        path = "{tmp_path / "audit.sqlite3"}"
+        [phones.486]
+        uri = "sip:486@pbx.test"
+        label = "Reception"
+        """,
+    )
+
+
+def test_the_phones_own_answer_comes_back_through_the_pbx(kamailio: int, tmp_path: Path):
+    phone = Baresip(tmp_path, "486", registrar=f"127.0.0.1:{kamailio}")
+    try:
+        cfg = pbx_config(tmp_path, kamailio)
+        result = run_deskbot(
+            "send",
+            "-c",
+            str(cfg),
+            "--json",
+            "486,4711",
+            "via the pbx",
+            env={"DESKBOT_SIP_PASSWORD": "s3cret"},
+        )
+        rows = [json.loads(line) for line in result.stdout.splitlines()]
+        assert [(r["target"], r["uri"], r["code"], r["reason"]) for r in rows] == [
+            ("486", "sip:486@pbx.test", 200, "OK"),  # baresip's 200, relayed by Kamailio
+            ("4711", "sip:4711@pbx.test", 404, "Not Found"),  # no phone registered as 4711
+        ]
+        assert result.returncode == 1
+        assert "no phone registered as 4711" in rows[1]["hint"]
+    finally:
+        phone.stop()
+
+
+def test_a_wrong_pbx_password_is_reported_with_a_hint(kamailio: int, tmp_path: Path):
+    cfg = pbx_config(tmp_path, kamailio)
+    result = run_deskbot(
+        "send", "-c", str(cfg), "--json", "486", "hi", env={"DESKBOT_SIP_PASSWORD": "wrong"}
+    )
+    [row] = [json.loads(line) for line in result.stdout.splitlines()]
+    assert result.returncode == 1
+    assert row["code"] in (401, 407)
+    assert "check [sip.registrar] username and password" in row["hint"]
