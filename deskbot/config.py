@@ -338,9 +338,18 @@ def _secret_names(s: Settings) -> list[tuple[str, str]]:
 def cross_check(s: Settings) -> list[tuple[str, str]]:
     """References between tables: phones, people and groups must exist; ids unique."""
     problems: list[tuple[str, str]] = []
-    for ext in s.phones:
+    for ext, phone in s.phones.items():
         if not EXTENSION_RE.match(ext):
             problems.append((f"phones.{ext}", "the key must be an extension of digits, like 486"))
+        wanted = re.search(r";transport=([a-z]+)", phone.uri.lower())
+        if wanted and wanted.group(1) != s.sip.transport:
+            problems.append(
+                (
+                    f"phones.{ext}.uri",
+                    f"asks for transport={wanted.group(1)} but deskbot listens on "
+                    f"{s.sip.transport} ([sip] transport)",
+                )
+            )
     for name, person in s.people.items():
         if not NAME_RE.match(name):
             problems.append((f"people.{name}", "names are lower-case letters, digits, . _ -"))

@@ -153,3 +153,11 @@ def test_slack_api_url_gets_its_trailing_slash():
     text = BASE + '[slack]\napi_url = "http://127.0.0.1:9/api"\n'
     cfg = config.parse(tomllib.loads(text), Path("x"), ENV)
     assert cfg.settings.slack and cfg.settings.slack.api_url == "http://127.0.0.1:9/api/"
+
+
+def test_a_phone_transport_must_match_the_sip_transport():
+    text = BASE.replace('"sip:486@10.0.0.86"', '"sip:486@10.0.0.86;transport=tcp"')
+    assert problems(text) == [
+        "deskbot.toml: phones.486.uri: asks for transport=tcp but deskbot listens on udp "
+        "([sip] transport)"
+    ]
