@@ -32,6 +32,8 @@ def hint(delivery: Delivery, extension: str = "") -> str:
         )
     if delivery.local and code == 413:
         return "the text is too long for one SIP message: shorten it"
+    if delivery.local and delivery.reason.startswith("SIP agent is down"):
+        return "deskbot's SIP agent is down: see deskbot's log and /healthz, then restart it"
     if delivery.local and "ETOOMANY" in delivery.reason:
         return (
             "deskbot has too many TCP connections open (pjsip handles about 60): "
