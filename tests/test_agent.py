@@ -152,3 +152,28 @@ async def test_registration_is_redone_after_a_worker_crash(sipp):
         assert registration == {"code": 200, "reason": "OK", "active": True}
     finally:
         await agent.close()
+
+
+async def test_a_worker_that_cannot_come_back_leaves_sends_a_clear_answer(sipp, tmp_path: Path):
+    phone = sipp(200)
+    broken = tmp_path / "broken"
+    # the real worker, until the marker file says its machine went bad
+    command = (
+        sys.executable,
+        "-c",
+        f"import os, runpy; os.path.exists({str(broken)!r}) and os.abort(); "
+        "runpy.run_module('deskbot.sip.worker', run_name='__main__')",
+    )
+    agent = SipAgent(Sip(listen="127.0.0.1:0", timeout=2.0), worker_command=command)
+    await agent.start()
+    try:
+        assert (await agent.send(phone.uri(), "before")).code == 200
+        broken.touch()
+        os.kill(agent.state.pid, signal.SIGKILL)
+        await until(lambda: agent.state.failed, what="the agent to give up")
+        assert "died at start-up 3 times in a row" in agent.state.failed
+        delivery = await agent.send(phone.uri(), "after")
+        assert (delivery.code, delivery.local) == (503, True)
+        assert delivery.reason.startswith("SIP agent is down")
+    finally:
+        await agent.close()
