@@ -266,6 +266,18 @@ def join(server: Synapse, account: Account, room_id: str) -> None:
     server.request("POST", f"/_matrix/client/v3/join/{room_id}", {}, token=account.access_token)
 
 
+async def alice_in_a_room_with_the_bot(
+    server: Synapse,
+    people: Callable[[str], Person],
+    bot: Account,
+) -> tuple[Person, str]:
+    """A new person "alice" and a room of hers that the bot has joined."""
+    alice = people("alice")
+    room = await alice.create_room(invite=[bot.user_id])
+    join(server, bot, room)
+    return alice, room
+
+
 def text_of(event: dict[str, Any]) -> str:
     return event["content"]["body"]
 
@@ -279,9 +291,7 @@ async def test_a_command_gets_a_notice_in_its_thread_with_the_phones_answer(
     deskbot,
 ):
     phone = sipp(200)
-    alice = people("alice")
-    room = await alice.create_room(invite=[bot.user_id])
-    join(synapse, bot, room)
+    alice, room = await alice_in_a_room_with_the_bot(synapse, people, bot)
     deskbot = deskbot(bot, alice, {"486": phone.uri("486")}).start()
 
     command = await alice.say(room, "!deskphone 486 meeting moved to 3pm")
@@ -451,9 +461,7 @@ async def test_a_homeserver_killed_and_restarted_loses_no_command(
     deskbot,
 ):
     phone = sipp(200)
-    alice = people("alice")
-    room = await alice.create_room(invite=[bot.user_id])
-    join(synapse, bot, room)
+    alice, room = await alice_in_a_room_with_the_bot(synapse, people, bot)
     deskbot = deskbot(bot, alice, {"486": phone.uri("486")}).start()
     before = await alice.say(room, "!deskphone 486 before")
     await alice.reply_to(before)
@@ -514,9 +522,7 @@ async def test_a_downtime_longer_than_one_sync_carries_loses_no_command(
     deskbot,
 ):
     phone = sipp(200)
-    alice = people("alice")
-    room = await alice.create_room(invite=[bot.user_id])
-    join(synapse, bot, room)
+    alice, room = await alice_in_a_room_with_the_bot(synapse, people, bot)
     limits = "[limits]\nper_sender_per_minute = 1000\nper_phone_per_minute = 1000\n"
     deskbot = deskbot(bot, alice, {"486": phone.uri("486")}, extra=limits).start()
     first = await alice.say(room, "!deskphone 486 before")
@@ -559,9 +565,7 @@ async def test_a_mention_pill_names_the_person_even_when_the_display_name_has_sp
     deskbot,
 ):
     phone = sipp(200)
-    alice = people("alice")
-    room = await alice.create_room(invite=[bot.user_id])
-    join(synapse, bot, room)
+    alice, room = await alice_in_a_room_with_the_bot(synapse, people, bot)
     deskbot(bot, alice, {"486": phone.uri("486")}).start()
     # what Element sends when alice picks "Alice Wonder" from the mention list
     content = {
