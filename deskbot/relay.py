@@ -145,7 +145,7 @@ class Relay:
             case Help():
                 return Answer(self.help_text())
             case Who(target):
-                return self.who(target)
+                return self.who(target, show_uris=self.is_admin(user, person))
             case History(everyone):
                 return self.history(user, person, everyone)
             case Send(targets, body_text):
@@ -277,13 +277,17 @@ class Relay:
             ]
         )
 
-    def who(self, target: str) -> Answer:
+    def who(self, target: str, show_uris: bool = False) -> Answer:
+        """Where a target goes; phone addresses only for admins (they are network details)."""
         try:
             resolution = self.directory.resolve(target)
         except TargetError as exc:
             return Answer(str(exc), error=True)
         lines = [f"{target} → {len(resolution.phones)} phone(s):"]
-        lines += [f"• {p.title} at {p.uri}" for p in resolution.phones[:50]]
+        lines += [
+            f"• {p.title} at {p.uri}" if show_uris else f"• {p.title}"
+            for p in resolution.phones[:50]
+        ]
         if len(resolution.phones) > 50:
             lines.append(f"… and {len(resolution.phones) - 50} more")
         return Answer("\n".join(lines))

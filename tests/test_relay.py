@@ -148,3 +148,18 @@ def test_sliding_window_frees_slots_as_time_passes():
     assert window.retry_after("k") == pytest.approx(50.0)
     now[0] = 60.5
     assert window.retry_after("k") == 0.0
+
+
+async def test_who_names_the_phones_and_shows_addresses_to_admins_only(relay_for, phones):
+    relay = await relay_for()
+    for_bob = relay.prepare(BOB, "who @all")
+    assert isinstance(for_bob, Answer) and not for_bob.error
+    assert for_bob.text.splitlines() == [
+        "@all → 3 phone(s):",
+        "• 486 (Desk 486)",
+        "• 487 (Desk 487)",
+        "• 488 (Desk 488)",
+    ]
+    for_alice = relay.prepare(ALICE, "who bob")
+    assert isinstance(for_alice, Answer)
+    assert f"• 487 (Desk 487) at sip:487@127.0.0.1:{phones['487'].port}" in for_alice.text
