@@ -149,6 +149,8 @@ class Service:
                     return EXIT_CONFIG
                 self._tasks.append(loop.create_task(adapter.run(), name=f"chat-{adapter.name}"))
             self._tasks.append(loop.create_task(self._watch(), name="config-watch"))
+            if not self.adapters:
+                log.warning("no [slack] or [matrix] table in %s: no chat to serve", self.cfg.path)
             log.info("deskbot running: %s", ", ".join(a.name for a in self.adapters) or "no chat")
             await self.stopping.wait()
             log.info("stopping")
