@@ -31,20 +31,21 @@ def _parser() -> argparse.ArgumentParser:
         prog="deskbot", description="Chat commands to desk phones over SIP MESSAGE."
     )
     parser.add_argument("--version", action="version", version=f"deskbot {__version__}")
+    config_help = "config file (default: $DESKBOT_CONFIG, else ./config.toml)"
+    # -c and -v work before the command too (`deskbot -c x.toml send ...`)
+    parser.add_argument("-c", "--config", metavar="PATH", help=config_help)
+    parser.add_argument("-v", "--verbose", action="count", default=0)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument(
-            "-c",
-            "--config",
-            metavar="PATH",
-            help="config file (default: $DESKBOT_CONFIG, else ./config.toml)",
+            "-c", "--config", metavar="PATH", help=config_help, default=argparse.SUPPRESS
         )
         p.add_argument(
             "-v",
             "--verbose",
             action="count",
-            default=0,
+            default=argparse.SUPPRESS,
             help="more log output (-vv: SIP traces, which include message bodies)",
         )
 
@@ -58,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate the config file")
     common(p)
     p = sub.add_parser("demo", help="console chat and simulated desk phones, no accounts needed")
-    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS)
     p.add_argument("--as", dest="as_user", default="alice", help="who you are in the demo chat")
     return parser
 

@@ -242,3 +242,11 @@ def test_send_needs_no_chat_tokens(sipp, tmp_path):
     check = run_deskbot("check-config", "-c", str(cfg))
     assert check.returncode == 2
     assert "matrix.access_token_env: environment variable DESKBOT_MATRIX_TOKEN" in check.stdout
+
+
+def test_config_flag_works_before_the_command_too(tmp_path):
+    cfg = config_for(tmp_path, {"486": "sip:486@10.0.0.86"})
+    result = run_deskbot("-c", str(cfg), "check-config")
+    assert result.returncode == 0 and result.stdout.startswith(f"{cfg}: ok: 1 phones")
+    usage = run_deskbot("send")
+    assert usage.returncode == 2 and "usage: deskbot send" in usage.stderr
