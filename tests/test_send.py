@@ -7,6 +7,8 @@ user sees (lines, JSON, exit code) and what the phone received.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from conftest import Baresip, SippPhone, run_deskbot, write_config
@@ -250,3 +252,15 @@ def test_config_flag_works_before_the_command_too(tmp_path):
     assert result.returncode == 0 and result.stdout.startswith(f"{cfg}: ok: 1 phones")
     usage = run_deskbot("send")
     assert usage.returncode == 2 and "usage: deskbot send" in usage.stderr
+
+
+def test_config_is_found_through_deskbot_config_then_the_working_directory(tmp_path):
+    cfg = config_for(tmp_path, {"486": "sip:486@10.0.0.86"})
+    by_env = run_deskbot("check-config", env={"DESKBOT_CONFIG": str(cfg)})
+    assert by_env.returncode == 0 and by_env.stdout.startswith(f"{cfg}: ok")
+    (tmp_path / "config.toml").write_text(cfg.read_text())
+    deskbot = str(Path(sys.executable).parent / "deskbot")
+    in_cwd = subprocess.run(
+        [deskbot, "check-config"], cwd=tmp_path, capture_output=True, text=True, timeout=30
+    )
+    assert in_cwd.returncode == 0 and in_cwd.stdout.startswith("config.toml: ok")
