@@ -164,6 +164,7 @@ listen = "127.0.0.1:0"
 path = "{tmp}/audit.sqlite3"
 [access]
 senders = {senders}
+admins = {admins}
 [phones.486]
 uri = "{p486}"
 label = "Reception"
@@ -199,6 +200,7 @@ def config_text(
     phones: dict[str, str],
     rooms: list[str] = (),
     senders: list[str] | None = None,
+    admins: list[str] = (),
     extra: str = "",
 ) -> str:
     quoted = lambda items: "[" + ", ".join(f'"{i}"' for i in items) + "]"  # noqa: E731
@@ -210,6 +212,7 @@ def config_text(
         alice=alice,
         rooms=quoted(rooms),
         senders='"*"' if senders is None else quoted(senders),
+        admins=quoted(admins),
         **{f"p{ext}": uri for ext, uri in phones.items()},
     ) + textwrap.dedent(extra)
 
@@ -581,3 +584,40 @@ async def test_a_mention_pill_names_the_person_even_when_the_display_name_has_sp
     assert "486 (Reception): 200 OK" in text_of(await alice.reply_to(resp.event_id))
     [message] = phone.wait_received(1)
     assert message.body.decode().endswith(": hi there")
+
+
+async def test_a_broken_config_edit_reaches_the_admin_in_a_direct_room(
+    synapse: Synapse,  # noqa: F811
+    people,
+    bot: Account,
+    deskbot,
+):
+    alice, carol = people("alice"), people("carol")
+    shared = await alice.create_room(invite=[bot.user_id, carol.user_id])
+    join(synapse, bot, shared)
+    await carol.client.join(shared)
+    running = deskbot(bot, alice, {}, admins=["alice"]).start()
+    running.config.write_text(running.config.read_text() + '[people.bob]\nphone = "999"\n')
+
+    async def invitation() -> str | None:
+        resp = await alice.client.sync(timeout=500, sync_filter=SYNC_FILTER)
+        assert isinstance(resp, SyncResponse), resp
+        for room_id, info in resp.rooms.join.items():
+            alice.events += [(room_id, e.source) for e in info.timeline.events]
+        return next(iter(resp.rooms.invite), None)
+
+    direct = None
+    deadline = time.monotonic() + 15
+    while direct is None and time.monotonic() < deadline:
+        direct = await invitation()
+    assert direct, "the bot opened no direct room with the admin"
+    await alice.client.join(direct)
+    notices = await alice.wait(
+        "the notice in the direct room",
+        lambda: [e for r, e in alice.events if r == direct and "rejected" in str(e)],
+    )
+    body = notices[0]["content"]["body"]
+    assert body.startswith("deskbot: config change rejected")
+    assert "people.bob.phone: phone '999' is not in [phones]" in body
+    # carol, in the shared room, sees none of it
+    assert not [e for r, e in alice.events if r == shared and "rejected" in str(e)]

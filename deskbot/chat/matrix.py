@@ -14,9 +14,9 @@
   is the relay's.
 - Reactions: ✅ when every phone took the text, ❌ otherwise; ⏳ while the
   phones take longer than 0.3 s (removed once they answered).
-- notify_admins sends an m.notice to every allowed room (every joined room
-  when ``rooms`` is empty): admins read those rooms, and a DM would need a
-  directory lookup that adapters do not do.
+- notify_admins sends an m.notice to each admin (``[access] admins`` with a
+  ``matrix`` id) in a direct room, opening one when there is none: config
+  problems name files and keys that other room members need not see.
 """
 
 from __future__ import annotations
@@ -40,7 +40,9 @@ from nio import (
     MegolmEvent,
     MessageDirection,
     RoomMemberEvent,
+    RoomCreateResponse,
     RoomMessagesResponse,
+    RoomPreset,
     RoomMessageText,
     RoomSendResponse,
     SyncResponse,
@@ -90,6 +92,7 @@ class MatrixAdapter:
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[Any] | None = None
         self._since = ""  # the sync position the next sync response starts from
+        self._direct_rooms: dict[str, str] = {}  # admin's Matrix id -> room for notices
 
     @property
     def connected(self) -> bool:
@@ -190,11 +193,29 @@ class MatrixAdapter:
         await self._client.close()
 
     async def notify_admins(self, text: str) -> None:
-        client = self.client
-        rooms = self.settings.rooms or list(client.rooms)
-        for room_id in rooms:
-            if room_id in client.rooms:
-                await self._send(room_id, _notice(text))
+        """A notice in a direct room with each admin (opened when there is none)."""
+        people = self.relay.directory.people
+        for name in self.relay.settings.access.admins:
+            person = people.get(name)
+            if person is None or not person.matrix:
+                continue
+            room_id = self._direct_rooms.get(person.matrix) or self._direct_room_with(person.matrix)
+            if room_id is None:
+                created = await self.client.room_create(
+                    is_direct=True, invite=[person.matrix], preset=RoomPreset.trusted_private_chat
+                )
+                if not isinstance(created, RoomCreateResponse):
+                    log.error("matrix: cannot open a direct room with admin %s", name)
+                    continue
+                room_id = created.room_id
+            self._direct_rooms[person.matrix] = room_id
+            await self._send(room_id, _notice(text))
+
+    def _direct_room_with(self, user_id: str) -> str | None:
+        for room in self.client.rooms.values():
+            if room.member_count == 2 and user_id in (*room.users, *room.invited_users):
+                return room.room_id
+        return None
 
     # -- sync position ----------------------------------------------------------
     def _load_sync_token(self) -> str | None:
