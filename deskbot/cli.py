@@ -20,6 +20,7 @@ from typing import TextIO
 from deskbot import __version__, config, report
 from deskbot.relay import SHELL, Answer, ChatUser, Relay, exit_code
 from deskbot.sip.agent import AgentError, SipAgent
+from deskbot.sipuri import split_hostport
 from deskbot.store import open_audit
 
 EXIT_OK, EXIT_REFUSED, EXIT_NOTHING_SENT, EXIT_NO_ANSWER = 0, 1, 2, 3
@@ -119,8 +120,19 @@ async def _send(cfg: config.Config, targets: str, text: str, as_json: bool) -> i
     try:
         await agent.start()
     except AgentError as exc:
-        print(f"deskbot: cannot start the SIP agent on {s.sip.listen}: {exc}", file=sys.stderr)
-        return EXIT_NOTHING_SENT
+        host, port = split_hostport(s.sip.listen)
+        if "in use" not in str(exc) or not port:
+            print(f"deskbot: cannot start the SIP agent on {s.sip.listen}: {exc}", file=sys.stderr)
+            return EXIT_NOTHING_SENT
+        # `deskbot run` has the port: a one-shot send goes out from any free one, like sipsak
+        log.warning("SIP port %d is in use (deskbot run?): sending from a free port", port)
+        agent = SipAgent(s.sip.model_copy(update={"listen": f"{host}:0"}), password)
+        relay.sender = agent
+        try:
+            await agent.start()
+        except AgentError as again:
+            print(f"deskbot: cannot start the SIP agent: {again}", file=sys.stderr)
+            return EXIT_NOTHING_SENT
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, agent.abandon)

@@ -7,6 +7,7 @@ user sees (lines, JSON, exit code) and what the phone received.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -264,3 +265,20 @@ def test_config_is_found_through_deskbot_config_then_the_working_directory(tmp_p
         [deskbot, "check-config"], cwd=tmp_path, capture_output=True, text=True, timeout=30
     )
     assert in_cwd.returncode == 0 and in_cwd.stdout.startswith("config.toml: ok")
+
+
+def test_send_uses_a_free_port_when_the_configured_one_is_taken(sipp, tmp_path):
+    phone = sipp(200)
+    busy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    busy.bind(("127.0.0.1", 0))  # as `deskbot run` would hold it
+    port = busy.getsockname()[1]
+    try:
+        cfg = config_for(tmp_path, {"486": phone.uri()})
+        cfg.write_text(
+            cfg.read_text().replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{port}"')
+        )
+        result, [row] = send_json(cfg, "486", "hi")
+        assert (result.returncode, row["code"]) == (0, 200)
+        assert f"SIP port {port} is in use" in result.stderr
+    finally:
+        busy.close()
