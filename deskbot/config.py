@@ -13,16 +13,67 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from deskbot import sipuri
 
 EXTENSION_RE = re.compile(r"^[0-9]{1,15}$")
 NAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
-SLACK_ID_RE = re.compile(r"^[UW][A-Z0-9]{2,20}$")
-SLACK_CHANNEL_RE = re.compile(r"^[CDG][A-Z0-9]{2,20}$")
-MATRIX_USER_RE = re.compile(r"^@[a-z0-9._=/+-]+:[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
-MATRIX_ROOM_RE = re.compile(r"^![A-Za-z0-9._~=+/-]+(:[A-Za-z0-9.-]+(:[0-9]{1,5})?)?$")
+
+
+def _matching(regex: str, message: str) -> AfterValidator:
+    """A validator for strings that must match ``regex``; ``message`` may name {value!r}."""
+    pattern = re.compile(regex)
+
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise ValueError(message.format(value=value))
+        return value
+
+    return AfterValidator(check)
+
+
+def _hostport(value: str) -> str:
+    sipuri.split_hostport(value)  # its ValueError says what is wrong
+    return value
+
+
+def _sip_uri(value: str) -> str:
+    if not sipuri.is_valid(value):
+        raise ValueError(f"{value!r} is not a valid sip: URI (like sip:486@10.0.0.86)")
+    return value
+
+
+def _host(value: str) -> str:
+    if not sipuri.is_host(value):
+        raise ValueError(f"{value!r} is not a host name or IP address")
+    return value
+
+
+HostPort = Annotated[str, AfterValidator(_hostport)]
+SipUri = Annotated[str, AfterValidator(_sip_uri)]
+Host = Annotated[str, AfterValidator(_host)]
+HttpUrl = Annotated[str, _matching(r"https?://[^\s/]+(/.*)?", "{value!r} is not an http(s) URL")]
+SlackUserId = Annotated[
+    str, _matching(r"[UW][A-Z0-9]{2,20}", "{value!r} is not a Slack user id (like U024BE7LH)")
+]
+SlackChannelId = Annotated[
+    str, _matching(r"[CDG][A-Z0-9]{2,20}", "{value!r} is not a Slack channel id (like C0123ABCD)")
+]
+MatrixUserId = Annotated[
+    str,
+    _matching(
+        r"@[a-z0-9._=/+-]+:[A-Za-z0-9.-]+(:[0-9]{1,5})?",
+        "{value!r} is not a Matrix user id (like @alice:example.com)",
+    ),
+]
+MatrixRoomId = Annotated[
+    str,
+    _matching(
+        r"![A-Za-z0-9._~=+/-]+(:[A-Za-z0-9.-]+(:[0-9]{1,5})?)?",
+        "{value!r} is not a Matrix room id (like !abc:example.com)",
+    ),
+]
 
 
 class ConfigError(Exception):
@@ -37,56 +88,26 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-def _hostport(value: str) -> str:
-    try:
-        sipuri.split_hostport(value)
-    except ValueError as exc:
-        raise ValueError(str(exc)) from None
-    return value
-
-
-def _sip_uri(value: str) -> str:
-    if not sipuri.is_valid(value):
-        raise ValueError(f"{value!r} is not a valid sip: URI (like sip:486@10.0.0.86)")
-    return value
-
-
 class Registrar(_Model):
-    uri: str
+    uri: SipUri
     username: str
     password_env: str
-    proxy: str | None = None
-    domain: str | None = None
-
-    _uri = field_validator("uri", "proxy")(lambda v: v if v is None else _sip_uri(v))
-
-    @field_validator("domain")
-    @classmethod
-    def _domain(cls, v: str | None) -> str | None:
-        if v is not None and not sipuri.is_host(v):
-            raise ValueError(f"{v!r} is not a host name or IP address")
-        return v
+    proxy: SipUri | None = None
+    domain: Host | None = None
 
 
 class Sip(_Model):
-    listen: str = "0.0.0.0:5070"
+    listen: HostPort = "0.0.0.0:5070"
     transport: Literal["udp", "tcp"] = "udp"
-    from_uri: str = "sip:deskbot@127.0.0.1"
-    display_name: str = "Deskbot"
+    from_uri: SipUri = "sip:deskbot@127.0.0.1"
+    display_name: Annotated[
+        str,
+        _matching(r"[A-Za-z0-9 ._-]{1,40}", "use 1-40 letters, digits, spaces, '.', '_' or '-'"),
+    ] = "Deskbot"
     timeout: Annotated[float, Field(gt=0, le=32)] = 6.0
     # pjsip's select() loop handles about 64 sockets; more TCP peers abort it.
     max_in_flight: Annotated[int, Field(ge=1, le=200)] = 50
     registrar: Registrar | None = None
-
-    _listen = field_validator("listen")(lambda v: _hostport(v))
-    _from = field_validator("from_uri")(lambda v: _sip_uri(v))
-
-    @field_validator("display_name")
-    @classmethod
-    def _display(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9 ._-]{1,40}", v):
-            raise ValueError("use 1-40 letters, digits, spaces, '.', '_' or '-'")
-        return v
 
 
 class Message(_Model):
@@ -110,35 +131,19 @@ class Audit(_Model):
 
 
 class Health(_Model):
-    listen: str = "127.0.0.1:9120"
-    _listen = field_validator("listen")(lambda v: _hostport(v))
+    listen: HostPort = "127.0.0.1:9120"
 
 
 class Phone(_Model):
-    uri: str
+    uri: SipUri
     label: str = ""
-    _uri = field_validator("uri")(lambda v: _sip_uri(v))
 
 
 class Person(_Model):
     phone: str | None = None
-    slack: str | None = None
-    matrix: str | None = None
+    slack: SlackUserId | None = None
+    matrix: MatrixUserId | None = None
     name: str | None = None  # shown on the phone; defaults to the key
-
-    @field_validator("slack")
-    @classmethod
-    def _slack(cls, v: str | None) -> str | None:
-        if v is not None and not SLACK_ID_RE.match(v):
-            raise ValueError(f"{v!r} is not a Slack user id (like U024BE7LH)")
-        return v
-
-    @field_validator("matrix")
-    @classmethod
-    def _matrix(cls, v: str | None) -> str | None:
-        if v is not None and not MATRIX_USER_RE.match(v):
-            raise ValueError(f"{v!r} is not a Matrix user id (like @alice:example.com)")
-        return v
 
 
 class Group(_Model):
@@ -147,78 +152,31 @@ class Group(_Model):
 
 
 class MatrixSettings(_Model):
-    homeserver: str
-    user_id: str
+    homeserver: HttpUrl
+    user_id: MatrixUserId
     access_token_env: str = "DESKBOT_MATRIX_TOKEN"
     device_id: str = "DESKBOT"
-    command: str = "!deskphone"
-    rooms: list[str] = []
+    command: Annotated[
+        str, _matching(r"\S{1,32}", "must be one word without spaces, like !deskphone")
+    ] = "!deskphone"
+    rooms: list[MatrixRoomId] = []
     store: str = "./data/matrix"
-
-    @field_validator("homeserver")
-    @classmethod
-    def _hs(cls, v: str) -> str:
-        if not re.match(r"^https?://[^\s/]+(/.*)?$", v):
-            raise ValueError(f"{v!r} is not an http(s) URL")
-        return v
-
-    @field_validator("user_id")
-    @classmethod
-    def _user(cls, v: str) -> str:
-        if not MATRIX_USER_RE.match(v):
-            raise ValueError(f"{v!r} is not a Matrix user id (like @deskbot:example.com)")
-        return v
-
-    @field_validator("rooms")
-    @classmethod
-    def _rooms(cls, v: list[str]) -> list[str]:
-        for room in v:
-            if not MATRIX_ROOM_RE.match(room):
-                raise ValueError(f"{room!r} is not a Matrix room id (like !abc:example.com)")
-        return v
-
-    @field_validator("command")
-    @classmethod
-    def _command(cls, v: str) -> str:
-        if not re.fullmatch(r"\S{1,32}", v):
-            raise ValueError("must be one word without spaces, like !deskphone")
-        return v
 
 
 class SlackSettings(_Model):
     mode: Literal["socket", "http"] = "socket"
-    command: str = "/deskphone"
+    command: Annotated[
+        str, _matching(r"/[a-z0-9_-]{1,31}", "must be a slash command like /deskphone")
+    ] = "/deskphone"
     bot_token_env: str = "SLACK_BOT_TOKEN"
     app_token_env: str = "SLACK_APP_TOKEN"
     signing_secret_env: str = "SLACK_SIGNING_SECRET"
-    http_listen: str = "127.0.0.1:3000"
-    api_url: str = "https://slack.com/api/"
-    channels: list[str] = []
-
-    _listen = field_validator("http_listen")(lambda v: _hostport(v))
-
-    @field_validator("api_url")
-    @classmethod
-    def _api(cls, v: str) -> str:
-        if not re.match(r"^https?://[^\s/]+(/.*)?$", v):
-            raise ValueError(f"{v!r} is not an http(s) URL")
-        # slack_sdk drops the path of a base URL without the trailing slash
-        return v if v.endswith("/") else v + "/"
-
-    @field_validator("command")
-    @classmethod
-    def _command(cls, v: str) -> str:
-        if not re.fullmatch(r"/[a-z0-9_-]{1,31}", v):
-            raise ValueError("must be a slash command like /deskphone")
-        return v
-
-    @field_validator("channels")
-    @classmethod
-    def _channels(cls, v: list[str]) -> list[str]:
-        for channel in v:
-            if not SLACK_CHANNEL_RE.match(channel):
-                raise ValueError(f"{channel!r} is not a Slack channel id (like C0123ABCD)")
-        return v
+    http_listen: HostPort = "127.0.0.1:3000"
+    # slack_sdk drops the path of a base URL without the trailing slash
+    api_url: Annotated[HttpUrl, AfterValidator(lambda v: v if v.endswith("/") else v + "/")] = (
+        "https://slack.com/api/"
+    )
+    channels: list[SlackChannelId] = []
 
 
 class Settings(_Model):
@@ -306,8 +264,14 @@ def parse(
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if not str(p).startswith(("function-", "literal[", "list["))]
-    return ".".join(parts) or "(top level)"
+    """('sip', 'listen') -> 'sip.listen'; list positions as 'matrix.rooms[0]'."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif not str(part).startswith(("function-", "literal[", "list[")):
+            path += f".{part}" if path else str(part)
+    return path or "(top level)"
 
 
 def _msg(error: Any) -> str:
