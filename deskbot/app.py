@@ -18,7 +18,6 @@ from deskbot.store import open_audit
 
 log = logging.getLogger("deskbot")
 
-EXIT_OK, EXIT_CONFIG = 0, 2
 # Changing these needs a restart; the directory and policy reload live.
 RESTART_KEYS = ("sip", "matrix", "slack", "health", "audit")
 
@@ -35,6 +34,10 @@ def build_adapters(cfg: config.Config, relay: Relay) -> list[Adapter]:
 
         adapters.append(MatrixAdapter(s.matrix, relay, cfg.secret))
     return adapters
+
+
+class StartError(RuntimeError):
+    """Something deskbot run needs could not start; the message says what and why."""
 
 
 class Service:
@@ -127,7 +130,8 @@ class Service:
             if _stamp(path) != self._loaded_stamp:
                 await self.reload("file changed")
 
-    async def run(self) -> int:
+    async def run(self) -> None:
+        """Serve until SIGTERM or SIGINT; raise StartError if something cannot start."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
@@ -137,16 +141,14 @@ class Service:
         try:
             await self.agent.start()
         except AgentError as exc:
-            log.error("cannot start the SIP agent on %s: %s", self.cfg.settings.sip.listen, exc)
-            return EXIT_CONFIG
+            raise StartError(f"the SIP agent on {self.cfg.settings.sip.listen}: {exc}") from None
         try:
             await self.health.start()
             for adapter in self.adapters:
                 try:
                     await adapter.start()
                 except Exception as exc:  # bad token, unreachable server: say so and stop
-                    log.error("cannot start %s: %s", adapter.name, exc)
-                    return EXIT_CONFIG
+                    raise StartError(f"{adapter.name}: {exc}") from None
                 self._tasks.append(loop.create_task(adapter.run(), name=f"chat-{adapter.name}"))
             self._tasks.append(loop.create_task(self._watch(), name="config-watch"))
             if not self.adapters:
@@ -166,7 +168,6 @@ class Service:
             await self.health.stop()
             if self.audit:
                 self.audit.close()
-        return EXIT_OK
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:
@@ -178,10 +179,10 @@ def _stamp(path: Path) -> tuple[int, int] | None:
     return st.st_mtime_ns, st.st_size
 
 
-def run(cfg: config.Config) -> int:
-    async def main() -> int:
+def run(cfg: config.Config) -> None:
+    async def main() -> None:
         s = cfg.settings
         password = cfg.secret(s.sip.registrar.password_env) if s.sip.registrar else None
-        return await Service(cfg, SipAgent(s.sip, password)).run()
+        await Service(cfg, SipAgent(s.sip, password)).run()
 
     return asyncio.run(main())

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from deskbot import __version__, config, report
-from deskbot.relay import SHELL, Answer, ChatUser, Relay, exit_code
+from deskbot.delivery import Outcome
+from deskbot.relay import SHELL, Answer, ChatUser, Relay
 from deskbot.sip.agent import AgentError, SipAgent
 from deskbot.sipuri import split_hostport
 from deskbot.store import open_audit
@@ -148,6 +149,16 @@ async def _send(cfg: config.Config, targets: str, text: str, as_json: bool) -> i
     return exit_code(result)
 
 
+def exit_code(result: report.Report) -> int:
+    """0 every phone 2xx; 3 some phone gave no answer; else 1 (3 wins over 1)."""
+    outcomes = {ln.delivery.outcome if ln.delivery else Outcome.REFUSED for ln in result.lines}
+    if outcomes & {Outcome.NO_ANSWER, Outcome.UNCONFIRMED}:
+        return EXIT_NO_ANSWER
+    if outcomes - {Outcome.DELIVERED}:
+        return EXIT_REFUSED
+    return EXIT_OK
+
+
 def _shell_line(line: report.Line, as_json: bool) -> str:
     phone, d = line.phone, line.delivery
     if as_json:
@@ -188,14 +199,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = _load(args.config)
         if cfg is None:
             return EXIT_NOTHING_SENT
-        from deskbot.app import run
+        from deskbot.app import StartError, run
 
-        return run(cfg)
+        try:
+            run(cfg)
+        except StartError as exc:
+            log.error("cannot start %s", exc)
+            return EXIT_NOTHING_SENT
+        return EXIT_OK
     if args.command == "demo":
         _setup_logging(args.verbose, logging.WARNING)
         from deskbot.demo import main as demo_main
 
-        return demo_main(args.as_user)
+        try:
+            demo_main(args.as_user)
+        except AgentError as exc:
+            print(f"deskbot demo: cannot start the SIP agent: {exc}", file=sys.stderr)
+            return EXIT_NOTHING_SENT
+        return EXIT_OK
     return EXIT_NOTHING_SENT
 
 

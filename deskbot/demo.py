@@ -17,7 +17,7 @@ from typing import Any
 from deskbot import config
 from deskbot.chat.console import ConsoleAdapter
 from deskbot.relay import ChatUser, Relay
-from deskbot.sip.agent import AgentError, SipAgent
+from deskbot.sip.agent import SipAgent
 from deskbot.sip.phonesim import SimulatedPhone
 from deskbot.store import AuditLog
 
@@ -56,7 +56,9 @@ def demo_settings(ports: dict[str, int], audit_path: Path) -> dict[str, Any]:
     }
 
 
-async def run_demo(as_user: str, out: Any = sys.stdout) -> int:
+async def run_demo(as_user: str, out: Any = sys.stdout) -> None:
+    """Run until stdin ends; AgentError if the SIP agent cannot start."""
+
     def show(phone: SimulatedPhone, text: str) -> None:
         out.write(f"📟 {phone.extension} {phone.label} shows: {text}\n")
 
@@ -68,17 +70,14 @@ async def run_demo(as_user: str, out: Any = sys.stdout) -> int:
         raw = demo_settings({p.extension: p.port for p in phones}, Path(tmp) / "audit.sqlite3")
         settings = config.parse(raw, Path("(demo)"), {}).settings
         agent = SipAgent(settings.sip)
+        audit = AuditLog(Path(tmp) / "audit.sqlite3")
         try:
             await agent.start()
-        except AgentError as exc:
-            out.write(f"deskbot demo: cannot start the SIP agent: {exc}\n")
-            return 2
-        audit = AuditLog(Path(tmp) / "audit.sqlite3")
-        relay = Relay(settings, agent, audit)
-        console = ConsoleAdapter(relay, ChatUser("console", as_user), out=out)
-        out.write(BANNER.format(user=as_user))
-        out.flush()
-        try:
+            console = ConsoleAdapter(
+                Relay(settings, agent, audit), ChatUser("console", as_user), out
+            )
+            out.write(BANNER.format(user=as_user))
+            out.flush()
             await console.start()
             await console.run()
         finally:
@@ -86,10 +85,8 @@ async def run_demo(as_user: str, out: Any = sys.stdout) -> int:
             audit.close()
             for phone in phones:
                 phone.close()
-    return 0
 
 
-def main(as_user: str = "alice") -> int:
+def main(as_user: str = "alice") -> None:
     with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(run_demo(as_user))
-    return 0
+        asyncio.run(run_demo(as_user))

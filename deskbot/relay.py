@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from deskbot import commands, report
 from deskbot.commands import Help, History, Send, UsageError, Who
 from deskbot.config import Settings
-from deskbot.delivery import Delivery, Outcome, Sender
+from deskbot.delivery import Delivery, Sender
 from deskbot.directory import Directory, Person, Phone, TargetError
 from deskbot.sip import protocol
 from deskbot.store import AuditLog
@@ -320,13 +320,3 @@ class Relay:
 
 def _short(answers: str, limit: int = 80) -> str:
     return answers if len(answers) <= limit else answers[: limit - 1] + "…"
-
-
-def exit_code(result: report.Report) -> int:
-    """deskbot send's exit code: 0 all 2xx, 1 some final non-2xx, 3 some no answer."""
-    outcomes = {ln.delivery.outcome if ln.delivery else Outcome.REFUSED for ln in result.lines}
-    if outcomes & {Outcome.NO_ANSWER, Outcome.UNCONFIRMED}:
-        return 3
-    if outcomes - {Outcome.DELIVERED}:
-        return 1
-    return 0
