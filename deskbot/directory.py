@@ -64,7 +64,7 @@ class Directory:
 
     def resolve(self, token: str) -> Resolution:
         """TARGETS token -> de-duplicated phones, in the order written."""
-        parts = [p for p in token.split(",")]
+        parts = token.split(",")
         if not token or len(parts) > MAX_TARGET_PARTS:
             raise TargetError(f"give 1 to {MAX_TARGET_PARTS} comma-separated targets")
         phones: dict[str, Phone] = {}
@@ -79,25 +79,17 @@ class Directory:
     def _resolve_one(self, part: str, groups: list[str]) -> list[Phone]:
         if part.isascii() and part.isdigit():
             return [self._extension(part)]
-        mention = _SLACK_MENTION_RE.match(part)
-        if mention:
-            person = self._by_slack.get(mention.group(1))
+        chat, chat_id = _mention(part)
+        if chat:
+            person = self.person_by_chat(chat, chat_id)
             if person is None:
                 raise TargetError(
                     f"{_quote(part)} is not in the directory: ask an admin to add "
-                    "their Slack id under [people]"
-                )
-            return [self._person_phone(person)]
-        if _MATRIX_ID_RE.match(part):
-            person = self._by_matrix.get(part)
-            if person is None:
-                raise TargetError(
-                    f"{_quote(part)} is not in the directory: ask an admin to add "
-                    "their Matrix id under [people]"
+                    f"their {chat.title()} id under [people]"
                 )
             return [self._person_phone(person)]
         name = part.removeprefix("@").lower()
-        if part.startswith("@") or (name in self.groups and name not in self.people):
+        if part.startswith("@") or name in self.groups:  # config keeps group and person names apart
             if name not in self.groups:
                 raise TargetError(f"no group {_quote(part)}: try `help` for the groups")
             groups.append(name)
@@ -128,12 +120,22 @@ class Directory:
             ref = member.removeprefix("@")
             if member in self.phones:
                 phones.append(self.phones[member])
-            elif ref in self.groups and (member.startswith("@") or ref not in self.people):
+            elif ref in self.groups:
                 if ref not in seen:
                     phones += self._expand_group(ref, seen)
             elif ref in self.people and self.people[ref].phone:
                 phones.append(self._person_phone(self.people[ref]))
         return phones
+
+
+def _mention(part: str) -> tuple[str, str]:
+    """A chat mention -> (chat, user id); ("", "") when the part is not one."""
+    slack = _SLACK_MENTION_RE.match(part)
+    if slack:
+        return "slack", slack.group(1)
+    if _MATRIX_ID_RE.match(part):
+        return "matrix", part
+    return "", ""
 
 
 def _quote(text: str) -> str:
