@@ -73,21 +73,18 @@ class SlidingWindow:
             collections.deque
         )
 
-    def retry_after(self, key: str, count: int = 1) -> float:
-        """Seconds until ``count`` more events fit; 0 when they fit now."""
+    def retry_after(self, key: str) -> float:
+        """Seconds until one more event fits; 0 when it fits now."""
         now = self.clock()
         q = self.events[key]
         while q and q[0] <= now - self.window:
             q.popleft()
-        if len(q) + count <= self.limit:
+        if len(q) < self.limit:
             return 0.0
-        if count > self.limit:
-            return self.window
-        return q[len(q) + count - self.limit - 1] + self.window - now
+        return q[len(q) - self.limit] + self.window - now
 
-    def add(self, key: str, count: int = 1) -> None:
-        now = self.clock()
-        self.events[key].extend([now] * count)
+    def add(self, key: str) -> None:
+        self.events[key].append(self.clock())
 
 
 class Relay:
@@ -100,7 +97,6 @@ class Relay:
     ):
         self.sender = sender
         self.audit = audit
-        self.clock = clock
         self.on_report: list[Callable[[Dispatch, report.Report], None]] = []
         self.sender_limit = SlidingWindow(settings.limits.per_sender_per_minute, clock=clock)
         self.phone_limit = SlidingWindow(settings.limits.per_phone_per_minute, clock=clock)
@@ -226,21 +222,16 @@ class Relay:
             )
         to_send = [p for p in job.phones if p.extension not in job.skipped]
         results = await asyncio.gather(*(self.sender.send(p.uri, job.body) for p in to_send))
-        by_ext: dict[str, Delivery] = {
-            p.extension: d for p, d in zip(to_send, results, strict=True)
-        }
+        sent: dict[str, Delivery] = {p.extension: d for p, d in zip(to_send, results, strict=True)}
         lines = [
-            report.Line(p, by_ext.get(p.extension), job.skipped.get(p.extension, ""))
+            report.Line(p, sent.get(p.extension), job.skipped.get(p.extension, ""))
             for p in job.phones
         ]
         result = report.Report(summary_wanted=len(job.phones) > 1 or bool(job.groups), lines=lines)
         if self.audit:
             self.audit.deliveries(
                 job.command_id,
-                [
-                    (p.extension, d.uri, d.code, d.reason, d.elapsed_ms)
-                    for p, d in zip(to_send, results, strict=True)
-                ],
+                [(ext, d.uri, d.code, d.reason, d.elapsed_ms) for ext, d in sent.items()],
             )
         log.info(
             "command %d from %s:%s: %s in %.1f ms",
