@@ -67,7 +67,6 @@ class SipAgent:
         self._proc: asyncio.subprocess.Process | None = None
         self._ready = asyncio.Event()
         self._registered = asyncio.Event()  # set at each REGISTER answer of the current worker
-        self._stopped = asyncio.Event()
         self._closing = False
         self._supervisor: asyncio.Task[None] | None = None
         self._first_start: asyncio.Future[None] | None = None
