@@ -135,14 +135,18 @@ def run_send(cfg: Path, target: str) -> tuple[float, list[dict[str, object]], in
 async def agent_only(port: int, phones: int, in_flight: int) -> tuple[float, list[float]]:
     sys.path.insert(0, str(ROOT))
     from deskbot.config import Sip
-    from deskbot.sip.agent import SipAgent
+    from deskbot.directory import Phone
+    from deskbot.senders.sip.agent import SipAgent
 
     agent = SipAgent(Sip(listen="127.0.0.1:0", timeout=5.0, max_in_flight=in_flight))
     await agent.start()
     try:
         started = time.perf_counter()
         results = await asyncio.gather(
-            *(agent.send(f"sip:{20000 + i}@127.0.0.1:{port}", "b") for i in range(phones))
+            *(
+                agent.send(Phone(str(20000 + i), f"sip:{20000 + i}@127.0.0.1:{port}"), "b")
+                for i in range(phones)
+            )
         )
         elapsed = time.perf_counter() - started
     finally:
@@ -177,7 +181,7 @@ class InProcessAgent:
         pass
 
     async def run(self, port: int, phones: int, in_flight: int) -> tuple[float, list[float]]:
-        from deskbot.sip.worker import Worker
+        from deskbot.senders.sip.worker import Worker
 
         self.loop = asyncio.get_running_loop()
         start = {

@@ -20,8 +20,9 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from deskbot.config import Sip
-from deskbot.sip.agent import SipAgent
-from deskbot.sip.phonesim import SimulatedPhone
+from deskbot.directory import Phone
+from deskbot.senders.sip.agent import SipAgent
+from deskbot.senders.sip.phonesim import SimulatedPhone
 
 
 async def soak(rounds: int, phones: int, gap: float) -> None:
@@ -33,7 +34,10 @@ async def soak(rounds: int, phones: int, gap: float) -> None:
         started = time.perf_counter()
         for n in range(1, rounds + 1):
             results = await asyncio.gather(
-                *(agent.send(phone.uri(str(10000 + i)), f"round {n}") for i in range(phones))
+                *(
+                    agent.send(Phone(str(10000 + i), phone.uri(str(10000 + i))), f"round {n}")
+                    for i in range(phones)
+                )
             )
             assert {d.code for d in results} == {404}, {d.code for d in results}
             print(

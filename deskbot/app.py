@@ -1,4 +1,4 @@
-"""``deskbot run``: the SIP agent, the relay, the chat adapters, health, live reload."""
+"""``deskbot run``: wires the sender, the relay, the sources, health and live reload."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from deskbot import config
-from deskbot.chat import Adapter
+from deskbot.directory import loader
 from deskbot.metrics import HealthServer, Metrics
-from deskbot.relay import Relay
-from deskbot.sip.agent import AgentError, SipAgent
+from deskbot.relay import Policy, Relay
+from deskbot.senders import Sender, SenderError
+from deskbot.sources import Source
 from deskbot.store import open_audit
 
 log = logging.getLogger("deskbot")
@@ -22,18 +23,18 @@ log = logging.getLogger("deskbot")
 RESTART_KEYS = ("sip", "matrix", "slack", "health", "audit")
 
 
-def build_adapters(cfg: config.Config, relay: Relay) -> list[Adapter]:
-    adapters: list[Adapter] = []
+def build_sources(cfg: config.Config, relay: Relay) -> list[Source]:
+    sources: list[Source] = []
     s = cfg.settings
     if s.slack is not None:
-        from deskbot.chat.slack import SlackAdapter
+        from deskbot.sources.slack import SlackSource
 
-        adapters.append(SlackAdapter(s.slack, relay, cfg.secret))
+        sources.append(SlackSource(s.slack, relay, cfg.secret))
     if s.matrix is not None:
-        from deskbot.chat.matrix import MatrixAdapter
+        from deskbot.sources.matrix import MatrixSource
 
-        adapters.append(MatrixAdapter(s.matrix, relay, cfg.secret))
-    return adapters
+        sources.append(MatrixSource(s.matrix, relay, cfg.secret))
+    return sources
 
 
 class StartError(RuntimeError):
@@ -43,15 +44,15 @@ class StartError(RuntimeError):
 class Service:
     """Everything ``deskbot run`` starts, in the order it starts."""
 
-    def __init__(self, cfg: config.Config, agent: SipAgent, adapters: list[Adapter] | None = None):
+    def __init__(self, cfg: config.Config, sender: Sender, sources: list[Source] | None = None):
         self.cfg = cfg
         s = cfg.settings
-        self.agent = agent
+        self.sender = sender
         self.metrics = Metrics()
         self.audit = open_audit(s.audit.path)
-        self.relay = Relay(s, agent, self.audit)
+        self.relay = Relay(sender, loader.from_settings(s), Policy.from_settings(s), self.audit)
         self.relay.on_report.append(lambda job, result: self.metrics.record(job.user.chat, result))
-        self.adapters = adapters if adapters is not None else build_adapters(cfg, self.relay)
+        self.sources = sources if sources is not None else build_sources(cfg, self.relay)
         self.health = HealthServer(
             s.health.listen, self.metrics, self.status, refresh=[self._refresh_gauges]
         )
@@ -60,21 +61,15 @@ class Service:
         self._tasks: list[asyncio.Task[Any]] = []
 
     def status(self) -> dict[str, Any]:
-        state = self.agent.state
-        sip: dict[str, Any] = {"alive": state.alive, "restarts": state.restarts, "port": state.port}
-        if state.failed:
-            sip["error"] = state.failed
-        ok = state.alive
-        if self.cfg.settings.sip.registrar:
-            sip["registration"] = state.registration or {"active": False, "code": None}
-            ok = ok and bool(state.registration.get("active"))
-        chats = {a.name: {"connected": a.connected} for a in self.adapters}
-        ok = ok and all(a.connected for a in self.adapters)
-        return {"ok": ok, "sip": sip, "chat": chats}
+        health = self.sender.health()
+        chats = {a.name: {"connected": a.connected} for a in self.sources}
+        ok = health.alive and all(a.connected for a in self.sources)
+        return {"ok": ok, "sip": health.details, "chat": chats}
 
     def _refresh_gauges(self) -> None:
-        self.metrics.in_flight.set(self.agent.in_flight)
-        self.metrics.agent_restarts.set(self.agent.state.restarts)
+        health = self.sender.health()
+        self.metrics.in_flight.set(health.in_flight)
+        self.metrics.agent_restarts.set(health.restarts)
 
     async def reload(self, reason: str) -> bool:
         """Re-read the config; apply the directory and policy, or keep the last good one."""
@@ -91,15 +86,15 @@ class Service:
             text = "deskbot: config change rejected, the last good directory stays:\n" + "\n".join(
                 exc.problems[:20]
             )
-            for adapter in self.adapters:
+            for source in self.sources:
                 with contextlib.suppress(Exception):
-                    await adapter.notify_admins(text)
+                    await source.notify_admins(text)
             return False
         old = self.cfg.settings
         changed = [k for k in RESTART_KEYS if getattr(old, k) != getattr(new.settings, k)]
         if changed:
             log.warning("config: changes to [%s] take effect after a restart", ", ".join(changed))
-        self.relay.apply(new.settings)
+        self.relay.use(loader.from_settings(new.settings), Policy.from_settings(new.settings))
         self.cfg = new
         self.metrics.reloads.labels("applied").inc()
         s = new.settings
@@ -139,32 +134,32 @@ class Service:
             signal.SIGHUP, lambda: self._tasks.append(loop.create_task(self.reload("SIGHUP")))
         )
         try:
-            await self.agent.start()
-        except AgentError as exc:
+            await self.sender.start()
+        except SenderError as exc:
             raise StartError(f"the SIP agent on {self.cfg.settings.sip.listen}: {exc}") from None
         try:
             await self.health.start()
-            for adapter in self.adapters:
+            for source in self.sources:
                 try:
-                    await adapter.start()
+                    await source.start()
                 except Exception as exc:  # bad token, unreachable server: say so and stop
-                    raise StartError(f"{adapter.name}: {exc}") from None
-                self._tasks.append(loop.create_task(adapter.run(), name=f"chat-{adapter.name}"))
+                    raise StartError(f"{source.name}: {exc}") from None
+                self._tasks.append(loop.create_task(source.run(), name=f"source-{source.name}"))
             self._tasks.append(loop.create_task(self._watch(), name="config-watch"))
-            if not self.adapters:
+            if not self.sources:
                 log.warning("no [slack] or [matrix] table in %s: no chat to serve", self.cfg.path)
-            log.info("deskbot running: %s", ", ".join(a.name for a in self.adapters) or "no chat")
+            log.info("deskbot running: %s", ", ".join(a.name for a in self.sources) or "no chat")
             await self.stopping.wait()
             log.info("stopping")
         finally:
-            for adapter in self.adapters:
+            for source in self.sources:
                 with contextlib.suppress(Exception):
-                    await adapter.stop()
+                    await source.stop()
             self.stopping.set()
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
-            await self.agent.close()
+            await self.sender.close()
             await self.health.stop()
             if self.audit:
                 self.audit.close()
@@ -180,6 +175,8 @@ def _stamp(path: Path) -> tuple[int, int] | None:
 
 
 def run(cfg: config.Config) -> None:
+    from deskbot.senders.sip.agent import SipAgent
+
     async def main() -> None:
         s = cfg.settings
         password = cfg.secret(s.sip.registrar.password_env) if s.sip.registrar else None

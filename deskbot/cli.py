@@ -18,10 +18,12 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from deskbot import __version__, config, report
-from deskbot.delivery import Outcome
-from deskbot.relay import SHELL, Answer, ChatUser, Relay
-from deskbot.sip.agent import AgentError, SipAgent
+from deskbot.directory import loader
+from deskbot.relay import SHELL, Answer, ChatUser, Dispatch, Policy, Relay, Request
+from deskbot.senders import Outcome
+from deskbot.senders.sip.agent import AgentError, SipAgent
 from deskbot.sipuri import split_hostport
+from deskbot.sources import carry_out
 from deskbot.store import open_audit
 
 EXIT_OK, EXIT_REFUSED, EXIT_NOTHING_SENT, EXIT_NO_ANSWER = 0, 1, 2, 3
@@ -109,14 +111,35 @@ def check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class ShellReplier:
+    """The shell's answer: one line per phone on stdout once every phone answered."""
+
+    waiting_after = None
+
+    def __init__(self, as_json: bool):
+        self.as_json = as_json
+
+    async def answer(self, answer: Answer) -> None:
+        print(f"deskbot: {answer.text}", file=sys.stderr)
+
+    async def waiting(self, job: Dispatch) -> None:
+        pass
+
+    async def report(self, job: Dispatch, result: report.Report) -> None:
+        for line in result.lines:
+            print(_shell_line(line, self.as_json))
+
+
 async def _send(cfg: config.Config, targets: str, text: str, as_json: bool) -> int:
     s = cfg.settings
     password = cfg.secret(s.sip.registrar.password_env) if s.sip.registrar else None
     agent = SipAgent(s.sip, password)  # its worker starts only once there is something to send
-    relay = Relay(s, agent)
-    prepared = relay.prepare(ChatUser(SHELL, os.environ.get("USER", "shell")), f"{targets} {text}")
+    relay = Relay(agent, loader.from_settings(s), Policy.from_settings(s))
+    replier = ShellReplier(as_json)
+    user = ChatUser(SHELL, os.environ.get("USER", "shell"))
+    prepared = relay.prepare(Request(user, f"{targets} {text}"))
     if isinstance(prepared, Answer):
-        print(f"deskbot: {prepared.text}", file=sys.stderr)
+        await replier.answer(prepared)
         return EXIT_NOTHING_SENT
     try:
         await agent.start()
@@ -141,11 +164,9 @@ async def _send(cfg: config.Config, targets: str, text: str, as_json: bool) -> i
         relay.audit = open_audit(s.audit.path)
         if s.sip.registrar:
             await agent.wait_registration(timeout=5.0)  # send with a known registration
-        result = await relay.deliver(prepared)
+        result = await carry_out(relay, prepared, replier)
     finally:
         await agent.close()
-    for line in result.lines:
-        print(_shell_line(line, as_json))
     return exit_code(result)
 
 

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from deskbot import config
-from deskbot.chat.console import ConsoleAdapter
-from deskbot.relay import ChatUser, Relay
-from deskbot.sip.agent import SipAgent
-from deskbot.sip.phonesim import SimulatedPhone
+from deskbot.directory import loader
+from deskbot.relay import ChatUser, Policy, Relay
+from deskbot.senders.sip.agent import SipAgent
+from deskbot.senders.sip.phonesim import SimulatedPhone
+from deskbot.sources.console import ConsoleSource
 from deskbot.store import AuditLog
 
 PHONES = [("486", "Reception", False), ("487", "Warehouse", False), ("488", "Lab", True)]
@@ -73,9 +74,10 @@ async def run_demo(as_user: str, out: Any = sys.stdout) -> None:
         audit = AuditLog(Path(tmp) / "audit.sqlite3")
         try:
             await agent.start()
-            console = ConsoleAdapter(
-                Relay(settings, agent, audit), ChatUser("console", as_user), out
+            relay = Relay(
+                agent, loader.from_settings(settings), Policy.from_settings(settings), audit
             )
+            console = ConsoleSource(relay, ChatUser("console", as_user), out)
             out.write(BANNER.format(user=as_user))
             out.flush()
             await console.start()

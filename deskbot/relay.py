@@ -1,8 +1,10 @@
 """The one place for policy: who may send, to whom, how much and how often.
 
-Adapters hand in ``(ChatUser, text)`` and get back either an ``Answer``
-(help, who, history, refusals: nothing is sent) or a ``Dispatch`` to pass to
-``deliver``, which fans out to the phones and returns a ``Report``.
+A source hands in a ``Request`` and gets back either an ``Answer`` (help,
+who, history, refusals: nothing is sent) or a ``Dispatch`` to pass to
+``deliver``, which fans out to the phones and returns a ``Report``. The
+relay holds a directory snapshot and a policy (``use`` swaps both at a
+reload) and talks to one ``Sender``; it knows no chat platform and no SIP.
 """
 
 from __future__ import annotations
@@ -12,14 +14,13 @@ import collections
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from deskbot import commands, report
 from deskbot.commands import Help, History, Send, UsageError, Who
-from deskbot.config import Settings
-from deskbot.delivery import Delivery, Sender
+from deskbot.config import Access, Limits, Message, Settings
 from deskbot.directory import Directory, Person, Phone, TargetError
-from deskbot.sip import protocol
+from deskbot.senders import Delivery, Sender
 from deskbot.store import AuditLog
 
 log = logging.getLogger("deskbot.relay")
@@ -29,9 +30,19 @@ SHELL = "shell"  # the operator at the shell: trusted like an admin
 
 @dataclass(frozen=True, slots=True)
 class ChatUser:
-    chat: str  # "slack", "matrix", "console" or "shell"
+    chat: str  # the source: "slack", "matrix", "console" or "shell"
     id: str  # the platform's user id
     display_name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One command as it came in: who, what, where, and its durable id at the source."""
+
+    user: ChatUser
+    text: str
+    place: str = ""  # room or channel id
+    key: str = ""  # the source's own id of the command (Matrix event id, ...), if it has one
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,22 +53,38 @@ class Answer:
     error: bool = False
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
+class Policy:
+    message: Message
+    access: Access
+    limits: Limits
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Policy:
+        return cls(settings.message, settings.access, settings.limits)
+
+
+@dataclass(frozen=True, slots=True)
 class Dispatch:
-    user: ChatUser
+    """A send that passed every check; ``deliver`` carries it out."""
+
+    request: Request
     person: Person | None
+    admin: bool
     targets: str
     text: str  # as typed (cleaned)
     body: str  # what the phone shows
     phones: tuple[Phone, ...]
     groups: tuple[str, ...]
-    place: str = ""
-    skipped: dict[str, str] = field(default_factory=dict)  # extension -> why not sent
-    command_id: int = 0
+
+    @property
+    def user(self) -> ChatUser:
+        return self.request.user
 
     @property
     def title(self) -> str:
-        who = self.person.display if self.person else (self.user.display_name or self.user.id)
+        user = self.user
+        who = self.person.display if self.person else (user.display_name or user.id)
         names = ", ".join(p.title for p in self.phones)
         return f"{who} → {names}: {self.text}"
 
@@ -87,44 +114,65 @@ class SlidingWindow:
         self.events[key].append(self.clock())
 
 
+Check = Callable[[Dispatch], Answer | None]
+
+
 class Relay:
     def __init__(
         self,
-        settings: Settings,
         sender: Sender,
+        directory: Directory,
+        policy: Policy,
         audit: AuditLog | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.sender = sender
         self.audit = audit
         self.on_report: list[Callable[[Dispatch, report.Report], None]] = []
-        self.sender_limit = SlidingWindow(settings.limits.per_sender_per_minute, clock=clock)
-        self.phone_limit = SlidingWindow(settings.limits.per_phone_per_minute, clock=clock)
-        self.apply(settings)
+        self.sender_limit = SlidingWindow(policy.limits.per_sender_per_minute, clock=clock)
+        self.phone_limit = SlidingWindow(policy.limits.per_phone_per_minute, clock=clock)
+        self.checks: tuple[Check, ...] = (self._group_size, self._body_fits, self._sender_rate)
+        self.use(directory, policy)
 
-    def apply(self, settings: Settings) -> None:
-        """Take a new directory and policy (live reload); rate history is kept."""
-        self.settings = settings
-        self.directory = Directory(settings)
-        self.sender_limit.limit = settings.limits.per_sender_per_minute
-        self.phone_limit.limit = settings.limits.per_phone_per_minute
+    def use(self, directory: Directory, policy: Policy) -> None:
+        """Take a new directory snapshot and policy (live reload); rate history is kept."""
+        self.directory = directory
+        self.policy = policy
+        self.sender_limit.limit = policy.limits.per_sender_per_minute
+        self.phone_limit.limit = policy.limits.per_phone_per_minute
 
-    # -- policy ---------------------------------------------------------------
+    # -- what sources ask ---------------------------------------------------------
     def person_of(self, user: ChatUser) -> Person | None:
-        return self.directory.person_by_chat(user.chat, user.id)
+        return self.directory.person_by(user.chat, user.id)
 
+    def admin_ids(self, source: str) -> list[str]:
+        """The admins' user ids on one source (for notices only admins should see)."""
+        people = (self.directory.people.get(name) for name in self.policy.access.admins)
+        return [p.ids[source] for p in people if p is not None and source in p.ids]
+
+    def may_invite(self, user: ChatUser) -> bool:
+        """May this user bring the bot into a room (the same people who may send)."""
+        return self.may_send(user, self.person_of(user))
+
+    @property
+    def patience(self) -> float:
+        """Seconds a send may take before every phone has its answer."""
+        return self.sender.timeout
+
+    # -- policy -------------------------------------------------------------------
     def is_admin(self, user: ChatUser, person: Person | None) -> bool:
-        return user.chat == SHELL or bool(person and person.name in self.settings.access.admins)
+        return user.chat == SHELL or bool(person and person.name in self.policy.access.admins)
 
     def may_send(self, user: ChatUser, person: Person | None) -> bool:
-        senders = self.settings.access.senders
+        senders = self.policy.access.senders
         if user.chat == SHELL or senders == "*":
             return True
         return person is not None and person.name in senders
 
-    # -- commands ---------------------------------------------------------------
-    def prepare(self, user: ChatUser, text: str, place: str = "") -> Answer | Dispatch:
+    # -- commands -------------------------------------------------------------------
+    def prepare(self, request: Request) -> Answer | Dispatch:
         """Parse and authorize a command; nothing is sent yet."""
+        user = request.user
         person = self.person_of(user)
         if not self.may_send(user, person):
             log.warning("refused %s user %s: not in [access] senders", user.chat, user.id)
@@ -134,23 +182,25 @@ class Relay:
                 error=True,
             )
         try:
-            command = commands.parse(text)
+            command = commands.parse(request.text)
         except UsageError as exc:
             return Answer(str(exc), error=True)
+        admin = self.is_admin(user, person)
         match command:
             case Help():
-                return Answer(self.help_text())
+                return Answer(report.help_text(self.directory, self.policy.message.max_chars))
             case Who(target):
-                return self.who(target, show_uris=self.is_admin(user, person))
+                return self.who(target, show_uris=admin)
             case History(everyone):
-                return self.history(user, person, everyone)
-            case Send(targets, body_text):
-                return self.dispatch(user, person, targets, body_text, place)
+                return self.history(user, person, everyone, admin)
+            case Send(targets, text):
+                return self.dispatch(request, person, admin, targets, text)
 
     def dispatch(
-        self, user: ChatUser, person: Person | None, targets: str, text: str, place: str
+        self, request: Request, person: Person | None, admin: bool, targets: str, text: str
     ) -> Answer | Dispatch:
-        limit = self.settings.message.max_chars
+        """A send command through each check in turn; the first refusal is the answer."""
+        limit = self.policy.message.max_chars
         if len(text) > limit:
             return Answer(
                 f"text too long: {len(text)} characters, the limit is {limit}. "
@@ -161,34 +211,67 @@ class Relay:
             resolution = self.directory.resolve(targets)
         except TargetError as exc:
             return Answer(f"{exc}. Nothing was sent.", error=True)
-        admin = self.is_admin(user, person)
-        phones = resolution.phones
-        max_group = self.settings.limits.max_group_size
-        if len(phones) > max_group and not admin:
+        job = Dispatch(
+            request,
+            person,
+            admin,
+            targets,
+            text,
+            self.body(request.user, person, text),
+            resolution.phones,
+            resolution.groups,
+        )
+        for check in self.checks:
+            refusal = check(job)
+            if refusal is not None:
+                return refusal
+        return job
+
+    def _group_size(self, job: Dispatch) -> Answer | None:
+        most = self.policy.limits.max_group_size
+        if len(job.phones) <= most or job.admin:
+            return None
+        return Answer(
+            f"{job.targets} is {len(job.phones)} phones; you may send to at most "
+            f"{most} at once (admins may send to more). Nothing was sent.",
+            error=True,
+        )
+
+    def _body_fits(self, job: Dispatch) -> Answer | None:
+        size, most = len(job.body.encode()), self.sender.max_body_bytes
+        if size <= most:
+            return None
+        return Answer(
+            f"text too long: {size} bytes, a SIP message takes {most}. "
+            "Shorten it; nothing was sent.",
+            error=True,
+        )
+
+    def _sender_rate(self, job: Dispatch) -> Answer | None:
+        """The last check: a command that passes it takes its slot, since it will be sent."""
+        if job.user.chat == SHELL:
+            return None
+        key = f"{job.user.chat}:{job.user.id}"
+        wait = self.sender_limit.retry_after(key)
+        if wait > 0:
             return Answer(
-                f"{targets} is {len(phones)} phones; you may send to at most "
-                f"{max_group} at once (admins may send to more). Nothing was sent.",
+                f"slow down: you may send {self.sender_limit.limit} commands a "
+                f"minute; try again in {wait:.0f} s. Nothing was sent.",
                 error=True,
             )
-        body = self.body(user, person, text)
-        if len(body.encode()) > protocol.MAX_BODY_BYTES:
-            return Answer(
-                f"text too long: {len(body.encode())} bytes, a SIP message takes "
-                f"{protocol.MAX_BODY_BYTES}. Shorten it; nothing was sent.",
-                error=True,
-            )
-        if user.chat != SHELL:
-            key = f"{user.chat}:{user.id}"
-            wait = self.sender_limit.retry_after(key)
-            if wait > 0:
-                return Answer(
-                    f"slow down: you may send {self.sender_limit.limit} commands a "
-                    f"minute; try again in {wait:.0f} s. Nothing was sent.",
-                    error=True,
-                )
-            self.sender_limit.add(key)
+        self.sender_limit.add(key)
+        return None
+
+    def body(self, user: ChatUser, person: Person | None, text: str) -> str:
+        if not self.policy.message.sender_prefix or user.chat == SHELL:
+            return text
+        name = person.display if person else commands.clean_text(user.display_name or user.id)
+        return f"{name[:40]}: {text}"
+
+    def _phone_rate(self, job: Dispatch) -> dict[str, str]:
+        """Phones over their limit (extension -> why not sent); the others take a slot."""
         skipped: dict[str, str] = {}
-        for phone in phones:
+        for phone in job.phones:
             wait = self.phone_limit.retry_after(phone.extension)
             if wait > 0:
                 skipped[phone.extension] = (
@@ -197,47 +280,41 @@ class Relay:
                 )
             else:
                 self.phone_limit.add(phone.extension)
-        return Dispatch(
-            user, person, targets, text, body, phones, resolution.groups, place, skipped
-        )
-
-    def body(self, user: ChatUser, person: Person | None, text: str) -> str:
-        if not self.settings.message.sender_prefix or user.chat == SHELL:
-            return text
-        name = person.display if person else commands.clean_text(user.display_name or user.id)
-        return f"{name[:40]}: {text}"
+        return skipped
 
     async def deliver(self, job: Dispatch) -> report.Report:
-        """Send to every phone of the job at once; the sender caps concurrency."""
+        """Record the command, send to every phone of the job at once, record the answers."""
         started = time.perf_counter()
+        request = job.request
+        command_id = 0
         if self.audit:
-            job.command_id = self.audit.command(
-                chat=job.user.chat,
-                sender_id=job.user.id,
+            command_id = self.audit.command(
+                chat=request.user.chat,
+                sender_id=request.user.id,
                 person=job.person.name if job.person else None,
-                place=job.place,
+                place=request.place,
                 targets=job.targets,
                 text_chars=len(job.text),
                 phones=len(job.phones),
             )
-        to_send = [p for p in job.phones if p.extension not in job.skipped]
-        results = await asyncio.gather(*(self.sender.send(p.uri, job.body) for p in to_send))
+        skipped = self._phone_rate(job)
+        to_send = [p for p in job.phones if p.extension not in skipped]
+        results = await asyncio.gather(*(self.sender.send(p, job.body) for p in to_send))
         sent: dict[str, Delivery] = {p.extension: d for p, d in zip(to_send, results, strict=True)}
         lines = [
-            report.Line(p, sent.get(p.extension), job.skipped.get(p.extension, ""))
-            for p in job.phones
+            report.Line(p, sent.get(p.extension), skipped.get(p.extension, "")) for p in job.phones
         ]
         result = report.Report(summary_wanted=len(job.phones) > 1 or bool(job.groups), lines=lines)
         if self.audit:
             self.audit.deliveries(
-                job.command_id,
+                command_id,
                 [(ext, d.uri, d.code, d.reason, d.elapsed_ms) for ext, d in sent.items()],
             )
         log.info(
             "command %d from %s:%s: %s in %.1f ms",
-            job.command_id,
-            job.user.chat,
-            job.user.id,
+            command_id,
+            request.user.chat,
+            request.user.id,
             report.summary_text(result),
             (time.perf_counter() - started) * 1000,
         )
@@ -245,48 +322,19 @@ class Relay:
             listener(job, result)
         return result
 
-    async def handle(self, user: ChatUser, text: str, place: str = "") -> Answer | report.Report:
-        prepared = self.prepare(user, text, place)
-        if isinstance(prepared, Answer):
-            return prepared
-        return await self.deliver(prepared)
-
-    # -- answers that send nothing -------------------------------------------
-    def help_text(self) -> str:
-        d = self.directory
-        groups = ", ".join(f"@{g}" for g in sorted(d.groups)) or "none"
-        return "\n".join(
-            [
-                "Send a text to desk phones: `TARGETS TEXT`, like `486 meeting moved` or "
-                "`@sales lunch is here`.",
-                "TARGETS: an extension (`486`), a person (`alice`), a group (`@sales`), a mention, "
-                "or several joined by commas (`486,alice,@sales`).",
-                f"Text: up to {self.settings.message.max_chars} characters.",
-                "`who TARGET` shows where a target goes; `history` lists your last sends "
-                "(`history all` for admins).",
-                f"Groups: {groups}. Phones in the directory: {len(d.phones)}.",
-            ]
-        )
-
-    def who(self, target: str, show_uris: bool = False) -> Answer:
+    # -- answers that send nothing ---------------------------------------------------
+    def who(self, target: str, show_uris: bool) -> Answer:
         """Where a target goes; phone addresses only for admins (they are network details)."""
         try:
             resolution = self.directory.resolve(target)
         except TargetError as exc:
             return Answer(str(exc), error=True)
-        lines = [f"{target} → {len(resolution.phones)} phone(s):"]
-        lines += [
-            f"• {p.title} at {p.uri}" if show_uris else f"• {p.title}"
-            for p in resolution.phones[:50]
-        ]
-        if len(resolution.phones) > 50:
-            lines.append(f"… and {len(resolution.phones) - 50} more")
-        return Answer("\n".join(lines))
+        return Answer(report.who_text(target, resolution.phones, show_uris))
 
-    def history(self, user: ChatUser, person: Person | None, everyone: bool) -> Answer:
+    def history(self, user: ChatUser, person: Person | None, everyone: bool, admin: bool) -> Answer:
         if self.audit is None:
             return Answer("history is not kept: no [audit] path is configured", error=True)
-        if everyone and not self.is_admin(user, person):
+        if everyone and not admin:
             return Answer(
                 "only admins may see everyone's history; `history` shows yours", error=True
             )
@@ -295,19 +343,4 @@ class Relay:
             sender_id=None if everyone else user.id,
             person=None if everyone or person is None else person.name,
         )
-        if not entries:
-            return Answer("no sends yet")
-        lines = ["Last sends" + (" (everyone):" if everyone else ":")]
-        for e in entries:
-            stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.ts))
-            who = f"{e.who} " if everyone else ""
-            lines.append(
-                f"• {stamp} {who}→ {e.targets} ({e.text_chars} chars): "
-                f"{e.delivered}/{e.phones} delivered"
-                + (f" [{_short(e.answers)}]" if e.answers else "")
-            )
-        return Answer("\n".join(lines))
-
-
-def _short(answers: str, limit: int = 80) -> str:
-    return answers if len(answers) <= limit else answers[: limit - 1] + "…"
+        return Answer(report.history_text(entries, everyone))

@@ -1,13 +1,16 @@
-"""Deliveries -> words a person reads (pure): plain text, Slack mrkdwn, Matrix HTML."""
+"""What a person reads (pure): reports of deliveries, help, who and history; plain, mrkdwn, HTML."""
 
 from __future__ import annotations
 
 import html
 import re
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from deskbot.delivery import Delivery, Outcome
-from deskbot.directory import Phone
+from deskbot.directory import Directory, Phone
+from deskbot.senders import Cause, Delivery, Outcome
+from deskbot.store import HistoryEntry
 
 MARK = {
     Outcome.DELIVERED: "✅",
@@ -23,25 +26,27 @@ def hint(delivery: Delivery, extension: str = "") -> str:
     ext = extension or "this extension"
     if outcome is Outcome.DELIVERED:
         return ""
-    if outcome is Outcome.UNCONFIRMED:
-        return "the SIP agent restarted while sending: the text may or may not be on the screen"
-    if code == 408:
+    match delivery.cause:
+        case Cause.UNCONFIRMED:
+            return "the SIP agent restarted while sending: the text may or may not be on the screen"
+        case Cause.TOO_LONG:
+            return "the text is too long for one SIP message: shorten it"
+        case Cause.AGENT_DOWN:
+            return "deskbot's SIP agent is down: see deskbot's log and /healthz, then restart it"
+        case Cause.TOO_MANY:
+            return (
+                "deskbot has too many TCP connections open (pjsip handles about 60): "
+                "send to fewer phones at once, or use UDP"
+            )
+        case Cause.TRANSPORT:
+            return (
+                "no connection to the phone (refused or network error): "
+                "check it is on and its SIP port"
+            )
+    if code == 408 or delivery.cause is Cause.TIMEOUT:
         return (
             "no answer: the phone is off, unplugged or unreachable, or it ignores senders "
             "other than its registrar (Snom: turn 'Filter Packets from Registrar' off)"
-        )
-    if delivery.local and code == 413:
-        return "the text is too long for one SIP message: shorten it"
-    if delivery.local and delivery.reason.startswith("SIP agent is down"):
-        return "deskbot's SIP agent is down: see deskbot's log and /healthz, then restart it"
-    if delivery.local and "ETOOMANY" in delivery.reason:
-        return (
-            "deskbot has too many TCP connections open (pjsip handles about 60): "
-            "send to fewer phones at once, or use UDP"
-        )
-    if delivery.local:
-        return (
-            "no connection to the phone (refused or network error): check it is on and its SIP port"
         )
     if code == 404:
         return (
@@ -124,3 +129,50 @@ def to_html(text: str) -> str:
 def mrkdwn_escape(text: str) -> str:
     """Slack mrkdwn needs only &, < and > escaped."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def answer_text(text: str, error: bool) -> str:
+    """An answer as the chat shows it: refusals and mistakes start with a warning sign."""
+    return ("⚠️ " if error else "") + text
+
+
+def help_text(directory: Directory, max_chars: int) -> str:
+    groups = ", ".join(f"@{g}" for g in sorted(directory.groups)) or "none"
+    return "\n".join(
+        [
+            "Send a text to desk phones: `TARGETS TEXT`, like `486 meeting moved` or "
+            "`@sales lunch is here`.",
+            "TARGETS: an extension (`486`), a person (`alice`), a group (`@sales`), a mention, "
+            "or several joined by commas (`486,alice,@sales`).",
+            f"Text: up to {max_chars} characters.",
+            "`who TARGET` shows where a target goes; `history` lists your last sends "
+            "(`history all` for admins).",
+            f"Groups: {groups}. Phones in the directory: {len(directory.phones)}.",
+        ]
+    )
+
+
+def who_text(target: str, phones: Sequence[Phone], show_uris: bool, most: int = 50) -> str:
+    lines = [f"{target} → {len(phones)} phone(s):"]
+    lines += [f"• {p.title} at {p.uri}" if show_uris else f"• {p.title}" for p in phones[:most]]
+    if len(phones) > most:
+        lines.append(f"… and {len(phones) - most} more")
+    return "\n".join(lines)
+
+
+def history_text(entries: Sequence[HistoryEntry], everyone: bool) -> str:
+    if not entries:
+        return "no sends yet"
+    lines = ["Last sends" + (" (everyone):" if everyone else ":")]
+    for e in entries:
+        stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.ts))
+        who = f"{e.who} " if everyone else ""
+        lines.append(
+            f"• {stamp} {who}→ {e.targets} ({e.text_chars} chars): "
+            f"{e.delivered}/{e.phones} delivered" + (f" [{_short(e.answers)}]" if e.answers else "")
+        )
+    return "\n".join(lines)
+
+
+def _short(answers: str, limit: int = 80) -> str:
+    return answers if len(answers) <= limit else answers[: limit - 1] + "…"

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).parent
+pytest_plugins = ("matrix_server",)  # the session's Synapse fixture, for the tests that ask for it
 SIPP_DIR = HERE / "sipp"
 
 for _name in list(os.environ):  # bolt and deskbot must not pick up a developer's settings

@@ -17,15 +17,20 @@ import pytest
 from conftest import until, wait_for, write_config
 
 from deskbot.config import Registrar, Sip
-from deskbot.delivery import Outcome
-from deskbot.sip.agent import AgentError, SipAgent
+from deskbot.directory import Phone
+from deskbot.senders import Cause, Outcome
+from deskbot.senders.sip.agent import AgentError, SipAgent
+
+
+def to(uri: str) -> Phone:
+    return Phone("486", uri)
 
 
 def worker_pids() -> set[int]:
     found = set()
     for proc in psutil.process_iter(["cmdline"]):
         cmd = proc.info["cmdline"] or []
-        if "deskbot.sip.worker" in cmd and proc.status() != psutil.STATUS_ZOMBIE:
+        if "deskbot.senders.sip.worker" in cmd and proc.status() != psutil.STATUS_ZOMBIE:
             found.add(proc.pid)
     return found
 
@@ -38,14 +43,15 @@ async def test_worker_death_mid_group_send_reports_every_phone_and_recovers(sipp
     try:
         first_pid = agent.state.pid
         sends = [
-            asyncio.create_task(agent.send(silent.uri(str(400 + i)), "drill")) for i in range(20)
+            asyncio.create_task(agent.send(to(silent.uri(str(400 + i))), "drill"))
+            for i in range(20)
         ]
         await asyncio.to_thread(silent.wait_received, 20)
         os.kill(first_pid, sig)
         results = await asyncio.wait_for(asyncio.gather(*sends), 3)
         assert {d.outcome for d in results} == {Outcome.UNCONFIRMED}
         assert all("Not confirmed" in d.reason for d in results)
-        delivery = await asyncio.wait_for(agent.send(ok.uri(), "after the crash"), 5)
+        delivery = await asyncio.wait_for(agent.send(to(ok.uri()), "after the crash"), 5)
         assert delivery.code == 200
         assert agent.state.restarts == 1 and agent.state.pid != first_pid
         assert first_pid not in worker_pids()  # reaped, not a zombie
@@ -162,18 +168,18 @@ async def test_a_worker_that_cannot_come_back_leaves_sends_a_clear_answer(sipp, 
         sys.executable,
         "-c",
         f"import os, runpy; os.path.exists({str(broken)!r}) and os.abort(); "
-        "runpy.run_module('deskbot.sip.worker', run_name='__main__')",
+        "runpy.run_module('deskbot.senders.sip.worker', run_name='__main__')",
     )
     agent = SipAgent(Sip(listen="127.0.0.1:0", timeout=2.0), worker_command=command)
     await agent.start()
     try:
-        assert (await agent.send(phone.uri(), "before")).code == 200
+        assert (await agent.send(to(phone.uri()), "before")).code == 200
         broken.touch()
         os.kill(agent.state.pid, signal.SIGKILL)
         await until(lambda: agent.state.failed, what="the agent to give up")
         assert "died at start-up 3 times in a row" in agent.state.failed
-        delivery = await agent.send(phone.uri(), "after")
-        assert (delivery.code, delivery.local) == (503, True)
+        delivery = await agent.send(to(phone.uri()), "after")
+        assert (delivery.code, delivery.cause) == (503, Cause.AGENT_DOWN)
         assert delivery.reason.startswith("SIP agent is down")
     finally:
         await agent.close()

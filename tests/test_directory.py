@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deskbot import commands, config
-from deskbot.directory import Directory, TargetError
+from deskbot.directory import Directory, TargetError, loader
 
 DIRECTORY = """
 [phones.486]
@@ -36,7 +36,9 @@ members = ["@sales", "bob", "486"]
 
 def directory(extra: str = "") -> Directory:
     text = DIRECTORY + extra
-    return Directory(config.parse(tomllib.loads(text), Path("x"), {"P": "secret"}).settings)
+    return loader.from_settings(
+        config.parse(tomllib.loads(text), Path("x"), {"P": "secret"}).settings
+    )
 
 
 def extensions(token: str, d: Directory | None = None) -> list[str]:

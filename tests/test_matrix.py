@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from conftest import DeskbotRun, run_deskbot, wait_for, write_config
-from matrix_server import Account, Synapse, synapse  # noqa: F401  (session fixture)
+from matrix_server import Account, Synapse
 from nio import (
     AsyncClient,
     AsyncClientConfig,
@@ -218,7 +218,7 @@ def config_text(
 
 
 @pytest.fixture
-async def people(synapse: Synapse, tmp_path: Path):  # noqa: F811
+async def people(synapse: Synapse, tmp_path: Path):
     """people("alice") -> a newly registered person at a Matrix client."""
     made: list[Person] = []
 
@@ -240,7 +240,7 @@ def deskbots() -> Iterator[list[Deskbot]]:
 
 
 @pytest.fixture
-def deskbot(synapse: Synapse, deskbots, tmp_path: Path):  # noqa: F811
+def deskbot(synapse: Synapse, deskbots, tmp_path: Path):
     """deskbot(bot, alice, phones, rooms=..., senders=...) -> a configured, unstarted Deskbot."""
 
     def make(bot: Account, alice: Person, phones: dict[str, str], **keys: Any) -> Deskbot:
@@ -259,7 +259,7 @@ def deskbot(synapse: Synapse, deskbots, tmp_path: Path):  # noqa: F811
 
 
 @pytest.fixture
-def bot(synapse: Synapse) -> Account:  # noqa: F811
+def bot(synapse: Synapse) -> Account:
     """deskbot's own account, logged in on the configured device."""
     return synapse.register("deskbot", DEVICE)
 
@@ -287,7 +287,7 @@ def text_of(event: dict[str, Any]) -> str:
 
 # -- tests ----------------------------------------------------------------------------
 async def test_a_command_gets_a_notice_in_its_thread_with_the_phones_answer(
-    synapse: Synapse,  # noqa: F811
+    synapse: Synapse,
     sipp,
     people,
     bot: Account,
@@ -335,7 +335,7 @@ async def test_a_command_gets_a_notice_in_its_thread_with_the_phones_answer(
 
 
 async def test_refusals_timeouts_and_group_summary_name_each_phone(
-    synapse: Synapse,  # noqa: F811
+    synapse: Synapse,
     sipp,
     people,
     bot: Account,
@@ -374,7 +374,7 @@ async def test_refusals_timeouts_and_group_summary_name_each_phone(
 
 
 async def test_senders_outside_access_and_rooms_outside_matrix_rooms_are_refused(
-    synapse: Synapse,  # noqa: F811
+    synapse: Synapse,
     sipp,
     people,
     bot: Account,
@@ -416,7 +416,7 @@ async def test_senders_outside_access_and_rooms_outside_matrix_rooms_are_refused
 
 
 async def test_backlog_is_skipped_and_commands_sent_while_stopped_are_answered_once(
-    synapse: Synapse,  # noqa: F811
+    synapse: Synapse,
     sipp,
     people,
     bot: Account,
@@ -458,7 +458,7 @@ async def test_backlog_is_skipped_and_commands_sent_while_stopped_are_answered_o
 
 
 async def test_a_homeserver_killed_and_restarted_loses_no_command(
-    synapse: Synapse,  # noqa: F811
+    synapse: Synapse,
     sipp,
     people,
     bot: Account,
@@ -489,7 +489,7 @@ async def test_a_homeserver_killed_and_restarted_loses_no_command(
 
 
 async def test_an_encrypted_room_works(
-    synapse: Synapse,  # noqa: F811
+    synapse: Synapse,
     sipp,
     people,
     bot: Account,
@@ -519,7 +519,7 @@ async def test_an_encrypted_room_works(
 
 
 async def test_a_downtime_longer_than_one_sync_carries_loses_no_command(
-    synapse: Synapse,  # noqa: F811
+    synapse: Synapse,
     sipp,
     people,
     bot: Account,
@@ -547,7 +547,7 @@ async def test_a_downtime_longer_than_one_sync_carries_loses_no_command(
 
 
 async def test_a_wrong_access_token_stops_deskbot_with_a_clear_error_and_exit_2(
-    synapse: Synapse,  # noqa: F811
+    synapse: Synapse,
     people,
     bot: Account,
     deskbot,
@@ -562,7 +562,7 @@ async def test_a_wrong_access_token_stops_deskbot_with_a_clear_error_and_exit_2(
 
 
 async def test_a_mention_pill_names_the_person_even_when_the_display_name_has_spaces(
-    synapse: Synapse,  # noqa: F811
+    synapse: Synapse,
     sipp,
     people,
     bot: Account,
@@ -587,7 +587,7 @@ async def test_a_mention_pill_names_the_person_even_when_the_display_name_has_sp
 
 
 async def test_a_broken_config_edit_reaches_the_admin_in_a_direct_room(
-    synapse: Synapse,  # noqa: F811
+    synapse: Synapse,
     people,
     bot: Account,
     deskbot,

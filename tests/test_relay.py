@@ -1,4 +1,4 @@
-"""Policy in the relay: access, limits, history; with the real SIP agent and simulated phones."""
+"""Policy in the relay: access, limits, history; on the recording sender (no pjsua2, no sockets)."""
 
 from __future__ import annotations
 
@@ -7,28 +7,28 @@ from pathlib import Path
 import pytest
 
 from deskbot import config, report
-from deskbot.relay import Answer, ChatUser, Dispatch, Relay, SlidingWindow
-from deskbot.sip.agent import SipAgent
-from deskbot.sip.phonesim import SimulatedPhone
+from deskbot.directory import loader
+from deskbot.relay import Answer, ChatUser, Dispatch, Policy, Relay, Request, SlidingWindow
+from deskbot.senders.recording import RecordingSender
 from deskbot.store import AuditLog
 
 ALICE = ChatUser("slack", "U0ALICE01", "Alice S")
 BOB = ChatUser("slack", "U0BOB0001", "bob")
 STRANGER = ChatUser("matrix", "@eve:example.com", "Eve")
+EXTENSIONS = ("486", "487", "488")
 
 
-def settings(ports: dict[str, int], **overrides: dict) -> config.Settings:
+def settings(**overrides: dict) -> config.Settings:
     raw = {
-        "sip": {"listen": "127.0.0.1:0", "timeout": 1.0},
         "phones": {
-            ext: {"uri": f"sip:{ext}@127.0.0.1:{port}", "label": f"Desk {ext}"}
-            for ext, port in ports.items()
+            ext: {"uri": f"sip:{ext}@10.0.0.{ext[1:]}", "label": f"Desk {ext}"}
+            for ext in EXTENSIONS
         },
         "people": {
             "alice": {"phone": "486", "slack": "U0ALICE01"},
             "bob": {"phone": "487", "slack": "U0BOB0001"},
         },
-        "groups": {"all": {"members": list(ports)}},
+        "groups": {"all": {"members": list(EXTENSIONS)}},
         "access": {"senders": ["alice", "bob"], "admins": ["alice"]},
         **overrides,
     }
@@ -36,98 +36,100 @@ def settings(ports: dict[str, int], **overrides: dict) -> config.Settings:
 
 
 @pytest.fixture
-async def phones():
-    started = [await SimulatedPhone(ext).start() for ext in ("486", "487", "488")]
-    yield {p.extension: p for p in started}
-    for p in started:
-        p.close()
+def phones() -> RecordingSender:
+    return RecordingSender()
 
 
 @pytest.fixture
-async def relay_for(phones, tmp_path):
-    agents: list[SipAgent] = []
+def relay_for(phones, tmp_path):
+    def make(**overrides) -> Relay:
+        s = settings(**overrides)
+        policy = Policy.from_settings(s)
+        return Relay(phones, loader.from_settings(s), policy, AuditLog(tmp_path / "audit.sqlite3"))
 
-    async def make(**overrides) -> Relay:
-        s = settings({e: p.port for e, p in phones.items()}, **overrides)
-        agent = SipAgent(s.sip)
-        await agent.start()
-        agents.append(agent)
-        return Relay(s, agent, AuditLog(tmp_path / "audit.sqlite3"))
+    return make
 
-    yield make
-    for agent in agents:
-        await agent.close()
+
+def ask(relay: Relay, user: ChatUser, text: str, place: str = "") -> Answer | Dispatch:
+    return relay.prepare(Request(user, text, place))
+
+
+async def handle(
+    relay: Relay, user: ChatUser, text: str, place: str = ""
+) -> Answer | report.Report:
+    prepared = ask(relay, user, text, place)
+    return prepared if isinstance(prepared, Answer) else await relay.deliver(prepared)
 
 
 async def test_send_puts_the_sender_name_before_the_text_on_the_phone(relay_for, phones):
-    relay = await relay_for()
-    result = await relay.handle(ALICE, "487 meeting moved")
+    relay = relay_for()
+    result = await handle(relay, ALICE, "487 meeting moved")
     assert isinstance(result, report.Report) and result.ok
-    assert phones["487"].screen.last == "alice: meeting moved"
+    assert phones.texts("487") == ["alice: meeting moved"]
 
 
 async def test_unmapped_sender_is_refused_when_senders_is_a_list(relay_for, phones):
-    relay = await relay_for()
-    answer = await relay.handle(STRANGER, "486 hi")
+    relay = relay_for()
+    answer = await handle(relay, STRANGER, "486 hi")
     assert isinstance(answer, Answer) and answer.error
     assert "not allowed" in answer.text
-    assert phones["486"].screen.lines == []
+    assert phones.sent == []
 
 
 async def test_anyone_may_send_with_star_and_the_display_name_is_shown(relay_for, phones):
-    relay = await relay_for(access={"senders": "*", "admins": []})
-    result = await relay.handle(STRANGER, "486 hi")
+    relay = relay_for(access={"senders": "*", "admins": []})
+    result = await handle(relay, STRANGER, "486 hi")
     assert isinstance(result, report.Report) and result.ok
-    assert phones["486"].screen.last == "Eve: hi"
+    assert phones.texts("486") == ["Eve: hi"]
 
 
 async def test_group_size_cap_applies_to_non_admins_only(relay_for, phones):
-    relay = await relay_for(limits={"max_group_size": 2})
-    refused = relay.prepare(BOB, "@all hello")
+    relay = relay_for(limits={"max_group_size": 2})
+    refused = ask(relay, BOB, "@all hello")
     assert isinstance(refused, Answer) and "at most 2 at once" in refused.text
-    allowed = relay.prepare(ALICE, "@all hello")
+    allowed = ask(relay, ALICE, "@all hello")
     assert isinstance(allowed, Dispatch) and len(allowed.phones) == 3
 
 
 async def test_per_sender_rate_limit_gives_a_clear_reply(relay_for):
-    relay = await relay_for(limits={"per_sender_per_minute": 2})
-    assert isinstance(relay.prepare(BOB, "486 one"), Dispatch)
-    assert isinstance(relay.prepare(BOB, "486 two"), Dispatch)
-    third = relay.prepare(BOB, "486 three")
+    relay = relay_for(limits={"per_sender_per_minute": 2})
+    assert isinstance(ask(relay, BOB, "486 one"), Dispatch)
+    assert isinstance(ask(relay, BOB, "486 two"), Dispatch)
+    third = ask(relay, BOB, "486 three")
     assert isinstance(third, Answer) and third.error
     assert third.text.startswith("slow down: you may send 2 commands a minute; try again in ")
-    assert isinstance(relay.prepare(ALICE, "486 other sender"), Dispatch)
+    assert isinstance(ask(relay, ALICE, "486 other sender"), Dispatch)
 
 
 async def test_per_phone_rate_limit_skips_that_phone_and_says_why(relay_for, phones):
-    relay = await relay_for(limits={"per_phone_per_minute": 1})
-    await relay.handle(ALICE, "486 first")
-    result = await relay.handle(BOB, "486,487 second")
+    relay = relay_for(limits={"per_phone_per_minute": 1})
+    await handle(relay, ALICE, "486 first")
+    result = await handle(relay, BOB, "486,487 second")
     assert isinstance(result, report.Report)
     text = report.plain(result)
     assert "🚫 486 (Desk 486): not sent: 486 got 1 messages in the last minute" in text
     assert "✅ 487 (Desk 487): 200 OK" in text
     assert "1/2 delivered" in text
-    assert phones["486"].screen.lines == ["alice: first"]
+    assert phones.texts("486") == ["alice: first"]
 
 
 async def test_history_shows_own_sends_and_all_only_for_admins(relay_for):
-    relay = await relay_for()
-    await relay.handle(ALICE, "486 a")
-    await relay.handle(BOB, "@all b")
-    mine = await relay.handle(BOB, "history")
+    relay = relay_for()
+    await handle(relay, ALICE, "486 a")
+    await handle(relay, BOB, "@all b")
+    mine = await handle(relay, BOB, "history")
     assert isinstance(mine, Answer)
     assert "→ @all (1 chars): 3/3 delivered" in mine.text and "→ 486" not in mine.text
-    denied = await relay.handle(BOB, "history all")
+    denied = await handle(relay, BOB, "history all")
     assert isinstance(denied, Answer) and denied.error
-    everyone = await relay.handle(ALICE, "history all")
+    everyone = await handle(relay, ALICE, "history all")
     assert isinstance(everyone, Answer)
     assert "alice → 486" in everyone.text and "bob → @all" in everyone.text
 
 
 async def test_audit_rows_hold_who_where_and_codes_but_never_the_text(relay_for, tmp_path):
-    relay = await relay_for()
-    await relay.handle(ALICE, "486,487 secret plans", place="C0ROOM")
+    relay = relay_for()
+    await handle(relay, ALICE, "486,487 secret plans", place="C0ROOM")
     db = AuditLog(tmp_path / "audit.sqlite3").db
     [cmd] = db.execute(
         "SELECT chat, sender_id, person, place, targets, text_chars, phones FROM commands"
@@ -151,8 +153,8 @@ def test_sliding_window_frees_slots_as_time_passes():
 
 
 async def test_who_names_the_phones_and_shows_addresses_to_admins_only(relay_for, phones):
-    relay = await relay_for()
-    for_bob = relay.prepare(BOB, "who @all")
+    relay = relay_for()
+    for_bob = ask(relay, BOB, "who @all")
     assert isinstance(for_bob, Answer) and not for_bob.error
     assert for_bob.text.splitlines() == [
         "@all → 3 phone(s):",
@@ -160,6 +162,6 @@ async def test_who_names_the_phones_and_shows_addresses_to_admins_only(relay_for
         "• 487 (Desk 487)",
         "• 488 (Desk 488)",
     ]
-    for_alice = relay.prepare(ALICE, "who bob")
+    for_alice = ask(relay, ALICE, "who bob")
     assert isinstance(for_alice, Answer)
-    assert f"• 487 (Desk 487) at sip:487@127.0.0.1:{phones['487'].port}" in for_alice.text
+    assert "• 487 (Desk 487) at sip:487@10.0.0.87" in for_alice.text

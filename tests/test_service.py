@@ -11,8 +11,8 @@ from conftest import DeskbotRun, free_port, until, wait_for, write_config
 
 from deskbot import config
 from deskbot.app import Service
-from deskbot.relay import ChatUser
-from deskbot.sip.agent import SipAgent
+from deskbot.relay import ChatUser, Dispatch, Request
+from deskbot.senders.sip.agent import SipAgent
 
 CONFIG = """
 [sip]
@@ -40,7 +40,7 @@ async def test_healthz_and_metrics_after_real_sends(sipp, tmp_path: Path):
         CONFIG.format(health=port, tmp=tmp_path, ok=ok.uri(), missing=missing.uri("487")),
     )
     cfg = config.load(path, {})
-    service = Service(cfg, SipAgent(cfg.settings.sip), adapters=[])
+    service = Service(cfg, SipAgent(cfg.settings.sip), sources=[])
     runner = asyncio.create_task(service.run())
     base = f"http://127.0.0.1:{port}"
     await until(lambda: service.health.port, what="the health endpoint")
@@ -50,7 +50,9 @@ async def test_healthz_and_metrics_after_real_sends(sipp, tmp_path: Path):
             health = await resp.json()
         assert health["ok"] is True and health["sip"]["alive"] is True
         user = ChatUser("console", "alice")
-        await service.relay.handle(user, "486,487 hello")
+        job = service.relay.prepare(Request(user, "486,487 hello"))
+        assert isinstance(job, Dispatch)
+        await service.relay.deliver(job)
         async with http.get(f"{base}/metrics") as resp:
             text = await resp.text()
     service.stopping.set()

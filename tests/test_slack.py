@@ -24,7 +24,7 @@ from slack_standin import (
     post_command,
 )
 
-from deskbot.chat.slack import from_slack
+from deskbot.sources.slack.wire import from_slack
 
 ALICE, BOB, MALLORY, CAROL = "U0ALICE", "U0BOB", "U0MALLORY", "U0CAROL"
 DESK, NOBOT, ELSEWHERE = "C0DESK", "C0NOBOT", "C0ELSEWHERE"

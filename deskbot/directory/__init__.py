@@ -1,15 +1,26 @@
-"""Phones, people and groups; resolve a TARGETS token to phones (pure)."""
+"""The directory: a snapshot of phones, people and groups, and target resolution (pure).
+
+A ``Directory`` is a value built by a loader (``loader.from_settings`` for
+the TOML file) and handed to the relay whole; a reload builds a new one, so
+keeping the last good directory is keeping the old value. A person's chat
+identities are a mapping from source name (``slack``, ``matrix``) to id, so
+a new source needs no new field.
+"""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from deskbot import sipuri
-from deskbot.config import Settings
 
-_SLACK_MENTION_RE = re.compile(r"^<@([UW][A-Z0-9]{2,20})(\|[^>]*)?>$")
-_MATRIX_ID_RE = re.compile(r"^@[^:\s]+:\S+$")
+# A chat mention written in TARGETS, per source: its user id is the first group.
+MENTIONS = {
+    "slack": re.compile(r"^<@([UW][A-Z0-9]{2,20})(?:\|[^>]*)?>$"),
+    "matrix": re.compile(r"^(@[^:\s]+:\S+)$"),
+}
+BY_NAME = ("console", "shell")  # sources whose user id is the person's directory name
 MAX_TARGET_PARTS = 100
 
 
@@ -33,8 +44,7 @@ class Person:
     name: str
     display: str
     phone: str | None
-    slack: str | None
-    matrix: str | None
+    ids: Mapping[str, str] = field(default_factory=dict)  # source -> that source's user id
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,23 +54,27 @@ class Resolution:
 
 
 class Directory:
-    def __init__(self, settings: Settings):
-        self.phones = {ext: Phone(ext, p.uri, p.label) for ext, p in settings.phones.items()}
-        self.people = {
-            name: Person(name, p.name or name, p.phone, p.slack, p.matrix)
-            for name, p in settings.people.items()
-        }
-        self.groups = {name: tuple(g.members) for name, g in settings.groups.items()}
-        self.domain = settings.sip.registrar.domain if settings.sip.registrar else None
-        self._by_slack = {p.slack: p for p in self.people.values() if p.slack}
-        self._by_matrix = {p.matrix: p for p in self.people.values() if p.matrix}
+    """Phones by extension, people and groups by name; ``domain`` places unlisted extensions."""
 
-    def person_by_chat(self, chat: str, chat_id: str) -> Person | None:
-        if chat == "slack":
-            return self._by_slack.get(chat_id)
-        if chat == "matrix":
-            return self._by_matrix.get(chat_id)
-        return self.people.get(chat_id) if chat in ("console", "shell") else None
+    def __init__(
+        self,
+        phones: Mapping[str, Phone],
+        people: Mapping[str, Person],
+        groups: Mapping[str, tuple[str, ...]],
+        domain: str | None = None,
+    ):
+        self.phones = dict(phones)
+        self.people = dict(people)
+        self.groups = dict(groups)
+        self.domain = domain
+        self._by_id = {
+            (source, chat_id): p for p in self.people.values() for source, chat_id in p.ids.items()
+        }
+
+    def person_by(self, source: str, user_id: str) -> Person | None:
+        if source in BY_NAME:
+            return self.people.get(user_id)
+        return self._by_id.get((source, user_id))
 
     def resolve(self, token: str) -> Resolution:
         """TARGETS token -> de-duplicated phones, in the order written."""
@@ -79,13 +93,13 @@ class Directory:
     def _resolve_one(self, part: str, groups: list[str]) -> list[Phone]:
         if part.isascii() and part.isdigit():
             return [self._extension(part)]
-        chat, chat_id = _mention(part)
-        if chat:
-            person = self.person_by_chat(chat, chat_id)
+        source, user_id = _mention(part)
+        if source:
+            person = self.person_by(source, user_id)
             if person is None:
                 raise TargetError(
                     f"{_quote(part)} is not in the directory: ask an admin to add "
-                    f"their {chat.title()} id under [people]"
+                    f"their {source.title()} id under [people]"
                 )
             return [self._person_phone(person)]
         name = part.removeprefix("@").lower()
@@ -129,12 +143,11 @@ class Directory:
 
 
 def _mention(part: str) -> tuple[str, str]:
-    """A chat mention -> (chat, user id); ("", "") when the part is not one."""
-    slack = _SLACK_MENTION_RE.match(part)
-    if slack:
-        return "slack", slack.group(1)
-    if _MATRIX_ID_RE.match(part):
-        return "matrix", part
+    """A chat mention -> (source, user id); ("", "") when the part is not one."""
+    for source, pattern in MENTIONS.items():
+        found = pattern.match(part)
+        if found:
+            return source, found.group(1)
     return "", ""
 
 

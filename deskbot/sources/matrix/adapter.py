@@ -1,4 +1,4 @@
-"""Matrix: `!deskphone ...` in a room -> relay; the report -> an m.notice in the command's thread.
+"""The Matrix source: nio client, sync loop, invites, and answering in the command's thread.
 
 - Login: the access token from ``access_token_env``; the token's device is
   kept (check ``device_id`` against it) so the crypto store in ``store`` stays
@@ -22,12 +22,7 @@
 from __future__ import annotations
 
 import asyncio
-import collections
-import html
 import logging
-import os
-import re
-import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,7 +46,9 @@ from nio import (
 
 from deskbot import report
 from deskbot.config import MatrixSettings
-from deskbot.relay import Answer, ChatUser, Relay
+from deskbot.sources import Answer, ChatUser, Dispatch, Relay, Request, serve
+from deskbot.sources.matrix import wire
+from deskbot.sources.matrix.sync import SyncPosition
 
 log = logging.getLogger("deskbot.matrix")
 
@@ -76,19 +73,17 @@ class _Client(AsyncClient):
         return await super().get_timeout_retry_wait_time(got_timeouts)
 
 
-class MatrixAdapter:
+class MatrixSource:
     name = "matrix"
 
     def __init__(self, settings: MatrixSettings, relay: Relay, secret: Callable[[str], str]):
         self.settings = settings
         self.relay = relay
         self.store = Path(settings.store)
-        self.token_file = self.store / "sync-token"
+        self.position = SyncPosition(self.store / "sync-token")
         self._token = secret(settings.access_token_env)
         self._connected = False
         self._client: _Client | None = None
-        # sync batches in order: (next_batch, replies still going out)
-        self._batches: collections.deque[tuple[str, set[asyncio.Task[None]]]] = collections.deque()
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[Any] | None = None
         self._since = ""  # the sync position the next sync response starts from
@@ -146,7 +141,7 @@ class MatrixAdapter:
         client.on_unreachable = self._unreachable
         client.restore_login(s.user_id, device_id, self._token)
         self._client = client
-        saved = self._load_sync_token()
+        saved = self.position.load()
         if saved:
             client.next_batch = self._since = saved
             log.info("matrix: %s resumes from its saved sync position", s.user_id)
@@ -155,7 +150,7 @@ class MatrixAdapter:
             first = await client.sync(timeout=0, sync_filter=SYNC_FILTER, full_state=True)
             if not isinstance(first, SyncResponse):
                 raise MatrixError(f"matrix: first sync failed: {first}")
-            self._save_sync_token(first.next_batch)
+            self.position.save(first.next_batch)
             self._since = first.next_batch
             await self._accept_invites(first)
             log.info("matrix: %s logged in; backlog skipped", s.user_id)
@@ -188,28 +183,24 @@ class MatrixAdapter:
             await asyncio.gather(self._runner, return_exceptions=True)
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=30)
-        self._flush()
+        self.position.flush()
         self._connected = False
         await self._client.close()
 
     async def notify_admins(self, text: str) -> None:
         """A notice in a direct room with each admin (opened when there is none)."""
-        people = self.relay.directory.people
-        for name in self.relay.settings.access.admins:
-            person = people.get(name)
-            if person is None or not person.matrix:
-                continue
-            room_id = self._direct_rooms.get(person.matrix) or self._direct_room_with(person.matrix)
+        for user_id in self.relay.admin_ids(self.name):
+            room_id = self._direct_rooms.get(user_id) or self._direct_room_with(user_id)
             if room_id is None:
                 created = await self.client.room_create(
-                    is_direct=True, invite=[person.matrix], preset=RoomPreset.trusted_private_chat
+                    is_direct=True, invite=[user_id], preset=RoomPreset.trusted_private_chat
                 )
                 if not isinstance(created, RoomCreateResponse):
-                    log.error("matrix: cannot open a direct room with admin %s", name)
+                    log.error("matrix: cannot open a direct room with admin %s", user_id)
                     continue
                 room_id = created.room_id
-            self._direct_rooms[person.matrix] = room_id
-            await self._send(room_id, _notice(text))
+            self._direct_rooms[user_id] = room_id
+            await self.send(room_id, wire.notice(text))
 
     def _direct_room_with(self, user_id: str) -> str | None:
         for room in self.client.rooms.values():
@@ -217,26 +208,7 @@ class MatrixAdapter:
                 return room.room_id
         return None
 
-    # -- sync position ----------------------------------------------------------
-    def _load_sync_token(self) -> str | None:
-        try:
-            return self.token_file.read_text().strip() or None
-        except FileNotFoundError:
-            return None
-
-    def _save_sync_token(self, token: str) -> None:
-        tmp = self.token_file.with_suffix(".tmp")
-        tmp.write_text(token)
-        os.replace(tmp, self.token_file)
-
-    def _flush(self, _task: object = None) -> None:
-        """Save the newest position whose batch, and every batch before it, is answered."""
-        token = None
-        while self._batches and all(t.done() for t in self._batches[0][1]):
-            token = self._batches.popleft()[0]
-        if token:
-            self._save_sync_token(token)
-
+    # -- connection -------------------------------------------------------------
     def _unreachable(self) -> None:
         if self._connected:
             log.warning("matrix: %s unreachable; retrying", self.settings.homeserver)
@@ -274,10 +246,7 @@ class MatrixAdapter:
         if response.rooms.invite:
             batch.add(self._spawn(self._accept_invites(response)))
         self._since = response.next_batch
-        self._batches.append((response.next_batch, batch))
-        for task in batch:
-            task.add_done_callback(self._flush)
-        self._flush()
+        self.position.batch(response.next_batch, batch)
 
     async def _missed(self, room_id: str, prev_batch: str) -> list[Any]:
         """Timeline events between our last sync position and ``prev_batch``, oldest first."""
@@ -304,45 +273,19 @@ class MatrixAdapter:
         """The command after the prefix, or None when the event is not for the bot."""
         if not isinstance(event, RoomMessageText) or event.sender == self.settings.user_id:
             return None
-        content = event.source.get("content", {})
-        if content.get("msgtype") != "m.text":
-            return None
-        if content.get("m.relates_to", {}).get("rel_type") == "m.replace":
-            return None  # edits are not new commands
         if self.settings.rooms and room.room_id not in self.settings.rooms:
             log.info("matrix: ignored a message in %s: not in matrix.rooms", room.room_id)
             return None
-        text = _with_mentions(content) or _strip_reply_fallback(event.body).strip()
-        prefix = self.settings.command
-        if text.lower() == prefix.lower():
-            return ""
-        if text.lower().startswith(prefix.lower()) and text[len(prefix)].isspace():
-            return text[len(prefix) :].strip()
-        if room.member_count == 2:  # a direct chat: the prefix may be left out
-            return text
-        return None
+        content = event.source.get("content", {})
+        return wire.command_text(
+            content, event.body, self.settings.command, direct=room.member_count == 2
+        )
 
     async def _handle(self, room: MatrixRoom, event: RoomMessageText, text: str) -> None:
         try:
             user = ChatUser("matrix", event.sender, room.user_name(event.sender) or "")
-            prepared = self.relay.prepare(user, text or "help", place=room.room_id)
-            reply = _ThreadReply(event)
-            if isinstance(prepared, Answer):
-                body = ("⚠️ " if prepared.error else "") + prepared.text
-                await self._send(room.room_id, reply.content(body))
-                return
-            # ⏳ only when the phones are slow: a fast answer needs no "sending" sign,
-            # and the reaction must not delay the phones or the reply
-            delivery = asyncio.ensure_future(self.relay.deliver(prepared))
-            done, _ = await asyncio.wait({delivery}, timeout=HOURGLASS_AFTER)
-            waiting = None
-            if not done:
-                waiting = await self._react(room.room_id, event.event_id, HOURGLASS)
-            result = await delivery
-            await self._send(room.room_id, reply.content(report.plain(result)))
-            if waiting:
-                await self.client.room_redact(room.room_id, waiting)
-            await self._react(room.room_id, event.event_id, DONE if result.ok else FAILED)
+            request = Request(user, text or "help", place=room.room_id, key=event.event_id)
+            await serve(self.relay, request, MatrixReplier(self, room.room_id, event))
         except Exception:
             log.exception("matrix: failed to answer event %s in %s", event.event_id, room.room_id)
 
@@ -358,9 +301,8 @@ class MatrixAdapter:
                 ),
                 "",
             )
-            user = ChatUser("matrix", inviter)
             allowed_room = not self.settings.rooms or room_id in self.settings.rooms
-            allowed_sender = self.relay.may_send(user, self.relay.person_of(user))
+            allowed_sender = self.relay.may_invite(ChatUser("matrix", inviter))
             if allowed_room and allowed_sender:
                 log.info("matrix: joining %s on invite from %s", room_id, inviter)
                 await self.client.join(room_id)
@@ -370,7 +312,7 @@ class MatrixAdapter:
                 await self.client.room_leave(room_id)
 
     # -- sending ----------------------------------------------------------------
-    async def _send(
+    async def send(
         self, room_id: str, content: dict[str, Any], kind: str = "m.room.message"
     ) -> str | None:
         client = self.client
@@ -392,39 +334,37 @@ class MatrixAdapter:
                 if not device.verified and device.id != client.device_id:
                     client.verify_device(device)
 
-    async def _react(self, room_id: str, event_id: str, key: str) -> str | None:
-        content = {"m.relates_to": {"rel_type": "m.annotation", "event_id": event_id, "key": key}}
-        return await self._send(room_id, content, "m.reaction")
+    async def react(self, room_id: str, event_id: str, key: str) -> str | None:
+        return await self.send(room_id, wire.reaction(event_id, key), "m.reaction")
 
 
-class _ThreadReply:
-    """A reply in the command's thread, with a reply fallback for clients without threads."""
+class MatrixReplier:
+    """Answers one command: in its thread, with ⏳ while the phones are slow and ✅/❌ after."""
 
-    def __init__(self, command: RoomMessageText):
-        relates = command.source.get("content", {}).get("m.relates_to", {})
-        in_thread = relates.get("rel_type") == "m.thread" and relates.get("event_id")
-        self.root = relates["event_id"] if in_thread else command.event_id
-        self.command = command.event_id
+    waiting_after = HOURGLASS_AFTER
 
-    def content(self, text: str) -> dict[str, Any]:
-        return {
-            **_notice(text),
-            "m.relates_to": {
-                "rel_type": "m.thread",
-                "event_id": self.root,
-                "is_falling_back": True,
-                "m.in_reply_to": {"event_id": self.command},
-            },
-        }
+    def __init__(self, source: MatrixSource, room_id: str, event: RoomMessageText):
+        self.source, self.room_id, self.event = source, room_id, event
+        self.hourglass: str | None = None
 
+    def _reply(self, text: str) -> dict[str, Any]:
+        content = self.event.source.get("content", {})
+        return wire.thread_reply(content, self.event.event_id, text)
 
-def _notice(text: str) -> dict[str, Any]:
-    return {
-        "msgtype": "m.notice",
-        "body": text,
-        "format": "org.matrix.custom.html",
-        "formatted_body": report.to_html(text),
-    }
+    async def answer(self, answer: Answer) -> None:
+        await self.source.send(
+            self.room_id, self._reply(report.answer_text(answer.text, answer.error))
+        )
+
+    async def waiting(self, job: Dispatch) -> None:
+        self.hourglass = await self.source.react(self.room_id, self.event.event_id, HOURGLASS)
+
+    async def report(self, job: Dispatch, result: report.Report) -> None:
+        await self.source.send(self.room_id, self._reply(report.plain(result)))
+        if self.hourglass:
+            await self.source.client.room_redact(self.room_id, self.hourglass)
+        mark = DONE if result.ok else FAILED
+        await self.source.react(self.room_id, self.event.event_id, mark)
 
 
 def _is_own_join(event: object, user_id: str) -> bool:
@@ -434,34 +374,3 @@ def _is_own_join(event: object, user_id: str) -> bool:
         and event.membership == "join"
         and event.prev_membership != "join"
     )
-
-
-_PILL = re.compile(r'<a\s[^>]*href="https://matrix\.to/#/(@[^"?/]+)[^"]*"[^>]*>.*?</a>', re.S)
-
-
-def _with_mentions(content: dict[str, Any]) -> str:
-    """The text with mention pills as Matrix ids (``@bob:example.com``), or "" if none.
-
-    Clients put a person's display name in the plain body, which may hold
-    spaces; the HTML body links the id, which the directory knows.
-    """
-    formatted = content.get("formatted_body")
-    if content.get("format") != "org.matrix.custom.html" or not isinstance(formatted, str):
-        return ""
-    if "matrix.to/#/@" not in formatted:
-        return ""
-    text = re.sub(r"<mx-reply>.*?</mx-reply>", "", formatted, flags=re.S)
-    text = _PILL.sub(lambda m: urllib.parse.unquote(m.group(1)), text)
-    text = re.sub(r"<br\s*/?>", "\n", text)
-    return html.unescape(re.sub(r"<[^>]+>", "", text)).strip()
-
-
-_FALLBACK = re.compile(r"\A(?:> [^\n]*\n)+\n?")
-
-
-def _strip_reply_fallback(body: str) -> str:
-    """Drop the `> <@user> quoted` lines clients put in front of a reply."""
-    return _FALLBACK.sub("", body, count=1) if body.startswith("> ") else body
-
-
-__all__ = ["MatrixAdapter", "MatrixError"]

@@ -1,6 +1,7 @@
 """deskbot's SIP agent: starts, feeds and supervises the pjsua2 worker process.
 
-The rest of the program sees ``await agent.send(uri, text) -> Delivery``.
+The rest of the program sees the ``Sender`` protocol: ``await agent.send(phone, text)
+-> Delivery``.
 If the worker dies, every message it had is reported as unconfirmed (code 0),
 the worker is restarted with back-off, and the next send works.
 """
@@ -19,8 +20,9 @@ from typing import Any
 
 from deskbot import __version__
 from deskbot.config import Sip
-from deskbot.delivery import Delivery
-from deskbot.sip import protocol
+from deskbot.directory import Phone
+from deskbot.senders import Cause, Delivery, Health, SenderError
+from deskbot.senders.sip import protocol
 from deskbot.sipuri import split_hostport
 
 log = logging.getLogger("deskbot.sip")
@@ -30,11 +32,11 @@ START_TIMEOUT = 10.0
 STOP_TIMEOUT = 2.0
 MAX_START_FAILURES = 3  # in a row, before the agent gives up instead of looping
 BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)
-WORKER_COMMAND = (sys.executable, "-m", "deskbot.sip.worker")
+WORKER_COMMAND = (sys.executable, "-m", "deskbot.senders.sip.worker")
 UNCONFIRMED = "Not confirmed: the SIP agent restarted while the message was out"
 
 
-class AgentError(RuntimeError):
+class AgentError(SenderError):
     """The SIP agent could not start; the message says why and what to check."""
 
 
@@ -49,6 +51,8 @@ class AgentState:
 
 
 class SipAgent:
+    max_body_bytes = protocol.MAX_BODY_BYTES
+
     def __init__(
         self,
         sip: Sip,
@@ -123,11 +127,28 @@ class SipAgent:
     def in_flight(self) -> int:
         return len(self._futures)
 
+    @property
+    def timeout(self) -> float:
+        return self.sip.timeout
+
+    def health(self) -> Health:
+        state = self.state
+        details: dict[str, Any] = {"alive": state.alive, "restarts": state.restarts}
+        details["port"] = state.port
+        if state.failed:
+            details["error"] = state.failed
+        alive = state.alive
+        if self.sip.registrar:
+            details["registration"] = state.registration or {"active": False, "code": None}
+            alive = alive and bool(state.registration.get("active"))
+        return Health(alive, details, self.in_flight, state.restarts)
+
     # -- sending ------------------------------------------------------------
-    async def send(self, uri: str, text: str) -> Delivery:
+    async def send(self, phone: Phone, text: str) -> Delivery:
+        uri = phone.uri
         async with self._slots:
             if self.state.failed:
-                return Delivery(uri, 503, f"SIP agent is down: {self.state.failed}", 0.0, True)
+                return Delivery(uri, 503, f"SIP agent is down: {self.state.failed}", 0.0, DOWN)
             await self._ready.wait()
             loop = asyncio.get_running_loop()
             self._next_id += 1
@@ -170,7 +191,9 @@ class SipAgent:
         future, uri, started = entry
         if not future.done():
             elapsed = (time.perf_counter() - started) * 1000
-            future.set_result(Delivery(uri, code, reason, round(elapsed, 1), local))
+            future.set_result(
+                Delivery(uri, code, reason, round(elapsed, 1), _cause(code, reason, local))
+            )
 
     def abandon(self) -> None:
         """Report every message still out as not confirmed, at once (the user is leaving)."""
@@ -325,6 +348,24 @@ class SipAgent:
             "registrar": registrar,
             "log_level": level,
         }
+
+
+DOWN = Cause.AGENT_DOWN
+
+
+def _cause(code: int, reason: str, local: bool) -> Cause:
+    """The worker's (code, reason, made-by-our-stack) -> why the delivery ended."""
+    if not local:
+        return Cause.ANSWERED
+    if code == 0:
+        return Cause.UNCONFIRMED
+    if code == 408:
+        return Cause.TIMEOUT
+    if code == 413:
+        return Cause.TOO_LONG
+    if "ETOOMANY" in reason or reason == "Too many messages in flight":
+        return Cause.TOO_MANY
+    return Cause.TRANSPORT
 
 
 def _split_listen(listen: str) -> tuple[str, int]:

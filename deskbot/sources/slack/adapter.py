@@ -1,23 +1,21 @@
-"""Slack: slash commands, mentions and DMs in; threaded reports out.
+"""The Slack source: bolt's AsyncApp in Socket Mode or HTTP mode, listeners, lifecycle.
 
-Built on slack-bolt's ``AsyncApp``, in Socket Mode (no inbound port) or HTTP
-mode (Slack posts to ``/slack/events``, bolt checks the signature). Commands
-are acknowledged first; the SIP work runs afterwards in tracked tasks, so
-Slack's 3-second limit holds whatever the phones do and shutdown can finish
-or report what is still in flight.
+In Socket Mode no inbound port is needed; in HTTP mode Slack posts to
+``/slack/events`` and bolt checks the signature. Commands are acknowledged
+first; the SIP work runs afterwards in tracked tasks, so Slack's 3-second
+limit holds whatever the phones do and shutdown can finish or report what is
+still in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import html
 import logging
 import os
 import re
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -30,19 +28,15 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     async_default_handlers,
 )
 from slack_sdk.web.async_client import AsyncWebClient
-from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from deskbot import report
 from deskbot.config import SlackSettings
-from deskbot.relay import Answer, ChatUser, Dispatch, Relay
+from deskbot.sources import Answer, ChatUser, Relay, Request, serve
+from deskbot.sources.slack import wire
+from deskbot.sources.slack.replies import Ack, Job, Poster, SlackReplier
 
 log = logging.getLogger("deskbot.slack")
 
-POST_INTERVAL = 1.0  # Slack allows about one chat.postMessage per second per channel
-RESPONSE_URL_USES = 5  # Slack accepts 5 posts per response_url
 NAME_LOOKUP_TIMEOUT = 0.8  # users.info must not hold up the 3-second ack
-SECTION_CHARS = 2900  # a section block's text takes 3000 characters
-NO_POST_ERRORS = ("not_in_channel", "channel_not_found")
 SHUTDOWN_NOTICE = (
     "⚠️ deskbot stopped before every phone answered: the text may or may not have "
     "arrived. `history` shows what was recorded."
@@ -50,59 +44,6 @@ SHUTDOWN_NOTICE = (
 # bolt reads these from the environment when they are not passed; deskbot passes what
 # it means to use (from the *_env names), and a stray client id/secret would switch on OAuth.
 _BOLT_ENV_FALLBACKS = ("SLACK_BOT_TOKEN", "SLACK_CLIENT_ID", "SLACK_CLIENT_SECRET")
-
-_MENTION_RE = re.compile(r"<@([UW][A-Z0-9]+)(?:\|([^>]*))?>")
-_CHANNEL_RE = re.compile(r"<#([CG][A-Z0-9]+)(?:\|([^>]*))?>")
-_LINK_RE = re.compile(r"<((?:https?|mailto|tel):[^|>]+)(?:\|([^>]*))?>")
-_SPECIAL_RE = re.compile(r"<!(\w+)(?:\^[^|>]*)?(?:\|([^>]*))?>")
-
-
-def from_slack(text: str) -> str:
-    """Slack's escaped message text -> what a person typed.
-
-    The first word (and the target of ``who``) keep Slack's mention syntax, so
-    the directory can match ``<@U123>`` to a person; in the text that goes to
-    the phone ``<@U123|alice>`` becomes ``@alice`` and links show their URL.
-    """
-    words = text.strip().split(" ")
-    keep = 2 if words and words[0].lower() == "who" else 1
-    head = [html.unescape(w) for w in words[:keep]]
-    rest = " ".join(words[keep:])
-    rest = _MENTION_RE.sub(lambda m: "@" + (m.group(2) or m.group(1)), rest)
-    rest = _CHANNEL_RE.sub(lambda m: "#" + (m.group(2) or m.group(1)), rest)
-    rest = _LINK_RE.sub(lambda m: m.group(1).removeprefix("mailto:"), rest)
-    rest = _SPECIAL_RE.sub(lambda m: "@" + (m.group(2) or m.group(1)), rest)
-    return " ".join([*head, html.unescape(rest)] if rest else head)
-
-
-def _section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
-
-
-def answer_blocks(answer: Answer) -> list[dict[str, Any]]:
-    """Answers are written with `code` spans and bullets: Slack mrkdwn reads them as is."""
-    text = ("⚠️ " if answer.error else "") + answer.text
-    return [_section(chunk) for chunk in _chunks(text)][:50]
-
-
-def report_blocks(result: report.Report) -> list[dict[str, Any]]:
-    lines = [report.mrkdwn_escape(report.line_text(ln)) for ln in result.lines]
-    blocks = [_section(chunk) for chunk in _chunks("\n".join(lines))][:49]
-    if result.summary_wanted:
-        summary = f"*{report.summary_text(result)}*"
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": summary}]})
-    return blocks
-
-
-def _chunks(text: str) -> Iterator[str]:
-    chunk = ""
-    for line in text.split("\n"):
-        if chunk and len(chunk) + len(line) + 1 > SECTION_CHARS:
-            yield chunk
-            chunk = ""
-        chunk = f"{chunk}\n{line}" if chunk else line[:SECTION_CHARS]
-    if chunk:
-        yield chunk
 
 
 @contextlib.contextmanager
@@ -114,35 +55,7 @@ def _hidden_env(names: tuple[str, ...]) -> Iterator[None]:
         os.environ.update(saved)
 
 
-class ChannelPacer:
-    """At most one post per ``interval`` seconds in each channel."""
-
-    def __init__(
-        self, interval: float = POST_INTERVAL, clock: Callable[[], float] = time.monotonic
-    ):
-        self.interval, self.clock = interval, clock
-        self.next_slot: dict[str, float] = {}
-
-    async def wait(self, channel: str) -> None:
-        now = self.clock()
-        slot = max(now, self.next_slot.get(channel, now))
-        self.next_slot[channel] = slot + self.interval
-        if slot > now:
-            await asyncio.sleep(slot - now)
-
-
-@dataclass
-class Job:
-    """Where a command's answer goes."""
-
-    user: ChatUser
-    channel: str
-    thread_ts: str = ""  # reply under this message; empty: a slash command (post an anchor)
-    response_url: str = ""
-    direct: bool = False  # a DM: every reply is private anyway
-
-
-class SlackAdapter:
+class SlackSource:
     name = "slack"
 
     def __init__(self, settings: SlackSettings, relay: Relay, secret: Callable[[str], str]):
@@ -154,9 +67,8 @@ class SlackAdapter:
         else:
             self.app_token, self.signing_secret = "", secret(settings.signing_secret_env)
         self.bot_user_id = ""
-        self.pacer = ChannelPacer()
+        self.poster: Poster | None = None
         self.names: dict[str, str] = {}
-        self.response_url_uses: dict[str, int] = {}
         self.jobs: dict[asyncio.Task[None], Job] = {}
         self.accepting = True
         self.client: AsyncWebClient | None = None
@@ -190,6 +102,7 @@ class SlackAdapter:
                 f"{exc.response.get('error')}"
             ) from None
         self.bot_user_id = str(auth.get("user_id", ""))
+        self.poster = Poster(self.client)
         with _hidden_env(_BOLT_ENV_FALLBACKS):
             self.app = AsyncApp(
                 client=self.client,
@@ -257,7 +170,7 @@ class SlackAdapter:
             self.runner = None
         if not self.jobs:
             return
-        grace = self.relay.settings.sip.timeout + 5.0
+        grace = self.relay.patience + 5.0
         log.info("slack: finishing %d command(s) in flight", len(self.jobs))
         _done, pending = await asyncio.wait(set(self.jobs), timeout=grace)
         if not pending:
@@ -270,25 +183,23 @@ class SlackAdapter:
             job = self.jobs.pop(task, None)
             if job is not None:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self._post_reply(job, SHUTDOWN_NOTICE, None), 3.0)
+                    await asyncio.wait_for(self._poster.reply(job, SHUTDOWN_NOTICE, None), 3.0)
 
     async def notify_admins(self, text: str) -> None:
-        if self.client is None:
+        if self.client is None or self.poster is None:
             return
-        people = self.relay.directory.people
-        for name in self.relay.settings.access.admins:
-            person = people.get(name)
-            if person is None or not person.slack:
-                continue
+        for user_id in self.relay.admin_ids(self.name):
             try:
-                opened = await self.client.conversations_open(users=person.slack)
+                opened = await self.client.conversations_open(users=user_id)
                 channel = opened["channel"]["id"]
-                await self.pacer.wait(channel)
-                await self.client.chat_postMessage(
-                    channel=channel, text=text, blocks=answer_blocks(Answer(text))
-                )
+                await self.poster.post(channel, text, wire.answer_blocks(Answer(text)))
             except SlackApiError as exc:
-                log.error("slack: cannot notify admin %s: %s", name, exc.response.get("error"))
+                log.error("slack: cannot notify admin %s: %s", user_id, exc.response.get("error"))
+
+    @property
+    def _poster(self) -> Poster:
+        assert self.poster is not None, "start() first"
+        return self.poster
 
     # -- listeners -------------------------------------------------------------
     def _allowed(self, channel: str) -> bool:
@@ -311,16 +222,14 @@ class SlackAdapter:
             return
         if not direct and not self._allowed(channel):
             refusal = self._refusal(channel)
-            await ack(response_type="ephemeral", text=refusal.text, blocks=answer_blocks(refusal))
+            await ack(
+                response_type="ephemeral", text=refusal.text, blocks=wire.answer_blocks(refusal)
+            )
             return
         user = ChatUser("slack", user_id, await self._display_name(user_id, body.get("user_name")))
-        prepared = self.relay.prepare(user, from_slack(str(body.get("text", ""))), place=channel)
-        if isinstance(prepared, Answer):
-            await ack(response_type="ephemeral", text=prepared.text, blocks=answer_blocks(prepared))
-            return
-        await ack()
+        request = Request(user, wire.from_slack(str(body.get("text", ""))), place=channel)
         job = Job(user, channel, response_url=str(body.get("response_url", "")), direct=direct)
-        self._track(self._send(job, prepared), job)
+        self._track(self._serve(request, job, ack), job)
 
     async def _on_mention(self, event: dict[str, Any]) -> None:
         text = str(event.get("text", ""))
@@ -347,15 +256,14 @@ class SlackAdapter:
 
     async def _answer_message(self, job: Job, text: str) -> None:
         if not job.direct and not self._allowed(job.channel):
-            await self._post_answer(job, self._refusal(job.channel))
+            await self._poster.answer(job, self._refusal(job.channel))
             return
         name = await self._display_name(job.user.id, None)
         job.user = replace(job.user, display_name=name)
-        prepared = self.relay.prepare(job.user, from_slack(text), place=job.channel)
-        if isinstance(prepared, Answer):
-            await self._post_answer(job, prepared)
-            return
-        await self._send(job, prepared)
+        await self._serve(Request(job.user, wire.from_slack(text), place=job.channel), job)
+
+    async def _serve(self, request: Request, job: Job, ack: Ack | None = None) -> None:
+        await serve(self.relay, request, SlackReplier(self._poster, job, ack))
 
     def _track(self, work: Any, job: Job) -> None:
         task = asyncio.get_running_loop().create_task(work, name=f"slack-{job.channel}")
@@ -368,92 +276,6 @@ class SlackAdapter:
         exc = task.exception()
         if exc is not None:
             log.error("slack: answering a command failed", exc_info=exc)
-
-    # -- sending -----------------------------------------------------------------
-    async def _send(self, job: Job, dispatch: Dispatch) -> None:
-        """Anchor (slash commands), SIP delivery, then the report in the thread."""
-        delivery = asyncio.ensure_future(self.relay.deliver(dispatch))
-        anchor_failed = False
-        if not job.thread_ts:
-            title = dispatch.title
-            try:
-                job.thread_ts = await self._post(
-                    job.channel, title, [_section("📟 " + report.mrkdwn_escape(title))]
-                )
-            except SlackApiError as exc:
-                error = exc.response.get("error")
-                if not job.response_url:
-                    await delivery  # the phones still get the text; only the answer is lost
-                    raise
-                if error not in NO_POST_ERRORS:
-                    log.warning(
-                        "slack: cannot post in %s (%s): answering privately", job.channel, error
-                    )
-                anchor_failed = True
-        try:
-            result = await delivery
-        except asyncio.CancelledError:
-            delivery.cancel()
-            raise
-        text = report.plain(result)
-        blocks = report_blocks(result)
-        if anchor_failed:  # the bot is not in the channel: the command's own reply channel
-            title = dispatch.title
-            blocks = [_section("📟 " + report.mrkdwn_escape(title)), *blocks]
-            await self._respond(job, f"{title}\n{text}", blocks, in_channel=True)
-        else:
-            await self._post_reply(job, text, blocks)
-
-    async def _post_answer(self, job: Job, answer: Answer) -> None:
-        blocks = answer_blocks(answer)
-        if job.direct:
-            await self._post(job.channel, answer.text, blocks, job.thread_ts)
-            return
-        assert self.client is not None
-        await self.client.chat_postEphemeral(
-            channel=job.channel,
-            user=job.user.id,
-            text=answer.text,
-            blocks=blocks,
-            thread_ts=job.thread_ts or None,
-        )
-
-    async def _post_reply(self, job: Job, text: str, blocks: list[dict[str, Any]] | None) -> None:
-        if job.thread_ts:
-            await self._post(job.channel, text, blocks, job.thread_ts)
-        else:
-            await self._respond(job, text, blocks, in_channel=False)
-
-    async def _post(
-        self, channel: str, text: str, blocks: list[dict[str, Any]] | None, thread_ts: str = ""
-    ) -> str:
-        assert self.client is not None
-        await self.pacer.wait(channel)
-        response = await self.client.chat_postMessage(
-            channel=channel,
-            text=text,
-            blocks=blocks,
-            thread_ts=thread_ts or None,
-            unfurl_links=False,
-        )
-        return str(response["ts"])
-
-    async def _respond(
-        self, job: Job, text: str, blocks: list[dict[str, Any]] | None, in_channel: bool
-    ) -> None:
-        url = job.response_url
-        uses = self.response_url_uses.get(url, 0)
-        if not url or uses >= RESPONSE_URL_USES:
-            log.error("slack: no way left to answer %s in %s", job.user.id, job.channel)
-            return
-        self.response_url_uses[url] = uses + 1
-        response = await AsyncWebhookClient(url).send(
-            text=text,
-            blocks=blocks,
-            response_type="in_channel" if in_channel else "ephemeral",
-        )
-        if response.status_code != 200:
-            log.error("slack: response_url answered %s", response.status_code)
 
     async def _display_name(self, user_id: str, fallback: Any) -> str:
         """users.info's display name, cached; the payload's user_name if Slack is slow."""

@@ -11,12 +11,32 @@ import sys
 from typing import TextIO
 
 from deskbot import report
-from deskbot.relay import Answer, ChatUser, Relay
+from deskbot.sources import Answer, ChatUser, Dispatch, Relay, Request, serve
 
 PREFIXES = ("/deskphone", "!deskphone")
 
 
-class ConsoleAdapter:
+class ConsoleReplier:
+    waiting_after = 0.0
+
+    def __init__(self, out: TextIO):
+        self.out = out
+
+    def say(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    async def answer(self, answer: Answer) -> None:
+        self.say(report.answer_text(answer.text, answer.error))
+
+    async def waiting(self, job: Dispatch) -> None:
+        self.say(f"… {job.title}")
+
+    async def report(self, job: Dispatch, result: report.Report) -> None:
+        self.say(report.plain(result))
+
+
+class ConsoleSource:
     name = "console"
 
     def __init__(
@@ -25,6 +45,7 @@ class ConsoleAdapter:
         self.relay = relay
         self.user = user
         self.out = out
+        self.replier = ConsoleReplier(out)
         self.prompt = sys.stdin.isatty() if prompt is None else prompt
         self._connected = False
 
@@ -35,10 +56,6 @@ class ConsoleAdapter:
     async def start(self) -> None:
         self._connected = True
 
-    def say(self, text: str) -> None:
-        self.out.write(text + "\n")
-        self.out.flush()
-
     async def handle_line(self, line: str) -> None:
         text = line.strip()
         for prefix in PREFIXES:
@@ -46,13 +63,7 @@ class ConsoleAdapter:
                 text = text[len(prefix) :].strip()
         if not text or text.startswith("#"):
             return
-        prepared = self.relay.prepare(self.user, text, place="console")
-        if isinstance(prepared, Answer):
-            self.say(("⚠️ " if prepared.error else "") + prepared.text)
-            return
-        self.say(f"… {prepared.title}")
-        result = await self.relay.deliver(prepared)
-        self.say(report.plain(result))
+        await serve(self.relay, Request(self.user, text, place="console"), self.replier)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -70,4 +81,4 @@ class ConsoleAdapter:
         self._connected = False
 
     async def notify_admins(self, text: str) -> None:
-        self.say(text)
+        self.replier.say(text)

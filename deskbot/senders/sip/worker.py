@@ -1,4 +1,4 @@
-"""The pjsua2 endpoint, alone in a child process (``python -m deskbot.sip.worker``).
+"""The pjsua2 endpoint, alone in a child process (``python -m deskbot.senders.sip.worker``).
 
 pjsua2 aborts the process on several misuses and its polling competes with
 asyncio for the GIL, so it lives here. The parent speaks a line protocol of
@@ -21,7 +21,7 @@ import sys
 import threading
 from typing import Any
 
-from deskbot.sip import protocol
+from deskbot.senders.sip import protocol
 
 MAX_SENDS_PER_TURN = 32  # larger bursts overflow the UDP receive buffer
 WAKE = b"\0"  # pjsip ignores datagrams of 32 bytes or less

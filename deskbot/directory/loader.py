@@ -1,0 +1,24 @@
+"""Directory loaders: the TOML file's ``[phones]``, ``[people]`` and ``[groups]`` -> a Directory."""
+
+from __future__ import annotations
+
+from deskbot.config import Settings
+from deskbot.directory import Directory, Person, Phone
+
+SOURCES = ("slack", "matrix")  # the [people] keys that hold a chat id
+
+
+def from_settings(settings: Settings) -> Directory:
+    phones = {ext: Phone(ext, p.uri, p.label) for ext, p in settings.phones.items()}
+    people = {
+        name: Person(
+            name,
+            p.name or name,
+            p.phone,
+            {source: chat_id for source in SOURCES if (chat_id := getattr(p, source))},
+        )
+        for name, p in settings.people.items()
+    }
+    groups = {name: tuple(g.members) for name, g in settings.groups.items()}
+    domain = settings.sip.registrar.domain if settings.sip.registrar else None
+    return Directory(phones, people, groups, domain)

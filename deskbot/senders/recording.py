@@ -1,0 +1,47 @@
+"""A sender that records what it was asked and answers from a table (httpx's MockTransport twin).
+
+For policy tests and anything else that must not start pjsua2: each phone
+answers ``answers[extension]`` (a SIP code, or a ``Delivery`` factory), else
+200 OK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from deskbot.directory import Phone
+from deskbot.senders import Delivery, Health
+
+REASONS = {200: "OK", 404: "Not Found", 408: "Request Timeout", 486: "Busy Here"}
+
+
+@dataclass
+class RecordingSender:
+    answers: Mapping[str, int | Callable[[Phone, str], Delivery]] = field(default_factory=dict)
+    max_body_bytes: int = 1200
+    timeout: float = 1.0
+    sent: list[tuple[Phone, str]] = field(default_factory=list)
+    started: bool = False
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def close(self) -> None:
+        self.started = False
+
+    def health(self) -> Health:
+        return Health(alive=True)
+
+    async def send(self, phone: Phone, text: str) -> Delivery:
+        self.sent.append((phone, text))
+        await asyncio.sleep(0)  # a real sender yields too: other commands may run meanwhile
+        answer = self.answers.get(phone.extension, 200)
+        if callable(answer):
+            return answer(phone, text)
+        return Delivery(phone.uri, answer, REASONS.get(answer, "Answer"), 1.0)
+
+    def texts(self, extension: str) -> list[str]:
+        """What one phone was sent, in order."""
+        return [text for phone, text in self.sent if phone.extension == extension]

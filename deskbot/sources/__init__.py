@@ -1,0 +1,94 @@
+"""Ways in: chat adapters (and later the API, alerts, schedules) feeding the one relay.
+
+A source only translates: its platform's event becomes a ``Request``, and
+``serve`` runs that request through the relay and answers it through the
+source's ``Replier`` (an answer, a "waiting" signal, a report). A source
+does no directory lookup, no SIP and no policy; what it must know of the
+policy it asks the relay (``admin_ids``, ``may_invite``, ``patience``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+from deskbot.relay import Answer, ChatUser, Dispatch, Relay, Request
+from deskbot.report import Report
+
+__all__ = [
+    "Answer",
+    "ChatUser",
+    "Dispatch",
+    "Relay",
+    "Replier",
+    "Request",
+    "Source",
+    "carry_out",
+    "serve",
+]
+
+
+class Source(Protocol):
+    name: str  # "slack", "matrix", "console"
+
+    @property
+    def connected(self) -> bool: ...
+
+    async def start(self) -> None:
+        """Connect; raise with a clear message if the credentials or server are wrong."""
+
+    async def run(self) -> None:
+        """Serve until cancelled; reconnect by itself when the service drops."""
+
+    async def stop(self) -> None:
+        """Stop taking commands; finish or report the sends already accepted."""
+
+    async def notify_admins(self, text: str) -> None:
+        """Tell the configured admins something they must act on (a broken config edit)."""
+
+
+class Replier(Protocol):
+    """How one command is answered where it was given."""
+
+    @property
+    def waiting_after(self) -> float | None:
+        """Seconds of sending before ``waiting`` is called: 0 at once, None never."""
+
+    async def answer(self, answer: Answer) -> None:
+        """Nothing is sent: help, who, history or a refusal."""
+
+    async def waiting(self, job: Dispatch) -> None:
+        """The phones are being asked (an anchor message, an hourglass, a title line)."""
+
+    async def report(self, job: Dispatch, result: Report) -> None:
+        """Every phone has its answer."""
+
+
+async def serve(relay: Relay, request: Request, replier: Replier) -> Answer | Report:
+    """Run one command through the relay and answer it: the one path for every source."""
+    prepared = relay.prepare(request)
+    if isinstance(prepared, Answer):
+        await replier.answer(prepared)
+        return prepared
+    return await carry_out(relay, prepared, replier)
+
+
+async def carry_out(relay: Relay, job: Dispatch, replier: Replier) -> Report:
+    """Send a prepared job; the replier's waiting signal never holds up the phones."""
+    delivery = asyncio.ensure_future(relay.deliver(job))
+    try:
+        after = replier.waiting_after
+        if after is not None:
+            if after > 0:
+                await asyncio.wait({delivery}, timeout=after)
+            if not delivery.done():
+                await replier.waiting(job)
+        result = await delivery
+    except asyncio.CancelledError:
+        delivery.cancel()
+        raise
+    except BaseException:
+        await delivery  # the phones still get the text; only the answer is lost
+        raise
+    await replier.report(job, result)
+    return result
