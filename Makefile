@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: test lint format demo bench deps system-deps clean
+.PHONY: test lint format demo bench deps system-deps clean image image-test
 
 test: deps system-deps
 	$(BIN)/pytest -q
@@ -50,6 +50,17 @@ system-deps:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+
+# The container image without a Docker engine: buildah, podman and debootstrap are
+# installed when missing, a stand-in for the base image is bootstrapped from Debian's
+# mirror only when the FROM image is not in local storage (kept in .image/).
+# image-test builds first only when $(IMAGE) does not exist yet.
+IMAGE ?= localhost/deskbot
+image:
+	IMAGE=$(IMAGE) tools/image.sh build
+
+image-test:
+	IMAGE=$(IMAGE) tools/image.sh test
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache data
