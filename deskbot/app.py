@@ -15,7 +15,7 @@ from deskbot.metrics import HealthServer, Metrics
 from deskbot.relay import Policy, Relay
 from deskbot.senders import Sender, SenderError
 from deskbot.sources import Source
-from deskbot.store import open_audit
+from deskbot.store import AuditError, AuditLog
 
 log = logging.getLogger("deskbot")
 
@@ -49,7 +49,10 @@ class Service:
         s = cfg.settings
         self.sender = sender
         self.metrics = Metrics()
-        self.audit = open_audit(s.audit.path)
+        try:
+            self.audit = AuditLog(s.audit.path)
+        except AuditError as exc:  # nothing may be sent that cannot be recorded
+            raise StartError(str(exc)) from None
         self.relay = Relay(sender, loader.from_settings(s), Policy.from_settings(s), self.audit)
         self.relay.on_report.append(lambda job, result: self.metrics.record(job.user.chat, result))
         self.sources = sources if sources is not None else build_sources(cfg, self.relay)
@@ -161,8 +164,7 @@ class Service:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self.sender.close()
             await self.health.stop()
-            if self.audit:
-                self.audit.close()
+            self.audit.close()
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:

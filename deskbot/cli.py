@@ -24,7 +24,7 @@ from deskbot.senders import Outcome
 from deskbot.senders.sip.agent import AgentError, SipAgent
 from deskbot.sipuri import split_hostport
 from deskbot.sources import carry_out
-from deskbot.store import open_audit
+from deskbot.store import AuditError, AuditLog
 
 EXIT_OK, EXIT_REFUSED, EXIT_NOTHING_SENT, EXIT_NO_ANSWER = 0, 1, 2, 3
 log = logging.getLogger("deskbot")
@@ -125,7 +125,7 @@ class ShellReplier:
     async def waiting(self, job: Dispatch) -> None:
         pass
 
-    async def report(self, job: Dispatch, result: report.Report) -> None:
+    async def report(self, result: report.Report) -> None:
         for line in result.lines:
             print(_shell_line(line, self.as_json))
 
@@ -140,6 +140,12 @@ async def _send(cfg: config.Config, targets: str, text: str, as_json: bool) -> i
     prepared = relay.prepare(Request(user, f"{targets} {text}"))
     if isinstance(prepared, Answer):
         await replier.answer(prepared)
+        return EXIT_NOTHING_SENT
+    assert isinstance(prepared, Dispatch)  # the shell's requests have no key to replay
+    try:
+        audit = relay.audit = AuditLog(s.audit.path)
+    except AuditError as exc:
+        print(f"deskbot: {exc}; nothing was sent", file=sys.stderr)
         return EXIT_NOTHING_SENT
     try:
         await agent.start()
@@ -161,13 +167,13 @@ async def _send(cfg: config.Config, targets: str, text: str, as_json: bool) -> i
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, agent.abandon)
     try:
-        relay.audit = open_audit(s.audit.path)
         if s.sip.registrar:
             await agent.wait_registration(timeout=5.0)  # send with a known registration
         result = await carry_out(relay, prepared, replier)
     finally:
         await agent.close()
-    return exit_code(result)
+        audit.close()
+    return exit_code(result) if isinstance(result, report.Report) else EXIT_NOTHING_SENT
 
 
 def exit_code(result: report.Report) -> int:

@@ -113,6 +113,8 @@ class Sip(_Model):
 class Message(_Model):
     max_chars: Annotated[int, Field(ge=1, le=1000)] = 160
     sender_prefix: bool = True
+    # seconds; a command older than this when deskbot picks it up is answered, not sent (0: off)
+    max_age: Annotated[int, Field(ge=0, le=7 * 86400)] = 300
 
 
 class Access(_Model):

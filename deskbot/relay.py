@@ -16,12 +16,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from deskbot import commands, report
+from deskbot import commands, failpoints, report
 from deskbot.commands import Help, History, Send, UsageError, Who
 from deskbot.config import Access, Limits, Message, Settings
 from deskbot.directory import Directory, Person, Phone, TargetError
-from deskbot.senders import Delivery, Sender
-from deskbot.store import AuditLog
+from deskbot.senders import Cause, Delivery, Sender
+from deskbot.store import Answer as Recorded
+from deskbot.store import AuditError, AuditLog, Planned, Seen
 
 log = logging.getLogger("deskbot.relay")
 
@@ -42,7 +43,8 @@ class Request:
     user: ChatUser
     text: str
     place: str = ""  # room or channel id
-    key: str = ""  # the source's own id of the command (Matrix event id, ...), if it has one
+    key: str = ""  # the source's own durable id of the command (Matrix event id, ...)
+    sent_at: float | None = None  # when the source says it was sent (epoch seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,28 @@ class Answer:
 
     text: str
     error: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """A command that came in before (same key): nothing is sent again.
+
+    ``report``: what to answer, rebuilt from the audit log; None when its
+    answer already reached the chat.
+    """
+
+    report: report.Report | None
+
+
+class NotRecorded(Exception):
+    """The audit log cannot take the command: nothing is sent; ``answer`` says so."""
+
+    def __init__(self, answer: Answer):
+        super().__init__(answer.text)
+        self.answer = answer
+
+
+RESTARTED = "Not confirmed: deskbot restarted during the send"
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +155,13 @@ class Relay:
         self.on_report: list[Callable[[Dispatch, report.Report], None]] = []
         self.sender_limit = SlidingWindow(policy.limits.per_sender_per_minute, clock=clock)
         self.phone_limit = SlidingWindow(policy.limits.per_phone_per_minute, clock=clock)
-        self.checks: tuple[Check, ...] = (self._group_size, self._body_fits, self._sender_rate)
+        self.checks: tuple[Check, ...] = (
+            self._fresh,
+            self._group_size,
+            self._body_fits,
+            self._sender_rate,
+        )
+        self.clock_wall: Callable[[], float] = time.time
         self.use(directory, policy)
 
     def use(self, directory: Directory, policy: Policy) -> None:
@@ -170,8 +200,13 @@ class Relay:
         return person is not None and person.name in senders
 
     # -- commands -------------------------------------------------------------------
-    def prepare(self, request: Request) -> Answer | Dispatch:
+    def prepare(self, request: Request) -> Answer | Dispatch | Replay:
         """Parse and authorize a command; nothing is sent yet."""
+        if request.key and self.audit:
+            seen = self.audit.seen(request.key)
+            if seen is not None:
+                log.info("command %s came in again: not sent again", request.key)
+                return Replay(None if seen.answered else _replayed(seen))
         user = request.user
         person = self.person_of(user)
         if not self.may_send(user, person):
@@ -226,6 +261,20 @@ class Relay:
             if refusal is not None:
                 return refusal
         return job
+
+    def _fresh(self, job: Dispatch) -> Answer | None:
+        """A command that waited too long (deskbot was down) is answered, not sent."""
+        sent_at, most = job.request.sent_at, self.policy.message.max_age
+        if sent_at is None or most <= 0:
+            return None
+        waited = self.clock_wall() - sent_at
+        if waited <= most:
+            return None
+        return Answer(
+            f"not sent: this command waited {_duration(waited)} while deskbot was down; "
+            "send it again if it still matters",
+            error=True,
+        )
 
     def _group_size(self, job: Dispatch) -> Answer | None:
         most = self.policy.limits.max_group_size
@@ -283,33 +332,26 @@ class Relay:
         return skipped
 
     async def deliver(self, job: Dispatch) -> report.Report:
-        """Record the command, send to every phone of the job at once, record the answers."""
+        """Record the command, send to every phone of the job at once, record each answer.
+
+        Raises NotRecorded, sending nothing, when the audit log cannot take the command.
+        """
         started = time.perf_counter()
         request = job.request
-        command_id = 0
-        if self.audit:
-            command_id = self.audit.command(
-                chat=request.user.chat,
-                sender_id=request.user.id,
-                person=job.person.name if job.person else None,
-                place=request.place,
-                targets=job.targets,
-                text_chars=len(job.text),
-                phones=len(job.phones),
-            )
         skipped = self._phone_rate(job)
+        failpoints.reached("before-record")
+        command_id = self._record(job, skipped)
+        failpoints.reached("after-record")
         to_send = [p for p in job.phones if p.extension not in skipped]
-        results = await asyncio.gather(*(self.sender.send(p, job.body) for p in to_send))
+        results = await asyncio.gather(*(self._send(command_id, p, job.body) for p in to_send))
+        if self.audit:
+            self.audit.finish(command_id)
+        failpoints.reached("after-send")
         sent: dict[str, Delivery] = {p.extension: d for p, d in zip(to_send, results, strict=True)}
         lines = [
             report.Line(p, sent.get(p.extension), skipped.get(p.extension, "")) for p in job.phones
         ]
         result = report.Report(summary_wanted=len(job.phones) > 1 or bool(job.groups), lines=lines)
-        if self.audit:
-            self.audit.deliveries(
-                command_id,
-                [(ext, d.uri, d.code, d.reason, d.elapsed_ms) for ext, d in sent.items()],
-            )
         log.info(
             "command %d from %s:%s: %s in %.1f ms",
             command_id,
@@ -321,6 +363,49 @@ class Relay:
         for listener in self.on_report:
             listener(job, result)
         return result
+
+    def _record(self, job: Dispatch, skipped: dict[str, str]) -> int:
+        if self.audit is None:
+            return 0
+        request = job.request
+        plan = [
+            Planned(p.extension, p.uri, p.label, skipped.get(p.extension, "")) for p in job.phones
+        ]
+        try:
+            return self.audit.command(
+                key=request.key,
+                chat=request.user.chat,
+                sender_id=request.user.id,
+                person=job.person.name if job.person else None,
+                place=request.place,
+                targets=job.targets,
+                text_chars=len(job.text),
+                plan=plan,
+            )
+        except AuditError as exc:
+            log.error("%s: nothing sent", exc)
+            raise NotRecorded(
+                Answer(
+                    "not sent: deskbot cannot write its audit log, and sends nothing it "
+                    "cannot record. An admin should check deskbot's log.",
+                    error=True,
+                )
+            ) from None
+
+    async def _send(self, command_id: int, phone: Phone, body: str) -> Delivery:
+        delivery = await self.sender.send(phone, body)
+        if self.audit:
+            d = delivery
+            answer = Recorded(phone.extension, d.uri, d.code, d.reason, d.elapsed_ms, d.cause.value)
+            self.audit.delivery(command_id, answer)
+            # answers of one moment are written together: one transaction, not one per phone
+            asyncio.get_running_loop().call_soon(self.audit.flush)
+        return delivery
+
+    def answered(self, request: Request) -> None:
+        """The command's answer reached the chat: a repeat of it is answered no more."""
+        if request.key and self.audit:
+            self.audit.answered(request.key)
 
     # -- answers that send nothing ---------------------------------------------------
     def who(self, target: str, show_uris: bool) -> Answer:
@@ -344,3 +429,42 @@ class Relay:
             person=None if everyone or person is None else person.name,
         )
         return Answer(report.history_text(entries, everyone))
+
+
+def _replayed(seen: Seen) -> report.Report:
+    """A command's report from the log: phones without an answer were cut off by a restart."""
+    answers = {a.extension: a for a in seen.answers}
+    lines = []
+    for planned in seen.plan:
+        phone = Phone(planned.extension, planned.uri, planned.label)
+        if planned.skipped:
+            lines.append(report.Line(phone, None, planned.skipped))
+            continue
+        a = answers.get(planned.extension)
+        if a is None:
+            delivery = Delivery(planned.uri, 0, RESTARTED, 0.0, Cause.UNCONFIRMED)
+        else:
+            delivery = Delivery(a.uri, a.code, a.reason, a.elapsed_ms, _cause(a.cause))
+        lines.append(report.Line(phone, delivery))
+    return report.Report(summary_wanted=len(lines) > 1, lines=lines)
+
+
+def _cause(value: str) -> Cause:
+    try:
+        return Cause(value)
+    except ValueError:
+        return Cause.ANSWERED
+
+
+def _duration(seconds: float) -> str:
+    """7.5 -> '8 s'; 8040 -> '2 h 14 min'."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    return f"{hours // 24} days"

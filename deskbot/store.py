@@ -1,11 +1,16 @@
-"""Audit log in SQLite: every command and every delivery, never a message body.
+"""Audit log and idempotency keys in SQLite: every command and delivery, never a message body.
 
-A command row is committed before its messages go out, so what a user was
-told is in the log even if deskbot dies mid-send.
+A command row, with the source's key for it and the phones it goes to, is
+committed before any message goes out; each phone's answer is recorded as it
+comes in; ``finish`` marks the command sent and ``answered`` marks that its
+reply reached the chat. So after a crash at any point, a command that comes
+in again (a Matrix sync read again, a Slack retry) is recognised: it is never
+sent twice, and it is answered once, from what was recorded.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import time
@@ -14,6 +19,7 @@ from pathlib import Path
 
 log = logging.getLogger("deskbot.audit")
 
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS commands (
     id INTEGER PRIMARY KEY,
@@ -35,9 +41,26 @@ CREATE TABLE IF NOT EXISTS deliveries (
     reason TEXT NOT NULL,
     elapsed_ms REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS answered (
+    key TEXT PRIMARY KEY,
+    ts REAL NOT NULL
+);
 CREATE INDEX IF NOT EXISTS commands_sender ON commands(chat, sender_id, id);
 CREATE INDEX IF NOT EXISTS deliveries_command ON deliveries(command_id);
 """
+# Version 2: a command's source key, its state, and the phones it goes to.
+MIGRATE_2 = (
+    "ALTER TABLE commands ADD COLUMN key TEXT",
+    "ALTER TABLE commands ADD COLUMN state TEXT NOT NULL DEFAULT 'sent'",
+    "ALTER TABLE commands ADD COLUMN plan TEXT NOT NULL DEFAULT '[]'",
+    "ALTER TABLE deliveries ADD COLUMN cause TEXT NOT NULL DEFAULT 'answered'",
+    "CREATE UNIQUE INDEX IF NOT EXISTS commands_key ON commands(key) WHERE key IS NOT NULL",
+)
+BUSY_TIMEOUT = 2.0  # seconds to wait for another process's lock before saying so
+
+
+class AuditError(Exception):
+    """The audit log cannot be written; the message says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,46 +74,180 @@ class HistoryEntry:
     answers: str  # "200 OK, 404 Not Found"
 
 
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """A phone a command goes to, as recorded before sending."""
+
+    extension: str
+    uri: str
+    label: str
+    skipped: str  # why it is not sent (rate limit); "" when it is
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    extension: str
+    uri: str
+    code: int
+    reason: str
+    elapsed_ms: float
+    cause: str = "answered"
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """What the log knows of a command key that came in before."""
+
+    answered: bool  # its reply reached the chat
+    command_id: int | None  # None: it sent nothing (help, a refusal)
+    finished: bool = True  # every phone's answer was recorded
+    plan: tuple[Planned, ...] = ()
+    answers: tuple[Answer, ...] = ()
+
+
 class AuditLog:
     def __init__(self, path: str | Path):
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT
+            )
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self._migrate()
+        except (OSError, sqlite3.Error) as exc:
+            raise AuditError(
+                f"the audit log {self.path} cannot be opened for writing: {exc}"
+            ) from None
+        self._pending: list[tuple[int, float, str, str, int, str, float, str]] = []
+
+    def _migrate(self) -> None:
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")  # fails at once on a read-only file or disk
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    self.db.execute(statement)
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            if version < 2:
+                for statement in MIGRATE_2:
+                    words = statement.split()
+                    if words[3:5] == ["ADD", "COLUMN"]:
+                        columns = {r[1] for r in self.db.execute(f"PRAGMA table_info({words[2]})")}
+                        if words[5] in columns:
+                            continue
+                    self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
         self.db.close()
 
+    def _write(self, what: str, statements: list[tuple[str, tuple[object, ...]]]) -> int:
+        """Run statements in one transaction; AuditError if the log cannot take them."""
+        try:
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                last = 0
+                for sql, args in statements:
+                    last = self.db.execute(sql, args).lastrowid or last
+                return int(last)
+        except sqlite3.Error as exc:
+            raise AuditError(f"the audit log {self.path} cannot record {what}: {exc}") from None
+
     def command(
         self,
         *,
+        key: str | None,
         chat: str,
         sender_id: str,
         person: str | None,
         place: str,
         targets: str,
         text_chars: int,
-        phones: int,
+        plan: list[Planned],
     ) -> int:
-        cur = self.db.execute(
-            "INSERT INTO commands (ts, chat, sender_id, person, place, targets, text_chars, phones)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (time.time(), chat, sender_id, person, place, targets, text_chars, phones),
+        """Record a command before its first message leaves; its id."""
+        rows = [[p.extension, p.uri, p.label, p.skipped] for p in plan]
+        return self._write(
+            "the command",
+            [
+                (
+                    "INSERT INTO commands (ts, chat, sender_id, person, place, targets, text_chars,"
+                    " phones, key, state, plan) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'sending', ?)",
+                    (
+                        time.time(),
+                        chat,
+                        sender_id,
+                        person,
+                        place,
+                        targets,
+                        text_chars,
+                        len(plan),
+                        key or None,
+                        json.dumps(rows),
+                    ),
+                )
+            ],
         )
-        return int(cur.lastrowid or 0)
 
-    def deliveries(self, command_id: int, rows: list[tuple[str, str, int, str, float]]) -> None:
-        now = time.time()
-        with self.db:
-            self.db.execute("BEGIN")
-            self.db.executemany(
-                "INSERT INTO deliveries (command_id, ts, extension, uri, code, reason, elapsed_ms)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(command_id, now, *row) for row in rows],
+    def delivery(self, command_id: int, answer: Answer) -> None:
+        """One phone's answer; written with the next ``flush``."""
+        a = answer
+        self._pending.append(
+            (command_id, time.time(), a.extension, a.uri, a.code, a.reason, a.elapsed_ms, a.cause)
+        )
+
+    def flush(self) -> None:
+        """Write the answers that came in since the last flush, in one transaction."""
+        rows, self._pending = self._pending, []
+        if not rows:
+            return
+        try:
+            self._write("the phones' answers", [(_INSERT_DELIVERY, row) for row in rows])
+        except AuditError as exc:
+            log.error("%s", exc)
+
+    def finish(self, command_id: int) -> None:
+        """Every phone answered: the command is sent."""
+        self.flush()
+        try:
+            self._write(
+                "the end of a send",
+                [("UPDATE commands SET state = 'sent' WHERE id = ?", (command_id,))],
             )
+        except AuditError as exc:
+            log.error("%s", exc)
+
+    def answered(self, key: str) -> None:
+        """The reply to the command with this key reached the chat."""
+        try:
+            self._write(
+                "an answer",
+                [("INSERT OR IGNORE INTO answered (key, ts) VALUES (?, ?)", (key, time.time()))],
+            )
+        except AuditError as exc:
+            log.error("%s", exc)
+
+    def seen(self, key: str) -> Seen | None:
+        """What is known of a command key, or None for a new command."""
+        answered = self.db.execute("SELECT 1 FROM answered WHERE key = ?", (key,)).fetchone()
+        row = self.db.execute(
+            "SELECT id, state, plan FROM commands WHERE key = ?", (key,)
+        ).fetchone()
+        if row is None:
+            return Seen(answered=True, command_id=None) if answered else None
+        command_id, state, plan_text = row
+        plan = tuple(Planned(*map(str, p)) for p in json.loads(plan_text))
+        answers = tuple(
+            Answer(*r)
+            for r in self.db.execute(
+                "SELECT extension, uri, code, reason, elapsed_ms, cause FROM deliveries"
+                " WHERE command_id = ? ORDER BY rowid",
+                (command_id,),
+            )
+        )
+        return Seen(bool(answered), int(command_id), state == "sent", plan, answers)
 
     def history(
         self, *, chat: str | None, sender_id: str | None, person: str | None, limit: int = 10
@@ -113,10 +270,7 @@ class AuditLog:
         return [HistoryEntry(r[0], r[1], r[2], r[3], r[4], r[5] or 0, r[6] or "") for r in rows]
 
 
-def open_audit(path: str) -> AuditLog | None:
-    """The audit log, or None (logged) when it cannot be opened: it never blocks a send."""
-    try:
-        return AuditLog(path)
-    except (OSError, sqlite3.Error) as exc:
-        log.error("audit log %s unavailable: %s", path, exc)
-        return None
+_INSERT_DELIVERY = (
+    "INSERT INTO deliveries (command_id, ts, extension, uri, code, reason, elapsed_ms, cause)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
-from deskbot.relay import Answer, ChatUser, Dispatch, Relay, Request
+from deskbot import failpoints
+from deskbot.relay import Answer, ChatUser, Dispatch, NotRecorded, Relay, Replay, Request
 from deskbot.report import Report
 
 __all__ = [
@@ -60,20 +61,32 @@ class Replier(Protocol):
     async def waiting(self, job: Dispatch) -> None:
         """The phones are being asked (an anchor message, an hourglass, a title line)."""
 
-    async def report(self, job: Dispatch, result: Report) -> None:
-        """Every phone has its answer."""
+    async def report(self, result: Report) -> None:
+        """Every phone has its answer (or, for a command replayed after a crash, what is known)."""
 
 
-async def serve(relay: Relay, request: Request, replier: Replier) -> Answer | Report:
-    """Run one command through the relay and answer it: the one path for every source."""
+async def serve(relay: Relay, request: Request, replier: Replier) -> Answer | Report | None:
+    """Run one command through the relay and answer it: the one path for every source.
+
+    Answered exactly once: a command that comes in again (same key) is not sent
+    again, and is answered only if its answer never reached the chat. None: it
+    was answered before.
+    """
     prepared = relay.prepare(request)
+    if isinstance(prepared, Replay):
+        if prepared.report is None:
+            return None
+        await replier.report(prepared.report)
+        relay.answered(request)
+        return prepared.report
     if isinstance(prepared, Answer):
         await replier.answer(prepared)
+        relay.answered(request)
         return prepared
     return await carry_out(relay, prepared, replier)
 
 
-async def carry_out(relay: Relay, job: Dispatch, replier: Replier) -> Report:
+async def carry_out(relay: Relay, job: Dispatch, replier: Replier) -> Report | Answer:
     """Send a prepared job; the replier's waiting signal never holds up the phones."""
     delivery = asyncio.ensure_future(relay.deliver(job))
     try:
@@ -84,11 +97,17 @@ async def carry_out(relay: Relay, job: Dispatch, replier: Replier) -> Report:
             if not delivery.done():
                 await replier.waiting(job)
         result = await delivery
+    except NotRecorded as refused:
+        await replier.answer(refused.answer)
+        return refused.answer
     except asyncio.CancelledError:
         delivery.cancel()
         raise
     except BaseException:
-        await delivery  # the phones still get the text; only the answer is lost
+        await asyncio.gather(delivery, return_exceptions=True)  # the phones still get the text
         raise
-    await replier.report(job, result)
+    await replier.report(result)
+    failpoints.reached("after-reply")
+    relay.answered(job.request)
+    failpoints.reached("after-answered")
     return result

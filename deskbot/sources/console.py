@@ -32,7 +32,7 @@ class ConsoleReplier:
     async def waiting(self, job: Dispatch) -> None:
         self.say(f"… {job.title}")
 
-    async def report(self, job: Dispatch, result: report.Report) -> None:
+    async def report(self, result: report.Report) -> None:
         self.say(report.plain(result))
 
 

@@ -284,7 +284,13 @@ class MatrixSource:
     async def _handle(self, room: MatrixRoom, event: RoomMessageText, text: str) -> None:
         try:
             user = ChatUser("matrix", event.sender, room.user_name(event.sender) or "")
-            request = Request(user, text or "help", place=room.room_id, key=event.event_id)
+            request = Request(
+                user,
+                text or "help",
+                place=room.room_id,
+                key=event.event_id,
+                sent_at=event.server_timestamp / 1000 if event.server_timestamp else None,
+            )
             await serve(self.relay, request, MatrixReplier(self, room.room_id, event))
         except Exception:
             log.exception("matrix: failed to answer event %s in %s", event.event_id, room.room_id)
@@ -313,13 +319,20 @@ class MatrixSource:
 
     # -- sending ----------------------------------------------------------------
     async def send(
-        self, room_id: str, content: dict[str, Any], kind: str = "m.room.message"
+        self,
+        room_id: str,
+        content: dict[str, Any],
+        kind: str = "m.room.message",
+        tx_id: str | None = None,
     ) -> str | None:
+        """Send an event; a ``tx_id`` makes a repeat after a restart a no-op at the server."""
         client = self.client
         room = client.rooms.get(room_id)
         if room is not None and room.encrypted:
             await self._trust_members(room)
-        response = await client.room_send(room_id, kind, content, ignore_unverified_devices=True)
+        response = await client.room_send(
+            room_id, kind, content, tx_id=tx_id, ignore_unverified_devices=True
+        )
         if isinstance(response, RoomSendResponse):
             return response.event_id
         log.warning("matrix: sending to %s failed: %s", room_id, getattr(response, "message", ""))
@@ -335,7 +348,8 @@ class MatrixSource:
                     client.verify_device(device)
 
     async def react(self, room_id: str, event_id: str, key: str) -> str | None:
-        return await self.send(room_id, wire.reaction(event_id, key), "m.reaction")
+        content = wire.reaction(event_id, key)
+        return await self.send(room_id, content, "m.reaction", wire.tx_id(event_id, key))
 
 
 class MatrixReplier:
@@ -351,16 +365,20 @@ class MatrixReplier:
         content = self.event.source.get("content", {})
         return wire.thread_reply(content, self.event.event_id, text)
 
+    async def _send_reply(self, text: str) -> None:
+        # one transaction id per command: a reply sent again after a crash is the same event
+        tx_id = wire.tx_id(self.event.event_id, "reply")
+        if await self.source.send(self.room_id, self._reply(text), tx_id=tx_id) is None:
+            raise MatrixError(f"the reply to {self.event.event_id} was not sent")
+
     async def answer(self, answer: Answer) -> None:
-        await self.source.send(
-            self.room_id, self._reply(report.answer_text(answer.text, answer.error))
-        )
+        await self._send_reply(report.answer_text(answer.text, answer.error))
 
     async def waiting(self, job: Dispatch) -> None:
         self.hourglass = await self.source.react(self.room_id, self.event.event_id, HOURGLASS)
 
-    async def report(self, job: Dispatch, result: report.Report) -> None:
-        await self.source.send(self.room_id, self._reply(report.plain(result)))
+    async def report(self, result: report.Report) -> None:
+        await self._send_reply(report.plain(result))
         if self.hourglass:
             await self.source.client.room_redact(self.room_id, self.hourglass)
         mark = DONE if result.ok else FAILED

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import html
 import re
 import urllib.parse
@@ -84,3 +85,9 @@ _FALLBACK = re.compile(r"\A(?:> [^\n]*\n)+\n?")
 def strip_reply_fallback(body: str) -> str:
     """Drop the `> <@user> quoted` lines clients put in front of a reply."""
     return _FALLBACK.sub("", body, count=1) if body.startswith("> ") else body
+
+
+def tx_id(event_id: str, purpose: str) -> str:
+    """A transaction id fixed by the command and what is sent for it (URL-safe)."""
+    digest = hashlib.sha256(f"{event_id}\0{purpose}".encode()).hexdigest()[:32]
+    return f"deskbot-{digest}"

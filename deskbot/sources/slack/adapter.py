@@ -227,40 +227,54 @@ class SlackSource:
             )
             return
         user = ChatUser("slack", user_id, await self._display_name(user_id, body.get("user_name")))
-        request = Request(user, wire.from_slack(str(body.get("text", ""))), place=channel)
+        trigger = str(body.get("trigger_id", ""))
+        request = Request(
+            user,
+            wire.from_slack(str(body.get("text", ""))),
+            place=channel,
+            key=f"slack-slash:{trigger}" if trigger else "",
+        )
         job = Job(user, channel, response_url=str(body.get("response_url", "")), direct=direct)
         self._track(self._serve(request, job, ack), job)
 
-    async def _on_mention(self, event: dict[str, Any]) -> None:
+    async def _on_mention(self, event: dict[str, Any], body: dict[str, Any]) -> None:
         text = str(event.get("text", ""))
         text = re.sub(rf"^\s*<@{re.escape(self.bot_user_id)}(\|[^>]*)?>[\s:,]*", "", text)
-        self._accept_message(event, text, direct=False)
+        self._accept_message(event, body, text, direct=False)
 
-    async def _on_message(self, event: dict[str, Any]) -> None:
+    async def _on_message(self, event: dict[str, Any], body: dict[str, Any]) -> None:
         # only plain messages in DMs; edits, bot posts and channel chatter are not commands
         if event.get("channel_type") != "im" or event.get("subtype") or event.get("bot_id"):
             return
         text = str(event.get("text", "")).strip()
         text = re.sub(rf"^<@{re.escape(self.bot_user_id)}(\|[^>]*)?>\s*", "", text)
         text = text.removeprefix(self.settings.command).strip()
-        self._accept_message(event, text, direct=True)
+        self._accept_message(event, body, text, direct=True)
 
-    def _accept_message(self, event: dict[str, Any], text: str, direct: bool) -> None:
+    def _accept_message(
+        self, event: dict[str, Any], body: dict[str, Any], text: str, direct: bool
+    ) -> None:
         user_id, channel = str(event.get("user", "")), str(event.get("channel", ""))
         if not user_id or user_id == self.bot_user_id or not self.accepting:
             return
         thread_ts = str(event.get("thread_ts") or event.get("ts") or "")
         log.info("slack: %s from %s in %s", "DM" if direct else "mention", user_id, channel)
         job = Job(ChatUser("slack", user_id), channel, thread_ts=thread_ts, direct=direct)
-        self._track(self._answer_message(job, text), job)
+        # Slack delivers an event again when its first delivery was not acknowledged in time
+        event_id = str(body.get("event_id", ""))
+        key = f"slack-event:{event_id}" if event_id else ""
+        sent_at = body.get("event_time")
+        when = float(sent_at) if isinstance(sent_at, int | float) else None
+        self._track(self._answer_message(job, text, key, when), job)
 
-    async def _answer_message(self, job: Job, text: str) -> None:
+    async def _answer_message(self, job: Job, text: str, key: str, sent_at: float | None) -> None:
         if not job.direct and not self._allowed(job.channel):
             await self._poster.answer(job, self._refusal(job.channel))
             return
         name = await self._display_name(job.user.id, None)
         job.user = replace(job.user, display_name=name)
-        await self._serve(Request(job.user, wire.from_slack(text), place=job.channel), job)
+        request = Request(job.user, wire.from_slack(text), job.channel, key, sent_at)
+        await self._serve(request, job)
 
     async def _serve(self, request: Request, job: Job, ack: Ack | None = None) -> None:
         await serve(self.relay, request, SlackReplier(self._poster, job, ack))

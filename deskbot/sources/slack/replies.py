@@ -127,6 +127,7 @@ class SlackReplier:
         self.poster, self.job, self.ack = poster, job, ack
         self.waiting_after: float | None = 0.0 if ack is not None else None
         self.anchor_failed = False
+        self.title = ""  # the anchor's text, once posted or tried
 
     async def answer(self, answer: Answer) -> None:
         if self.ack is not None:
@@ -141,7 +142,7 @@ class SlackReplier:
             await self.ack()
         if self.job.thread_ts:
             return
-        title = job.title
+        self.title = title = job.title
         try:
             self.job.thread_ts = await self.poster.post(
                 self.job.channel, title, [wire.section("📟 " + report.mrkdwn_escape(title))]
@@ -156,11 +157,11 @@ class SlackReplier:
                 )
             self.anchor_failed = True
 
-    async def report(self, job: Dispatch, result: report.Report) -> None:
+    async def report(self, result: report.Report) -> None:
         text = report.plain(result)
         blocks = wire.report_blocks(result)
         if self.anchor_failed:  # the bot is not in the channel: the command's own reply channel
-            title = job.title
+            title = self.title
             blocks = [wire.section("📟 " + report.mrkdwn_escape(title)), *blocks]
             await self.poster.respond(self.job, f"{title}\n{text}", blocks, in_channel=True)
         else:
