@@ -28,7 +28,10 @@ def hint(delivery: Delivery, extension: str = "") -> str:
         return ""
     match delivery.cause:
         case Cause.UNCONFIRMED:
-            return "the SIP agent restarted while sending: the text may or may not be on the screen"
+            return (
+                "deskbot or its SIP agent restarted while sending: the text may or may not "
+                "be on the screen"
+            )
         case Cause.TOO_LONG:
             return "the text is too long for one SIP message: shorten it"
         case Cause.AGENT_DOWN:

@@ -25,7 +25,8 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).parent
-pytest_plugins = ("matrix_server",)  # the session's Synapse fixture, for the tests that ask for it
+# the session's Synapse, and people at Matrix clients, for the tests that ask for them
+pytest_plugins = ("matrix_server", "matrix_people")
 SIPP_DIR = HERE / "sipp"
 
 for _name in list(os.environ):  # bolt and deskbot must not pick up a developer's settings
@@ -183,6 +184,7 @@ def sipp(tmp_path: Path) -> Iterator[Callable[..., SippPhone]]:
         silent: bool = False,
         transport: str = "udp",
         pbx_password: str | None = None,
+        delay_ms: int = 0,
     ) -> SippPhone:
         if silent:
             scenario = SIPP_DIR / "silent.xml"
@@ -193,10 +195,13 @@ def sipp(tmp_path: Path) -> Iterator[Callable[..., SippPhone]]:
                 text.replace("@USER@", "deskbot").replace("@PASSWORD@", pbx_password)
             )
         else:
-            scenario = tmp_path / f"answer-{code}.xml"
+            scenario = tmp_path / f"answer-{code}-{delay_ms}.xml"
             text = (SIPP_DIR / "answer.xml.in").read_text()
+            pause = f'<pause milliseconds="{delay_ms}" />' if delay_ms else ""
             scenario.write_text(
-                text.replace("@CODE@", str(code)).replace("@REASON@", reasons[code])
+                text.replace("@CODE@", str(code))
+                .replace("@REASON@", reasons[code])
+                .replace("@PAUSE@", pause)
             )
         phone = SippPhone(scenario, tmp_path, transport)
         phones.append(phone)

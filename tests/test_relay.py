@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,9 @@ from deskbot import config, report
 from deskbot.directory import loader
 from deskbot.relay import Answer, ChatUser, Dispatch, Policy, Relay, Request, SlidingWindow
 from deskbot.senders.recording import RecordingSender
-from deskbot.store import AuditLog
+from deskbot.sources import serve
+from deskbot.store import Answer as Recorded
+from deskbot.store import AuditLog, Planned
 
 ALICE = ChatUser("slack", "U0ALICE01", "Alice S")
 BOB = ChatUser("slack", "U0BOB0001", "bob")
@@ -165,3 +168,118 @@ async def test_who_names_the_phones_and_shows_addresses_to_admins_only(relay_for
     for_alice = ask(relay, ALICE, "who bob")
     assert isinstance(for_alice, Answer)
     assert "• 487 (Desk 487) at sip:487@10.0.0.87" in for_alice.text
+
+
+# -- idempotency and stale commands ------------------------------------------------
+class Collect:
+    """A replier that keeps what the chat would show."""
+
+    waiting_after = None
+
+    def __init__(self) -> None:
+        self.shown: list[str] = []
+
+    async def answer(self, answer: Answer) -> None:
+        self.shown.append(report.answer_text(answer.text, answer.error))
+
+    async def waiting(self, job: Dispatch) -> None:
+        pass
+
+    async def report(self, result: report.Report) -> None:
+        self.shown.append(report.plain(result))
+
+
+async def test_a_command_that_comes_in_again_is_neither_sent_nor_answered_again(relay_for, phones):
+    relay = relay_for()
+    chat = Collect()
+    request = Request(ALICE, "487 fire drill", "!room", key="$event1")
+    first = await serve(relay, request, chat)
+    again = await serve(relay, request, chat)
+    assert isinstance(first, report.Report) and first.ok
+    assert again is None
+    assert phones.texts("487") == ["alice: fire drill"]
+    assert len(chat.shown) == 1 and "✅ 487 (Desk 487): 200 OK" in chat.shown[0]
+
+
+async def test_a_finished_command_whose_answer_was_lost_is_answered_once_from_the_log(
+    relay_for, phones
+):
+    relay = relay_for()
+    request = Request(ALICE, "486,487 lunch", "!room", key="$event2")
+
+    class Lost(Collect):
+        async def report(self, result: report.Report) -> None:
+            raise ConnectionError("the homeserver went away")
+
+    with pytest.raises(ConnectionError):
+        await serve(relay, request, Lost())
+    chat = Collect()
+    await serve(relay, request, chat)
+    await serve(relay, request, chat)
+    assert phones.texts("486") == ["alice: lunch"] and phones.texts("487") == ["alice: lunch"]
+    [shown] = chat.shown
+    assert "✅ 486 (Desk 486): 200 OK" in shown and "2/2 delivered" in shown
+
+
+async def test_a_send_cut_off_by_a_crash_reports_what_was_confirmed_and_sends_nothing_again(
+    relay_for, phones, tmp_path
+):
+    relay = relay_for()
+    request = Request(ALICE, "486,487 evacuate", "!room", key="$event3")
+    job = relay.prepare(request)
+    assert isinstance(job, Dispatch)
+    # what a crash mid-send leaves: the command row, one phone's answer, no end mark
+    audit = relay.audit
+    assert audit is not None
+    plan = [Planned(p.extension, p.uri, p.label, "") for p in job.phones]
+    command_id = audit.command(
+        key=request.key,
+        chat="slack",
+        sender_id=ALICE.id,
+        person="alice",
+        place="!room",
+        targets="486,487",
+        text_chars=8,
+        plan=plan,
+    )
+    audit.delivery(command_id, Recorded("486", job.phones[0].uri, 200, "OK", 4.0))
+    audit.flush()
+    restarted = relay_for()  # a new process: same log, no memory
+    chat = Collect()
+    await serve(restarted, request, chat)
+    await serve(restarted, request, chat)
+    assert phones.sent == []
+    [shown] = chat.shown
+    assert "✅ 486 (Desk 486): 200 OK" in shown
+    assert "⚠️ 487 (Desk 487): no answer — deskbot or its SIP agent restarted while sending" in shown
+    assert "1/2 delivered" in shown
+
+
+async def test_a_command_older_than_max_age_is_answered_and_reaches_no_phone(relay_for, phones):
+    relay = relay_for(message={"max_age": 300})
+    chat = Collect()
+    old = Request(ALICE, "486 fire drill now", "!room", key="$old", sent_at=time.time() - 8040)
+    await serve(relay, old, chat)
+    await serve(relay, old, chat)
+    assert phones.sent == []
+    assert chat.shown == [
+        "⚠️ not sent: this command waited 2 h 14 min while deskbot was down; "
+        "send it again if it still matters"
+    ]
+    fresh = Request(ALICE, "486 fire drill now", "!room", key="$new", sent_at=time.time() - 5)
+    assert isinstance(await serve(relay, fresh, chat), report.Report)
+    assert phones.texts("486") == ["alice: fire drill now"]
+
+
+async def test_nothing_is_sent_when_the_audit_log_cannot_record_the_command(relay_for, phones):
+    relay = relay_for()
+    assert relay.audit is not None
+    relay.audit.db.execute("PRAGMA query_only = ON")  # as a full or read-only disk refuses writes
+    chat = Collect()
+    result = await serve(relay, Request(ALICE, "486 hello", key="$e"), chat)
+    assert isinstance(result, Answer) and result.error
+    assert phones.sent == []
+    assert chat.shown == [
+        "⚠️ not sent: deskbot cannot write its audit log, and sends nothing it cannot record. "
+        "An admin should check deskbot's log."
+    ]

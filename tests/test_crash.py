@@ -1,0 +1,99 @@
+"""Crashes at every point of a command, against a real Synapse and SIPp phones.
+
+deskbot is killed (SIGKILL to its whole process group: deskbot and its SIP
+worker) at each point, then started again. Whatever the point, the command is
+answered exactly once in its thread and each phone gets the text at most once
+(counted as distinct Call-IDs in SIPp's message trace); what the answer says
+about a phone matches what that phone got.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+from pathlib import Path
+
+import pytest
+from conftest import SippPhone, wait_for
+from matrix_people import Deskbot, alice_in_a_room_with_the_bot, text_of
+from matrix_server import Account, Synapse
+
+SLOW_MS = 1500  # the second phone answers after this long: a window to crash in mid-send
+
+
+def calls(phone: SippPhone) -> int:
+    """How many distinct MESSAGEs the phone got (retransmissions share a Call-ID)."""
+    return len({m.headers["call-id"] for m in phone.received()})
+
+
+def answered(audit: Path, key: str) -> bool:
+    with sqlite3.connect(audit) as db:
+        return db.execute("SELECT 1 FROM answered WHERE key = ?", (key,)).fetchone() is not None
+
+
+def delivery_recorded(audit: Path, extension: str) -> bool:
+    if not audit.exists():
+        return False
+    with sqlite3.connect(audit) as db:
+        found = db.execute("SELECT 1 FROM deliveries WHERE extension = ?", (extension,))
+        return found.fetchone() is not None
+
+
+# point -> (what the fast phone 486 got, what the slow phone 487 got, what the reply says)
+EXPECTED = {
+    "before-record": (1, 1, ["✅ 486 (Reception): 200 OK", "✅ 487 (Lab): 200 OK"]),
+    "after-record": (0, 0, ["⚠️ 486 (Reception): no answer", "⚠️ 487 (Lab): no answer"]),
+    "mid-send": (1, 1, ["✅ 486 (Reception): 200 OK", "⚠️ 487 (Lab): no answer"]),
+    "after-send": (1, 1, ["✅ 486 (Reception): 200 OK", "✅ 487 (Lab): 200 OK"]),
+    "after-reply": (1, 1, ["✅ 486 (Reception): 200 OK", "✅ 487 (Lab): 200 OK"]),
+    "after-answered": (1, 1, ["✅ 486 (Reception): 200 OK", "✅ 487 (Lab): 200 OK"]),
+}
+
+
+@pytest.mark.parametrize("point", list(EXPECTED))
+async def test_a_crash_at_any_point_answers_once_and_sends_each_phone_at_most_once(
+    point: str,
+    synapse: Synapse,
+    sipp,
+    people,
+    bot: Account,
+    deskbot,
+    tmp_path: Path,
+):
+    fast, slow = sipp(200), sipp(200, delay_ms=SLOW_MS)
+    alice, room = await alice_in_a_room_with_the_bot(synapse, people, bot)
+    run: Deskbot = deskbot(
+        bot, alice, {"486": fast.uri("486"), "487": slow.uri("487")}, timeout=5.0
+    )
+    audit = tmp_path / "audit.sqlite3"
+    if point != "mid-send":
+        run.env["DESKBOT_FAILPOINT"] = point
+    run.start()
+
+    command = await alice.say(room, "!deskphone 486,487 evacuate by the stairs")
+    if point == "mid-send":  # the fast phone answered and is recorded, the slow one not yet
+        wait_for(lambda: calls(slow) == 1 and delivery_recorded(audit, "486"), what="mid-send")
+        assert run.proc is not None
+        os.killpg(run.proc.pid, signal.SIGKILL)
+    assert run.proc is not None
+    wait_for(lambda: run.proc.poll() is not None, what="deskbot to die")
+    assert run.proc.returncode == -signal.SIGKILL
+
+    run.env.pop("DESKBOT_FAILPOINT", None)
+    run.start()
+    barrier = await alice.say(room, "!deskphone who 486")
+    await alice.reply_to(barrier)
+    wait_for(lambda: answered(audit, command), what="the command's answer to be recorded")
+    await alice.sync()
+
+    to_fast, to_slow, lines = EXPECTED[point]
+    [reply] = alice.replies_to(command)  # exactly once
+    for line in lines:
+        assert line in text_of(reply)
+    if to_slow == 0 or point == "mid-send":
+        assert "deskbot or its SIP agent restarted while sending" in text_of(reply)
+    wait_for(lambda: calls(fast) >= to_fast and calls(slow) >= to_slow, what="the phones")
+    assert (calls(fast), calls(slow)) == (to_fast, to_slow)
+    assert len(alice.replies_to(barrier)) == 1
+    assert run.stop() == 0
