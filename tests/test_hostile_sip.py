@@ -1,0 +1,256 @@
+"""Hostile SIP peers (issue 11): phones and clients that send what no phone should.
+
+The SIP worker is driven over its own line protocol (``python -m
+deskbot.sip.worker``), as the agent drives it. The peers are real sockets on
+127.0.0.1: a UDP "phone" that answers deskbot's MESSAGEs with whatever bytes a
+test gives it. The worker must report what it can, refuse what it
+does not do, keep its line protocol intact and never die.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+import unicodedata
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import wait_for
+
+from deskbot.sip import protocol
+
+# -- the worker, over its line protocol ---------------------------------------
+
+
+class WorkerProcess:
+    """One ``deskbot.sip.worker`` child; every line it writes must be UTF-8 JSON."""
+
+    def __init__(self, workdir: Path, timeout_ms: int = 5000):
+        self.stderr_path = workdir / f"worker-{time.monotonic_ns()}.err"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "deskbot.sip.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr_path.open("wb"),
+        )
+        self.messages: list[dict[str, Any]] = []
+        self.bad_lines: list[bytes] = []
+        self.done: dict[int, list[Any]] = {}
+        self._ids = itertools.count(1)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self._write(
+            {
+                "v": protocol.VERSION,
+                "version": "test",
+                "host": "127.0.0.1",
+                "port": 0,
+                "transport": "udp",
+                "from_uri": "sip:deskbot@127.0.0.1",
+                "display_name": "Deskbot",
+                "timeout_ms": timeout_ms,
+                "registrar": None,
+                "log_level": 2,
+            }
+        )
+        ready = wait_for(
+            lambda: not self.alive() or self.first("ready"), what="the worker to be ready"
+        )
+        assert ready is not True, self.stderr()
+        self.port, self.pid = int(ready["port"]), int(ready["pid"])
+        assert self.pid == self.proc.pid
+
+    def _write(self, message: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(protocol.encode(message))
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pytest.fail(f"worker died ({self.proc.wait()}):\n{self.stderr()}")
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                message = json.loads(line.decode("utf-8"))  # strict: what the parent relies on
+            except ValueError:
+                self.bad_lines.append(line)
+                continue
+            self.messages.append(message)
+            if message.get("op") == "done":
+                for item in message["items"]:
+                    self.done[int(item[0])] = item
+
+    def first(self, op: str) -> dict[str, Any] | None:
+        return next((m for m in self.messages if m.get("op") == op), None)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")[-3000:]
+
+    def send(self, uri: str, text: str = "hello") -> int:
+        send_id = next(self._ids)
+        self._write({"op": "send", "items": [[send_id, uri, text]]})
+        return send_id
+
+    def result(self, send_id: int, timeout: float = 10.0) -> list[Any]:
+        """[id, code, reason, local] for send_id; fails at once if the worker died."""
+        wait_for(
+            lambda: send_id in self.done or not self.alive(),
+            timeout,
+            what=f"the answer to send {send_id}",
+        )
+        assert send_id in self.done, f"worker died ({self.proc.returncode}):\n{self.stderr()}"
+        return self.done[send_id]
+
+    def assert_healthy(self) -> None:
+        assert self.alive(), f"worker died ({self.proc.returncode}):\n{self.stderr()}"
+        assert not self.bad_lines, self.bad_lines[:3]
+        assert "Assertion" not in self.stderr() and "Traceback" not in self.stderr()
+
+    def stop(self) -> None:
+        if self.alive():
+            try:
+                self._write({"op": "stop"})
+                self.proc.wait(5)
+            except (BrokenPipeError, subprocess.TimeoutExpired):
+                self.proc.kill()
+        self.proc.wait()
+        self._reader.join(5)
+
+
+@pytest.fixture
+def worker(tmp_path: Path) -> Iterator[WorkerProcess]:
+    w = WorkerProcess(tmp_path)
+    yield w
+    w.stop()
+
+
+# -- a hostile phone -----------------------------------------------------------
+
+ANSWER_HEADERS = (b"via", b"v", b"from", b"f", b"to", b"t", b"call-id", b"i", b"cseq")
+
+
+def answer_head(request: bytes, status_line: bytes) -> list[bytes]:
+    """The status line and the headers that match `request`'s transaction."""
+    lines = [status_line]
+    for header in request.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]:
+        name = header.split(b":", 1)[0].strip().lower()
+        if name in ANSWER_HEADERS:
+            lines.append(header + (b";tag=hostile" if name in (b"to", b"t") else b""))
+    return lines
+
+
+def response(request: bytes, status_line: bytes) -> bytes:
+    """A response to `request` that pjsip matches to its transaction."""
+    return b"\r\n".join([*answer_head(request, status_line), b"Content-Length: 0", b"", b""])
+
+
+class HostilePhone:
+    """A UDP 'phone' on 127.0.0.1: `answer(request)` gives the datagrams to send back."""
+
+    def __init__(self, answer: Callable[[bytes], list[bytes]]):
+        self.answer = answer
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.05)
+        self.port = self.sock.getsockname()[1]
+        self.requests: list[tuple[bytes, tuple[str, int]]] = []
+        self.errors: list[BaseException] = []  # a broken test answer, reported at close
+        self.closed = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.closed:
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.requests.append((data, addr))
+            try:
+                for datagram in self.answer(data):
+                    self.sock.sendto(datagram, addr)
+            except Exception as exc:
+                self.errors.append(exc)
+
+    def uri(self, extension: str = "486") -> str:
+        return f"sip:{extension}@127.0.0.1:{self.port}"
+
+    def reply_all(self, status_line: bytes) -> None:
+        """Answer every request received so far (retransmissions included)."""
+        for data, addr in list(self.requests):
+            self.sock.sendto(response(data, status_line), addr)
+
+    def close(self) -> None:
+        self.closed = True
+        self.thread.join(2)
+        self.sock.close()
+        assert not self.errors, self.errors
+
+
+@pytest.fixture
+def hostile_phone() -> Iterator[Callable[..., HostilePhone]]:
+    phones: list[HostilePhone] = []
+
+    def start(answer: Callable[[bytes], list[bytes]]) -> HostilePhone:
+        phones.append(HostilePhone(answer))
+        return phones[-1]
+
+    yield start
+    for phone in phones:
+        phone.close()
+
+
+def answering(status_line: bytes) -> Callable[[bytes], list[bytes]]:
+    return lambda request: [response(request, status_line)]
+
+
+def printable(reason: str) -> bool:
+    return not any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") for c in reason)
+
+
+# -- item 1: what a phone says cannot break the worker -------------------------
+
+
+def test_a_reason_phrase_that_is_not_utf8_is_reported_and_the_worker_lives_on(
+    worker: WorkerProcess, hostile_phone
+):
+    held = hostile_phone(lambda request: [])  # a well-behaved phone that answers later
+    latin1 = hostile_phone(answering(b"SIP/2.0 404 Nicht \xe4nderbar"))
+    in_flight = worker.send(held.uri(), "in flight")
+    wait_for(lambda: held.requests, what="the MESSAGE at the held phone")
+    assert worker.result(worker.send(latin1.uri()))[1:] == [404, "Nicht änderbar", False]
+    held.reply_all(b"SIP/2.0 200 OK")
+    assert worker.result(in_flight)[1:] == [200, "OK", False]
+    worker.assert_healthy()
+
+
+@pytest.mark.parametrize(
+    ("status_line", "expected"),
+    [
+        (b"SIP/2.0 404 caf\xc3\xa9 \xf0\x9f\x93\x9e", "café 📞"),  # UTF-8 stays UTF-8
+        (b"SIP/2.0 486 Busy\x1b[2J\x07\x7f here", "Busy [2J here"),  # terminal controls
+        (b"SIP/2.0 480 Away\xc2\x85\xe2\x80\xae now", "Away now"),  # NEL, right-to-left override
+        (b"SIP/2.0 603 " + b"x" * 3000, "x" * protocol.MAX_REASON_CHARS),
+        (b"SIP/2.0 404 \xff\xfe\xfd", "ÿþý"),
+    ],
+)
+def test_reason_phrases_are_printable_and_bounded(
+    worker: WorkerProcess, hostile_phone, status_line: bytes, expected: str
+):
+    phone = hostile_phone(answering(status_line))
+    _, code, reason, local = worker.result(worker.send(phone.uri()))
+    assert (code, reason, local) == (int(status_line.split()[1]), expected, False)
+    worker.assert_healthy()
