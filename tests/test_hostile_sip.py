@@ -3,7 +3,8 @@
 The SIP worker is driven over its own line protocol (``python -m
 deskbot.sip.worker``), as the agent drives it. The peers are real sockets on
 127.0.0.1: a UDP "phone" that answers deskbot's MESSAGEs with whatever bytes a
-test gives it. The worker must report what it can, refuse what it
+test gives it, and a client that floods deskbot's SIP port with requests
+deskbot never asked for. The worker must report what it can, refuse what it
 does not do, keep its line protocol intact and never die.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -254,3 +256,116 @@ def test_reason_phrases_are_printable_and_bounded(
     _, code, reason, local = worker.result(worker.send(phone.uri()))
     assert (code, reason, local) == (int(status_line.split()[1]), expected, False)
     worker.assert_healthy()
+
+
+# -- item 2: calls and subscriptions nobody asked for --------------------------
+
+SDP = (
+    b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    b"m=audio 40000 RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
+)
+
+
+def request(method: str, target: int, me: int, n: int) -> tuple[str, bytes]:
+    """(branch, datagram): an out-of-dialog request with a Contact back to `me`."""
+    branch = f"z9hG4bK-hostile-{method}-{n}"
+    extra, body = "", b""
+    if method == "INVITE":
+        extra, body = "Content-Type: application/sdp\r\n", SDP
+    elif method == "SUBSCRIBE":
+        extra = "Event: presence\r\nExpires: 600\r\nAccept: application/pidf+xml\r\n"
+    head = (
+        f"{method} sip:deskbot@127.0.0.1:{target} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch={branch};rport\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <sip:intruder@127.0.0.1:{me}>;tag=t{n}\r\n"
+        f"To: <sip:deskbot@127.0.0.1:{target}>\r\n"
+        f"Call-ID: hostile-{method}-{n}@127.0.0.1\r\n"
+        f"CSeq: 1 {method}\r\n"
+        f"Contact: <sip:intruder@127.0.0.1:{me}>\r\n"
+        f"{extra}Content-Length: {len(body)}\r\n\r\n"
+    )
+    return branch, head.encode() + body
+
+
+def flood(
+    port: int,
+    methods: list[str],
+    finals: dict[str, int],
+    inbound: list[bytes],
+    keep_going: Callable[[], bool],
+    window: int = 50,
+    deadline: float = 60.0,
+) -> None:
+    """Send every request, at most `window` unanswered at a time.
+
+    Fills `finals` (final status by Via branch) and `inbound` (requests deskbot
+    sent to us) as answers come in; a request unanswered for 5 s is given up.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.2)
+    me = sock.getsockname()[1]
+    todo = [request(m, port, me, n) for n, m in enumerate(methods)]
+    todo.reverse()
+    waiting: dict[str, float] = {}
+    end = time.monotonic() + deadline
+    try:
+        while (todo or waiting) and time.monotonic() < end and keep_going():
+            while todo and len(waiting) < window:
+                branch, datagram = todo.pop()
+                sock.sendto(datagram, ("127.0.0.1", port))
+                waiting[branch] = time.monotonic()
+            try:
+                data, _ = sock.recvfrom(65535)
+            except TimeoutError:
+                data = b""
+            if data.startswith(b"SIP/2.0 "):
+                code = int(data.split()[1])
+                found = re.search(rb"branch=([^;\s,]+)", data)
+                branch = found.group(1).decode() if found else ""
+                if code >= 200 and branch in waiting:
+                    finals[branch] = code
+                    del waiting[branch]
+            elif data:
+                inbound.append(data)
+            for branch, sent in list(waiting.items()):  # lost to a full buffer: give up on it
+                if time.monotonic() - sent > 5:
+                    del waiting[branch]
+    finally:
+        sock.close()
+
+
+def test_a_flood_of_invites_subscribes_and_options_is_refused_and_sends_still_work(
+    worker: WorkerProcess, sipp
+):
+    phone = sipp(200)
+    started = time.monotonic()
+    finals: dict[str, int] = {}
+    inbound: list[bytes] = []
+    methods = ["INVITE", "SUBSCRIBE", "OPTIONS"] * 500
+    flooding = threading.Thread(
+        target=flood, args=(worker.port, methods, finals, inbound, worker.alive)
+    )
+    flooding.start()
+    try:
+        wait_for(lambda: len(finals) >= 300 or not worker.alive(), 30, what="the flood under way")
+        during = worker.send(phone.uri(), "during the flood")
+        assert worker.result(during)[1:3] == [200, "OK"]
+    finally:
+        flooding.join()
+    worker.assert_healthy()
+    by_method: dict[str, list[int]] = {"INVITE": [], "SUBSCRIBE": [], "OPTIONS": []}
+    for branch, code in finals.items():
+        by_method[branch.split("-")[2]].append(code)
+    # every request answered at once, statelessly refused: no call, no dialog, no media
+    assert {m: (len(c), set(c)) for m, c in by_method.items()} == {
+        "INVITE": (500, {486}),
+        "SUBSCRIBE": (500, {403}),
+        "OPTIONS": (500, {200}),
+    }
+    assert worker.result(worker.send(phone.uri(), "after the flood"))[1:3] == [200, "OK"]
+    assert inbound == []  # no NOTIFY (nor anything else) to the Contact an intruder gave
+    worker.assert_healthy()
+    assert time.monotonic() - started < 60

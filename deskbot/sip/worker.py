@@ -75,6 +75,12 @@ class Worker:
                 except Exception as exc:  # an exception here would lose the answer
                     worker.log(1, f"status callback failed: {exc!r}")
 
+            def onIncomingSubscribe(self, prm: Any) -> None:
+                # pjsua would accept any presence subscription and NOTIFY whatever
+                # Contact the sender gave: refuse, and no NOTIFY goes out.
+                prm.code = 403
+                prm.reason = "deskbot accepts no subscriptions"
+
             def onRegState(self, prm: Any) -> None:
                 try:
                     info = self.getInfo()
@@ -95,6 +101,11 @@ class Worker:
         ep_cfg.uaConfig.threadCnt = 0
         ep_cfg.uaConfig.mainThreadOnly = True
         ep_cfg.uaConfig.userAgent = f"deskbot/{cfg.get('version', '0')}"
+        # deskbot takes no calls. With no call slot pjsua answers an INVITE 486
+        # statelessly before it creates a dialog or media; otherwise each INVITE
+        # opens RTP sockets, and a few dozen exhaust the select() I/O queue
+        # (a pjlib assertion aborts the process).
+        ep_cfg.uaConfig.maxCalls = 0
         ep_cfg.medConfig.threadCnt = 0
         ep_cfg.medConfig.hasIoqueue = False
         self.writer = Writer()
