@@ -25,6 +25,8 @@ from typing import Any
 
 import pytest
 from conftest import wait_for
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from deskbot.sip import protocol
 
@@ -368,4 +370,95 @@ def test_a_flood_of_invites_subscribes_and_options_is_refused_and_sends_still_wo
     assert worker.result(worker.send(phone.uri(), "after the flood"))[1:3] == [200, "OK"]
     assert inbound == []  # no NOTIFY (nor anything else) to the Contact an intruder gave
     worker.assert_healthy()
+    assert time.monotonic() - started < 60
+
+
+# -- fuzz: random answers from a hostile phone ---------------------------------
+
+HEADER_NAMES = [
+    b"Via", b"v", b"From", b"To", b"t", b"Call-ID", b"CSeq", b"Content-Length", b"l",
+    b"Content-Type", b"Contact", b"WWW-Authenticate", b"Retry-After", b"Warning", b"X-Fuzz",
+]  # fmt: skip
+MARKER = b"SIP/2.0 299 After the fuzz"  # ends the transaction if pjsip dropped the fuzz
+LINE_ENDS = b"\r\n\0"  # pjsip drops a message with NUL anywhere
+
+
+@st.composite
+def answers(draw: st.DrawFn) -> Callable[[bytes], bytes]:
+    """request -> a random response: status line, reason bytes, headers, body.
+
+    Mostly well-formed enough for pjsip to match it to deskbot's transaction,
+    so that the hostile parts reach the worker; sometimes broken anywhere.
+    """
+
+    def usually(strategy: st.SearchStrategy[Any], odd: st.SearchStrategy[Any]) -> Any:
+        return draw(odd) if draw(st.integers(0, 4)) == 0 else draw(strategy)
+
+    version = usually(st.just(b"SIP/2.0"), st.sampled_from([b"sip/2.0", b"SIP/3.0", b""]))
+    code = usually(
+        st.integers(200, 699).map(lambda n: b"%d" % n),  # final: the reason reaches the parent
+        st.integers(0, 99999).map(lambda n: b"%d" % n) | st.binary(max_size=5),
+    )
+    reason = draw(
+        st.binary(max_size=300)
+        | st.text(max_size=150).map(lambda t: t.encode("utf-8", "surrogatepass"))
+        | st.text(st.characters(max_codepoint=255), max_size=300).map(lambda t: t.encode("latin-1"))
+    )
+    reason = usually(st.just(reason.translate(None, LINE_ENDS)), st.just(reason))
+    matching = usually(st.just(True), st.just(False))  # deskbot's Via, From, To, Call-ID, CSeq
+    extra = [
+        usually(
+            st.tuples(
+                st.sampled_from([b"X-Fuzz", b"Warning", b"Server"]), st.binary(max_size=80)
+            ).map(lambda h: (h[0], h[1].translate(None, LINE_ENDS))),
+            st.tuples(
+                st.sampled_from(HEADER_NAMES) | st.binary(max_size=12), st.binary(max_size=80)
+            ),
+        )
+        for _ in range(draw(st.integers(0, 3)))
+    ]
+    body = draw(st.binary(max_size=200))
+    length = usually(st.just(len(body)), st.integers(-1, 5000))
+
+    def answer(request: bytes) -> bytes:
+        lines = answer_head(request, version + b" " + code + b" " + reason)
+        if not matching:
+            lines = lines[:1]
+        lines += [name + b": " + value for name, value in extra]
+        lines.append(b"Content-Length: %d" % length)
+        return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+    return answer
+
+
+def test_random_answers_from_a_hostile_phone_never_break_the_worker(tmp_path: Path):
+    worker = WorkerProcess(tmp_path)
+    fuzz: list[Callable[[bytes], bytes]] = []
+    phone = HostilePhone(lambda request: [fuzz[-1](request), response(request, MARKER)])
+    started = time.monotonic()
+    try:
+
+        @settings(
+            max_examples=50,
+            deadline=None,
+            database=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        )
+        @given(answers())
+        def one_answer(answer: Callable[[bytes], bytes]) -> None:
+            fuzz.append(answer)
+            _, code, reason, local = worker.result(worker.send(phone.uri()), timeout=10)
+            assert isinstance(code, int) and isinstance(local, bool)
+            assert isinstance(reason, str) and printable(reason)
+            assert len(reason) <= protocol.MAX_REASON_CHARS
+            worker.assert_healthy()
+
+        one_answer()
+        fuzz.append(lambda request: response(request, b"SIP/2.0 200 OK"))
+        assert worker.result(worker.send(phone.uri()))[1:] == [200, "OK", False]
+        worker.assert_healthy()
+        assert worker.proc.pid == worker.pid
+    finally:
+        phone.close()
+        worker.stop()
     assert time.monotonic() - started < 60
