@@ -28,6 +28,7 @@ from conftest import wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from deskbot import config
 from deskbot.sip import protocol
 
 # -- the worker, over its line protocol ---------------------------------------
@@ -258,6 +259,37 @@ def test_reason_phrases_are_printable_and_bounded(
     _, code, reason, local = worker.result(worker.send(phone.uri()))
     assert (code, reason, local) == (int(status_line.split()[1]), expected, False)
     worker.assert_healthy()
+
+
+# -- item 4: the registrar user name goes into the Authorization header -------
+
+
+def registrar_problems(username: str) -> list[str]:
+    raw = {"sip": {"registrar": {"uri": "sip:pbx.test", "username": username, "password_env": "P"}}}
+    try:
+        config.parse(raw, Path("deskbot.toml"), {"P": "s3cret"})
+    except config.ConfigError as exc:
+        return exc.problems
+    return []
+
+
+@pytest.mark.parametrize(
+    "username",
+    ["desk\r\nX-Injected: 1", "desk\nbot", 'desk"bot', "desk bot", "desk\\bot", "desk\x00",
+     "desk\x1b[2J", "desk\tbot", "dëskbot", "", "x" * 65],
+)  # fmt: skip
+def test_a_registrar_username_that_could_bend_the_authorization_header_is_refused(username):
+    [line] = registrar_problems(username)
+    assert line.startswith("deskbot.toml: sip.registrar.username: "), line
+    assert "printable ASCII characters without spaces, quotes or backslashes" in line
+    assert "\n" not in line and "\r" not in line  # the bad value is shown escaped
+
+
+@pytest.mark.parametrize(
+    "username", ["deskbot", "4711", "desk.bot_1-2", "bot+1@pbx.test", "x" * 64]
+)
+def test_ordinary_registrar_usernames_are_accepted(username):
+    assert registrar_problems(username) == []
 
 
 # -- item 2: calls and subscriptions nobody asked for --------------------------
