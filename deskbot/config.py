@@ -88,9 +88,21 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+# The user name goes into the Authorization header as a quoted string: no CR/LF,
+# control characters, quotes, backslashes or spaces can bend that header.
+DigestUsername = Annotated[
+    str,
+    _matching(
+        r"[!#-\[\]-~]{1,64}",
+        "{value!r} cannot go into the Authorization header: use 1-64 printable ASCII "
+        "characters without spaces, quotes or backslashes",
+    ),
+]
+
+
 class Registrar(_Model):
     uri: SipUri
-    username: str
+    username: DigestUsername
     password_env: str
     proxy: SipUri | None = None
     domain: Host | None = None

@@ -7,13 +7,17 @@ Kamailio's 404.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
+import os
+import signal
 import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import Baresip, free_port, port_taken, require, run_deskbot, wait_for, write_config
 
@@ -55,8 +59,19 @@ def kamailio(tmp_path: Path) -> Iterator[int]:
     )
     assert proc.poll() is None, (tmp_path / "kamailio.log").read_text()[-2000:]
     yield port
-    proc.kill()
+    os.killpg(proc.pid, signal.SIGKILL)  # Kamailio's forked workers too, not only its main
     proc.wait()
+    wait_for(lambda: not in_session(proc.pid), timeout=5, what="every Kamailio process to exit")
+
+
+def in_session(sid: int) -> list[int]:
+    """Live processes of session `sid` (Kamailio forks its workers into it)."""
+    found = []
+    for proc in psutil.process_iter(["status"]):
+        with contextlib.suppress(OSError):  # gone meanwhile
+            if os.getsid(proc.pid) == sid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                found.append(proc.pid)
+    return found
 
 
 def pbx_config(tmp_path: Path, pbx_port: int) -> Path:

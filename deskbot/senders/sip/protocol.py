@@ -6,6 +6,10 @@ settings, then ``{"op": "send", "items": [[id, uri, text], ...]}`` and
 (msg), then ``done`` (items of [id, code, reason, local]), ``reg`` (code,
 reason, active), ``log`` (level, msg) and finally ``stopped``. Sends are
 batched both ways so a 1,000-phone broadcast is a handful of writes.
+
+Every line the worker writes is valid UTF-8 whatever a phone sent: text from
+the network is decoded leniently, stripped of control characters and bounded
+(reasons to MAX_REASON_CHARS, log messages to MAX_LOG_CHARS) by the worker.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from typing import Any
 VERSION = 1
 MAX_BODY_BYTES = 1200  # over ~1300 bytes pjsip switches UDP to TCP silently
 MAX_PENDING = 200  # transactions the worker keeps open at once
+MAX_REASON_CHARS = 120  # a phone's reason phrase as reported; longer ones are cut
+MAX_LOG_CHARS = 4000  # one pjsip log message (a whole SIP message fits)
 
 
 def encode(message: dict[str, Any]) -> bytes:

@@ -19,6 +19,7 @@ import signal
 import socket
 import sys
 import threading
+import unicodedata
 from typing import Any
 
 from deskbot.senders.sip import protocol
@@ -50,7 +51,8 @@ class Worker:
 
     # -- output -------------------------------------------------------------
     def emit(self, message: dict[str, Any]) -> None:
-        self.out.write(protocol.encode(message))
+        """One protocol line; no string in `message` can make it invalid or split it."""
+        self.out.write(protocol.encode(_safe(message)))
         self.out.flush()
 
     def log(self, level: int, msg: str) -> None:
@@ -73,6 +75,12 @@ class Worker:
                 except Exception as exc:  # an exception here would lose the answer
                     worker.log(1, f"status callback failed: {exc!r}")
 
+            def onIncomingSubscribe(self, prm: Any) -> None:
+                # pjsua would accept any presence subscription and NOTIFY whatever
+                # Contact the sender gave: refuse, and no NOTIFY goes out.
+                prm.code = 403
+                prm.reason = "deskbot accepts no subscriptions"
+
             def onRegState(self, prm: Any) -> None:
                 try:
                     info = self.getInfo()
@@ -80,7 +88,7 @@ class Worker:
                         {
                             "op": "reg",
                             "code": int(prm.code),
-                            "reason": str(prm.reason),
+                            "reason": network_text(prm.reason),
                             "active": bool(info.regIsActive),
                         }
                     )
@@ -93,6 +101,11 @@ class Worker:
         ep_cfg.uaConfig.threadCnt = 0
         ep_cfg.uaConfig.mainThreadOnly = True
         ep_cfg.uaConfig.userAgent = f"deskbot/{cfg.get('version', '0')}"
+        # deskbot takes no calls. With no call slot pjsua answers an INVITE 486
+        # statelessly before it creates a dialog or media; otherwise each INVITE
+        # opens RTP sockets, and a few dozen exhaust the select() I/O queue
+        # (a pjlib assertion aborts the process).
+        ep_cfg.uaConfig.maxCalls = 0
         ep_cfg.medConfig.threadCnt = 0
         ep_cfg.medConfig.hasIoqueue = False
         self.writer = Writer()
@@ -178,8 +191,12 @@ class Worker:
         entry = self.pending.pop(int(prm.userData), None)
         if entry is None:
             return
-        local = not prm.rdata.wholeMsg
-        self.outbox.append([entry[0], int(prm.code), str(prm.reason), local])
+        try:
+            answer = [int(prm.code), network_text(prm.reason), not prm.rdata.wholeMsg]
+        except Exception as exc:  # still answer the send: it must not wait for a timer
+            self.log(1, f"unreadable answer: {exc!r}")
+            answer = [500, "Unreadable answer from the phone", False]
+        self.outbox.append([entry[0], *answer])
 
     def handle(self, message: dict[str, Any]) -> None:
         op = message.get("op")
@@ -229,6 +246,49 @@ def _reason(exc: BaseException) -> str:
     """A pjsua2 error -> its short reason, like 'Address already in use'."""
     reason = str(getattr(exc, "reason", "") or exc)
     return re.sub(r"\s*\(status=\d+\)\s*$", "", reason).strip()[:120] or "Local error"
+
+
+_UNPRINTABLE = frozenset(("Cc", "Cf", "Cs", "Co", "Zl", "Zp"))
+
+
+def network_text(value: object, limit: int = protocol.MAX_REASON_CHARS, keep: str = "") -> str:
+    """Text from the network (through SWIG) -> printable, bounded text for the parent.
+
+    SWIG hands over bytes that are not UTF-8 as lone surrogates (surrogateescape);
+    those bytes are read as Latin-1 instead. Control and format characters
+    (terminal escapes, bidi overrides, NUL, ...) become spaces, except those in
+    `keep`; without `keep`, runs of whitespace collapse to one space.
+    """
+    text = value if isinstance(value, str) else str(value)
+    if not text.isascii():
+        try:
+            raw = text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # surrogates that are no escaped bytes
+            raw = text.encode("utf-8", "replace")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("latin-1")
+    if not text.isprintable():
+        text = "".join(
+            " " if c not in keep and unicodedata.category(c) in _UNPRINTABLE else c for c in text
+        )
+    if not keep:
+        text = " ".join(text.split())
+    return text[:limit]
+
+
+def _safe(value: Any) -> Any:
+    """A message with every string made safe (log messages keep their line breaks)."""
+    if isinstance(value, str):
+        return network_text(value, protocol.MAX_LOG_CHARS, keep="\n\t")
+    if isinstance(value, bool | int | float | None):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_safe(v) for v in value]
+    return network_text(value, protocol.MAX_LOG_CHARS)
 
 
 def _reader(worker: Worker, stdin: Any) -> None:
