@@ -1,7 +1,7 @@
 """Hostile SIP peers (issue 11): phones and clients that send what no phone should.
 
 The SIP worker is driven over its own line protocol (``python -m
-deskbot.sip.worker``), as the agent drives it. The peers are real sockets on
+deskbot.senders.sip.worker``), as the agent drives it. The peers are real sockets on
 127.0.0.1: a UDP "phone" that answers deskbot's MESSAGEs with whatever bytes a
 test gives it, and a client that floods deskbot's SIP port with requests
 deskbot never asked for. The worker must report what it can, refuse what it
@@ -29,18 +29,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from deskbot import config
-from deskbot.sip import protocol
+from deskbot.senders.sip import protocol
 
 # -- the worker, over its line protocol ---------------------------------------
 
 
 class WorkerProcess:
-    """One ``deskbot.sip.worker`` child; every line it writes must be UTF-8 JSON."""
+    """One ``deskbot.senders.sip.worker`` child; every line it writes must be UTF-8 JSON."""
 
     def __init__(self, workdir: Path, timeout_ms: int = 5000):
         self.stderr_path = workdir / f"worker-{time.monotonic_ns()}.err"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "deskbot.sip.worker"],
+            [sys.executable, "-m", "deskbot.senders.sip.worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.stderr_path.open("wb"),
