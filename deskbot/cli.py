@@ -145,7 +145,7 @@ async def _send(cfg: config.Config, targets: str, text: str, as_json: bool) -> i
     try:
         audit = relay.audit = AuditLog(s.audit.path)
     except AuditError as exc:
-        print(f"deskbot: {exc}; nothing was sent", file=sys.stderr)
+        print(f"deskbot: cannot open {exc}; nothing was sent", file=sys.stderr)
         return EXIT_NOTHING_SENT
     try:
         await agent.start()

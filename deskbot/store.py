@@ -118,9 +118,7 @@ class AuditLog:
             self.db.execute("PRAGMA synchronous=FULL")
             self._migrate()
         except (OSError, sqlite3.Error) as exc:
-            raise AuditError(
-                f"the audit log {self.path} cannot be opened for writing: {exc}"
-            ) from None
+            raise AuditError(f"the audit log {self.path}: {exc}") from None
         self._pending: list[tuple[int, float, str, str, int, str, float, str]] = []
 
     def _migrate(self) -> None:

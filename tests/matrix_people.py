@@ -159,7 +159,7 @@ timeout = {timeout}
 [health]
 listen = "127.0.0.1:0"
 [audit]
-path = "{tmp}/audit.sqlite3"
+path = "{audit}"
 [access]
 senders = {senders}
 admins = {admins}
@@ -201,6 +201,7 @@ def config_text(
     admins: list[str] = (),
     extra: str = "",
     timeout: float = 1.0,
+    audit: Path | None = None,
 ) -> str:
     quoted = lambda items: "[" + ", ".join(f'"{i}"' for i in items) + "]"  # noqa: E731
     return CONFIG.format(
@@ -213,6 +214,7 @@ def config_text(
         senders='"*"' if senders is None else quoted(senders),
         admins=quoted(admins),
         timeout=timeout,
+        audit=audit or tmp / "audit.sqlite3",
         **{f"p{ext}": uri for ext, uri in phones.items()},
     ) + textwrap.dedent(extra)
 

@@ -263,7 +263,13 @@ class SlackStandIn:
     def socket_open(self) -> bool:
         return any(not ws.closed for ws in self._sockets)
 
-    def push(self, kind: str, payload: dict[str, Any], accepts_response: bool = True) -> str:
+    def push(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        accepts_response: bool = True,
+        retry_attempt: int = 0,
+    ) -> str:
         """Send one envelope on the newest socket; returns its envelope_id."""
         envelope_id = f"env-{next(self._ids)}"
         envelope = {
@@ -273,7 +279,8 @@ class SlackStandIn:
             "payload": payload,
         }
         if kind == "events_api":
-            envelope.update(retry_attempt=0, retry_reason="")
+            reason = "timeout" if retry_attempt else ""
+            envelope.update(retry_attempt=retry_attempt, retry_reason=reason)
 
         async def send() -> None:
             ws = next(ws for ws in reversed(self._sockets) if not ws.closed)
@@ -286,18 +293,19 @@ class SlackStandIn:
     def push_command(self, text: str, user: str, channel: str, **extra: str) -> str:
         return self.push("slash_commands", self.command_fields(text, user, channel, **extra))
 
-    def push_event(self, event: dict[str, Any]) -> str:
+    def push_event(self, event: dict[str, Any], event_id: str = "", retry_attempt: int = 0) -> str:
+        """An Events API envelope; the same ``event_id`` again is Slack's redelivery."""
         payload = {
             "token": "legacy-verification-token",
             "team_id": TEAM_ID,
             "api_app_id": APP_ID,
             "event": {"event_ts": event.get("ts", ""), **event},
             "type": "event_callback",
-            "event_id": f"Ev{next(self._ids):08d}",
+            "event_id": event_id or f"Ev{next(self._ids):08d}",
             "event_time": int(time.time()),
             "authorizations": [{"team_id": TEAM_ID, "user_id": BOT_USER_ID, "is_bot": True}],
         }
-        return self.push("events_api", payload, accepts_response=False)
+        return self.push("events_api", payload, accepts_response=False, retry_attempt=retry_attempt)
 
     def send_disconnect(self, reason: str = "refresh_requested") -> None:
         """Slack's warning before it closes a socket; the client must open a new one."""

@@ -274,6 +274,40 @@ def test_mention_in_a_channel_is_answered_in_its_thread(sipp, slack, deskbot):
     assert phone.wait_received(1)[0].body == b"Alice Liddell: visitor at the front desk"
 
 
+def test_an_event_slack_delivers_again_is_sent_and_answered_once(sipp, slack, deskbot):
+    phone = sipp(200)
+    bot = deskbot({"486": phone.uri()})
+    ts = "1700000000.000200"
+    event = {
+        "type": "app_mention",
+        "user": ALICE,
+        "text": f"<@{BOT_USER_ID}> 486 fire drill now",
+        "ts": ts,
+        "channel": DESK,
+    }
+    slack.push_event(event, event_id="Ev0REDELIVER")
+    [reply] = replies_to(slack, DESK, ts)
+    ack_of(slack, slack.push_event(event, event_id="Ev0REDELIVER", retry_attempt=1))
+    wait_for(lambda: "came in again" in bot.log(), what="the repeat to be recognised")
+    assert [p.text for p in slack.posts if p.thread_ts == ts] == [reply.text]
+    assert len(phone.received()) == 1
+
+
+def test_a_slash_command_played_again_is_acknowledged_and_not_carried_out_again(
+    sipp, slack, deskbot
+):
+    phone = sipp(200)
+    bot = deskbot({"486": phone.uri()})
+    fields = slack.command_fields("486 hello", ALICE, DESK)
+    first = slack.push("slash_commands", fields)
+    thread_of(slack, DESK)
+    replayed = slack.push("slash_commands", dict(fields))
+    assert ack_of(slack, first).seconds < 3 and ack_of(slack, replayed).seconds < 3
+    wait_for(lambda: "came in again" in bot.log(), what="the repeat to be recognised")
+    assert len(phone.received()) == 1
+    assert len([p for p in slack.posts if p.channel == DESK and not p.thread_ts]) == 1
+
+
 def test_direct_message_is_answered_in_its_thread_under_the_slack_display_name(
     sipp, slack, deskbot
 ):

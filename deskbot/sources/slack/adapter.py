@@ -277,7 +277,11 @@ class SlackSource:
         await self._serve(request, job)
 
     async def _serve(self, request: Request, job: Job, ack: Ack | None = None) -> None:
-        await serve(self.relay, request, SlackReplier(self._poster, job, ack))
+        replier = SlackReplier(self._poster, job, ack)
+        try:
+            await serve(self.relay, request, replier)
+        finally:
+            await replier.ack()  # a repeated command is answered by nothing but the ack
 
     def _track(self, work: Any, job: Job) -> None:
         task = asyncio.get_running_loop().create_task(work, name=f"slack-{job.channel}")

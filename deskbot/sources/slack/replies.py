@@ -124,13 +124,20 @@ class SlackReplier:
     """Answers one command; ``ack`` is the slash command's acknowledgement (None for events)."""
 
     def __init__(self, poster: Poster, job: Job, ack: Ack | None = None):
-        self.poster, self.job, self.ack = poster, job, ack
+        self.poster, self.job, self._ack = poster, job, ack
         self.waiting_after: float | None = 0.0 if ack is not None else None
+        self.acked = ack is None
         self.anchor_failed = False
         self.title = ""  # the anchor's text, once posted or tried
 
+    async def ack(self, **response: Any) -> None:
+        """Acknowledge a slash command once (Slack wants it within 3 s); events need none."""
+        if not self.acked and self._ack is not None:
+            self.acked = True
+            await self._ack(**response)
+
     async def answer(self, answer: Answer) -> None:
-        if self.ack is not None:
+        if not self.acked:
             blocks = wire.answer_blocks(answer)
             await self.ack(response_type="ephemeral", text=answer.text, blocks=blocks)
         else:
@@ -138,8 +145,7 @@ class SlackReplier:
 
     async def waiting(self, job: Dispatch) -> None:
         """Acknowledge, then post the anchor the report will thread under."""
-        if self.ack is not None:
-            await self.ack()
+        await self.ack()
         if self.job.thread_ts:
             return
         self.title = title = job.title
