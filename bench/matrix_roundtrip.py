@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import SIPP_DIR, SippPhone  # noqa: E402
+from matrix_people import DEVICE, Deskbot, Person, config_text, join  # noqa: E402
 from matrix_server import Synapse  # noqa: E402
-from test_matrix import DEVICE, Deskbot, Person, config_text, join  # noqa: E402
 
 LIMITS = """
 [limits]

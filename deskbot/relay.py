@@ -75,6 +75,7 @@ class NotRecorded(Exception):
 
 
 RESTARTED = "Not confirmed: deskbot restarted during the send"
+FLUSH_AFTER = 0.02  # seconds a phone's answer may wait to be written with others
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +163,7 @@ class Relay:
             self._sender_rate,
         )
         self.clock_wall: Callable[[], float] = time.time
+        self._flushing: asyncio.TimerHandle | None = None
         self.use(directory, policy)
 
     def use(self, directory: Directory, policy: Policy) -> None:
@@ -398,9 +400,14 @@ class Relay:
             d = delivery
             answer = Recorded(phone.extension, d.uri, d.code, d.reason, d.elapsed_ms, d.cause.value)
             self.audit.delivery(command_id, answer)
-            # answers of one moment are written together: one transaction, not one per phone
-            asyncio.get_running_loop().call_soon(self.audit.flush)
+            if self._flushing is None:  # answers of one moment share one transaction
+                self._flushing = asyncio.get_running_loop().call_later(FLUSH_AFTER, self._flush)
         return delivery
+
+    def _flush(self) -> None:
+        self._flushing = None
+        if self.audit:
+            self.audit.flush()
 
     def answered(self, request: Request) -> None:
         """The command's answer reached the chat: a repeat of it is answered no more."""

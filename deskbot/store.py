@@ -207,13 +207,12 @@ class AuditLog:
             log.error("%s", exc)
 
     def finish(self, command_id: int) -> None:
-        """Every phone answered: the command is sent."""
-        self.flush()
+        """Every phone answered: the answers not yet written, and the command is sent."""
+        rows, self._pending = self._pending, []
+        statements: list[tuple[str, tuple[object, ...]]] = [(_INSERT_DELIVERY, r) for r in rows]
+        statements.append(("UPDATE commands SET state = 'sent' WHERE id = ?", (command_id,)))
         try:
-            self._write(
-                "the end of a send",
-                [("UPDATE commands SET state = 'sent' WHERE id = ?", (command_id,))],
-            )
+            self._write("the end of a send", statements)
         except AuditError as exc:
             log.error("%s", exc)
 
