@@ -46,6 +46,16 @@ def clean_text(text: str) -> str:
     return "".join(kept).strip()
 
 
+def one_line(text: str, limit: int = 40) -> str:
+    """A name for the phone's screen: one line, no control or bidi characters, at most limit."""
+    kept = "".join(
+        " " if c.isspace() else c
+        for c in text
+        if c.isspace() or unicodedata.category(c) not in ("Cc", "Cf", "Cs", "Co", "Cn")
+    )
+    return " ".join(kept.split())[:limit].strip()
+
+
 def parse(text: str) -> Command:
     """Parse what follows the command word (``/deskphone``, ``!deskphone``)."""
     words = text.split(None, 1)

@@ -109,9 +109,9 @@ class Dispatch:
     @property
     def title(self) -> str:
         user = self.user
-        who = self.person.display if self.person else (user.display_name or user.id)
+        who = self.person.display if self.person else commands.one_line(user.display_name)
         names = ", ".join(p.title for p in self.phones)
-        return f"{who} → {names}: {self.text}"
+        return f"{who or user.id} → {names}: {self.text}"
 
 
 class SlidingWindow:
@@ -182,8 +182,8 @@ class Relay:
         people = (self.directory.people.get(name) for name in self.policy.access.admins)
         return [p.ids[source] for p in people if p is not None and source in p.ids]
 
-    def may_invite(self, user: ChatUser) -> bool:
-        """May this user bring the bot into a room (the same people who may send)."""
+    def allows(self, user: ChatUser) -> bool:
+        """May this user command the bot, or bring it into a room."""
         return self.may_send(user, self.person_of(user))
 
     @property
@@ -316,8 +316,9 @@ class Relay:
     def body(self, user: ChatUser, person: Person | None, text: str) -> str:
         if not self.policy.message.sender_prefix or user.chat == SHELL:
             return text
-        name = person.display if person else commands.clean_text(user.display_name or user.id)
-        return f"{name[:40]}: {text}"
+        # a name chosen by the sender can never add a line or reorder the screen
+        name = person.display if person else commands.one_line(user.display_name)
+        return f"{commands.one_line(name) or commands.one_line(user.id)}: {text}"
 
     def _phone_rate(self, job: Dispatch) -> dict[str, str]:
         """Phones over their limit (extension -> why not sent); the others take a slot."""

@@ -4,7 +4,7 @@ A source only translates: its platform's event becomes a ``Request``, and
 ``serve`` runs that request through the relay and answers it through the
 source's ``Replier`` (an answer, a "waiting" signal, a report). A source
 does no directory lookup, no SIP and no policy; what it must know of the
-policy it asks the relay (``admin_ids``, ``may_invite``, ``patience``).
+policy it asks the relay (``admin_ids``, ``allows``, ``patience``).
 """
 
 from __future__ import annotations

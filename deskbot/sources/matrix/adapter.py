@@ -240,7 +240,11 @@ class MatrixSource:
                         room_id,
                     )
                     continue
-                text = self._command_text(room, event)
+                try:
+                    text = self._command_text(room, event)
+                except Exception as exc:  # every field is untrusted: skip the event, not the batch
+                    log.warning("matrix: skipped malformed event in %s: %r", room_id, exc)
+                    continue
                 if text is not None:
                     batch.add(self._spawn(self._handle(room, event, text)))
         if response.rooms.invite:
@@ -276,9 +280,12 @@ class MatrixSource:
         if self.settings.rooms and room.room_id not in self.settings.rooms:
             log.info("matrix: ignored a message in %s: not in matrix.rooms", room.room_id)
             return None
-        content = event.source.get("content", {})
         return wire.command_text(
-            content, event.body, self.settings.command, direct=room.member_count == 2
+            event.source.get("content"),
+            event.body,
+            self.settings.command,
+            direct=room.member_count == 2,
+            mentions=self.relay.allows(ChatUser("matrix", event.sender)),
         )
 
     async def _handle(self, room: MatrixRoom, event: RoomMessageText, text: str) -> None:
@@ -308,7 +315,7 @@ class MatrixSource:
                 "",
             )
             allowed_room = not self.settings.rooms or room_id in self.settings.rooms
-            allowed_sender = self.relay.may_invite(ChatUser("matrix", inviter))
+            allowed_sender = self.relay.allows(ChatUser("matrix", inviter))
             if allowed_room and allowed_sender:
                 log.info("matrix: joining %s on invite from %s", room_id, inviter)
                 await self.client.join(room_id)

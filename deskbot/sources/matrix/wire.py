@@ -10,17 +10,30 @@ from typing import Any
 
 from deskbot import report
 
+MAX_READ = 16_000  # characters of an event read for a command: a command is far shorter
 
-def command_text(content: dict[str, Any], body: str, prefix: str, direct: bool) -> str | None:
+
+def _mapping(value: object) -> dict[str, Any]:
+    """Event fields are untrusted: anything that is not an object reads as an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
+def command_text(
+    content: object, body: object, prefix: str, direct: bool, mentions: bool = True
+) -> str | None:
     """What follows the command prefix, or None when the message is not for the bot.
 
-    ``direct``: a room of two, where the prefix may be left out.
+    ``direct``: a room of two, where the prefix may be left out. ``mentions``:
+    read mention pills from the HTML body (only for senders the relay allows).
     """
-    if content.get("msgtype") != "m.text":
+    content = _mapping(content)
+    if content.get("msgtype") != "m.text" or not isinstance(body, str):
         return None
-    if content.get("m.relates_to", {}).get("rel_type") == "m.replace":
+    if _mapping(content.get("m.relates_to")).get("rel_type") == "m.replace":
         return None  # edits are not new commands
-    text = with_mentions(content) or strip_reply_fallback(body).strip()
+    text = (with_mentions(content) if mentions else "") or strip_reply_fallback(
+        body[:MAX_READ]
+    ).strip()
     if text.lower() == prefix.lower():
         return ""
     if text.lower().startswith(prefix.lower()) and text[len(prefix)].isspace():
@@ -30,11 +43,12 @@ def command_text(content: dict[str, Any], body: str, prefix: str, direct: bool) 
     return None
 
 
-def thread_reply(command: dict[str, Any], event_id: str, text: str) -> dict[str, Any]:
+def thread_reply(command: object, event_id: str, text: str) -> dict[str, Any]:
     """A notice in the command's thread, with a reply fallback for clients without threads."""
-    relates = command.get("m.relates_to", {})
-    in_thread = relates.get("rel_type") == "m.thread" and relates.get("event_id")
-    root = relates["event_id"] if in_thread else event_id
+    relates = _mapping(_mapping(command).get("m.relates_to"))
+    root = relates.get("event_id")
+    if relates.get("rel_type") != "m.thread" or not isinstance(root, str) or not root:
+        root = event_id
     return {
         **notice(text),
         "m.relates_to": {
@@ -47,8 +61,10 @@ def thread_reply(command: dict[str, Any], event_id: str, text: str) -> dict[str,
 
 
 def notice(text: str) -> dict[str, Any]:
+    """An m.notice; the empty ``m.mentions`` keeps ``@room`` in echoed text from notifying."""
     return {
         "msgtype": "m.notice",
+        "m.mentions": {},
         "body": text,
         "format": "org.matrix.custom.html",
         "formatted_body": report.to_html(text),
@@ -59,24 +75,50 @@ def reaction(event_id: str, key: str) -> dict[str, Any]:
     return {"m.relates_to": {"rel_type": "m.annotation", "event_id": event_id, "key": key}}
 
 
-_PILL = re.compile(r'<a\s[^>]*href="https://matrix\.to/#/(@[^"?/]+)[^"]*"[^>]*>.*?</a>', re.S)
+_PILL_HREF = re.compile(r'href="https://matrix\.to/#/(@[^"?/]{1,255})')
 
 
 def with_mentions(content: dict[str, Any]) -> str:
     """The text with mention pills as Matrix ids (``@bob:example.com``), or "" if none.
 
     Clients put a person's display name in the plain body, which may hold
-    spaces; the HTML body links the id, which the directory knows.
+    spaces; the HTML body links the id, which the directory knows. One pass
+    over at most MAX_READ characters: no pattern that could backtrack.
     """
     formatted = content.get("formatted_body")
     if content.get("format") != "org.matrix.custom.html" or not isinstance(formatted, str):
         return ""
+    formatted = formatted[:MAX_READ]
     if "matrix.to/#/@" not in formatted:
         return ""
-    text = re.sub(r"<mx-reply>.*?</mx-reply>", "", formatted, flags=re.S)
-    text = _PILL.sub(lambda m: urllib.parse.unquote(m.group(1)), text)
-    text = re.sub(r"<br\s*/?>", "\n", text)
-    return html.unescape(re.sub(r"<[^>]+>", "", text)).strip()
+    out: list[str] = []
+    in_reply = in_pill = False
+    pos = 0
+    while pos < len(formatted):
+        start = formatted.find("<", pos)
+        text = formatted[pos:] if start < 0 else formatted[pos:start]
+        if not (in_reply or in_pill):
+            out.append(text)
+        if start < 0:
+            break
+        end = formatted.find(">", start)
+        if end < 0:
+            break  # an unclosed tag: the rest is not text
+        tag = formatted[start + 1 : end]
+        pos = end + 1
+        name = tag.split(None, 1)[0].lower().rstrip("/") if tag.strip() else ""
+        if name == "mx-reply":
+            in_reply = True
+        elif name == "/mx-reply":
+            in_reply = False
+        elif name == "a" and not in_reply and (pill := _PILL_HREF.search(tag)):
+            out.append(urllib.parse.unquote(pill.group(1)))
+            in_pill = True
+        elif name == "/a":
+            in_pill = False
+        elif name == "br" and not (in_reply or in_pill):
+            out.append("\n")
+    return html.unescape("".join(out)).strip()
 
 
 _FALLBACK = re.compile(r"\A(?:> [^\n]*\n)+\n?")

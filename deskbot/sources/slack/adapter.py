@@ -31,7 +31,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from deskbot.config import SlackSettings
 from deskbot.sources import Answer, ChatUser, Relay, Request, serve
-from deskbot.sources.slack import wire
+from deskbot.sources.slack import listener, wire
 from deskbot.sources.slack.replies import Ack, Job, Poster, SlackReplier
 
 log = logging.getLogger("deskbot.slack")
@@ -75,6 +75,7 @@ class SlackSource:
         self.app: AsyncApp | None = None
         self.socket: AsyncSocketModeHandler | None = None
         self.runner: web.AppRunner | None = None
+        self.listener: asyncio.Server | None = None
 
     # -- lifecycle -------------------------------------------------------------
     @property
@@ -83,7 +84,7 @@ class SlackSource:
             client = self.socket.client
             session = client.current_session
             return not client.closed and session is not None and not session.closed
-        return self.runner is not None and bool(self.runner.sites)
+        return self.listener is not None and self.listener.is_serving()
 
     async def start(self) -> None:
         self.client = AsyncWebClient(
@@ -143,11 +144,10 @@ class SlackSource:
 
     async def _start_http(self) -> None:
         host, _, port = self.settings.http_listen.rpartition(":")
-        server = web.Application()
-        server.router.add_post("/slack/events", self._http_events)
-        self.runner = web.AppRunner(server, access_log=None)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, host.strip("[]") or "127.0.0.1", int(port)).start()
+        handler = listener.checked(self.signing_secret, self._http_events)
+        self.runner, self.listener = await listener.serve(
+            handler, host.strip("[]") or "127.0.0.1", int(port)
+        )
 
     async def _http_events(self, request: web.Request) -> web.Response:
         assert self.app is not None
@@ -165,6 +165,9 @@ class SlackSource:
         if self.socket is not None:
             with contextlib.suppress(Exception):
                 await self.socket.close_async()
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
@@ -207,7 +210,7 @@ class SlackSource:
 
     def _refusal(self, channel: str) -> Answer:
         return Answer(
-            f"deskbot does not take commands in <#{channel}>; use it in an allowed channel "
+            "deskbot does not take commands in this channel; use it in an allowed channel "
             "or in a direct message (an admin sets [slack] channels)",
             error=True,
         )
@@ -223,7 +226,9 @@ class SlackSource:
         if not direct and not self._allowed(channel):
             refusal = self._refusal(channel)
             await ack(
-                response_type="ephemeral", text=refusal.text, blocks=wire.answer_blocks(refusal)
+                response_type="ephemeral",
+                text=wire.fallback(refusal.text),
+                blocks=wire.answer_blocks(refusal),
             )
             return
         user = ChatUser("slack", user_id, await self._display_name(user_id, body.get("user_name")))

@@ -73,7 +73,7 @@ class Poster:
         await self.pacer.wait(channel)
         response = await self.client.chat_postMessage(
             channel=channel,
-            text=text,
+            text=wire.fallback(text),
             blocks=blocks,
             thread_ts=thread_ts or None,
             unfurl_links=False,
@@ -88,7 +88,7 @@ class Poster:
         await self.client.chat_postEphemeral(
             channel=job.channel,
             user=job.user.id,
-            text=answer.text,
+            text=wire.fallback(answer.text),
             blocks=blocks,
             thread_ts=job.thread_ts or None,
         )
@@ -109,7 +109,7 @@ class Poster:
             return
         self.response_url_uses[url] = uses + 1
         response = await AsyncWebhookClient(url).send(
-            text=text,
+            text=wire.fallback(text),
             blocks=blocks,
             response_type="in_channel" if in_channel else "ephemeral",
         )
@@ -139,7 +139,8 @@ class SlackReplier:
     async def answer(self, answer: Answer) -> None:
         if not self.acked:
             blocks = wire.answer_blocks(answer)
-            await self.ack(response_type="ephemeral", text=answer.text, blocks=blocks)
+            text = wire.fallback(answer.text)
+            await self.ack(response_type="ephemeral", text=text, blocks=blocks)
         else:
             await self.poster.answer(self.job, answer)
 

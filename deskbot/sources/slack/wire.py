@@ -41,9 +41,15 @@ def section(text: str) -> dict[str, Any]:
 
 
 def answer_blocks(answer: Answer) -> list[dict[str, Any]]:
-    """Answers are written with `code` spans and bullets: Slack mrkdwn reads them as is."""
-    text = report.answer_text(answer.text, answer.error)
+    """Answers are written with `code` spans and bullets, which mrkdwn reads as they are;
+    what they echo (a target, a reason phrase) is escaped, so it cannot ping or link."""
+    text = fallback(report.answer_text(answer.text, answer.error))
     return [section(chunk) for chunk in _chunks(text)][:50]
+
+
+def fallback(text: str) -> str:
+    """A message's plain ``text``: Slack reads it as mrkdwn too (``<!channel>`` pings)."""
+    return report.mrkdwn_escape(text)
 
 
 def report_blocks(result: report.Report) -> list[dict[str, Any]]:
