@@ -21,6 +21,7 @@ log = logging.getLogger("deskbot")
 
 # Changing these needs a restart; the directory and policy reload live.
 RESTART_KEYS = ("sip", "matrix", "slack", "health", "audit")
+WATCH_RETRY = 5.0  # seconds before watching the config's folder again after a watcher error
 
 
 def build_sources(cfg: config.Config, relay: Relay) -> list[Source]:
@@ -58,6 +59,7 @@ class Service:
         )
         self.stopping = asyncio.Event()
         self._loaded_stamp = _stamp(cfg.path)
+        self._reloading = asyncio.Lock()  # one reload at a time, applied in order
         self._tasks: list[asyncio.Task[Any]] = []
 
     def status(self) -> dict[str, Any]:
@@ -73,9 +75,13 @@ class Service:
 
     async def reload(self, reason: str) -> bool:
         """Re-read the config; apply the directory and policy, or keep the last good one."""
+        async with self._reloading:
+            return await self._reload(reason)
+
+    async def _reload(self, reason: str) -> bool:
         self._loaded_stamp = _stamp(self.cfg.path)
-        try:
-            new = config.load(self.cfg.path)
+        try:  # in a thread: a large file must not stall the chats or /healthz
+            new = await asyncio.to_thread(config.load, self.cfg.path)
         except config.ConfigError as exc:
             self.metrics.reloads.labels("rejected").inc()
             log.error(
@@ -107,6 +113,13 @@ class Service:
         )
         return True
 
+    async def reload_safely(self, reason: str) -> None:
+        """A reload that never ends the caller (the watcher, a SIGHUP): a failure is logged."""
+        try:
+            await self.reload(reason)
+        except Exception:
+            log.exception("config reload (%s) failed; the last good directory stays", reason)
+
     async def _watch(self) -> None:
         from watchfiles import awatch
 
@@ -114,16 +127,22 @@ class Service:
         # Watch the folder (editors replace the file), but only this file's changes count.
         # Each second without events the file's stamp is compared too, so an edit made
         # before the watcher was up is not missed.
-        async for _changes in awatch(
-            path.parent,
-            watch_filter=lambda _change, changed: Path(changed).resolve() == path,
-            stop_event=self.stopping,
-            debounce=300,
-            rust_timeout=1000,
-            yield_on_timeout=True,
-        ):
-            if _stamp(path) != self._loaded_stamp:
-                await self.reload("file changed")
+        while not self.stopping.is_set():
+            try:
+                async for _changes in awatch(
+                    path.parent,
+                    watch_filter=lambda _change, changed: Path(changed).resolve() == path,
+                    stop_event=self.stopping,
+                    debounce=300,
+                    rust_timeout=1000,
+                    yield_on_timeout=True,
+                ):
+                    if _stamp(path) != self._loaded_stamp:
+                        await self.reload_safely("file changed")
+            except Exception as exc:  # the folder went away, inotify limits, ...
+                log.warning("config watcher: %s; watching again in %.0f s", exc, WATCH_RETRY)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), WATCH_RETRY)
 
     async def run(self) -> None:
         """Serve until SIGTERM or SIGINT; raise StartError if something cannot start."""
@@ -131,7 +150,8 @@ class Service:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         loop.add_signal_handler(
-            signal.SIGHUP, lambda: self._tasks.append(loop.create_task(self.reload("SIGHUP")))
+            signal.SIGHUP,
+            lambda: self._tasks.append(loop.create_task(self.reload_safely("SIGHUP"))),
         )
         try:
             await self.sender.start()

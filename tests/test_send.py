@@ -282,3 +282,12 @@ def test_send_uses_a_free_port_when_the_configured_one_is_taken(sipp, tmp_path):
         assert f"SIP port {port} is in use" in result.stderr
     finally:
         busy.close()
+
+
+def test_send_to_a_group_at_the_end_of_a_chain_of_1200_groups(sipp, tmp_path):
+    phone = sipp(200)
+    groups = "".join(f'[groups.g{i}]\nmembers = ["@g{i + 1}"]\n' for i in range(1199))
+    groups += '[groups.g1199]\nmembers = ["486"]\n'
+    cfg = config_for(tmp_path, {"486": phone.uri()}, extra=groups)
+    result, [row] = send_json(cfg, "@g0", "down the chain")
+    assert (result.returncode, row["target"], row["code"]) == (0, "486", 200), result.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from conftest import DeskbotRun, free_port, until, wait_for, write_config
 from deskbot import config
 from deskbot.app import Service
 from deskbot.relay import ChatUser, Dispatch, Request
+from deskbot.senders.recording import RecordingSender
 from deskbot.senders.sip.agent import SipAgent
 
 CONFIG = """
@@ -121,3 +123,63 @@ def test_healthz_shows_the_pbx_registration(sipp, tmp_path: Path):
         assert health["sip"]["registration"]["code"] == 403
     finally:
         wrong.stop()
+
+
+async def test_the_config_watcher_survives_any_file_and_applies_the_next_good_one(
+    tmp_path, caplog, monkeypatch
+):
+    body = CONFIG.format(health=0, tmp=tmp_path, ok="sip:486@127.0.0.1:9", missing="sip:487@x")
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    path = write_config(etc / "d.toml", body)
+    caplog.set_level(logging.INFO)
+    service = Service(config.load(path, {}), RecordingSender(), sources=[])
+    runner = asyncio.create_task(service.run())
+
+    def logged(text: str) -> bool:
+        return any(text in r.getMessage() for r in caplog.records)
+
+    try:
+        await until(lambda: logged("deskbot running"), what="the service to start")
+        await asyncio.sleep(0.5)  # the watcher is up
+        path.write_text(body + "[limits]\nmax_group_size = 1" + "0" * 5000 + "\n")
+        await until(lambda: logged("config change rejected"), what="the rejected edit")
+        real_load = config.load
+        calls: list[Path] = []
+
+        def load_once_broken(*args, **kwargs):
+            calls.append(args[0])
+            if len(calls) == 1:
+                raise RuntimeError("a bug in the loader")
+            return real_load(*args, **kwargs)
+
+        monkeypatch.setattr(config, "load", load_once_broken)
+        path.write_text(body + "\n")
+        await until(lambda: logged("config reload (file changed) failed"), what="the failure")
+        path.write_text(body + '[phones.488]\nuri = "sip:488@127.0.0.1:9"\n')
+        await until(lambda: logged("directory reloaded (file changed): 3 phones"), what="reload")
+    finally:
+        service.stopping.set()
+        await asyncio.wait_for(runner, 20)
+
+
+def test_a_sighup_reload_of_26_levels_of_diamond_groups_does_not_stall_deskbot(tmp_path):
+    from test_config import diamonds
+
+    body = CONFIG.format(health=0, tmp=tmp_path, ok="sip:486@127.0.0.1:9", missing="sip:487@x")
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    path = write_config(etc / "d.toml", body)
+    deskbot = DeskbotRun(path, {}, tmp_path / "run.log").start()
+    try:
+        groups = diamonds(26).split("\n", 2)[2]  # the groups, below the phone of their own
+        path.write_text(body + groups.replace('["486"]', '["486", "487"]'))
+        deskbot.proc.send_signal(signal.SIGHUP)
+        wait_for(
+            lambda: "directory reloaded" in deskbot.log() and "53 groups" in deskbot.log(),
+            timeout=15,
+            what="the reload",
+        )
+        assert deskbot.health()["ok"] is True
+    finally:
+        assert deskbot.stop() == 0
