@@ -37,9 +37,14 @@ def _matching(regex: str, message: str) -> AfterValidator:
     return AfterValidator(check)
 
 
-def _hostport(value: str) -> str:
-    sipuri.split_hostport(value)  # its ValueError says what is wrong
-    return value
+def _hostport(default_port: int) -> AfterValidator:
+    """host:port; a missing port is ``default_port`` (port 0 stays "any free port")."""
+
+    def check(value: str) -> str:
+        host, port = sipuri.split_hostport(value)  # its ValueError says what is wrong
+        return value if port is not None else f"{host}:{default_port}"
+
+    return AfterValidator(check)
 
 
 def _sip_uri(value: str) -> str:
@@ -54,7 +59,6 @@ def _host(value: str) -> str:
     return value
 
 
-HostPort = Annotated[str, AfterValidator(_hostport)]
 SipUri = Annotated[str, AfterValidator(_sip_uri)]
 Host = Annotated[str, AfterValidator(_host)]
 HttpUrl = Annotated[str, _matching(r"https?://[^\s/]+(/.*)?", "{value!r} is not an http(s) URL")]
@@ -101,7 +105,7 @@ class Registrar(_Model):
 
 
 class Sip(_Model):
-    listen: HostPort = "0.0.0.0:5070"
+    listen: Annotated[str, _hostport(5060)] = "0.0.0.0:5070"  # SIP's own port when left out
     transport: Literal["udp", "tcp"] = "udp"
     from_uri: SipUri = "sip:deskbot@127.0.0.1"
     display_name: Annotated[
@@ -135,7 +139,7 @@ class Audit(_Model):
 
 
 class Health(_Model):
-    listen: HostPort = "127.0.0.1:9120"
+    listen: Annotated[str, _hostport(9120)] = "127.0.0.1:9120"
 
 
 class Phone(_Model):
@@ -175,7 +179,7 @@ class SlackSettings(_Model):
     bot_token_env: str = "SLACK_BOT_TOKEN"
     app_token_env: str = "SLACK_APP_TOKEN"
     signing_secret_env: str = "SLACK_SIGNING_SECRET"
-    http_listen: HostPort = "127.0.0.1:3000"
+    http_listen: Annotated[str, _hostport(3000)] = "127.0.0.1:3000"
     # slack_sdk drops the path of a base URL without the trailing slash
     api_url: Annotated[HttpUrl, AfterValidator(lambda v: v if v.endswith("/") else v + "/")] = (
         "https://slack.com/api/"
@@ -277,6 +281,7 @@ def parse(
     environ: Mapping[str, str],
     secrets_for: tuple[str, ...] = ALL_SECRETS,
 ) -> Config:
+    """Validate parsed TOML; relative file paths in it are taken from the file's folder."""
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
@@ -297,7 +302,21 @@ def parse(
             secrets[env_name] = value
     if problems:
         raise ConfigError(problems)
-    return Config(settings, path, secrets)
+    return Config(_beside(settings, path.absolute().parent), path, secrets)
+
+
+def _beside(s: Settings, folder: Path) -> Settings:
+    """Relative ``[audit] path`` and ``[matrix] store`` -> under the config file's folder."""
+
+    def near(value: str) -> str:
+        if not value or value == ":memory:" or Path(value).is_absolute():
+            return value
+        return str(folder / value)
+
+    update: dict[str, Any] = {"audit": s.audit.model_copy(update={"path": near(s.audit.path)})}
+    if s.matrix is not None:
+        update["matrix"] = s.matrix.model_copy(update={"store": near(s.matrix.store)})
+    return s.model_copy(update=update)
 
 
 def _line(text: str) -> str:

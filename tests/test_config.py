@@ -332,3 +332,37 @@ def test_any_file_gets_exit_0_or_2_and_clean_lines_from_check_config(tmp_path, c
         path.write_text(content, encoding="utf-8", errors="surrogatepass")
     code, lines = check_config(path, capsys)
     assert_clean(path, code, lines)
+
+
+def test_a_listen_address_without_port_gets_the_default_port_and_port_0_stays_any():
+    from deskbot.senders.sip.agent import SipAgent
+
+    text = BASE.replace('listen = "127.0.0.1:0"', 'listen = "127.0.0.1"')
+    text += '[health]\nlisten = "[::1]"\n[slack]\nhttp_listen = "0.0.0.0"\n'
+    s = config.parse(tomllib.loads(text), Path("x"), ENV).settings
+    assert s.sip.listen == "127.0.0.1:5060"  # SIP's own port, as in a sip: URI without one
+    assert s.health.listen == "[::1]:9120" and s.slack and s.slack.http_listen == "0.0.0.0:3000"
+    assert SipAgent(s.sip)._start_settings()["port"] == 5060
+    s = config.parse(tomllib.loads(BASE), Path("x"), ENV).settings
+    assert s.sip.listen == "127.0.0.1:0"
+
+
+def test_relative_audit_and_matrix_store_paths_are_read_from_the_config_files_folder(
+    tmp_path, monkeypatch
+):
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    path = etc / "d.toml"
+    path.write_text(
+        BASE + '[audit]\npath = "data/a.sqlite3"\n[matrix]\nhomeserver = "http://h"\n'
+        'user_id = "@bot:x.org"\nstore = "./state/matrix"\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    for config_path in (path, Path("etc/d.toml")):
+        s = config.load(config_path, ENV).settings
+        assert s.audit.path == str(etc / "data/a.sqlite3")
+        assert s.matrix and s.matrix.store == str(etc / "state/matrix")
+    path.write_text(BASE + '[audit]\npath = "/var/lib/deskbot/a.sqlite3"\n')
+    assert config.load(path, ENV).settings.audit.path == "/var/lib/deskbot/a.sqlite3"
+    path.write_text(BASE)
+    assert config.load(path, ENV).settings.audit.path == str(etc / "data/deskbot.sqlite3")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -282,6 +283,24 @@ def test_send_uses_a_free_port_when_the_configured_one_is_taken(sipp, tmp_path):
         assert f"SIP port {port} is in use" in result.stderr
     finally:
         busy.close()
+
+
+def test_relative_audit_path_is_beside_the_config_whatever_the_working_directory(sipp, tmp_path):
+    phone = sipp(200)
+    etc, elsewhere = tmp_path / "etc", tmp_path / "elsewhere"
+    etc.mkdir()
+    elsewhere.mkdir()
+    cfg = config_for(etc, {"486": phone.uri()})
+    cfg.write_text(cfg.read_text().replace(str(etc / "audit.sqlite3"), "data/audit.sqlite3"))
+    deskbot = str(Path(sys.executable).parent / "deskbot")
+    for cwd in (etc, elsewhere):
+        result = subprocess.run(
+            [deskbot, "send", "-c", str(cfg), "486", "hi"], cwd=cwd, capture_output=True
+        )
+        assert result.returncode == 0, result.stderr
+    db = sqlite3.connect(etc / "data" / "audit.sqlite3")
+    assert db.execute("SELECT count(*) FROM commands").fetchone() == (2,)
+    assert not (elsewhere / "data").exists()
 
 
 def test_send_to_a_group_at_the_end_of_a_chain_of_1200_groups(sipp, tmp_path):
