@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel
 
 from deskbot import config
 from deskbot.directory import loader
@@ -22,6 +25,28 @@ log = logging.getLogger("deskbot")
 # Changing these needs a restart; the directory and policy reload live.
 RESTART_KEYS = ("sip", "matrix", "slack", "health", "audit")
 WATCH_RETRY = 5.0  # seconds before watching the config's folder again after a watcher error
+
+
+def restart_changes(running: config.Settings, new: config.Settings) -> list[str]:
+    """The keys under RESTART_KEYS that differ, like ``sip.listen`` (a table: ``matrix``)."""
+    found: list[str] = []
+
+    def plain(value: Any) -> Any:
+        return value.model_dump() if isinstance(value, BaseModel) else value
+
+    def compare(key: str, old: Any, new: Any) -> None:
+        if isinstance(old, dict) and isinstance(new, dict):
+            for name in dict.fromkeys([*old, *new]):
+                compare(f"{key}.{name}", old.get(name, _ABSENT), new.get(name, _ABSENT))
+        elif old != new:
+            found.append(key)
+
+    for key in RESTART_KEYS:
+        compare(key, plain(getattr(running, key)), plain(getattr(new, key)))
+    return found
+
+
+_ABSENT = object()
 
 
 def build_sources(cfg: config.Config, relay: Relay) -> list[Source]:
@@ -58,6 +83,7 @@ class Service:
             s.health.listen, self.metrics, self.status, refresh=[self._refresh_gauges]
         )
         self.stopping = asyncio.Event()
+        self.running = s  # what the sender, sources, health and audit were started with
         self._loaded_stamp = _stamp(cfg.path)
         self._reloading = asyncio.Lock()  # one reload at a time, applied in order
         self._tasks: list[asyncio.Task[Any]] = []
@@ -96,10 +122,9 @@ class Service:
                 with contextlib.suppress(Exception):
                     await source.notify_admins(text)
             return False
-        old = self.cfg.settings
-        changed = [k for k in RESTART_KEYS if getattr(old, k) != getattr(new.settings, k)]
-        if changed:
-            log.warning("config: changes to [%s] take effect after a restart", ", ".join(changed))
+        changed = restart_changes(self.running, new.settings)
+        if changed:  # compared with what runs: an edit undone before a restart warns no more
+            log.warning("config: changes to %s take effect after a restart", ", ".join(changed))
         self.relay.use(loader.from_settings(new.settings), Policy.from_settings(new.settings))
         self.cfg = new
         self.metrics.reloads.labels("applied").inc()
@@ -158,7 +183,11 @@ class Service:
         except SenderError as exc:
             raise StartError(f"the SIP agent on {self.cfg.settings.sip.listen}: {exc}") from None
         try:
-            await self.health.start()
+            try:
+                await self.health.start()
+            except OSError as exc:  # the port is taken, the address is not this host's
+                why = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else str(exc)
+                raise StartError(f"the health endpoint on {self.health.listen}: {why}") from None
             for source in self.sources:
                 try:
                     await source.start()

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from pathlib import Path
 
 import aiohttp
-from conftest import DeskbotRun, free_port, until, wait_for, write_config
+from conftest import DeskbotRun, free_port, run_deskbot, until, wait_for, write_config
 
 from deskbot import config
 from deskbot.app import Service
@@ -183,3 +184,51 @@ def test_a_sighup_reload_of_26_levels_of_diamond_groups_does_not_stall_deskbot(t
         assert deskbot.health()["ok"] is True
     finally:
         assert deskbot.stop() == 0
+
+
+def test_a_health_port_in_use_is_one_clean_line_and_exit_2(tmp_path: Path):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        body = CONFIG.format(
+            health=port, tmp=tmp_path, ok="sip:486@127.0.0.1:9", missing="sip:487@127.0.0.1:9"
+        )
+        result = run_deskbot("run", "-c", str(write_config(tmp_path / "d.toml", body)), timeout=30)
+    finally:
+        taken.close()
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert [line.split(" ERROR ", 1)[1] for line in errors] == [
+        f"deskbot: cannot start the health endpoint on 127.0.0.1:{port}: Address already in use"
+    ]
+
+
+async def test_reload_names_the_changed_restart_keys_compared_with_what_runs(tmp_path, caplog):
+    body = CONFIG.format(health=0, tmp=tmp_path, ok="sip:486@127.0.0.1:9", missing="sip:487@x")
+    path = write_config(tmp_path / "d.toml", body)
+    service = Service(config.load(path, {}), RecordingSender(), sources=[])
+
+    def restart_warnings() -> list[str]:
+        found = [r.getMessage() for r in caplog.records if "after a restart" in r.getMessage()]
+        caplog.clear()
+        return found
+
+    assert await service.reload("unchanged") and restart_warnings() == []
+    path.write_text(body.replace("timeout = 1.0", 'timeout = 2.0\ndisplay_name = "Desk Bot"'))
+    assert await service.reload("edit")
+    assert restart_warnings() == [
+        "config: changes to sip.display_name, sip.timeout take effect after a restart"
+    ]
+    path.write_text(body + '[phones.488]\nuri = "sip:488@127.0.0.1:9"\n')  # [sip] as it runs
+    assert await service.reload("undone") and restart_warnings() == []
+    assert len(service.relay.directory.phones) == 3
+    path.write_text(body.replace('listen = "127.0.0.1:0"', 'listen = "127.0.0.1:0"\n[health]', 1))
+    assert not await service.reload("broken")  # [health] twice: rejected, nothing to warn about
+    path.write_text(body + '[matrix]\nhomeserver = "http://x"\nuser_id = "@bot:x"\n')
+    await service.reload("matrix added")  # the token is missing: rejected too
+    assert restart_warnings() == []
+    if service.audit:
+        service.audit.close()
