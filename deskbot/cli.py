@@ -149,7 +149,7 @@ async def _send(cfg: config.Config, targets: str, text: str, as_json: bool) -> i
             print(f"deskbot: cannot start the SIP agent on {s.sip.listen}: {exc}", file=sys.stderr)
             return EXIT_NOTHING_SENT
         # `deskbot run` has the port: a one-shot send goes out from any free one, like sipsak
-        log.warning("SIP port %d is in use (deskbot run?): sending from a free port", port)
+        log.info("SIP port %d is in use (deskbot run?): sending from a free port", port)
         agent = SipAgent(s.sip.model_copy(update={"listen": f"{host}:0"}), password)
         relay.sender = agent
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 from pathlib import Path
@@ -232,3 +233,35 @@ async def test_reload_names_the_changed_restart_keys_compared_with_what_runs(tmp
     assert restart_warnings() == []
     if service.audit:
         service.audit.close()
+
+
+def test_sigterm_to_the_whole_process_group_stops_deskbot_without_restarting_its_worker(
+    sipp, tmp_path
+):
+    from slack_standin import APP_TOKEN, BOT_TOKEN, SlackStandIn
+
+    slack = SlackStandIn()
+    try:
+        phone = sipp(silent=True)  # a send still out at the signal keeps deskbot stopping a while
+        body = CONFIG.format(health=0, tmp=tmp_path, ok=phone.uri(), missing="sip:487@x")
+        body += f'[people.alice.slack]\n[slack]\napi_url = "{slack.api_url}"\n'
+        body = body.replace('phone = "486"', 'phone = "486"\nslack = "U0ALICE"').replace(
+            "[people.alice.slack]\n", ""
+        )
+        etc = tmp_path / "etc"
+        etc.mkdir()
+        path = write_config(etc / "d.toml", body)
+        env = {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_APP_TOKEN": APP_TOKEN}
+        deskbot = DeskbotRun(path, env, tmp_path / "run.log").start()
+        wait_for(lambda: slack.socket_open, what="deskbot's Socket Mode socket")
+        envelope = slack.push_command("486 closing time", "U0ALICE", "C0DESK")
+        wait_for(lambda: slack.acks.get(envelope), what="the command's ack")
+        phone.wait_received(1)
+        assert deskbot.proc is not None
+        os.killpg(deskbot.proc.pid, signal.SIGTERM)  # as a terminal or a service manager does
+        assert deskbot.proc.wait(20) == 0
+        log = deskbot.log()
+        assert "restarting" not in log and " ERROR deskbot.sip" not in log, log
+        assert any("486 (Reception): 408 Request Timeout" in p.text for p in slack.posts)
+    finally:
+        slack.close()
