@@ -128,14 +128,7 @@ class Service:
         self.relay.use(loader.from_settings(new.settings), Policy.from_settings(new.settings))
         self.cfg = new
         self.metrics.reloads.labels("applied").inc()
-        s = new.settings
-        log.info(
-            "directory reloaded (%s): %d phones, %d people, %d groups",
-            reason,
-            len(s.phones),
-            len(s.people),
-            len(s.groups),
-        )
+        log.info("directory reloaded (%s): %s", reason, config.counts(new.settings))
         return True
 
     async def reload_safely(self, reason: str) -> None:

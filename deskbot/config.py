@@ -213,6 +213,21 @@ class Config:
         return self._secrets[env_name]
 
 
+def counts(s: Settings) -> str:
+    """'1 phone, 2 people, 1 group': the size of the directory, for summaries."""
+
+    def count(n: int, one: str, many: str) -> str:
+        return f"{n} {one if n == 1 else many}"
+
+    return ", ".join(
+        [
+            count(len(s.phones), "phone", "phones"),
+            count(len(s.people), "person", "people"),
+            count(len(s.groups), "group", "groups"),
+        ]
+    )
+
+
 def find_path(cli_path: str | None) -> Path:
     if cli_path:
         return Path(cli_path)
