@@ -5,10 +5,11 @@ PYTHON ?= $(shell for p in python3.11 python3.12 python3; do \
   && { command -v $$p; break; }; done)
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: test lint format demo bench deps system-deps clean image image-test
+.PHONY: test lint format demo bench deps run-deps system-deps clean image image-test
 
 test: deps system-deps
 	$(BIN)/pytest -q
@@ -22,20 +23,27 @@ format: deps
 	$(BIN)/ruff format deskbot tests bench
 	$(BIN)/ruff check --fix deskbot tests bench
 
-demo: deps
+demo: run-deps
 	$(BIN)/deskbot demo
 
 bench: deps system-deps
 	$(BIN)/python bench/fanout.py
 
-deps: $(STAMP)
+# run-deps: deskbot and what it needs at run time (enough for `make demo`);
+# deps: that plus the test stack (pytest, Synapse, ruff, mypy, ...).
+run-deps: $(RUN_STAMP)
+deps: $(TEST_STAMP)
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "need python3.11 or python3.12 (pjsua2 wheels stop at 3.12)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	touch $(RUN_STAMP)
+
+$(TEST_STAMP): $(RUN_STAMP)
 	$(BIN)/pip install -q -e '.[test]'
-	touch $(STAMP)
+	touch $(TEST_STAMP)
 
 # SIPp and baresip are the test phones, Kamailio the test PBX; apt-get installs
 # whichever is missing.

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel
 
 from deskbot import config
 from deskbot.directory import loader
@@ -21,6 +24,29 @@ log = logging.getLogger("deskbot")
 
 # Changing these needs a restart; the directory and policy reload live.
 RESTART_KEYS = ("sip", "matrix", "slack", "health", "audit")
+WATCH_RETRY = 5.0  # seconds before watching the config's folder again after a watcher error
+
+
+def restart_changes(running: config.Settings, new: config.Settings) -> list[str]:
+    """The keys under RESTART_KEYS that differ, like ``sip.listen`` (a table: ``matrix``)."""
+    found: list[str] = []
+
+    def plain(value: Any) -> Any:
+        return value.model_dump() if isinstance(value, BaseModel) else value
+
+    def compare(key: str, old: Any, new: Any) -> None:
+        if isinstance(old, dict) and isinstance(new, dict):
+            for name in dict.fromkeys([*old, *new]):
+                compare(f"{key}.{name}", old.get(name, _ABSENT), new.get(name, _ABSENT))
+        elif old != new:
+            found.append(key)
+
+    for key in RESTART_KEYS:
+        compare(key, plain(getattr(running, key)), plain(getattr(new, key)))
+    return found
+
+
+_ABSENT = object()
 
 
 def build_sources(cfg: config.Config, relay: Relay) -> list[Source]:
@@ -60,7 +86,9 @@ class Service:
             s.health.listen, self.metrics, self.status, refresh=[self._refresh_gauges]
         )
         self.stopping = asyncio.Event()
+        self.running = s  # what the sender, sources, health and audit were started with
         self._loaded_stamp = _stamp(cfg.path)
+        self._reloading = asyncio.Lock()  # one reload at a time, applied in order
         self._tasks: list[asyncio.Task[Any]] = []
 
     def status(self) -> dict[str, Any]:
@@ -76,9 +104,13 @@ class Service:
 
     async def reload(self, reason: str) -> bool:
         """Re-read the config; apply the directory and policy, or keep the last good one."""
+        async with self._reloading:
+            return await self._reload(reason)
+
+    async def _reload(self, reason: str) -> bool:
         self._loaded_stamp = _stamp(self.cfg.path)
-        try:
-            new = config.load(self.cfg.path)
+        try:  # in a thread: a large file must not stall the chats or /healthz
+            new = await asyncio.to_thread(config.load, self.cfg.path)
         except config.ConfigError as exc:
             self.metrics.reloads.labels("rejected").inc()
             log.error(
@@ -93,22 +125,21 @@ class Service:
                 with contextlib.suppress(Exception):
                     await source.notify_admins(text)
             return False
-        old = self.cfg.settings
-        changed = [k for k in RESTART_KEYS if getattr(old, k) != getattr(new.settings, k)]
-        if changed:
-            log.warning("config: changes to [%s] take effect after a restart", ", ".join(changed))
+        changed = restart_changes(self.running, new.settings)
+        if changed:  # compared with what runs: an edit undone before a restart warns no more
+            log.warning("config: changes to %s take effect after a restart", ", ".join(changed))
         self.relay.use(loader.from_settings(new.settings), Policy.from_settings(new.settings))
         self.cfg = new
         self.metrics.reloads.labels("applied").inc()
-        s = new.settings
-        log.info(
-            "directory reloaded (%s): %d phones, %d people, %d groups",
-            reason,
-            len(s.phones),
-            len(s.people),
-            len(s.groups),
-        )
+        log.info("directory reloaded (%s): %s", reason, config.counts(new.settings))
         return True
+
+    async def reload_safely(self, reason: str) -> None:
+        """A reload that never ends the caller (the watcher, a SIGHUP): a failure is logged."""
+        try:
+            await self.reload(reason)
+        except Exception:
+            log.exception("config reload (%s) failed; the last good directory stays", reason)
 
     async def _watch(self) -> None:
         from watchfiles import awatch
@@ -117,16 +148,22 @@ class Service:
         # Watch the folder (editors replace the file), but only this file's changes count.
         # Each second without events the file's stamp is compared too, so an edit made
         # before the watcher was up is not missed.
-        async for _changes in awatch(
-            path.parent,
-            watch_filter=lambda _change, changed: Path(changed).resolve() == path,
-            stop_event=self.stopping,
-            debounce=300,
-            rust_timeout=1000,
-            yield_on_timeout=True,
-        ):
-            if _stamp(path) != self._loaded_stamp:
-                await self.reload("file changed")
+        while not self.stopping.is_set():
+            try:
+                async for _changes in awatch(
+                    path.parent,
+                    watch_filter=lambda _change, changed: Path(changed).resolve() == path,
+                    stop_event=self.stopping,
+                    debounce=300,
+                    rust_timeout=1000,
+                    yield_on_timeout=True,
+                ):
+                    if _stamp(path) != self._loaded_stamp:
+                        await self.reload_safely("file changed")
+            except Exception as exc:  # the folder went away, inotify limits, ...
+                log.warning("config watcher: %s; watching again in %.0f s", exc, WATCH_RETRY)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), WATCH_RETRY)
 
     async def run(self) -> None:
         """Serve until SIGTERM or SIGINT; raise StartError if something cannot start."""
@@ -134,14 +171,19 @@ class Service:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         loop.add_signal_handler(
-            signal.SIGHUP, lambda: self._tasks.append(loop.create_task(self.reload("SIGHUP")))
+            signal.SIGHUP,
+            lambda: self._tasks.append(loop.create_task(self.reload_safely("SIGHUP"))),
         )
         try:
             await self.sender.start()
         except SenderError as exc:
             raise StartError(f"the SIP agent on {self.cfg.settings.sip.listen}: {exc}") from None
         try:
-            await self.health.start()
+            try:
+                await self.health.start()
+            except OSError as exc:  # the port is taken, the address is not this host's
+                why = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else str(exc)
+                raise StartError(f"the health endpoint on {self.health.listen}: {why}") from None
             for source in self.sources:
                 try:
                     await source.start()

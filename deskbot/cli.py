@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import os
+import pwd
 import signal
 import sys
 from collections.abc import Sequence
@@ -103,8 +104,7 @@ def check_config(args: argparse.Namespace) -> int:
     s = cfg.settings
     adapters = [name for name in ("slack", "matrix") if getattr(s, name)] or ["none"]
     print(
-        f"{cfg.path}: ok: {len(s.phones)} phones, {len(s.people)} people, "
-        f"{len(s.groups)} groups; SIP {s.sip.transport} {s.sip.listen}"
+        f"{cfg.path}: ok: {config.counts(s)}; SIP {s.sip.transport} {s.sip.listen}"
         f"{' via ' + s.sip.registrar.uri if s.sip.registrar else ''}; "
         f"chat: {', '.join(adapters)}"
     )
@@ -136,7 +136,7 @@ async def _send(cfg: config.Config, targets: str, text: str, as_json: bool) -> i
     agent = SipAgent(s.sip, password)  # its worker starts only once there is something to send
     relay = Relay(agent, loader.from_settings(s), Policy.from_settings(s))
     replier = ShellReplier(as_json)
-    user = ChatUser(SHELL, os.environ.get("USER", "shell"))
+    user = ChatUser(SHELL, _login_name())
     prepared = relay.prepare(Request(user, f"{targets} {text}"))
     if isinstance(prepared, Answer):
         await replier.answer(prepared)
@@ -155,7 +155,7 @@ async def _send(cfg: config.Config, targets: str, text: str, as_json: bool) -> i
             print(f"deskbot: cannot start the SIP agent on {s.sip.listen}: {exc}", file=sys.stderr)
             return EXIT_NOTHING_SENT
         # `deskbot run` has the port: a one-shot send goes out from any free one, like sipsak
-        log.warning("SIP port %d is in use (deskbot run?): sending from a free port", port)
+        log.info("SIP port %d is in use (deskbot run?): sending from a free port", port)
         agent = SipAgent(s.sip.model_copy(update={"listen": f"{host}:0"}), password)
         relay.sender = agent
         try:
@@ -174,6 +174,27 @@ async def _send(cfg: config.Config, targets: str, text: str, as_json: bool) -> i
         await agent.close()
         audit.close()
     return exit_code(result) if isinstance(result, report.Report) else EXIT_NOTHING_SENT
+
+
+def _login_name() -> str:
+    """Who is at the shell, for the audit log: $USER, else the password database's name."""
+    try:
+        return os.environ.get("USER") or pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:  # a uid without a passwd entry (containers)
+        return f"uid {os.getuid()}"
+
+
+def _targets_problem(targets: str) -> str | None:
+    """TARGETS is one word: `deskbot send "486 487" hi` must not send "487 hi" to 486."""
+    if not targets.strip():
+        return "TARGETS is empty: give an extension, person or group, like 486 or @sales"
+    if any(c.isspace() for c in targets):
+        shown = repr(targets) if len(targets) <= 40 else repr(targets[:39] + "…")
+        return (
+            f"TARGETS is one word, but {shown} has a space in it: separate targets "
+            f"with commas, like {','.join(targets.replace(',', ' ').split())}"
+        )
+    return None
 
 
 def exit_code(result: report.Report) -> int:
@@ -214,6 +235,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check_config(args)
     if args.command == "send":
         _setup_logging(args.verbose, logging.WARNING)
+        problem = _targets_problem(args.targets)
+        if problem:
+            print(f"deskbot: {problem}. Nothing was sent.", file=sys.stderr)
+            return EXIT_NOTHING_SENT
         cfg = _load(args.config, secrets_for=("sip",))  # chat tokens are not needed here
         if cfg is None:
             return EXIT_NOTHING_SENT

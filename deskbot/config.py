@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import re
+import stat
+import sys
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,8 +19,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from deskbot import sipuri
 
-EXTENSION_RE = re.compile(r"^[0-9]{1,15}$")
-NAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
+EXTENSION_RE = re.compile(r"[0-9]{1,15}")  # whole keys only: fullmatch
+NAME_RE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
+MAX_FILE_BYTES = 16 << 20  # a directory of 100,000 phones is about 5 MB
+MAX_LINE_CHARS = 300  # one problem, one readable line
 
 
 def _matching(regex: str, message: str) -> AfterValidator:
@@ -33,9 +37,14 @@ def _matching(regex: str, message: str) -> AfterValidator:
     return AfterValidator(check)
 
 
-def _hostport(value: str) -> str:
-    sipuri.split_hostport(value)  # its ValueError says what is wrong
-    return value
+def _hostport(default_port: int) -> AfterValidator:
+    """host:port; a missing port is ``default_port`` (port 0 stays "any free port")."""
+
+    def check(value: str) -> str:
+        host, port = sipuri.split_hostport(value)  # its ValueError says what is wrong
+        return value if port is not None else f"{host}:{default_port}"
+
+    return AfterValidator(check)
 
 
 def _sip_uri(value: str) -> str:
@@ -50,7 +59,6 @@ def _host(value: str) -> str:
     return value
 
 
-HostPort = Annotated[str, AfterValidator(_hostport)]
 SipUri = Annotated[str, AfterValidator(_sip_uri)]
 Host = Annotated[str, AfterValidator(_host)]
 HttpUrl = Annotated[str, _matching(r"https?://[^\s/]+(/.*)?", "{value!r} is not an http(s) URL")]
@@ -109,7 +117,7 @@ class Registrar(_Model):
 
 
 class Sip(_Model):
-    listen: HostPort = "0.0.0.0:5070"
+    listen: Annotated[str, _hostport(5060)] = "0.0.0.0:5070"  # SIP's own port when left out
     transport: Literal["udp", "tcp"] = "udp"
     from_uri: SipUri = "sip:deskbot@127.0.0.1"
     display_name: Annotated[
@@ -145,7 +153,7 @@ class Audit(_Model):
 
 
 class Health(_Model):
-    listen: HostPort = "127.0.0.1:9120"
+    listen: Annotated[str, _hostport(9120)] = "127.0.0.1:9120"
 
 
 class Phone(_Model):
@@ -185,7 +193,7 @@ class SlackSettings(_Model):
     bot_token_env: str = "SLACK_BOT_TOKEN"
     app_token_env: str = "SLACK_APP_TOKEN"
     signing_secret_env: str = "SLACK_SIGNING_SECRET"
-    http_listen: HostPort = "127.0.0.1:3000"
+    http_listen: Annotated[str, _hostport(3000)] = "127.0.0.1:3000"
     # slack_sdk drops the path of a base URL without the trailing slash
     api_url: Annotated[HttpUrl, AfterValidator(lambda v: v if v.endswith("/") else v + "/")] = (
         "https://slack.com/api/"
@@ -219,6 +227,21 @@ class Config:
         return self._secrets[env_name]
 
 
+def counts(s: Settings) -> str:
+    """'1 phone, 2 people, 1 group': the size of the directory, for summaries."""
+
+    def count(n: int, one: str, many: str) -> str:
+        return f"{n} {one if n == 1 else many}"
+
+    return ", ".join(
+        [
+            count(len(s.phones), "phone", "phones"),
+            count(len(s.people), "person", "people"),
+            count(len(s.groups), "group", "groups"),
+        ]
+    )
+
+
 def find_path(cli_path: str | None) -> Path:
     if cli_path:
         return Path(cli_path)
@@ -236,20 +259,49 @@ def load(
     """Read, parse and validate; raise ConfigError listing every problem.
 
     ``secrets_for`` names the tables whose ``_env`` variables must be set:
-    ``deskbot send`` needs only the SIP password, not the chat tokens.
+    ``deskbot send`` needs only the SIP password, not the chat tokens. Any
+    file gives a Config or a ConfigError, never another exception.
     """
     environ = os.environ if environ is None else environ
+    text = _read(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([_line(f"{path}: not valid TOML: {exc}")]) from None
+    except ValueError as exc:  # an integer over Python's digit limit is not a TOMLDecodeError
+        why = str(exc)
+        if "integer string conversion" in why:
+            why = f"a number has more than {sys.get_int_max_str_digits()} digits"
+        raise ConfigError([_line(f"{path}: not valid TOML: {why}")]) from None
+    except RecursionError:
+        raise ConfigError([f"{path}: not valid TOML: arrays or tables nested too deeply"]) from None
+    return parse(raw, path, environ, secrets_for)
+
+
+def _read(path: Path) -> str:
+    """The file's text; only a regular file of sane size (a FIFO or /dev/zero must not hang)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise ConfigError(
             [f"{path}: file not found (give -c PATH or set DESKBOT_CONFIG)"]
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"{path}: cannot read: {exc}"]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
-    return parse(raw, path, environ, secrets_for)
+    except OSError as exc:
+        raise ConfigError([_line(f"{path}: cannot read: {exc.strerror or exc}")]) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ConfigError([f"{path}: not a regular file"])
+    with os.fdopen(fd, "rb") as file:
+        try:
+            data = file.read(MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            raise ConfigError([_line(f"{path}: cannot read: {exc.strerror or exc}")]) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError([f"{path}: larger than {MAX_FILE_BYTES >> 20} MB: not a config file"])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start})"]) from None
 
 
 def parse(
@@ -258,23 +310,48 @@ def parse(
     environ: Mapping[str, str],
     secrets_for: tuple[str, ...] = ALL_SECRETS,
 ) -> Config:
+    """Validate parsed TOML; relative file paths in it are taken from the file's folder."""
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError([f"{path}: {_loc(e['loc'])}: {_msg(e)}" for e in exc.errors()]) from None
-    problems = [f"{path}: {key}: {msg}" for key, msg in cross_check(settings)]
+        raise ConfigError(
+            [_line(f"{path}: {_loc(e['loc'])}: {_msg(e)}") for e in exc.errors()]
+        ) from None
+    except RecursionError:
+        raise ConfigError([f"{path}: values nested too deeply"]) from None
+    problems = [_line(f"{path}: {key}: {msg}") for key, msg in cross_check(settings)]
     secrets: dict[str, str] = {}
     for key, env_name in _secret_names(settings):
         if key.split(".")[0] not in secrets_for:
             continue
         value = environ.get(env_name, "")
         if not value:
-            problems.append(f"{path}: {key}: environment variable {env_name} is not set")
+            problems.append(_line(f"{path}: {key}: environment variable {env_name} is not set"))
         else:
             secrets[env_name] = value
     if problems:
         raise ConfigError(problems)
-    return Config(settings, path, secrets)
+    return Config(_beside(settings, path.absolute().parent), path, secrets)
+
+
+def _beside(s: Settings, folder: Path) -> Settings:
+    """Relative ``[audit] path`` and ``[matrix] store`` -> under the config file's folder."""
+
+    def near(value: str) -> str:
+        if not value or value == ":memory:" or Path(value).is_absolute():
+            return value
+        return str(folder / value)
+
+    update: dict[str, Any] = {"audit": s.audit.model_copy(update={"path": near(s.audit.path)})}
+    if s.matrix is not None:
+        update["matrix"] = s.matrix.model_copy(update={"store": near(s.matrix.store)})
+    return s.model_copy(update=update)
+
+
+def _line(text: str) -> str:
+    """One problem as one printable line: control characters escaped, long values cut."""
+    shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+    return shown if len(shown) <= MAX_LINE_CHARS else shown[: MAX_LINE_CHARS - 1] + "…"
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -317,7 +394,7 @@ def cross_check(s: Settings) -> list[tuple[str, str]]:
     """References between tables: phones, people and groups must exist; ids unique."""
     problems: list[tuple[str, str]] = []
     for ext, phone in s.phones.items():
-        if not EXTENSION_RE.match(ext):
+        if not EXTENSION_RE.fullmatch(ext):
             problems.append((f"phones.{ext}", "the key must be an extension of digits, like 486"))
         wanted = re.search(r";transport=([a-z]+)", phone.uri.lower())
         if wanted and wanted.group(1) != s.sip.transport:
@@ -329,12 +406,12 @@ def cross_check(s: Settings) -> list[tuple[str, str]]:
                 )
             )
     for name, person in s.people.items():
-        if not NAME_RE.match(name):
+        if not NAME_RE.fullmatch(name):
             problems.append((f"people.{name}", "names are lower-case letters, digits, . _ -"))
         if person.phone is not None and person.phone not in s.phones:
             problems.append((f"people.{name}.phone", f"phone {person.phone!r} is not in [phones]"))
     for name in s.groups:
-        if not NAME_RE.match(name):
+        if not NAME_RE.fullmatch(name):
             problems.append((f"groups.{name}", "names are lower-case letters, digits, . _ -"))
         if name in s.people:
             problems.append((f"groups.{name}", f"{name!r} is also a person; pick another name"))
@@ -371,20 +448,39 @@ def cross_check(s: Settings) -> list[tuple[str, str]]:
 
 
 def _group_cycles(s: Settings) -> list[tuple[str, str]]:
-    problems: list[tuple[str, str]] = []
-    for start in s.groups:
-        stack: list[tuple[str, tuple[str, ...]]] = [(start, (start,))]
-        while stack:
-            name, trail = stack.pop()
-            for member in s.groups[name].members:
-                ref = member.removeprefix("@")
-                if ref not in s.groups or member in s.phones:
-                    continue
-                if ref == start:
-                    cycle = " -> ".join((*trail, ref))
-                    problems.append((f"groups.{start}.members", f"group cycle: {cycle}"))
-                    stack.clear()
-                    break
-                if ref not in trail:
-                    stack.append((ref, (*trail, ref)))
-    return problems
+    """Each cycle among groups, found by one depth-first walk (linear in the directory)."""
+    edges = {
+        name: [
+            ref
+            for member in group.members
+            if member not in s.phones and (ref := member.removeprefix("@")) in s.groups
+        ]
+        for name, group in s.groups.items()
+    }
+    problems: dict[tuple[str, str], None] = {}
+    done: set[str] = set()
+    for root in edges:
+        if root in done:
+            continue
+        trail, where = [root], {root: 0}  # the walk's current path; where: a name's place on it
+        members = [iter(edges[root])]
+        while members:
+            child = next(members[-1], None)
+            if child is None:
+                members.pop()
+                done.add(trail[-1])
+                del where[trail.pop()]
+            elif child in where:  # back to a group on the current path: a cycle
+                cycle = [*trail[where[child] :], child]
+                problems[(f"groups.{child}.members", f"group cycle: {_trail(cycle)}")] = None
+            elif child not in done:
+                where[child] = len(trail)
+                trail.append(child)
+                members.append(iter(edges[child]))
+    return list(problems)
+
+
+def _trail(names: list[str], most: int = 8) -> str:
+    if len(names) > most:
+        names = [*names[:4], f"… {len(names) - 7} more …", *names[-3:]]
+    return " -> ".join(names)

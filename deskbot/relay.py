@@ -214,8 +214,8 @@ class Relay:
         if not self.may_send(user, person):
             log.warning("refused %s user %s: not in [access] senders", user.chat, user.id)
             return Answer(
-                "you are not allowed to send to desk phones: ask an admin to add "
-                "you to [access] senders",
+                "you are not allowed to send to desk phones: ask an admin to add you to "
+                f"[people] with your {user.chat.title()} id {user.id}, and to [access] senders",
                 error=True,
             )
         try:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
 import tomllib
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from deskbot import config
 
@@ -161,3 +166,203 @@ def test_a_phone_transport_must_match_the_sip_transport():
         "deskbot.toml: phones.486.uri: asks for transport=tcp but deskbot listens on udp "
         "([sip] transport)"
     ]
+
+
+# -- any file: exit 0 or 2 and clean lines, never a traceback or a hang ---------------------
+
+
+def check_config(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
+    """`deskbot check-config -c PATH` in-process -> (exit code, the lines it printed)."""
+    from deskbot import cli
+
+    code = cli.main(["check-config", "-c", str(path)])
+    out, err = capsys.readouterr()
+    assert err == ""
+    return code, out.splitlines()
+
+
+def assert_clean(path: Path, code: int, lines: list[str]) -> None:
+    assert code in (0, 2)
+    assert lines, "check-config printed nothing"
+    if code == 0:
+        [line] = lines
+        assert line.startswith(f"{path}: ok: ")
+    for line in lines:
+        assert line.startswith(f"{path}: ") and line.isprintable() and len(line) < 2000, line
+
+
+def test_an_integer_over_pythons_digit_limit_is_one_problem_line(tmp_path, capsys):
+    path = tmp_path / "d.toml"
+    path.write_text(BASE + "[limits]\nmax_group_size = 1" + "0" * 5000 + "\n")
+    assert check_config(path, capsys) == (
+        2,
+        [f"{path}: not valid TOML: a number has more than 4300 digits"],
+    )
+
+
+def test_arrays_nested_2000_deep_are_one_problem_line(tmp_path, capsys):
+    path = tmp_path / "d.toml"
+    path.write_text(BASE + "[message]\nx = " + "[" * 2000 + "]" * 2000 + "\n")
+    code, [line] = check_config(path, capsys)
+    assert code == 2 and line == f"{path}: not valid TOML: arrays or tables nested too deeply"
+    path.write_text(BASE + "[limits]\nx = " + "{a = " * 2000 + "1" + "}" * 2000 + "\n")
+    code, [line] = check_config(path, capsys)
+    assert code == 2 and "nested too deeply" in line
+    path.write_text(BASE.replace('members = ["alice", "487"]', "members = " + "[" * 60 + "]" * 60))
+    code, lines = check_config(path, capsys)
+    assert code == 2 and lines[0].startswith(f"{path}: groups.sales.members[0]: ")
+
+
+def diamonds(levels: int) -> str:
+    """groups top -> (a1, b1) -> (a2, b2) -> ... -> the phone: 2**levels paths to it."""
+    lines = ['[phones.486]\nuri = "sip:486@10.0.0.86"', '[groups.top]\nmembers = ["@a1", "@b1"]']
+    for i in range(1, levels + 1):
+        below = f'["@a{i + 1}", "@b{i + 1}"]' if i < levels else '["486"]'
+        lines += [f"[groups.a{i}]\nmembers = {below}", f"[groups.b{i}]\nmembers = {below}"]
+    return "\n".join(lines) + "\n"
+
+
+def chain(length: int) -> str:
+    """groups g0 -> g1 -> ... -> the phone, one group inside the next."""
+    lines = ['[phones.486]\nuri = "sip:486@10.0.0.86"']
+    for i in range(length):
+        inner = f'"@g{i + 1}"' if i + 1 < length else '"486"'
+        lines.append(f"[groups.g{i}]\nmembers = [{inner}]")
+    return "\n".join(lines) + "\n"
+
+
+def test_26_levels_of_diamond_shaped_groups_are_checked_in_linear_time(tmp_path, capsys):
+    import time
+
+    path = tmp_path / "d.toml"
+    path.write_text(diamonds(26))
+    started = time.monotonic()
+    code, [line] = check_config(path, capsys)
+    assert code == 0 and line.startswith(f"{path}: ok: ") and " 53 groups;" in line
+    assert time.monotonic() - started < 5
+
+
+def test_a_chain_of_1200_groups_is_valid_and_a_long_cycle_is_one_short_line(tmp_path, capsys):
+    path = tmp_path / "d.toml"
+    path.write_text(chain(1200))
+    assert check_config(path, capsys)[0] == 0
+    path.write_text(chain(1200).replace('members = ["486"]', 'members = ["@g0"]'))
+    code, [line] = check_config(path, capsys)
+    assert code == 2
+    assert line == (
+        f"{path}: groups.g0.members: group cycle: g0 -> g1 -> g2 -> g3 -> … 1194 more … "
+        "-> g1198 -> g1199 -> g0"
+    )
+
+
+def test_keys_with_control_characters_are_reported_on_one_printable_line(tmp_path, capsys):
+    path = tmp_path / "d.toml"
+    path.write_text(
+        BASE + '[phones."486\\n"]\nuri = "sip:486@10.0.0.86"\n[message]\n"a\\u202eb" = 1\n'
+    )
+    code, lines = check_config(path, capsys)
+    assert code == 2
+    assert lines == [
+        f"{path}: message.a\\u202eb: unknown key (check the spelling against config.example.toml)"
+    ]
+    path.write_text(BASE + '[phones."486\\n"]\nuri = "sip:486@10.0.0.86"\n')
+    assert check_config(path, capsys) == (
+        2,
+        [f"{path}: phones.486\\n: the key must be an extension of digits, like 486"],
+    )
+
+
+def test_files_that_are_not_config_files_are_refused_at_once(tmp_path, capsys):
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)  # nothing will ever write: reading it would hang
+    assert check_config(fifo, capsys) == (2, [f"{fifo}: not a regular file"])
+    assert check_config(tmp_path, capsys) == (2, [f"{tmp_path}: not a regular file"])
+    binary = tmp_path / "b.toml"
+    binary.write_bytes(b"[sip]\nlisten = '\xff'\n")
+    assert check_config(binary, capsys) == (2, [f"{binary}: not UTF-8 text (byte 16)"])
+
+
+# Fragments of deskbot configs, recombined at random: known tables and keys, values of
+# every TOML type, extremes (huge numbers, deep nesting), and plain noise.
+TABLES = [
+    "[sip]", "[sip.registrar]", "[message]", "[access]", "[limits]", "[audit]", "[health]",
+    "[phones.486]", "[phones.487]", "[phones.x]", "[people.alice]", "[people.Bob]",
+    "[groups.sales]", "[groups.a]", "[groups.b]", "[matrix]", "[slack]", "[[phones]]",
+    "[groups]", "[people.alice.phone]", "[sip",
+]  # fmt: skip
+KEYS = [
+    "listen", "transport", "from_uri", "timeout", "max_in_flight", "uri", "label", "phone",
+    "slack", "matrix", "members", "senders", "admins", "path", "max_chars", "homeserver",
+    "user_id", "mode", "store", "rooms", "channels", "password_env", '"a\\nb"', "members.x",
+]  # fmt: skip
+SOME_VALUES = [
+    '"127.0.0.1"', '"127.0.0.1:0"', '"[::1]:5060"', '"sip:486@10.0.0.86"', '"486"',
+    '"@a"', '"@b"', '"@sales"', '"alice"', '"*"', '["@a", "486"]', '["@b", "alice"]',
+    '"udp"', '"tcp"', "true", "nan", "inf", "-0", "1e400", "0x_1", "1979-05-27",
+    "1979-13-45T25:61:61Z", "'''x'''", '"\\uD800"', '"\\u0000"', "{}", "[]",
+    "1" + "0" * 5000, "[" * 300 + "]" * 300, "{a = " * 300 + "1" + "}" * 300,
+]  # fmt: skip
+VALUES = st.one_of(
+    st.sampled_from(SOME_VALUES),
+    st.integers().map(str),
+    st.floats().map(repr),
+    st.text(max_size=20).map(lambda t: json.dumps(t)),
+    st.lists(st.sampled_from(['"@a"', '"@b"', '"486"', '"alice"', "1"]), max_size=4).map(
+        lambda items: "[" + ", ".join(items) + "]"
+    ),
+)
+LINES = st.one_of(
+    st.sampled_from(TABLES),
+    st.tuples(st.sampled_from(KEYS), VALUES).map(lambda kv: f"{kv[0]} = {kv[1]}"),
+    st.text(max_size=30),
+)
+
+
+@settings(
+    max_examples=200,
+    deadline=timedelta(seconds=5),
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(st.one_of(st.binary(max_size=300), st.lists(LINES, max_size=30).map("\n".join)))
+def test_any_file_gets_exit_0_or_2_and_clean_lines_from_check_config(tmp_path, capsys, content):
+    path = tmp_path / "fuzz.toml"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8", errors="surrogatepass")
+    code, lines = check_config(path, capsys)
+    assert_clean(path, code, lines)
+
+
+def test_a_listen_address_without_port_gets_the_default_port_and_port_0_stays_any():
+    from deskbot.senders.sip.agent import SipAgent
+
+    text = BASE.replace('listen = "127.0.0.1:0"', 'listen = "127.0.0.1"')
+    text += '[health]\nlisten = "[::1]"\n[slack]\nhttp_listen = "0.0.0.0"\n'
+    s = config.parse(tomllib.loads(text), Path("x"), ENV).settings
+    assert s.sip.listen == "127.0.0.1:5060"  # SIP's own port, as in a sip: URI without one
+    assert s.health.listen == "[::1]:9120" and s.slack and s.slack.http_listen == "0.0.0.0:3000"
+    assert SipAgent(s.sip)._start_settings()["port"] == 5060
+    s = config.parse(tomllib.loads(BASE), Path("x"), ENV).settings
+    assert s.sip.listen == "127.0.0.1:0"
+
+
+def test_relative_audit_and_matrix_store_paths_are_read_from_the_config_files_folder(
+    tmp_path, monkeypatch
+):
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    path = etc / "d.toml"
+    path.write_text(
+        BASE + '[audit]\npath = "data/a.sqlite3"\n[matrix]\nhomeserver = "http://h"\n'
+        'user_id = "@bot:x.org"\nstore = "./state/matrix"\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    for config_path in (path, Path("etc/d.toml")):
+        s = config.load(config_path, ENV).settings
+        assert s.audit.path == str(etc / "data/a.sqlite3")
+        assert s.matrix and s.matrix.store == str(etc / "state/matrix")
+    path.write_text(BASE + '[audit]\npath = "/var/lib/deskbot/a.sqlite3"\n')
+    assert config.load(path, ENV).settings.audit.path == "/var/lib/deskbot/a.sqlite3"
+    path.write_text(BASE)
+    assert config.load(path, ENV).settings.audit.path == str(etc / "data/deskbot.sqlite3")

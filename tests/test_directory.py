@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 import tomllib
 from pathlib import Path
 
@@ -144,3 +146,85 @@ def test_parser_raises_only_usage_errors(text: str):
         return
     if isinstance(command, commands.Send):
         assert command.text and "\r" not in command.text and "\x00" not in command.text
+
+
+def test_every_unknown_target_in_a_list_is_named_in_one_message():
+    d = directory()
+    with pytest.raises(TargetError) as err:
+        d.resolve("486,dave,999,erin,@nope,dave")
+    assert str(err.value) == (
+        "unknown targets 'dave', 'erin': not extensions, people or groups; "
+        "extension 999 is not in the directory; no group '@nope': try `help` for the groups; "
+        "try `who` or `help`"
+    )
+    with pytest.raises(TargetError) as err:
+        d.resolve("486,dave")
+    assert str(err.value) == (
+        "unknown target 'dave': not an extension, person or group; try `who` or `help`"
+    )
+
+
+def groups_directory(groups: dict[str, list[str]]) -> Directory:
+    text = DIRECTORY.split("[groups.sales]")[0]
+    for name, members in groups.items():
+        text += f"[groups.{name}]\nmembers = {json.dumps(members)}\n"
+    return loader.from_settings(config.Settings.model_validate(tomllib.loads(text)))
+
+
+def test_a_chain_of_1200_groups_and_26_levels_of_diamonds_resolve_at_once():
+    chain = {f"g{i}": [f"@g{i + 1}"] for i in range(1199)} | {"g1199": ["487"]}
+    assert extensions("@g0", groups_directory(chain)) == ["487"]
+    diamonds = {"top": ["@a1", "@b1"]}
+    for i in range(1, 27):
+        below = [f"@a{i + 1}", f"@b{i + 1}"] if i < 26 else ["486", "bob"]
+        diamonds |= {f"a{i}": below, f"b{i}": below}
+    started = time.monotonic()
+    assert extensions("top,@a3,a26", groups_directory(diamonds)) == ["486", "488"]
+    assert time.monotonic() - started < 1
+
+
+def expand_recursively(d: Directory, name: str, seen: set[str]) -> list[str]:
+    """The resolver as it was, recursive: the order phones come out in is the contract."""
+    seen.add(name)
+    found: list[str] = []
+    for member in d.groups[name]:
+        ref = member.removeprefix("@")
+        if member in d.phones:
+            found.append(member)
+        elif ref in d.groups:
+            if ref not in seen:
+                found += expand_recursively(d, ref, seen)
+        elif ref in d.people and d.people[ref].phone:
+            found.append(str(d.people[ref].phone))
+    return list(dict.fromkeys(found))
+
+
+NAMES = ["a", "b", "c", "d", "e"]
+GRAPHS = st.dictionaries(
+    st.sampled_from(NAMES),
+    st.lists(st.sampled_from([*(f"@{n}" for n in NAMES), "486", "487", "488", "alice"])),
+    min_size=1,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(GRAPHS)
+def test_groups_resolve_like_the_recursive_walk_and_cycles_are_found_like_a_topological_sort(
+    graph: dict[str, list[str]],
+):
+    graph = {
+        name: [m for m in members if not m.startswith("@") or m[1:] in graph]
+        for name, members in graph.items()
+    }
+    d = groups_directory(graph)
+    for name in graph:
+        assert extensions(f"@{name}", d) == expand_recursively(d, name, set())
+    # Kahn: a graph without cycles can be emptied by removing groups nobody contains
+    inside = {n: {m[1:] for m in ms if m.startswith("@")} for n, ms in graph.items()}
+    while leaves := [n for n, kids in inside.items() if not kids]:
+        inside = {n: kids - set(leaves) for n, kids in inside.items() if n not in leaves}
+    settings_ = config.Settings.model_validate(
+        tomllib.loads(DIRECTORY.split("[groups.sales]")[0])
+    ).model_copy(update={"groups": {n: config.Group(members=ms) for n, ms in graph.items()}})
+    cycles = [msg for key, msg in config.cross_check(settings_) if "group cycle" in msg]
+    assert bool(cycles) == bool(inside)

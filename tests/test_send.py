@@ -7,7 +7,10 @@ user sees (lines, JSON, exit code) and what the phone received.
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import socket
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -224,7 +227,7 @@ def test_check_config_summary_and_problems(tmp_path):
     cfg = config_for(tmp_path, {"486": "sip:486@10.0.0.86"})
     ok = run_deskbot("check-config", "-c", str(cfg))
     assert ok.returncode == 0
-    assert ok.stdout.startswith(f"{cfg}: ok: 1 phones, 0 people, 0 groups")
+    assert ok.stdout.startswith(f"{cfg}: ok: 1 phone, 0 people, 0 groups")
     bad = write_config(
         tmp_path / "bad.toml",
         '[phones.486]\nuri = "sip:486@10.0.0.86"\n'
@@ -250,7 +253,7 @@ def test_send_needs_no_chat_tokens(sipp, tmp_path):
 def test_config_flag_works_before_the_command_too(tmp_path):
     cfg = config_for(tmp_path, {"486": "sip:486@10.0.0.86"})
     result = run_deskbot("-c", str(cfg), "check-config")
-    assert result.returncode == 0 and result.stdout.startswith(f"{cfg}: ok: 1 phones")
+    assert result.returncode == 0 and result.stdout.startswith(f"{cfg}: ok: 1 phone,")
     usage = run_deskbot("send")
     assert usage.returncode == 2 and "usage: deskbot send" in usage.stderr
 
@@ -279,6 +282,83 @@ def test_send_uses_a_free_port_when_the_configured_one_is_taken(sipp, tmp_path):
         )
         result, [row] = send_json(cfg, "486", "hi")
         assert (result.returncode, row["code"]) == (0, 200)
-        assert f"SIP port {port} is in use" in result.stderr
+        assert result.stderr == ""  # the documented fallback is no error
+        verbose, [row] = send_json(cfg, "-v", "486", "hi")
+        assert (verbose.returncode, row["code"]) == (0, 200)
+        logged = verbose.stderr.splitlines()
+        assert [line.split(" ", 2)[2] for line in logged if "in use" in line] == [
+            f"INFO deskbot: SIP port {port} is in use (deskbot run?): sending from a free port"
+        ]
+        assert not [line for line in logged if " ERROR " in line or " WARNING " in line]
     finally:
         busy.close()
+
+
+def test_check_config_counts_in_words_and_a_listen_without_port_means_5060(tmp_path):
+    cfg = config_for(
+        tmp_path,
+        {"486": "sip:486@10.0.0.86", "487": "sip:487@10.0.0.87"},
+        extra='[people.alice]\nphone = "486"\n[groups.all]\nmembers = ["486"]\n',
+    )
+    cfg.write_text(cfg.read_text().replace('listen = "127.0.0.1:0"', 'listen = "127.0.0.1"'))
+    result = run_deskbot("check-config", "-c", str(cfg))
+    assert result.returncode == 0
+    assert result.stdout == (
+        f"{cfg}: ok: 2 phones, 1 person, 1 group; SIP udp 127.0.0.1:5060; chat: none\n"
+    )
+
+
+def test_the_shell_sender_in_the_audit_log_is_the_login_name_without_user(sipp, tmp_path):
+    phone = sipp(200)
+    cfg = config_for(tmp_path, {"486": phone.uri()})
+    env = {k: v for k, v in os.environ.items() if k not in ("USER", "LOGNAME")}
+    deskbot = str(Path(sys.executable).parent / "deskbot")
+    result = subprocess.run(
+        [deskbot, "send", "-c", str(cfg), "486", "hi"], env=env, capture_output=True, timeout=60
+    )
+    assert result.returncode == 0
+    db = sqlite3.connect(tmp_path / "audit.sqlite3")
+    login = pwd.getpwuid(os.getuid()).pw_name
+    assert db.execute("SELECT chat, sender_id FROM commands").fetchall() == [("shell", login)]
+
+
+def test_targets_with_a_space_inside_one_argument_are_a_usage_error(sipp, tmp_path):
+    phone = sipp(200)
+    cfg = config_for(tmp_path, {"486": phone.uri(), "487": phone.uri("487")})
+    result = run_deskbot("send", "-c", str(cfg), "486 487", "hello")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr == (
+        "deskbot: TARGETS is one word, but '486 487' has a space in it: separate targets "
+        "with commas, like 486,487. Nothing was sent.\n"
+    )
+    empty = run_deskbot("send", "-c", str(cfg), "", "hello")
+    assert empty.returncode == 2 and "TARGETS is empty" in empty.stderr
+    assert phone.received() == []
+
+
+def test_relative_audit_path_is_beside_the_config_whatever_the_working_directory(sipp, tmp_path):
+    phone = sipp(200)
+    etc, elsewhere = tmp_path / "etc", tmp_path / "elsewhere"
+    etc.mkdir()
+    elsewhere.mkdir()
+    cfg = config_for(etc, {"486": phone.uri()})
+    cfg.write_text(cfg.read_text().replace(str(etc / "audit.sqlite3"), "data/audit.sqlite3"))
+    deskbot = str(Path(sys.executable).parent / "deskbot")
+    for cwd in (etc, elsewhere):
+        result = subprocess.run(
+            [deskbot, "send", "-c", str(cfg), "486", "hi"], cwd=cwd, capture_output=True
+        )
+        assert result.returncode == 0, result.stderr
+    db = sqlite3.connect(etc / "data" / "audit.sqlite3")
+    assert db.execute("SELECT count(*) FROM commands").fetchone() == (2,)
+    assert not (elsewhere / "data").exists()
+
+
+def test_send_to_a_group_at_the_end_of_a_chain_of_1200_groups(sipp, tmp_path):
+    phone = sipp(200)
+    groups = "".join(f'[groups.g{i}]\nmembers = ["@g{i + 1}"]\n' for i in range(1199))
+    groups += '[groups.g1199]\nmembers = ["486"]\n'
+    cfg = config_for(tmp_path, {"486": phone.uri()}, extra=groups)
+    result, [row] = send_json(cfg, "@g0", "down the chain")
+    assert (result.returncode, row["target"], row["code"]) == (0, "486", 200), result.stderr

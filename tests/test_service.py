@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import signal
+import socket
 from pathlib import Path
 
 import aiohttp
-from conftest import DeskbotRun, free_port, until, wait_for, write_config
+from conftest import DeskbotRun, free_port, run_deskbot, until, wait_for, write_config
 
 from deskbot import config
 from deskbot.app import Service
 from deskbot.relay import ChatUser, Dispatch, Request
+from deskbot.senders.recording import RecordingSender
 from deskbot.senders.sip.agent import SipAgent
 
 CONFIG = """
@@ -121,3 +125,143 @@ def test_healthz_shows_the_pbx_registration(sipp, tmp_path: Path):
         assert health["sip"]["registration"]["code"] == 403
     finally:
         wrong.stop()
+
+
+async def test_the_config_watcher_survives_any_file_and_applies_the_next_good_one(
+    tmp_path, caplog, monkeypatch
+):
+    body = CONFIG.format(health=0, tmp=tmp_path, ok="sip:486@127.0.0.1:9", missing="sip:487@x")
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    path = write_config(etc / "d.toml", body)
+    caplog.set_level(logging.INFO)
+    service = Service(config.load(path, {}), RecordingSender(), sources=[])
+    runner = asyncio.create_task(service.run())
+
+    def logged(text: str) -> bool:
+        return any(text in r.getMessage() for r in caplog.records)
+
+    try:
+        await until(lambda: logged("deskbot running"), what="the service to start")
+        await asyncio.sleep(0.5)  # the watcher is up
+        path.write_text(body + "[limits]\nmax_group_size = 1" + "0" * 5000 + "\n")
+        await until(lambda: logged("config change rejected"), what="the rejected edit")
+        real_load = config.load
+        calls: list[Path] = []
+
+        def load_once_broken(*args, **kwargs):
+            calls.append(args[0])
+            if len(calls) == 1:
+                raise RuntimeError("a bug in the loader")
+            return real_load(*args, **kwargs)
+
+        monkeypatch.setattr(config, "load", load_once_broken)
+        path.write_text(body + "\n")
+        await until(lambda: logged("config reload (file changed) failed"), what="the failure")
+        path.write_text(body + '[phones.488]\nuri = "sip:488@127.0.0.1:9"\n')
+        await until(lambda: logged("directory reloaded (file changed): 3 phones"), what="reload")
+    finally:
+        service.stopping.set()
+        await asyncio.wait_for(runner, 20)
+
+
+def test_a_sighup_reload_of_26_levels_of_diamond_groups_does_not_stall_deskbot(tmp_path):
+    from test_config import diamonds
+
+    body = CONFIG.format(health=0, tmp=tmp_path, ok="sip:486@127.0.0.1:9", missing="sip:487@x")
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    path = write_config(etc / "d.toml", body)
+    deskbot = DeskbotRun(path, {}, tmp_path / "run.log").start()
+    try:
+        groups = diamonds(26).split("\n", 2)[2]  # the groups, below the phone of their own
+        path.write_text(body + groups.replace('["486"]', '["486", "487"]'))
+        deskbot.proc.send_signal(signal.SIGHUP)
+        wait_for(
+            lambda: "directory reloaded" in deskbot.log() and "53 groups" in deskbot.log(),
+            timeout=15,
+            what="the reload",
+        )
+        assert deskbot.health()["ok"] is True
+    finally:
+        assert deskbot.stop() == 0
+
+
+def test_a_health_port_in_use_is_one_clean_line_and_exit_2(tmp_path: Path):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        body = CONFIG.format(
+            health=port, tmp=tmp_path, ok="sip:486@127.0.0.1:9", missing="sip:487@127.0.0.1:9"
+        )
+        result = run_deskbot("run", "-c", str(write_config(tmp_path / "d.toml", body)), timeout=30)
+    finally:
+        taken.close()
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert [line.split(" ERROR ", 1)[1] for line in errors] == [
+        f"deskbot: cannot start the health endpoint on 127.0.0.1:{port}: Address already in use"
+    ]
+
+
+async def test_reload_names_the_changed_restart_keys_compared_with_what_runs(tmp_path, caplog):
+    body = CONFIG.format(health=0, tmp=tmp_path, ok="sip:486@127.0.0.1:9", missing="sip:487@x")
+    path = write_config(tmp_path / "d.toml", body)
+    service = Service(config.load(path, {}), RecordingSender(), sources=[])
+
+    def restart_warnings() -> list[str]:
+        found = [r.getMessage() for r in caplog.records if "after a restart" in r.getMessage()]
+        caplog.clear()
+        return found
+
+    assert await service.reload("unchanged") and restart_warnings() == []
+    path.write_text(body.replace("timeout = 1.0", 'timeout = 2.0\ndisplay_name = "Desk Bot"'))
+    assert await service.reload("edit")
+    assert restart_warnings() == [
+        "config: changes to sip.display_name, sip.timeout take effect after a restart"
+    ]
+    path.write_text(body + '[phones.488]\nuri = "sip:488@127.0.0.1:9"\n')  # [sip] as it runs
+    assert await service.reload("undone") and restart_warnings() == []
+    assert len(service.relay.directory.phones) == 3
+    path.write_text(body.replace('listen = "127.0.0.1:0"', 'listen = "127.0.0.1:0"\n[health]', 1))
+    assert not await service.reload("broken")  # [health] twice: rejected, nothing to warn about
+    path.write_text(body + '[matrix]\nhomeserver = "http://x"\nuser_id = "@bot:x"\n')
+    await service.reload("matrix added")  # the token is missing: rejected too
+    assert restart_warnings() == []
+    if service.audit:
+        service.audit.close()
+
+
+def test_sigterm_to_the_whole_process_group_stops_deskbot_without_restarting_its_worker(
+    sipp, tmp_path
+):
+    from slack_standin import APP_TOKEN, BOT_TOKEN, SlackStandIn
+
+    slack = SlackStandIn()
+    try:
+        phone = sipp(silent=True)  # a send still out at the signal keeps deskbot stopping a while
+        body = CONFIG.format(health=0, tmp=tmp_path, ok=phone.uri(), missing="sip:487@x")
+        body += f'[people.alice.slack]\n[slack]\napi_url = "{slack.api_url}"\n'
+        body = body.replace('phone = "486"', 'phone = "486"\nslack = "U0ALICE"').replace(
+            "[people.alice.slack]\n", ""
+        )
+        etc = tmp_path / "etc"
+        etc.mkdir()
+        path = write_config(etc / "d.toml", body)
+        env = {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_APP_TOKEN": APP_TOKEN}
+        deskbot = DeskbotRun(path, env, tmp_path / "run.log").start()
+        wait_for(lambda: slack.socket_open, what="deskbot's Socket Mode socket")
+        envelope = slack.push_command("486 closing time", "U0ALICE", "C0DESK")
+        wait_for(lambda: slack.acks.get(envelope), what="the command's ack")
+        phone.wait_received(1)
+        assert deskbot.proc is not None
+        os.killpg(deskbot.proc.pid, signal.SIGTERM)  # as a terminal or a service manager does
+        assert deskbot.proc.wait(20) == 0
+        log = deskbot.log()
+        assert "restarting" not in log and " ERROR deskbot.sip" not in log, log
+        assert any("486 (Reception): 408 Request Timeout" in p.text for p in slack.posts)
+    finally:
+        slack.close()

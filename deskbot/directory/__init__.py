@@ -77,20 +77,46 @@ class Directory:
         return self._by_id.get((source, user_id))
 
     def resolve(self, token: str) -> Resolution:
-        """TARGETS token -> de-duplicated phones, in the order written."""
+        """TARGETS token -> de-duplicated phones, in the order written.
+
+        Every part that does not resolve is named in one TargetError.
+        """
         parts = token.split(",")
         if not token or len(parts) > MAX_TARGET_PARTS:
             raise TargetError(f"give 1 to {MAX_TARGET_PARTS} comma-separated targets")
         phones: dict[str, Phone] = {}
         groups: list[str] = []
+        seen: set[str] = set()  # groups expanded so far: each is walked once per token
+        unknown: list[str] = []
+        problems: list[str] = []
         for part in parts:
             if not part:
-                raise TargetError(f"empty target in {_quote(token)}: remove the extra comma")
-            for phone in self._resolve_one(part, groups):
+                problems.append(f"empty target in {_quote(token)}: remove the extra comma")
+                continue
+            try:
+                found = self._resolve_one(part, groups, seen)
+            except _Unknown:
+                unknown.append(_quote(part))
+                continue
+            except TargetError as exc:
+                problems.append(str(exc))
+                continue
+            for phone in found:
                 phones.setdefault(phone.extension, phone)
+        unknown = list(dict.fromkeys(unknown))
+        if len(unknown) == 1:
+            problems.insert(0, f"unknown target {unknown[0]}: not an extension, person or group")
+        elif unknown:
+            problems.insert(
+                0, f"unknown targets {', '.join(unknown)}: not extensions, people or groups"
+            )
+        if unknown:
+            problems.append("try `who` or `help`")
+        if problems:
+            raise TargetError("; ".join(dict.fromkeys(problems)))
         return Resolution(tuple(phones.values()), tuple(groups))
 
-    def _resolve_one(self, part: str, groups: list[str]) -> list[Phone]:
+    def _resolve_one(self, part: str, groups: list[str], seen: set[str]) -> list[Phone]:
         if part.isascii() and part.isdigit():
             return [self._extension(part)]
         source, user_id = _mention(part)
@@ -107,13 +133,10 @@ class Directory:
             if name not in self.groups:
                 raise TargetError(f"no group {_quote(part)}: try `help` for the groups")
             groups.append(name)
-            return self._expand_group(name, set())
+            return self._expand_group(name, seen)
         if name in self.people:
             return [self._person_phone(self.people[name])]
-        raise TargetError(
-            f"unknown target {_quote(part)}: not an extension, person or group "
-            "(try `who` or `help`)"
-        )
+        raise _Unknown(part)
 
     def _extension(self, ext: str) -> Phone:
         if ext in self.phones:
@@ -128,18 +151,31 @@ class Directory:
         return self.phones[person.phone]
 
     def _expand_group(self, name: str, seen: set[str]) -> list[Phone]:
-        seen.add(name)
+        """The group's phones, depth first in the order written; each group walked once."""
         phones: list[Phone] = []
-        for member in self.groups[name]:
+        if name in seen:
+            return phones
+        seen.add(name)
+        walk = [iter(self.groups[name])]  # a stack, not recursion: chains may be long
+        while walk:
+            member = next(walk[-1], None)
+            if member is None:
+                walk.pop()
+                continue
             ref = member.removeprefix("@")
             if member in self.phones:
                 phones.append(self.phones[member])
             elif ref in self.groups:
                 if ref not in seen:
-                    phones += self._expand_group(ref, seen)
+                    seen.add(ref)
+                    walk.append(iter(self.groups[ref]))
             elif ref in self.people and self.people[ref].phone:
                 phones.append(self._person_phone(self.people[ref]))
         return phones
+
+
+class _Unknown(TargetError):
+    """A part that names nothing in the directory (reported together with the others)."""
 
 
 def _mention(part: str) -> tuple[str, str]:

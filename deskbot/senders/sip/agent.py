@@ -231,10 +231,12 @@ class SipAgent:
 
     def _give_up(self, why: str) -> None:
         self.state.failed = why
-        log.error("SIP agent gave up: %s", why)
         self._fail_pending(f"SIP agent is down: {why}")
         if self._first_start and not self._first_start.done():
+            log.debug("SIP agent could not start: %s", why)  # start() raises: the caller says it
             self._first_start.set_exception(AgentError(why))
+        else:
+            log.error("SIP agent gave up: %s", why)
 
     async def _run_worker(self) -> str:
         """Run one worker until it exits; return why it ended ('start: ...' if it never ran)."""
@@ -274,6 +276,33 @@ class SipAgent:
             await stderr_task
 
     async def _await_ready(self, proc: asyncio.subprocess.Process) -> tuple[bool, str]:
+        """Wait for the worker's ready; pjsip's lines until then are logged once it is known
+        how start-up went: a first start that fails is the caller's to report (port in use)."""
+        held: list[dict[str, Any]] = []
+        ready = False
+        try:
+            ready, error = await self._read_until_ready(proc, held)
+        finally:  # also when the start-up times out
+            quiet = not ready and self._first_start is not None and not self._first_start.done()
+            for message in held:
+                if quiet and message.get("op") == "log":
+                    pjsip_log.debug("%s", message.get("msg", ""))
+                else:
+                    self._on_message(message)
+        if ready:
+            log.info(
+                "SIP agent ready on %s port %d (pid %d)",
+                self.sip.transport.upper(),
+                self.state.port,
+                self.state.pid,
+            )
+            if self._first_start and not self._first_start.done():
+                self._first_start.set_result(None)
+        return ready, error
+
+    async def _read_until_ready(
+        self, proc: asyncio.subprocess.Process, held: list[dict[str, Any]]
+    ) -> tuple[bool, str]:
         assert proc.stdout
         while line := await proc.stdout.readline():
             message = protocol.decode(line)
@@ -284,18 +313,10 @@ class SipAgent:
                 self.state.port = int(message["port"])
                 self.state.pid = int(message["pid"])
                 self._ready.set()
-                if self._first_start and not self._first_start.done():
-                    self._first_start.set_result(None)
-                log.info(
-                    "SIP agent ready on %s port %d (pid %d)",
-                    self.sip.transport.upper(),
-                    self.state.port,
-                    self.state.pid,
-                )
                 return True, ""
             if message.get("op") == "error":
                 return False, f"error: {message.get('msg')}"
-            self._on_message(message)
+            held.append(message)
         code = await proc.wait()
         return False, f"exited with {_describe_exit(code)}"
 

@@ -304,7 +304,8 @@ def _reader(worker: Worker, stdin: Any) -> None:
 
 def main() -> None:
     _die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # also when sent to the whole
+        signal.signal(sig, signal.SIG_IGN)  # process group: the parent stops us over the pipe
     # pjlib prints a banner on stdout before any log setting applies: keep the
     # protocol on a private copy of stdout and send fd 1 to stderr.
     out = os.fdopen(os.dup(1), "wb", buffering=1 << 16)
