@@ -84,6 +84,17 @@ MatrixRoomId = Annotated[
 ]
 
 
+# The value is never echoed: a secret pasted here by mistake must not reach a log or a DM.
+EnvName = Annotated[
+    str,
+    _matching(
+        r"[A-Za-z_][A-Za-z0-9_]{0,63}",
+        "must name an environment variable (like SLACK_BOT_TOKEN) that holds the secret, "
+        "not the secret itself",
+    ),
+]
+
+
 class ConfigError(Exception):
     """Raised with every problem found; each line is 'PATH: key.path: message'."""
 
@@ -111,7 +122,7 @@ DigestUsername = Annotated[
 class Registrar(_Model):
     uri: SipUri
     username: DigestUsername
-    password_env: str
+    password_env: EnvName
     proxy: SipUri | None = None
     domain: Host | None = None
 
@@ -176,7 +187,7 @@ class Group(_Model):
 class MatrixSettings(_Model):
     homeserver: HttpUrl
     user_id: MatrixUserId
-    access_token_env: str = "DESKBOT_MATRIX_TOKEN"
+    access_token_env: EnvName = "DESKBOT_MATRIX_TOKEN"
     device_id: str = "DESKBOT"
     command: Annotated[
         str, _matching(r"\S{1,32}", "must be one word without spaces, like !deskphone")
@@ -190,9 +201,9 @@ class SlackSettings(_Model):
     command: Annotated[
         str, _matching(r"/[a-z0-9_-]{1,31}", "must be a slash command like /deskphone")
     ] = "/deskphone"
-    bot_token_env: str = "SLACK_BOT_TOKEN"
-    app_token_env: str = "SLACK_APP_TOKEN"
-    signing_secret_env: str = "SLACK_SIGNING_SECRET"
+    bot_token_env: EnvName = "SLACK_BOT_TOKEN"
+    app_token_env: EnvName = "SLACK_APP_TOKEN"
+    signing_secret_env: EnvName = "SLACK_SIGNING_SECRET"
     http_listen: Annotated[str, _hostport(3000)] = "127.0.0.1:3000"
     # slack_sdk drops the path of a base URL without the trailing slash
     api_url: Annotated[HttpUrl, AfterValidator(lambda v: v if v.endswith("/") else v + "/")] = (

@@ -9,6 +9,7 @@ import time
 from conftest import run_deskbot, wait_for
 from matrix_people import (
     SYNC_FILTER,
+    Person,
     alice_in_a_room_with_the_bot,
     join,
     text_of,
@@ -353,3 +354,51 @@ async def test_a_broken_config_edit_reaches_the_admin_in_a_direct_room(
     assert "people.bob.phone: phone '999' is not in [phones]" in body
     # carol, in the shared room, sees none of it
     assert not [e for r, e in alice.events if r == shared and "rejected" in str(e)]
+
+
+async def test_hostile_events_neither_freeze_deskbot_nor_lose_the_commands_beside_them(
+    synapse: Synapse,
+    sipp,
+    people,
+    bot: Account,
+    deskbot,
+):
+    phone = sipp(200)
+    alice, mallory = people("alice"), people("mallory")  # any member of the room may post
+    room = await alice.create_room(invite=[bot.user_id, mallory.user_id])
+    join(synapse, bot, room)
+    await mallory.client.join(room)
+    await mallory.sync()
+    run = deskbot(bot, alice, {"486": phone.uri("486")}, senders=["alice"]).start()
+    first = await alice.say(room, "!deskphone 486 first")
+    await alice.reply_to(first)
+    run.stop()
+
+    async def post(person: Person, content: dict) -> str:
+        resp = await person.client.room_send(room, "m.room.message", content)
+        assert isinstance(resp, RoomSendResponse), resp
+        return resp.event_id
+
+    # while deskbot is down, so that all of it comes in one sync batch
+    await post(
+        mallory,
+        {
+            "msgtype": "m.text",
+            "body": "!deskphone 486 x",
+            "format": "org.matrix.custom.html",
+            "formatted_body": '<a href="https://matrix.to/#/@' + "a" * 58_000,
+        },
+    )
+    odd = await post(
+        alice, {"msgtype": "m.text", "body": "!deskphone 486 odd", "m.relates_to": "oops"}
+    )
+    listed = await post(
+        alice, {"msgtype": "m.text", "body": "!deskphone 486 list", "m.relates_to": [1]}
+    )
+    after = await alice.say(room, "!deskphone 486 after")
+    run.start()
+    for command in (odd, listed, after):
+        assert "200 OK" in text_of(await alice.reply_to(command))
+    assert sorted(m.body.decode() for m in phone.received()) == sorted(
+        f"alice: {t}" for t in ("first", "odd", "list", "after")
+    )

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import socket
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from slack_standin import (
     BOT_TOKEN,
     BOT_USER_ID,
     SIGNING_SECRET,
+    HttpAnswer,
     Posted,
     SlackStandIn,
     post_command,
@@ -407,3 +410,82 @@ def test_a_wrong_bot_token_stops_deskbot_with_a_clear_error_and_exit_2(slack, tm
     assert result.returncode == 2
     assert "Slack refused the bot token from $SLACK_BOT_TOKEN: invalid_auth" in result.stderr
     assert "xoxb-wrong-token" not in result.stderr + result.stdout
+
+
+# -- hostile input over HTTP ---------------------------------------------------------------
+
+
+def _post(url: str, body: bytes, headers: dict[str, str] | None = None) -> HttpAnswer:
+    request = urllib.request.Request(url, data=body, headers=headers or {}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return HttpAnswer(response.status, response.read().decode(), 0.0)
+    except urllib.error.HTTPError as exc:
+        return HttpAnswer(exc.code, exc.read().decode(), 0.0)
+
+
+def test_unsigned_requests_get_short_answers_and_short_log_lines_never_their_bodies(
+    sipp, slack, deskbot
+):
+    phone = sipp(200)
+    bot = deskbot({"486": phone.uri()}, mode="http")
+    big = b"text=" + b"x" * (1 << 20)
+    assert _post(bot.url, big).status == 413
+    forged = b"text=486+hi\r\n2026-01-01 ERROR deskbot: forged line&user_id=" + ALICE.encode()
+    for _ in range(150):
+        answer = _post(bot.url, forged, {"Content-Type": "application/x-www-form-urlencoded"})
+        assert answer.status == 401
+    assert _post(bot.url, b"\xff\xfe{not json", {"Content-Type": "application/json"}).status == 401
+    genuine = post_command(bot.url, slack.command_fields("486 genuine", ALICE, DESK))
+    assert genuine.status == 200
+    thread_of(slack, DESK)
+    log = bot.log()
+    assert "forged line" not in log and "xxxx" not in log and "Traceback" not in log
+    assert 1 <= log.count("rejected") <= 3  # one line per LOG_EVERY seconds, with a count
+    assert len(phone.received()) == 1
+
+
+def test_a_thousand_half_open_connections_do_not_stop_a_genuine_command(sipp, slack, deskbot):
+    phone = sipp(200)
+    bot = deskbot({"486": phone.uri()}, mode="http")
+    port = int(bot.url.split(":")[2].split("/")[0])
+    lingering = []
+    try:
+        for _ in range(1024):  # slow-loris from another address: half a request, then silence
+            s = socket.socket()
+            s.bind(("127.0.0.2", 0))
+            try:
+                s.connect(("127.0.0.1", port))
+                s.send(b"POST /slack/events HTTP/1.1\r\nHost: x\r\n")
+            except OSError:
+                pass  # refused at the cap: what it is for
+            lingering.append(s)
+        genuine = post_command(bot.url, slack.command_fields("486 still here", ALICE, DESK))
+        assert genuine.status == 200 and genuine.seconds < 3
+        _anchor, [reply] = thread_of(slack, DESK)
+        assert "200 OK" in reply.text
+    finally:
+        for s in lingering:
+            s.close()
+    assert bot.health()["ok"] is True
+
+
+def test_a_signed_command_replayed_within_the_window_is_carried_out_once(sipp, slack, deskbot):
+    phone = sipp(200)
+    bot = deskbot({"486": phone.uri()}, mode="http")
+    fields = slack.command_fields("486 only once", ALICE, DESK)
+    stamp = int(time.time())
+    answers = [post_command(bot.url, fields, timestamp=stamp) for _ in range(3)]
+    assert [a.status for a in answers] == [200, 200, 200]
+    thread_of(slack, DESK)
+    wait_for(lambda: bot.log().count("came in again") == 2, what="both replays recognised")
+    assert len(phone.received()) == 1
+    assert len([p for p in slack.posts if p.channel == DESK and not p.thread_ts]) == 1
+
+
+def test_what_a_reply_echoes_cannot_ping_the_channel(sipp, slack, deskbot):
+    deskbot({"486": sipp(200).uri()})
+    envelope = slack.push_command("<!channel> hello", ALICE, DESK)
+    payload = ack_of(slack, envelope).payload
+    assert "<!channel>" not in payload["text"] and "&lt;!channel&gt;" in payload["text"]
+    assert all("<!channel>" not in b["text"]["text"] for b in payload["blocks"])

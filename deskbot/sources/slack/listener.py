@@ -132,6 +132,8 @@ def checked(signing_secret: str, dispatch: Handler) -> Handler:
             return rejections.reject(413, "body too large")
         timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
         signature = request.headers.get("X-Slack-Signature", "")
+        if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) < 12):
+            return rejections.reject(401, "no valid X-Slack-Request-Timestamp")
         if not verifier.is_valid(body, timestamp, signature):
             return rejections.reject(401, "invalid signature")
         return await dispatch(request)
