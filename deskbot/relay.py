@@ -20,7 +20,7 @@ from deskbot import commands, failpoints, report
 from deskbot.commands import Help, History, Send, UsageError, Who
 from deskbot.config import Access, Limits, Message, Settings
 from deskbot.directory import Directory, Person, Phone, TargetError
-from deskbot.senders import Cause, Delivery, Sender
+from deskbot.senders import Cause, Delivery, Sender, fair
 from deskbot.store import Answer as Recorded
 from deskbot.store import AuditError, AuditLog, Planned, Seen
 
@@ -346,6 +346,7 @@ class Relay:
         command_id = self._record(job, skipped)
         failpoints.reached("after-record")
         to_send = [p for p in job.phones if p.extension not in skipped]
+        fair.COMMAND.set(object())  # this fan-out's sends share the sender's slots with others
         results = await asyncio.gather(*(self._send(command_id, p, job.body) for p in to_send))
         if self.audit:
             self.audit.finish(command_id)

@@ -18,7 +18,7 @@ from conftest import until, wait_for, write_config
 
 from deskbot.config import Registrar, Sip
 from deskbot.directory import Phone
-from deskbot.senders import Cause, Outcome
+from deskbot.senders import Cause, Outcome, fair
 from deskbot.senders.sip.agent import AgentError, SipAgent
 
 
@@ -183,3 +183,45 @@ async def test_a_worker_that_cannot_come_back_leaves_sends_a_clear_answer(sipp, 
         assert delivery.reason.startswith("SIP agent is down")
     finally:
         await agent.close()
+
+
+async def test_a_silent_group_does_not_hold_up_another_commands_one_phone_send(sipp):
+    silent, ok = sipp(silent=True), sipp(200)
+    agent = SipAgent(Sip(listen="127.0.0.1:0", timeout=1.0, max_in_flight=50))
+
+    async def command(name: str, phones: list[Phone]) -> list:
+        fair.COMMAND.set(name)  # what the relay sets for each fan-out
+        return await asyncio.gather(*(agent.send(p, "drill") for p in phones))
+
+    async with agent:
+        group = asyncio.create_task(
+            command("group", [to(silent.uri(str(400 + i))) for i in range(60)])
+        )
+        await until(lambda: agent.in_flight == 40, what="the group to hold its share")
+        [single] = await asyncio.wait_for(command("single", [to(ok.uri())]), 0.9)
+        assert single.code == 200 and not group.done()  # answered while the group waits
+        results = await group
+    assert {d.code for d in results} == {408}
+    # the 20 sends that waited for a slot count the wait: about two timeouts, not one
+    waited = sorted(d.elapsed_ms for d in results)[-20:]
+    assert min(waited) > 1800
+
+
+async def test_freed_slots_go_to_waiting_commands_in_turn():
+    slots = fair.FairSlots(2, reserve=0)
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def one(name: str) -> None:
+        fair.COMMAND.set(name)
+        async with slots.slot():
+            order.append(name)
+            await release.wait()
+
+    tasks = [asyncio.create_task(one("a")) for _ in range(4)]
+    await until(lambda: len(order) == 2, what="a's first two sends")
+    tasks += [asyncio.create_task(one("b")) for _ in range(2)]
+    await until(lambda: len(slots.queues) == 2, what="both commands waiting")
+    release.set()
+    await asyncio.gather(*tasks)
+    assert order == ["a", "a", "a", "b", "a", "b"]  # alternating once slots come free

@@ -22,6 +22,7 @@ from deskbot import __version__
 from deskbot.config import Sip
 from deskbot.directory import Phone
 from deskbot.senders import Cause, Delivery, Health, SenderError
+from deskbot.senders.fair import FairSlots
 from deskbot.senders.sip import protocol
 from deskbot.sipuri import split_hostport
 
@@ -64,7 +65,7 @@ class SipAgent:
         self.state = AgentState()
         self._password = password
         self._worker_command = tuple(worker_command)
-        self._slots = asyncio.Semaphore(sip.max_in_flight)
+        self._slots = FairSlots(sip.max_in_flight)
         self._futures: dict[int, tuple[asyncio.Future[Delivery], str, float]] = {}
         self._next_id = 0
         self._batch: list[list[Any]] = []
@@ -146,7 +147,8 @@ class SipAgent:
     # -- sending ------------------------------------------------------------
     async def send(self, phone: Phone, text: str) -> Delivery:
         uri = phone.uri
-        async with self._slots:
+        started = time.perf_counter()  # the wait for a slot is part of what the phone took
+        async with self._slots.slot():
             if self.state.failed:
                 return Delivery(uri, 503, f"SIP agent is down: {self.state.failed}", 0.0, DOWN)
             await self._ready.wait()
@@ -154,7 +156,6 @@ class SipAgent:
             self._next_id += 1
             send_id = self._next_id
             future: asyncio.Future[Delivery] = loop.create_future()
-            started = time.perf_counter()
             self._futures[send_id] = (future, uri, started)
             if not self._batch:
                 loop.call_soon(self._flush)
