@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,27 @@ async def test_a_crash_at_any_point_answers_once_and_sends_each_phone_at_most_on
     assert (calls(fast), calls(slow)) == (to_fast, to_slow)
     assert len(alice.replies_to(barrier)) == 1
     assert run.stop() == 0
+
+
+async def test_a_command_older_than_max_age_is_answered_once_and_reaches_no_phone(
+    synapse: Synapse, sipp, people, bot: Account, deskbot
+):
+    phone = sipp(200)
+    alice, room = await alice_in_a_room_with_the_bot(synapse, people, bot)
+    run = deskbot(bot, alice, {"486": phone.uri("486")}, extra="[message]\nmax_age = 2\n")
+    run.start()
+    hello = await alice.say(room, "!deskphone 486 hello")
+    await alice.reply_to(hello)
+    run.stop()
+    stale = await alice.say(room, "!deskphone 486 fire drill now")
+    said = time.time()
+    wait_for(lambda: time.time() - said > 3, timeout=5, what="the command to grow old")
+    run.start()
+    reply = text_of(await alice.reply_to(stale))
+    assert reply.startswith("⚠️ not sent: this command waited ")
+    assert reply.endswith(" s while deskbot was down; send it again if it still matters")
+    barrier = await alice.say(room, "!deskphone 486 fresh")
+    await alice.reply_to(barrier)
+    await alice.sync()
+    assert len(alice.replies_to(stale)) == 1
+    assert [m.body.decode().split(": ", 1)[1] for m in phone.received()] == ["hello", "fresh"]
