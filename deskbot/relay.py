@@ -99,12 +99,13 @@ class Policy:
     limits: Limits
     # API client -> the targets it may reach (clients without a list reach any)
     scopes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    clients: frozenset[str] = frozenset()  # API clients in the config now (a reload revokes)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
         clients = settings.api.clients if settings.api else {}
         scopes = {name: tuple(c.targets) for name, c in clients.items() if c.targets is not None}
-        return cls(settings.message, settings.access, settings.limits, scopes)
+        return cls(settings.message, settings.access, settings.limits, scopes, frozenset(clients))
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,7 +227,9 @@ class Relay:
 
     def may_send(self, user: ChatUser, person: Person | None) -> bool:
         senders = self.policy.access.senders
-        if user.chat in (SHELL, API) or senders == "*":
+        if user.chat == API:  # known by its token; still in the config since a reload?
+            return user.id in self.policy.clients
+        if user.chat == SHELL or senders == "*":
             return True
         return person is not None and person.name in senders
 
@@ -240,6 +243,13 @@ class Relay:
                 return Replay(None if seen.answered else _replayed(seen))
         user = request.user
         person = self.person_of(user)
+        if not self.may_send(user, person) and user.chat == API:
+            log.warning("refused api client %s: no longer in [api.clients]", user.id)
+            return Answer(
+                f"client {user.id} is no longer in [api.clients]; nothing was sent",
+                error=True,
+                problem="not-allowed",
+            )
         if not self.may_send(user, person):
             log.warning("refused %s user %s: not in [access] senders", user.chat, user.id)
             return Answer(

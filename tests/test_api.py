@@ -366,3 +366,63 @@ async def test_a_webhook_is_503_when_the_audit_log_cannot_record_it(api_for, pho
     status, body, _ = await api.post("/v1/alertmanager?targets=486", AM_PAYLOAD, MON)
     assert status == 503 and body["error"] == "unrecorded"
     assert phones.sent == []
+
+
+async def test_a_body_that_never_finishes_arriving_is_408(api_for, phones, monkeypatch):
+    monkeypatch.setattr("deskbot.sources.api.BODY_TIMEOUT", 0.3)
+    api = await api_for()
+    reader, writer = await asyncio.open_connection("127.0.0.1", api.source.port)
+    token = TOKENS["TOKEN_CI"]
+    writer.write(
+        b"POST /v1/send HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+        + f"Authorization: Bearer {token}\r\n\r\n".encode()
+        + b'{"targets": "486",'
+    )
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 5)
+    writer.close()
+    assert status_line.startswith(b"HTTP/1.1 408")
+    assert phones.sent == []
+
+
+async def test_a_clients_targets_reload_with_the_policy(api_for, phones):
+    api = await api_for()
+    relay = api.source.relay
+    status, _, _ = await api.post("/v1/send", {"targets": "488", "text": "x"}, MON)
+    assert status == 403
+    s = settings()
+    assert s.api is not None
+    clients = dict(s.api.clients)
+    clients["monitoring"] = clients["monitoring"].model_copy(update={"targets": ["@all"]})
+    s = s.model_copy(update={"api": s.api.model_copy(update={"clients": clients})})
+    relay.use(relay.directory, Policy.from_settings(s))  # what a reload of the file does
+    status, _, _ = await api.post("/v1/send", {"targets": "488", "text": "x"}, MON)
+    assert status == 200 and phones.texts("488") == ["Alerts: x"]
+
+
+def test_a_reload_asks_for_a_restart_for_the_listener_and_tokens_not_for_targets():
+    from deskbot.app import restart_changes
+
+    running = settings()
+    assert running.api is not None
+    wider = {n: c.model_copy(update={"targets": None}) for n, c in running.api.clients.items()}
+
+    def edited(**change) -> config.Settings:
+        return running.model_copy(update={"api": running.api.model_copy(update=change)})
+
+    assert restart_changes(running, edited(clients=wider)) == []
+    assert restart_changes(running, edited(listen="127.0.0.1:9999")) == ["api.listen"]
+    assert restart_changes(running, running.model_copy(update={"api": None})) == ["api"]
+
+
+async def test_a_client_removed_from_the_config_is_refused_at_once(api_for, phones):
+    api = await api_for()
+    relay = api.source.relay
+    s = settings()
+    assert s.api is not None
+    clients = {n: c for n, c in s.api.clients.items() if n != "ci"}
+    s = s.model_copy(update={"api": s.api.model_copy(update={"clients": clients})})
+    relay.use(relay.directory, Policy.from_settings(s))  # a reload, before any restart
+    status, body, _ = await api.post("/v1/send", {"targets": "486", "text": "x"}, CI)
+    assert status == 403 and body["error"] == "not-allowed"
+    assert phones.sent == []
