@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,9 @@ from deskbot.store import AuditError, AuditLog
 log = logging.getLogger("deskbot")
 
 # Changing these needs a restart; the directory and policy reload live.
-RESTART_KEYS = ("sip", "matrix", "slack", "health", "audit")
+RESTART_KEYS = ("sip", "matrix", "slack", "health", "audit", "api")
+# ...except an API client's targets: they are policy, and reload with it.
+LIVE_KEYS = re.compile(r"api\.clients\.[^.]+\.targets")
 WATCH_RETRY = 5.0  # seconds before watching the config's folder again after a watcher error
 
 
@@ -38,7 +41,7 @@ def restart_changes(running: config.Settings, new: config.Settings) -> list[str]
         if isinstance(old, dict) and isinstance(new, dict):
             for name in dict.fromkeys([*old, *new]):
                 compare(f"{key}.{name}", old.get(name, _ABSENT), new.get(name, _ABSENT))
-        elif old != new:
+        elif old != new and not LIVE_KEYS.fullmatch(key):
             found.append(key)
 
     for key in RESTART_KEYS:
@@ -60,6 +63,10 @@ def build_sources(cfg: config.Config, relay: Relay) -> list[Source]:
         from deskbot.sources.matrix import MatrixSource
 
         sources.append(MatrixSource(s.matrix, relay, cfg.secret))
+    if s.api is not None:
+        from deskbot.sources.api import ApiSource
+
+        sources.append(ApiSource(s.api, relay, cfg.secret))
     return sources
 
 
@@ -192,7 +199,9 @@ class Service:
                 self._tasks.append(loop.create_task(source.run(), name=f"source-{source.name}"))
             self._tasks.append(loop.create_task(self._watch(), name="config-watch"))
             if not self.sources:
-                log.warning("no [slack] or [matrix] table in %s: no chat to serve", self.cfg.path)
+                log.warning(
+                    "no [slack], [matrix] or [api] table in %s: nothing to serve", self.cfg.path
+                )
             log.info("deskbot running: %s", ", ".join(a.name for a in self.sources) or "no chat")
             await self.stopping.wait()
             log.info("stopping")

@@ -210,17 +210,7 @@ def exit_code(result: report.Report) -> int:
 def _shell_line(line: report.Line, as_json: bool) -> str:
     phone, d = line.phone, line.delivery
     if as_json:
-        record = {
-            "target": phone.extension,
-            "label": phone.label,
-            "uri": phone.uri,
-            "code": d.code if d else 0,
-            "reason": d.reason if d else line.skipped,
-            "elapsed_ms": d.elapsed_ms if d else 0.0,
-            "outcome": d.outcome.value if d else "skipped",
-            "hint": report.hint(d, phone.extension) if d else line.skipped,
-        }
-        return json.dumps(record, ensure_ascii=False)
+        return json.dumps(report.delivery_record(line), ensure_ascii=False)
     if d is None:
         return f"{phone.extension}\t{phone.label or '-'}\tnot sent\t{line.skipped}"
     tip = report.hint(d, phone.extension)

@@ -212,6 +212,40 @@ class SlackSettings(_Model):
     channels: list[SlackChannelId] = []
 
 
+def _alert_template(value: str) -> str:
+    """Only plain {name} fields: no attribute or index access, no format specs."""
+    import string
+
+    try:
+        fields = [f for _, f, spec, conv in string.Formatter().parse(value) if f is not None]
+        specs = [spec or conv for _, f, spec, conv in string.Formatter().parse(value) if f]
+    except ValueError as exc:
+        raise ValueError(f"not a valid template: {exc} (write {{{{ and }}}} for braces)") from None
+    for name in fields:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ValueError(f"{{{name}}} is not a field: use names like {{alertname}}")
+    if any(specs):
+        raise ValueError("fields take no format spec or conversion: write {summary}")
+    return value
+
+
+MIN_TOKEN_CHARS = 16
+
+
+class ApiClient(_Model):
+    token_env: str  # Authorization: Bearer TOKEN
+    targets: list[str] | None = None  # what this client may reach; None: any target
+    name: Annotated[str, Field(min_length=1, max_length=40)] | None = None  # shown on phones
+
+
+class Api(_Model):
+    listen: Annotated[str, _hostport(9121)] = "127.0.0.1:9121"
+    clients: dict[str, ApiClient] = {}
+    # seconds a repeated alert notification is not sent again (shorter than repeat_interval)
+    dedup_window: Annotated[int, Field(ge=1, le=86400)] = 900
+    alert_template: Annotated[str, AfterValidator(_alert_template)] | None = None
+
+
 class Settings(_Model):
     sip: Sip = Sip()
     message: Message = Message()
@@ -224,6 +258,7 @@ class Settings(_Model):
     groups: dict[str, Group] = {}
     matrix: MatrixSettings | None = None
     slack: SlackSettings | None = None
+    api: Api | None = None
 
 
 class Config:
@@ -261,7 +296,7 @@ def find_path(cli_path: str | None) -> Path:
     return Path("config.toml")
 
 
-ALL_SECRETS = ("sip", "matrix", "slack")
+ALL_SECRETS = ("sip", "matrix", "slack", "api")
 
 
 def load(
@@ -338,6 +373,11 @@ def parse(
         value = environ.get(env_name, "")
         if not value:
             problems.append(_line(f"{path}: {key}: environment variable {env_name} is not set"))
+        elif key.startswith("api.") and len(value) < MIN_TOKEN_CHARS:
+            problems.append(
+                f"{path}: {key}: the token in {env_name} has {len(value)} characters; use at "
+                f"least {MIN_TOKEN_CHARS} (for example `openssl rand -hex 32`)"
+            )
         else:
             secrets[env_name] = value
     if problems:
@@ -398,6 +438,9 @@ def _secret_names(s: Settings) -> list[tuple[str, str]]:
             names.append(("slack.app_token_env", s.slack.app_token_env))
         else:
             names.append(("slack.signing_secret_env", s.slack.signing_secret_env))
+    if s.api:
+        for name, client in s.api.clients.items():
+            names.append((f"api.clients.{name}.token_env", client.token_env))
     return names
 
 
@@ -453,8 +496,32 @@ def cross_check(s: Settings) -> list[tuple[str, str]]:
     for i, who in enumerate(s.access.admins):
         if who not in s.people:
             problems.append((f"access.admins[{i}]", f"{who!r} is not in [people]"))
+    problems += _api_problems(s)
     if s.sip.transport == "tcp" and s.sip.max_in_flight > 60:
         problems.append(("sip.max_in_flight", "over TCP at most 60 (pjsip handles ~64 sockets)"))
+    return problems
+
+
+def _api_problems(s: Settings) -> list[tuple[str, str]]:
+    if s.api is None:
+        return []
+    if not s.api.clients:
+        return [("api.clients", "no clients: add [api.clients.NAME] with a token_env")]
+    problems: list[tuple[str, str]] = []
+    for name, client in s.api.clients.items():
+        if not NAME_RE.match(name):
+            problems.append((f"api.clients.{name}", "names are lower-case letters, digits, . _ -"))
+        for i, target in enumerate(client.targets or []):
+            for part in target.split(","):
+                ref = part.removeprefix("@")
+                if part in s.phones or ref in s.people or ref in s.groups:
+                    continue
+                problems.append(
+                    (
+                        f"api.clients.{name}.targets[{i}]",
+                        f"{part!r} is not a phone, person or group",
+                    )
+                )
     return problems
 
 

@@ -13,8 +13,8 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from deskbot import commands, failpoints, report
 from deskbot.commands import Help, History, Send, UsageError, Who
@@ -27,6 +27,7 @@ from deskbot.store import AuditError, AuditLog, Planned, Seen
 log = logging.getLogger("deskbot.relay")
 
 SHELL = "shell"  # the operator at the shell: trusted like an admin
+API = "api"  # a client of the HTTP API, known by its token: may send, within its targets
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,14 +46,27 @@ class Request:
     place: str = ""  # room or channel id
     key: str = ""  # the source's own durable id of the command (Matrix event id, ...)
     sent_at: float | None = None  # when the source says it was sent (epoch seconds)
+    # Set by sources that take targets and text apart (the API): the text is then the
+    # message itself, never read as a command.
+    targets: str | None = None
+    # Seconds the key keeps a repeat out; None: for ever. Alert webhooks re-send the same
+    # content on purpose later (Alertmanager's repeat_interval), so their keys expire.
+    key_window: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """A reply that sends nothing. ``error``: the command was refused or malformed."""
+    """A reply that sends nothing. ``error``: the command was refused or malformed.
+
+    ``problem`` names the refusal for machines (the API's status codes): "unknown-target",
+    "too-long", "empty-text", "forbidden", "group-too-large", "rate-limited" (with
+    ``retry_after`` seconds), "stale", "not-allowed", "usage", "unrecorded".
+    """
 
     text: str
     error: bool = False
+    problem: str = ""
+    retry_after: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +97,15 @@ class Policy:
     message: Message
     access: Access
     limits: Limits
+    # API client -> the targets it may reach (clients without a list reach any)
+    scopes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    clients: frozenset[str] = frozenset()  # API clients in the config now (a reload revokes)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
-        return cls(settings.message, settings.access, settings.limits)
+        clients = settings.api.clients if settings.api else {}
+        scopes = {name: tuple(c.targets) for name, c in clients.items() if c.targets is not None}
+        return cls(settings.message, settings.access, settings.limits, scopes, frozenset(clients))
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +131,16 @@ class Dispatch:
         who = self.person.display if self.person else commands.one_line(user.display_name)
         names = ", ".join(p.title for p in self.phones)
         return f"{who or user.id} → {names}: {self.text}"
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A job whose command is recorded: nothing stops it now but a crash."""
+
+    job: Dispatch
+    command_id: int
+    skipped: dict[str, str]  # extension -> why that phone is not sent (rate limit)
+    started: float  # perf_counter at acceptance, for the log line
 
 
 class SlidingWindow:
@@ -157,6 +186,7 @@ class Relay:
         self.sender_limit = SlidingWindow(policy.limits.per_sender_per_minute, clock=clock)
         self.phone_limit = SlidingWindow(policy.limits.per_phone_per_minute, clock=clock)
         self.checks: tuple[Check, ...] = (
+            self._within_scope,
             self._fresh,
             self._group_size,
             self._body_fits,
@@ -197,6 +227,8 @@ class Relay:
 
     def may_send(self, user: ChatUser, person: Person | None) -> bool:
         senders = self.policy.access.senders
+        if user.chat == API:  # known by its token; still in the config since a reload?
+            return user.id in self.policy.clients
         if user.chat == SHELL or senders == "*":
             return True
         return person is not None and person.name in senders
@@ -205,24 +237,39 @@ class Relay:
     def prepare(self, request: Request) -> Answer | Dispatch | Replay:
         """Parse and authorize a command; nothing is sent yet."""
         if request.key and self.audit:
-            seen = self.audit.seen(request.key)
+            seen = self.audit.seen(request.key, within=request.key_window)
             if seen is not None:
                 log.info("command %s came in again: not sent again", request.key)
                 return Replay(None if seen.answered else _replayed(seen))
         user = request.user
         person = self.person_of(user)
+        if not self.may_send(user, person) and user.chat == API:
+            log.warning("refused api client %s: no longer in [api.clients]", user.id)
+            return Answer(
+                f"client {user.id} is no longer in [api.clients]; nothing was sent",
+                error=True,
+                problem="not-allowed",
+            )
         if not self.may_send(user, person):
             log.warning("refused %s user %s: not in [access] senders", user.chat, user.id)
             return Answer(
                 "you are not allowed to send to desk phones: ask an admin to add you to "
                 f"[people] with your {user.chat.title()} id {user.id}, and to [access] senders",
                 error=True,
+                problem="not-allowed",
             )
+        admin = self.is_admin(user, person)
+        if request.targets is not None:
+            text = commands.clean_text(request.text)
+            if not text:
+                return Answer(
+                    "the text is empty: nothing to send", error=True, problem="empty-text"
+                )
+            return self.dispatch(request, person, admin, request.targets, text)
         try:
             command = commands.parse(request.text)
         except UsageError as exc:
-            return Answer(str(exc), error=True)
-        admin = self.is_admin(user, person)
+            return Answer(str(exc), error=True, problem="usage")
         match command:
             case Help():
                 return Answer(report.help_text(self.directory, self.policy.message.max_chars))
@@ -243,11 +290,12 @@ class Relay:
                 f"text too long: {len(text)} characters, the limit is {limit}. "
                 "Shorten it; nothing was sent.",
                 error=True,
+                problem="too-long",
             )
         try:
             resolution = self.directory.resolve(targets)
         except TargetError as exc:
-            return Answer(f"{exc}. Nothing was sent.", error=True)
+            return Answer(f"{exc}. Nothing was sent.", error=True, problem="unknown-target")
         job = Dispatch(
             request,
             person,
@@ -264,6 +312,27 @@ class Relay:
                 return refusal
         return job
 
+    def _within_scope(self, job: Dispatch) -> Answer | None:
+        """An API client with a targets list reaches only the phones those targets resolve to."""
+        if job.user.chat != API or job.user.id not in self.policy.scopes:
+            return None
+        allowed = self.policy.scopes[job.user.id]
+        reachable: set[str] = set()
+        for target in allowed:
+            try:
+                reachable.update(p.extension for p in self.directory.resolve(target).phones)
+            except TargetError:
+                log.warning("api client %s: its target %r does not resolve", job.user.id, target)
+        outside = [p.extension for p in job.phones if p.extension not in reachable]
+        if not outside:
+            return None
+        return Answer(
+            f"client {job.user.id} may not send to {', '.join(outside[:10])}: its targets are "
+            f"{', '.join(allowed)} ([api.clients.{job.user.id}] targets). Nothing was sent.",
+            error=True,
+            problem="forbidden",
+        )
+
     def _fresh(self, job: Dispatch) -> Answer | None:
         """A command that waited too long (deskbot was down) is answered, not sent."""
         sent_at, most = job.request.sent_at, self.policy.message.max_age
@@ -276,6 +345,7 @@ class Relay:
             f"not sent: this command waited {_duration(waited)} while deskbot was down; "
             "send it again if it still matters",
             error=True,
+            problem="stale",
         )
 
     def _group_size(self, job: Dispatch) -> Answer | None:
@@ -286,6 +356,7 @@ class Relay:
             f"{job.targets} is {len(job.phones)} phones; you may send to at most "
             f"{most} at once (admins may send to more). Nothing was sent.",
             error=True,
+            problem="group-too-large",
         )
 
     def _body_fits(self, job: Dispatch) -> Answer | None:
@@ -296,6 +367,7 @@ class Relay:
             f"text too long: {size} bytes, a SIP message takes {most}. "
             "Shorten it; nothing was sent.",
             error=True,
+            problem="too-long",
         )
 
     def _sender_rate(self, job: Dispatch) -> Answer | None:
@@ -309,6 +381,8 @@ class Relay:
                 f"slow down: you may send {self.sender_limit.limit} commands a "
                 f"minute; try again in {wait:.0f} s. Nothing was sent.",
                 error=True,
+                problem="rate-limited",
+                retry_after=wait,
             )
         self.sender_limit.add(key)
         return None
@@ -339,12 +413,25 @@ class Relay:
 
         Raises NotRecorded, sending nothing, when the audit log cannot take the command.
         """
+        return await self.fan_out(self.accept(job))
+
+    def accept(self, job: Dispatch) -> Accepted:
+        """The first half of ``deliver``, without waiting: the command is durably recorded.
+
+        Sources that answer once a send is recorded (alert webhooks) call this right
+        after ``prepare``, with no await between, then ``fan_out``. Raises NotRecorded.
+        """
         started = time.perf_counter()
-        request = job.request
         skipped = self._phone_rate(job)
         failpoints.reached("before-record")
         command_id = self._record(job, skipped)
         failpoints.reached("after-record")
+        return Accepted(job, command_id, skipped, started)
+
+    async def fan_out(self, accepted: Accepted) -> report.Report:
+        """The second half of ``deliver``: every phone at once, each answer recorded."""
+        job, command_id, skipped = accepted.job, accepted.command_id, accepted.skipped
+        request = job.request
         to_send = [p for p in job.phones if p.extension not in skipped]
         fair.COMMAND.set(object())  # this fan-out's sends share the sender's slots with others
         results = await asyncio.gather(*(self._send(command_id, p, job.body) for p in to_send))
@@ -362,7 +449,7 @@ class Relay:
             request.user.chat,
             request.user.id,
             report.summary_text(result),
-            (time.perf_counter() - started) * 1000,
+            (time.perf_counter() - accepted.started) * 1000,
         )
         for listener in self.on_report:
             listener(job, result)
@@ -375,9 +462,11 @@ class Relay:
         plan = [
             Planned(p.extension, p.uri, p.label, skipped.get(p.extension, "")) for p in job.phones
         ]
+        window = request.key_window
         try:
             return self.audit.command(
                 key=request.key,
+                reuse_before=None if window is None else self.clock_wall() - window,
                 chat=request.user.chat,
                 sender_id=request.user.id,
                 person=job.person.name if job.person else None,
@@ -393,6 +482,7 @@ class Relay:
                     "not sent: deskbot cannot write its audit log, and sends nothing it "
                     "cannot record. An admin should check deskbot's log.",
                     error=True,
+                    problem="unrecorded",
                 )
             ) from None
 

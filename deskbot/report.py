@@ -111,6 +111,21 @@ def line_text(line: Line) -> str:
     return f"{text} ({d.elapsed_ms:.0f} ms)" if not tip else f"{text} — {tip}"
 
 
+def delivery_record(line: Line) -> dict[str, object]:
+    """One phone's answer for machines (`deskbot send --json`, the HTTP API)."""
+    phone, d = line.phone, line.delivery
+    return {
+        "target": phone.extension,
+        "label": phone.label,
+        "uri": phone.uri,
+        "code": d.code if d else 0,
+        "reason": d.reason if d else line.skipped,
+        "elapsed_ms": d.elapsed_ms if d else 0.0,
+        "outcome": d.outcome.value if d else "skipped",
+        "hint": hint(d, phone.extension) if d else line.skipped,
+    }
+
+
 def summary_text(report: Report) -> str:
     return f"{report.delivered}/{len(report.lines)} delivered"
 

@@ -164,12 +164,27 @@ class AuditLog:
         targets: str,
         text_chars: int,
         plan: list[Planned],
+        reuse_before: float | None = None,
     ) -> int:
-        """Record a command before its first message leaves; its id."""
+        """Record a command before its first message leaves; its id.
+
+        ``reuse_before``: a key that expires (alerts); an older command with the same key
+        gives it up in the same transaction (kept as ``KEY#ID``). A younger one still
+        makes this fail, so a key is never taken twice.
+        """
         rows = [[p.extension, p.uri, p.label, p.skipped] for p in plan]
+        release: list[tuple[str, tuple[object, ...]]] = []
+        if key and reuse_before is not None:
+            release.append(
+                (
+                    "UPDATE commands SET key = key || '#' || id WHERE key = ? AND ts < ?",
+                    (key, reuse_before),
+                )
+            )
         return self._write(
             "the command",
             [
+                *release,
                 (
                     "INSERT INTO commands (ts, chat, sender_id, person, place, targets, text_chars,"
                     " phones, key, state, plan) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'sending', ?)",
@@ -185,7 +200,7 @@ class AuditLog:
                         key or None,
                         json.dumps(rows),
                     ),
-                )
+                ),
             ],
         )
 
@@ -226,11 +241,17 @@ class AuditLog:
         except AuditError as exc:
             log.error("%s", exc)
 
-    def seen(self, key: str) -> Seen | None:
-        """What is known of a command key, or None for a new command."""
-        answered = self.db.execute("SELECT 1 FROM answered WHERE key = ?", (key,)).fetchone()
+    def seen(self, key: str, within: float | None = None) -> Seen | None:
+        """What is known of a command key, or None for a new command.
+
+        ``within``: seconds a key counts (alerts); older uses of it are not seen.
+        """
+        since = 0.0 if within is None else time.time() - within
+        answered = self.db.execute(
+            "SELECT 1 FROM answered WHERE key = ? AND ts >= ?", (key, since)
+        ).fetchone()
         row = self.db.execute(
-            "SELECT id, state, plan FROM commands WHERE key = ?", (key,)
+            "SELECT id, state, plan FROM commands WHERE key = ? AND ts >= ?", (key, since)
         ).fetchone()
         if row is None:
             return Seen(answered=True, command_id=None) if answered else None

@@ -366,3 +366,52 @@ def test_relative_audit_and_matrix_store_paths_are_read_from_the_config_files_fo
     assert config.load(path, ENV).settings.audit.path == "/var/lib/deskbot/a.sqlite3"
     path.write_text(BASE)
     assert config.load(path, ENV).settings.audit.path == str(etc / "data/deskbot.sqlite3")
+
+
+def test_the_examples_api_block_is_valid_once_uncommented():
+    example = (ROOT / "config.example.toml").read_text()
+    block = example[example.index("# [api]") : example.index("# The directory.")]
+    text = "\n".join(line.removeprefix("# ") for line in block.splitlines())
+    env = {**ENV, "DESKBOT_API_TOKEN_MONITORING": "0123456789abcdef"}
+    s = config.parse(tomllib.loads(BASE + text), Path("x.toml"), env).settings
+    assert s.api is not None and s.api.listen == "127.0.0.1:9121" and s.api.dedup_window == 900
+    assert s.api.clients["monitoring"].targets == ["@sales", "486"]
+
+
+API = (
+    BASE
+    + """
+[api]
+[api.clients.monitoring]
+token_env = "TOKEN"
+targets = ["@sales", "488", "@nobody"]
+"""
+)
+
+
+def test_api_clients_need_a_long_token_and_targets_that_exist():
+    found = problems(API, {**ENV, "TOKEN": "short"})
+    assert found == [
+        "deskbot.toml: api.clients.monitoring.targets[1]: '488' is not a phone, person or group",
+        "deskbot.toml: api.clients.monitoring.targets[2]: '@nobody' is not a phone, person or "
+        "group",
+        "deskbot.toml: api.clients.monitoring.token_env: the token in TOKEN has 5 characters; "
+        "use at least 16 (for example `openssl rand -hex 32`)",
+    ]
+    assert problems(BASE + "[api]\n") == [
+        "deskbot.toml: api.clients: no clients: add [api.clients.NAME] with a token_env"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("template", "says"),
+    [
+        ("{summary", "not a valid template"),
+        ("{labels.__class__}", "is not a field"),
+        ("{summary!r}", "no format spec"),
+    ],
+)
+def test_an_alert_template_takes_plain_fields_only(template, says):
+    text = BASE + f'[api]\nalert_template = {template!r}\n[api.clients.m]\ntoken_env = "TOKEN"\n'
+    [problem] = problems(text, {**ENV, "TOKEN": "0123456789abcdef"})
+    assert problem.startswith("deskbot.toml: api.alert_template: ") and says in problem

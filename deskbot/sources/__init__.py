@@ -1,8 +1,10 @@
-"""Ways in: chat adapters (and later the API, alerts, schedules) feeding the one relay.
+"""Ways in: chat adapters, the HTTP API and alert webhooks, feeding the one relay.
 
 A source only translates: its platform's event becomes a ``Request``, and
 ``serve`` runs that request through the relay and answers it through the
 source's ``Replier`` (an answer, a "waiting" signal, a report). A source
+that answers once a send is recorded, before the phones answer (alert
+webhooks), uses ``take`` instead and sends with ``relay.fan_out``. A source
 does no directory lookup, no SIP and no policy; what it must know of the
 policy it asks the relay (``admin_ids``, ``allows``, ``patience``).
 """
@@ -13,19 +15,31 @@ import asyncio
 from typing import Protocol
 
 from deskbot import failpoints
-from deskbot.relay import Answer, ChatUser, Dispatch, NotRecorded, Relay, Replay, Request
+from deskbot.relay import (
+    Accepted,
+    Answer,
+    ChatUser,
+    Dispatch,
+    NotRecorded,
+    Relay,
+    Replay,
+    Request,
+)
 from deskbot.report import Report
 
 __all__ = [
+    "Accepted",
     "Answer",
     "ChatUser",
     "Dispatch",
     "Relay",
+    "Replay",
     "Replier",
     "Request",
     "Source",
     "carry_out",
     "serve",
+    "take",
 ]
 
 
@@ -111,3 +125,19 @@ async def carry_out(relay: Relay, job: Dispatch, replier: Replier) -> Report | A
     relay.answered(job.request)
     failpoints.reached("after-answered")
     return result
+
+
+def take(relay: Relay, request: Request) -> Answer | Replay | Accepted:
+    """Check and durably record a send without waiting for the phones.
+
+    Synchronous on purpose: nothing else runs between the key check and the
+    record, so two copies of a notification arriving together cannot both pass.
+    An ``Accepted`` still has to be sent: ``await relay.fan_out(accepted)``.
+    """
+    prepared = relay.prepare(request)
+    if not isinstance(prepared, Dispatch):
+        return prepared
+    try:
+        return relay.accept(prepared)
+    except NotRecorded as refused:
+        return refused.answer

@@ -1,0 +1,305 @@
+"""The HTTP API source: ``POST /v1/send`` and the Alertmanager and Grafana webhooks.
+
+Each client is named in ``[api.clients.NAME]`` and known by its bearer token
+(compared in constant time); the client's name is the user id of its
+requests, so audit rows, rate limits and the phone's sender prefix carry it.
+What a client may reach is policy: the relay checks it (``Policy.scopes``).
+This module only translates HTTP to a ``Request`` and a relay answer back to
+a status code and JSON.
+
+``/v1/send`` answers once every phone answered, with each phone's code. The
+webhooks answer 202 as soon as the notification is recorded in the audit log
+and send to the phones afterwards: a monitoring system must not wait for
+desk phones, and a 5xx (which Alertmanager retries) must mean "not taken".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from deskbot import report
+from deskbot.config import Api
+from deskbot.relay import API
+from deskbot.sipuri import split_hostport
+from deskbot.sources import (
+    Accepted,
+    Answer,
+    ChatUser,
+    Dispatch,
+    Relay,
+    Replay,
+    Request,
+    alerts,
+    serve,
+    take,
+)
+
+log = logging.getLogger("deskbot.api")
+
+MAX_BODY = 1024 * 1024  # bytes; an Alertmanager notification of a few hundred alerts fits
+BODY_TIMEOUT = 10.0  # seconds to receive a request body
+KEEPALIVE = 15.0  # seconds an idle connection stays open
+MAX_TARGETS_CHARS = 1000
+
+# What a refusal from the relay means in HTTP. Webhooks differ in one place: a rate
+# limit is "not now" (503: Alertmanager retries), where a script gets 429 and Retry-After.
+STATUS = {
+    "usage": 400,
+    "empty-text": 422,
+    "unknown-target": 422,
+    "too-long": 422,
+    "stale": 422,
+    "forbidden": 403,
+    "not-allowed": 403,
+    "group-too-large": 403,
+    "rate-limited": 429,
+    "unrecorded": 503,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    name: str
+    token_digest: bytes
+    display: str
+
+
+class BadRequest(Exception):
+    """The request cannot be read; ``status``, ``problem`` and the message say why."""
+
+    def __init__(self, status: int, problem: str, message: str):
+        super().__init__(message)
+        self.status, self.problem = status, problem
+
+
+def error(status: int, problem: str, message: str, **headers: str) -> web.Response:
+    return web.json_response(
+        {"error": problem, "message": message}, status=status, headers=headers or None
+    )
+
+
+def refusal(answer: Answer, webhook: bool = False) -> web.Response:
+    status = STATUS.get(answer.problem, 400)
+    headers = {}
+    if answer.problem == "rate-limited":
+        headers["Retry-After"] = str(max(1, round(answer.retry_after)))
+        status = 503 if webhook else 429
+    return error(status, answer.problem or "refused", answer.text, **headers)
+
+
+class HttpReplier:
+    """Keeps the relay's answer for the HTTP response (nothing is shown while waiting)."""
+
+    waiting_after = None
+
+    def __init__(self) -> None:
+        self.answer_given: Answer | None = None
+        self.result: report.Report | None = None
+
+    async def answer(self, answer: Answer) -> None:
+        self.answer_given = answer
+
+    async def waiting(self, job: Dispatch) -> None:
+        pass
+
+    async def report(self, result: report.Report) -> None:
+        self.result = result
+
+
+def deliveries(result: report.Report) -> dict[str, Any]:
+    return {
+        "deliveries": [report.delivery_record(line) for line in result.lines],
+        "delivered": result.delivered,
+        "phones": len(result.lines),
+    }
+
+
+class ApiSource:
+    name = "api"
+
+    def __init__(self, settings: Api, relay: Relay, secret: Callable[[str], str]):
+        self.settings = settings
+        self.relay = relay
+        self.clients = [
+            Client(name, _digest(secret(c.token_env)), c.name or name)
+            for name, c in settings.clients.items()
+        ]
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+        self.sending: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle -------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self.runner is not None
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=MAX_BODY)
+        app.router.add_post("/v1/send", self._send)
+        app.router.add_post("/v1/alertmanager", self._alertmanager)
+        app.router.add_post("/v1/grafana", self._grafana)
+        app.router.add_put("/v1/grafana", self._grafana)  # Grafana may be set to PUT
+        runner = web.AppRunner(
+            app, access_log=None, keepalive_timeout=KEEPALIVE, shutdown_timeout=2.0
+        )
+        await runner.setup()
+        host, port = split_hostport(self.settings.listen)
+        site = web.TCPSite(runner, host.strip("[]"), port or 0)
+        await site.start()
+        self.runner = runner
+        sockets = getattr(site._server, "sockets", None)  # port 0: the one the OS chose
+        self.port = int(sockets[0].getsockname()[1]) if sockets else (port or 0)
+        log.info("HTTP API on http://%s:%d/v1/", host, self.port)
+
+    async def run(self) -> None:
+        await asyncio.Event().wait()  # aiohttp serves by itself; this only marks the source
+
+    async def stop(self) -> None:
+        """Stop listening; sends already accepted get up to the sender's timeout to finish."""
+        runner, self.runner = self.runner, None
+        if runner is not None:
+            await runner.cleanup()
+        if self.sending:
+            await asyncio.wait(self.sending, timeout=self.relay.patience + 1)
+
+    async def notify_admins(self, text: str) -> None:
+        pass  # an API has nobody to tell; the log has it
+
+    # -- requests --------------------------------------------------------------
+    def _client(self, request: web.Request) -> Client | None:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        given = _digest(token.strip())
+        found = None
+        for client in self.clients:  # every client compared: the time says nothing
+            if hmac.compare_digest(given, client.token_digest):
+                found = client
+        return found
+
+    def _unauthorized(self, request: web.Request) -> web.Response:
+        log.warning(
+            "api: %s %s from %s without a valid token", request.method, request.path, request.remote
+        )
+        return error(
+            401,
+            "unauthorized",
+            "give a client's token as `Authorization: Bearer TOKEN` ([api.clients.NAME] token_env)",
+            **{"WWW-Authenticate": 'Bearer realm="deskbot"'},
+        )
+
+    async def _json(self, request: web.Request) -> Any:
+        try:
+            async with asyncio.timeout(BODY_TIMEOUT):
+                body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise BadRequest(413, "too-large", f"the body is over {MAX_BODY} bytes") from None
+        except TimeoutError:
+            raise BadRequest(408, "too-slow", "the body took too long to arrive") from None
+        try:
+            return json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            raise BadRequest(400, "bad-json", f"the body is not JSON: {exc}"[:300]) from None
+
+    async def _send(self, request: web.Request) -> web.Response:
+        client = self._client(request)
+        if client is None:
+            return self._unauthorized(request)
+        try:
+            targets, text = _send_fields(await self._json(request))
+        except BadRequest as exc:
+            return error(exc.status, exc.problem, str(exc))
+        user = ChatUser(API, client.name, client.display)
+        replier = HttpReplier()
+        await serve(self.relay, Request(user, text, place="api", targets=targets), replier)
+        if replier.result is not None:
+            return web.json_response(deliveries(replier.result))
+        assert replier.answer_given is not None
+        return refusal(replier.answer_given)
+
+    async def _alertmanager(self, request: web.Request) -> web.Response:
+        return await self._webhook(request, "alertmanager")
+
+    async def _grafana(self, request: web.Request) -> web.Response:
+        return await self._webhook(request, "grafana")
+
+    async def _webhook(self, request: web.Request, kind: str) -> web.Response:
+        client = self._client(request)
+        if client is None:
+            return self._unauthorized(request)
+        targets = request.query.get("targets", "")
+        if not targets or len(targets) > MAX_TARGETS_CHARS:
+            return error(
+                400,
+                "missing-targets",
+                f"say where the alerts go: /v1/{kind}?targets=486,@ops "
+                f"(1 to {MAX_TARGETS_CHARS} characters)",
+            )
+        try:
+            notification = alerts.Notification.model_validate(await self._json(request))
+        except BadRequest as exc:
+            return error(exc.status, exc.problem, str(exc))
+        except alerts.ValidationError as exc:
+            return error(400, "bad-payload", f"not a {kind} notification: {alerts.problem(exc)}")
+        text = alerts.text(
+            notification, self.relay.policy.message.max_chars, self.settings.alert_template
+        )
+        taken = take(
+            self.relay,
+            Request(
+                ChatUser(API, client.name, client.display),
+                text,
+                place=kind,
+                key=alerts.key(kind, client.name, targets, notification),
+                targets=targets,
+                key_window=self.settings.dedup_window,
+            ),
+        )
+        if isinstance(taken, Replay):
+            log.info("%s notification from %s came in again: not sent again", kind, client.name)
+            return web.json_response({"status": "duplicate"})
+        if isinstance(taken, Answer):
+            return refusal(taken, webhook=True)
+        self._fan_out(taken)
+        phones = [p.extension for p in taken.job.phones]
+        return web.json_response(
+            {"status": "accepted", "command": taken.command_id, "phones": phones}, status=202
+        )
+
+    def _fan_out(self, accepted: Accepted) -> None:
+        task = asyncio.get_running_loop().create_task(self._deliver(accepted))
+        self.sending.add(task)
+        task.add_done_callback(self.sending.discard)
+
+    async def _deliver(self, accepted: Accepted) -> None:
+        try:
+            await self.relay.fan_out(accepted)  # the relay logs and records every answer
+        except Exception:
+            log.exception("sending command %d failed", accepted.command_id)
+
+
+def _send_fields(body: Any) -> tuple[str, str]:
+    if not isinstance(body, dict):
+        raise BadRequest(400, "bad-json", 'the body must be a JSON object {"targets", "text"}')
+    for name in ("targets", "text"):
+        if name not in body:
+            raise BadRequest(400, "missing-field", f"the field {name!r} is missing")
+        if not isinstance(body[name], str):
+            raise BadRequest(400, "wrong-type", f"the field {name!r} must be a string")
+    if len(body["targets"]) > MAX_TARGETS_CHARS:
+        raise BadRequest(422, "unknown-target", f"targets are at most {MAX_TARGETS_CHARS} chars")
+    return body["targets"], body["text"]
+
+
+def _digest(token: str) -> bytes:
+    """Tokens are compared as digests: equal lengths, so compare_digest takes the same time."""
+    return hashlib.sha256(token.encode()).digest()
