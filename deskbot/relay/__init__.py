@@ -10,163 +10,49 @@ reload) and talks to one ``Sender``; it knows no chat platform and no SIP.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
 from deskbot import commands, failpoints, report
 from deskbot.commands import Help, History, Send, UsageError, Who
-from deskbot.config import Access, Limits, Message, Settings
 from deskbot.directory import Directory, Person, Phone, TargetError
-from deskbot.senders import Cause, Delivery, Sender, fair
+from deskbot.relay.replay import replayed
+from deskbot.relay.values import (
+    API,
+    SHELL,
+    Accepted,
+    Answer,
+    ChatUser,
+    Dispatch,
+    NotRecorded,
+    Policy,
+    Replay,
+    Request,
+)
+from deskbot.relay.window import SlidingWindow
+from deskbot.senders import Delivery, Sender, fair
 from deskbot.store import Answer as Recorded
-from deskbot.store import AuditError, AuditLog, Planned, Seen
+from deskbot.store import AuditError, AuditLog, Planned
+
+__all__ = [
+    "API",
+    "SHELL",
+    "Accepted",
+    "Answer",
+    "ChatUser",
+    "Dispatch",
+    "NotRecorded",
+    "Policy",
+    "Relay",
+    "Replay",
+    "Request",
+    "SlidingWindow",
+]
 
 log = logging.getLogger("deskbot.relay")
 
-SHELL = "shell"  # the operator at the shell: trusted like an admin
-API = "api"  # a client of the HTTP API, known by its token: may send, within its targets
-
-
-@dataclass(frozen=True, slots=True)
-class ChatUser:
-    chat: str  # the source: "slack", "matrix", "console" or "shell"
-    id: str  # the platform's user id
-    display_name: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    """One command as it came in: who, what, where, and its durable id at the source."""
-
-    user: ChatUser
-    text: str
-    place: str = ""  # room or channel id
-    key: str = ""  # the source's own durable id of the command (Matrix event id, ...)
-    sent_at: float | None = None  # when the source says it was sent (epoch seconds)
-    # Set by sources that take targets and text apart (the API): the text is then the
-    # message itself, never read as a command.
-    targets: str | None = None
-    # Seconds the key keeps a repeat out; None: for ever. Alert webhooks re-send the same
-    # content on purpose later (Alertmanager's repeat_interval), so their keys expire.
-    key_window: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """A reply that sends nothing. ``error``: the command was refused or malformed.
-
-    ``problem`` names the refusal for machines (the API's status codes): "unknown-target",
-    "too-long", "empty-text", "forbidden", "group-too-large", "rate-limited" (with
-    ``retry_after`` seconds), "stale", "not-allowed", "usage", "unrecorded".
-    """
-
-    text: str
-    error: bool = False
-    problem: str = ""
-    retry_after: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class Replay:
-    """A command that came in before (same key): nothing is sent again.
-
-    ``report``: what to answer, rebuilt from the audit log; None when its
-    answer already reached the chat.
-    """
-
-    report: report.Report | None
-
-
-class NotRecorded(Exception):
-    """The audit log cannot take the command: nothing is sent; ``answer`` says so."""
-
-    def __init__(self, answer: Answer):
-        super().__init__(answer.text)
-        self.answer = answer
-
-
-RESTARTED = "Not confirmed: deskbot restarted during the send"
 FLUSH_AFTER = 0.02  # seconds a phone's answer may wait to be written with others
-
-
-@dataclass(frozen=True, slots=True)
-class Policy:
-    message: Message
-    access: Access
-    limits: Limits
-    # API client -> the targets it may reach (clients without a list reach any)
-    scopes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    clients: frozenset[str] = frozenset()  # API clients in the config now (a reload revokes)
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Policy:
-        clients = settings.api.clients if settings.api else {}
-        scopes = {name: tuple(c.targets) for name, c in clients.items() if c.targets is not None}
-        return cls(settings.message, settings.access, settings.limits, scopes, frozenset(clients))
-
-
-@dataclass(frozen=True, slots=True)
-class Dispatch:
-    """A send that passed every check; ``deliver`` carries it out."""
-
-    request: Request
-    person: Person | None
-    admin: bool
-    targets: str
-    text: str  # as typed (cleaned)
-    body: str  # what the phone shows
-    phones: tuple[Phone, ...]
-    groups: tuple[str, ...]
-
-    @property
-    def user(self) -> ChatUser:
-        return self.request.user
-
-    @property
-    def title(self) -> str:
-        user = self.user
-        who = self.person.display if self.person else commands.one_line(user.display_name)
-        names = ", ".join(p.title for p in self.phones)
-        return f"{who or user.id} → {names}: {self.text}"
-
-
-@dataclass(frozen=True, slots=True)
-class Accepted:
-    """A job whose command is recorded: nothing stops it now but a crash."""
-
-    job: Dispatch
-    command_id: int
-    skipped: dict[str, str]  # extension -> why that phone is not sent (rate limit)
-    started: float  # perf_counter at acceptance, for the log line
-
-
-class SlidingWindow:
-    """At most ``limit`` events per key in any ``window`` seconds."""
-
-    def __init__(
-        self, limit: int, window: float = 60.0, clock: Callable[[], float] = time.monotonic
-    ):
-        self.limit, self.window, self.clock = limit, window, clock
-        self.events: dict[str, collections.deque[float]] = collections.defaultdict(
-            collections.deque
-        )
-
-    def retry_after(self, key: str) -> float:
-        """Seconds until one more event fits; 0 when it fits now."""
-        now = self.clock()
-        q = self.events[key]
-        while q and q[0] <= now - self.window:
-            q.popleft()
-        if len(q) < self.limit:
-            return 0.0
-        return q[len(q) - self.limit] + self.window - now
-
-    def add(self, key: str) -> None:
-        self.events[key].append(self.clock())
-
 
 Check = Callable[[Dispatch], Answer | None]
 
@@ -240,7 +126,7 @@ class Relay:
             seen = self.audit.seen(request.key, within=request.key_window)
             if seen is not None:
                 log.info("command %s came in again: not sent again", request.key)
-                return Replay(None if seen.answered else _replayed(seen))
+                return Replay(None if seen.answered else replayed(seen))
         user = request.user
         person = self.person_of(user)
         if not self.may_send(user, person) and user.chat == API:
@@ -528,31 +414,6 @@ class Relay:
             person=None if everyone or person is None else person.name,
         )
         return Answer(report.history_text(entries, everyone))
-
-
-def _replayed(seen: Seen) -> report.Report:
-    """A command's report from the log: phones without an answer were cut off by a restart."""
-    answers = {a.extension: a for a in seen.answers}
-    lines = []
-    for planned in seen.plan:
-        phone = Phone(planned.extension, planned.uri, planned.label)
-        if planned.skipped:
-            lines.append(report.Line(phone, None, planned.skipped))
-            continue
-        a = answers.get(planned.extension)
-        if a is None:
-            delivery = Delivery(planned.uri, 0, RESTARTED, 0.0, Cause.UNCONFIRMED)
-        else:
-            delivery = Delivery(a.uri, a.code, a.reason, a.elapsed_ms, _cause(a.cause))
-        lines.append(report.Line(phone, delivery))
-    return report.Report(summary_wanted=len(lines) > 1, lines=lines)
-
-
-def _cause(value: str) -> Cause:
-    try:
-        return Cause(value)
-    except ValueError:
-        return Cause.ANSWERED
 
 
 def _duration(seconds: float) -> str:

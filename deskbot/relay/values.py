@@ -1,0 +1,122 @@
+"""What sources and the relay exchange: a Request in; an Answer, a Dispatch or a Replay out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from deskbot import commands, report
+from deskbot.config import Access, Limits, Message, Settings
+from deskbot.directory import Person, Phone
+
+SHELL = "shell"  # the operator at the shell: trusted like an admin
+API = "api"  # a client of the HTTP API, known by its token: may send, within its targets
+
+
+@dataclass(frozen=True, slots=True)
+class ChatUser:
+    chat: str  # the source: "slack", "matrix", "console" or "shell"
+    id: str  # the platform's user id
+    display_name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One command as it came in: who, what, where, and its durable id at the source."""
+
+    user: ChatUser
+    text: str
+    place: str = ""  # room or channel id
+    key: str = ""  # the source's own durable id of the command (Matrix event id, ...)
+    sent_at: float | None = None  # when the source says it was sent (epoch seconds)
+    # Set by sources that take targets and text apart (the API): the text is then the
+    # message itself, never read as a command.
+    targets: str | None = None
+    # Seconds the key keeps a repeat out; None: for ever. Alert webhooks re-send the same
+    # content on purpose later (Alertmanager's repeat_interval), so their keys expire.
+    key_window: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A reply that sends nothing. ``error``: the command was refused or malformed.
+
+    ``problem`` names the refusal for machines (the API's status codes): "unknown-target",
+    "too-long", "empty-text", "forbidden", "group-too-large", "rate-limited" (with
+    ``retry_after`` seconds), "stale", "not-allowed", "usage", "unrecorded".
+    """
+
+    text: str
+    error: bool = False
+    problem: str = ""
+    retry_after: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """A command that came in before (same key): nothing is sent again.
+
+    ``report``: what to answer, rebuilt from the audit log; None when its
+    answer already reached the chat.
+    """
+
+    report: report.Report | None
+
+
+class NotRecorded(Exception):
+    """The audit log cannot take the command: nothing is sent; ``answer`` says so."""
+
+    def __init__(self, answer: Answer):
+        super().__init__(answer.text)
+        self.answer = answer
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    message: Message
+    access: Access
+    limits: Limits
+    # API client -> the targets it may reach (clients without a list reach any)
+    scopes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    clients: frozenset[str] = frozenset()  # API clients in the config now (a reload revokes)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Policy:
+        clients = settings.api.clients if settings.api else {}
+        scopes = {name: tuple(c.targets) for name, c in clients.items() if c.targets is not None}
+        return cls(settings.message, settings.access, settings.limits, scopes, frozenset(clients))
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """A send that passed every check; ``deliver`` carries it out."""
+
+    request: Request
+    person: Person | None
+    admin: bool
+    targets: str
+    text: str  # as typed (cleaned)
+    body: str  # what the phone shows
+    phones: tuple[Phone, ...]
+    groups: tuple[str, ...]
+
+    @property
+    def user(self) -> ChatUser:
+        return self.request.user
+
+    @property
+    def title(self) -> str:
+        user = self.user
+        who = self.person.display if self.person else commands.one_line(user.display_name)
+        names = ", ".join(p.title for p in self.phones)
+        return f"{who or user.id} → {names}: {self.text}"
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A job whose command is recorded: nothing stops it now but a crash."""
+
+    job: Dispatch
+    command_id: int
+    skipped: dict[str, str]  # extension -> why that phone is not sent (rate limit)
+    started: float  # perf_counter at acceptance, for the log line
