@@ -39,6 +39,7 @@ from deskbot.sources import (
     Replay,
     Request,
     alerts,
+    http,
     serve,
     take,
 )
@@ -134,6 +135,7 @@ class ApiSource:
             for name, c in settings.clients.items()
         ]
         self.runner: web.AppRunner | None = None
+        self.listener: asyncio.Server | None = None
         self.port = 0
         self.sending: set[asyncio.Task[None]] = set()
 
@@ -148,16 +150,16 @@ class ApiSource:
         app.router.add_post("/v1/alertmanager", self._alertmanager)
         app.router.add_post("/v1/grafana", self._grafana)
         app.router.add_put("/v1/grafana", self._grafana)  # Grafana may be set to PUT
-        runner = web.AppRunner(
-            app, access_log=None, keepalive_timeout=KEEPALIVE, shutdown_timeout=2.0
-        )
-        await runner.setup()
         host, port = split_hostport(self.settings.listen)
-        site = web.TCPSite(runner, host.strip("[]"), port or 0)
-        await site.start()
-        self.runner = runner
-        sockets = getattr(site._server, "sockets", None)  # port 0: the one the OS chose
-        self.port = int(sockets[0].getsockname()[1]) if sockets else (port or 0)
+        # a /v1/send waits for the phones: its connection may live that long, and no longer
+        self.runner, self.listener, self.port = await http.listen(
+            app,
+            host.strip("[]"),
+            port or 0,
+            lifetime=self.relay.patience + http.LIFETIME,
+            keepalive_timeout=KEEPALIVE,
+            shutdown_timeout=2.0,
+        )
         log.info("HTTP API on http://%s:%d/v1/", host, self.port)
 
     async def run(self) -> None:
@@ -166,6 +168,9 @@ class ApiSource:
     async def stop(self) -> None:
         """Stop listening; sends already accepted get up to the sender's timeout to finish."""
         runner, self.runner = self.runner, None
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
         if runner is not None:
             await runner.cleanup()
         if self.sending:
