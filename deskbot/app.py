@@ -14,7 +14,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from deskbot import config
-from deskbot.directory import loader
+from deskbot.directory import Directory, loader
+from deskbot.directory.sync import LdapSync, merge
 from deskbot.metrics import HealthServer, Metrics
 from deskbot.relay import Policy, Relay
 from deskbot.senders import Sender, SenderError
@@ -86,7 +87,10 @@ class Service:
             self.audit = AuditLog(s.audit.path)
         except AuditError as exc:  # nothing may be sent that cannot be recorded
             raise StartError(str(exc)) from None
-        self.relay = Relay(sender, loader.from_settings(s), Policy.from_settings(s), self.audit)
+        self.ldap = LdapSync(self.audit) if s.directory.ldap else None  # the cached one, if any
+        self._sync_now = asyncio.Event()  # SIGHUP or a changed [directory.ldap]: sync at once
+        self._accept_drop = False  # SIGHUP: an admin vouches for a smaller LDAP result
+        self.relay = Relay(sender, self._directory(s), Policy.from_settings(s), self.audit)
         self.relay.on_report.append(lambda job, result: self.metrics.record(job.user.chat, result))
         self.sources = sources if sources is not None else build_sources(cfg, self.relay)
         self.health = HealthServer(
@@ -128,18 +132,71 @@ class Service:
             text = "deskbot: config change rejected, the last good directory stays:\n" + "\n".join(
                 exc.problems[:20]
             )
-            for source in self.sources:
-                with contextlib.suppress(Exception):
-                    await source.notify_admins(text)
+            await self._tell_admins(text)
             return False
         changed = restart_changes(self.running, new.settings)
         if changed:  # compared with what runs: an edit undone before a restart warns no more
             log.warning("config: changes to %s take effect after a restart", ", ".join(changed))
-        self.relay.use(loader.from_settings(new.settings), Policy.from_settings(new.settings))
+        if new.settings.directory.ldap != self.cfg.settings.directory.ldap:
+            self._sync_now.set()
+        self.relay.use(self._directory(new.settings), Policy.from_settings(new.settings))
         self.cfg = new
         self.metrics.reloads.labels("applied").inc()
         log.info("directory reloaded (%s): %s", reason, config.counts(new.settings))
         return True
+
+    def _directory(self, s: config.Settings) -> Directory:
+        """The file's directory, with the last good LDAP one merged in (the file wins)."""
+        file = loader.from_settings(s)
+        if s.directory.ldap is None or self.ldap is None:
+            return file
+        return merge(file, self.ldap.current)[0]
+
+    async def _tell_admins(self, text: str) -> None:
+        for source in self.sources:
+            with contextlib.suppress(Exception):
+                await source.notify_admins(text)
+
+    async def sync_directory(self, accept_drop: bool = False) -> bool:
+        """One LDAP sync; a good result becomes the directory, anything else keeps the last."""
+        settings = self.cfg.settings.directory.ldap
+        if settings is None:
+            return False
+        if self.ldap is None:
+            self.ldap = LdapSync(self.audit)
+        outcome = await self.ldap.sync(
+            settings, self.cfg.secret(settings.password_env), accept_drop
+        )
+        if outcome.applied:
+            async with self._reloading:  # after a file reload in progress, with its settings
+                self.relay.use(self._directory(self.cfg.settings), self.relay.policy)
+            self.metrics.reloads.labels("applied").inc()
+            log.info("directory synced: %s", outcome.message)
+        else:
+            log.warning("%s", outcome.message)
+        if outcome.tell_admins:
+            await self._tell_admins(outcome.tell_admins)
+        return outcome.applied
+
+    async def _sync_forever(self) -> None:
+        """Every ``refresh`` seconds, or at once when asked (SIGHUP, a changed [directory.ldap])."""
+        while True:
+            settings = self.cfg.settings.directory.ldap
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._sync_now.wait(), settings.refresh if settings else None
+                )
+            self._sync_now.clear()
+            accept, self._accept_drop = self._accept_drop, False
+            try:
+                await self.sync_directory(accept)
+            except Exception:
+                log.exception("LDAP sync failed; the last good directory stays")
+
+    async def _on_sighup(self) -> None:
+        await self.reload_safely("SIGHUP")
+        self._accept_drop = True
+        self._sync_now.set()
 
     async def reload_safely(self, reason: str) -> None:
         """A reload that never ends the caller (the watcher, a SIGHUP): a failure is logged."""
@@ -179,7 +236,7 @@ class Service:
             loop.add_signal_handler(sig, self.stopping.set)
         loop.add_signal_handler(
             signal.SIGHUP,
-            lambda: self._tasks.append(loop.create_task(self.reload_safely("SIGHUP"))),
+            lambda: self._tasks.append(loop.create_task(self._on_sighup())),
         )
         try:
             await self.sender.start()
@@ -191,6 +248,9 @@ class Service:
             except OSError as exc:  # the port is taken, the address is not this host's
                 why = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else str(exc)
                 raise StartError(f"the health endpoint on {self.health.listen}: {why}") from None
+            if self.cfg.settings.directory.ldap is not None:  # fresh before the first command
+                await self.sync_directory()
+            self._tasks.append(loop.create_task(self._sync_forever(), name="ldap-sync"))
             for source in self.sources:
                 try:
                     await source.start()

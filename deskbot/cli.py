@@ -102,9 +102,17 @@ def check_config(args: argparse.Namespace) -> int:
     if cfg is None:
         return EXIT_NOTHING_SENT
     s = cfg.settings
+    ldap = ""
+    if s.directory.ldap is not None:
+        from deskbot.directory.sync import check_config as check_ldap
+
+        problems, ldap = check_ldap(cfg)
+        if problems:
+            print("\n".join(problems))
+            return EXIT_NOTHING_SENT
     adapters = [name for name in ("slack", "matrix") if getattr(s, name)] or ["none"]
     print(
-        f"{cfg.path}: ok: {config.counts(s)}; SIP {s.sip.transport} {s.sip.listen}"
+        f"{cfg.path}: ok: {config.counts(s)}{ldap}; SIP {s.sip.transport} {s.sip.listen}"
         f"{' via ' + s.sip.registrar.uri if s.sip.registrar else ''}; "
         f"chat: {', '.join(adapters)}"
     )
@@ -134,16 +142,33 @@ async def _send(cfg: config.Config, targets: str, text: str, as_json: bool) -> i
     s = cfg.settings
     password = cfg.secret(s.sip.registrar.password_env) if s.sip.registrar else None
     agent = SipAgent(s.sip, password)  # its worker starts only once there is something to send
-    relay = Relay(agent, loader.from_settings(s), Policy.from_settings(s))
+    directory = loader.from_settings(s)
+    opened: AuditLog | None = None
+    if s.directory.ldap is not None:  # LDAP now, else the last good result in the audit log
+        from deskbot.directory.sync import LdapSync, merge
+
+        try:
+            opened = AuditLog(s.audit.path)
+        except AuditError as exc:
+            print(f"deskbot: cannot open {exc}; nothing was sent", file=sys.stderr)
+            return EXIT_NOTHING_SENT
+        ldap = LdapSync(opened)
+        outcome = await ldap.sync(s.directory.ldap, cfg.secret(s.directory.ldap.password_env))
+        if not outcome.applied:
+            print(f"deskbot: {outcome.message}", file=sys.stderr)
+        directory = merge(directory, ldap.current)[0]
+    relay = Relay(agent, directory, Policy.from_settings(s))
     replier = ShellReplier(as_json)
     user = ChatUser(SHELL, _login_name())
     prepared = relay.prepare(Request(user, f"{targets} {text}"))
     if isinstance(prepared, Answer):
         await replier.answer(prepared)
+        if opened is not None:
+            opened.close()
         return EXIT_NOTHING_SENT
     assert isinstance(prepared, Dispatch)  # the shell's requests have no key to replay
     try:
-        audit = relay.audit = AuditLog(s.audit.path)
+        audit = relay.audit = opened or AuditLog(s.audit.path)
     except AuditError as exc:
         print(f"deskbot: cannot open {exc}; nothing was sent", file=sys.stderr)
         return EXIT_NOTHING_SENT
@@ -229,7 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if problem:
             print(f"deskbot: {problem}. Nothing was sent.", file=sys.stderr)
             return EXIT_NOTHING_SENT
-        cfg = _load(args.config, secrets_for=("sip",))  # chat tokens are not needed here
+        # chat tokens are not needed here; the LDAP password is
+        cfg = _load(args.config, secrets_for=("sip", "directory"))
         if cfg is None:
             return EXIT_NOTHING_SENT
         try:

@@ -12,6 +12,7 @@ import stat
 import sys
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -246,7 +247,47 @@ class Api(_Model):
     alert_template: Annotated[str, AfterValidator(_alert_template)] | None = None
 
 
+def _phone_uri(value: str) -> str:
+    if "{extension}" not in value:
+        raise ValueError("must contain {extension}, like sip:{extension}@pbx.example.com")
+    if not sipuri.is_valid(value.replace("{extension}", "486")):
+        raise ValueError(f"{value!r} is not a sip: URI with {{extension}} in it")
+    return value
+
+
+class Ldap(_Model):
+    """``[directory.ldap]``: people, extensions and groups from LDAP / Active Directory."""
+
+    url: Annotated[
+        str, _matching(r"ldaps?://[^\s/]+/?", "{value!r} is not an ldap:// or ldaps:// URL")
+    ]
+    bind_dn: Annotated[str, Field(min_length=1)]
+    password_env: EnvName
+    base: Annotated[str, Field(min_length=1)]
+    phone_uri: Annotated[str, AfterValidator(_phone_uri)]
+    refresh: Annotated[float, Field(ge=1, le=86400)] = 300  # seconds between syncs
+    preset: Literal["openldap", "ad"] = "openldap"  # the defaults of the keys below
+    start_tls: bool = False  # ldap:// upgraded with StartTLS
+    ca_file: str | None = None  # PEM of the CA that signed the server's certificate
+    timeout: Annotated[float, Field(gt=0, le=120)] = 10.0  # seconds per connect and answer
+    people_filter: str | None = None
+    groups_filter: str | None = None
+    name_attribute: str | None = None  # -> the person's name in commands (lower-cased)
+    display_attribute: str | None = None  # -> shown on phones and in `who`
+    extension_attribute: str | None = None
+    extension_digits: Annotated[int, Field(ge=1, le=15)] | None = None  # keep the last N digits
+    group_name_attribute: str | None = None
+    member_attribute: str | None = None
+    slack_attribute: str | None = None
+    matrix_attribute: str | None = None
+
+
+class DirectorySources(_Model):
+    ldap: Ldap | None = None
+
+
 class Settings(_Model):
+    directory: DirectorySources = DirectorySources()
     sip: Sip = Sip()
     message: Message = Message()
     access: Access = Access()
@@ -296,7 +337,7 @@ def find_path(cli_path: str | None) -> Path:
     return Path("config.toml")
 
 
-ALL_SECRETS = ("sip", "matrix", "slack", "api")
+ALL_SECRETS = ("sip", "matrix", "slack", "api", "directory")
 
 
 def load(
@@ -430,6 +471,8 @@ def _secret_names(s: Settings) -> list[tuple[str, str]]:
     names: list[tuple[str, str]] = []
     if s.sip.registrar:
         names.append(("sip.registrar.password_env", s.sip.registrar.password_env))
+    if s.directory.ldap:
+        names.append(("directory.ldap.password_env", s.directory.ldap.password_env))
     if s.matrix:
         names.append(("matrix.access_token_env", s.matrix.access_token_env))
     if s.slack:
@@ -444,9 +487,38 @@ def _secret_names(s: Settings) -> list[tuple[str, str]]:
     return names
 
 
-def cross_check(s: Settings) -> list[tuple[str, str]]:
-    """References between tables: phones, people and groups must exist; ids unique."""
+@dataclass(frozen=True)
+class Names:
+    """What a reference may name: the file's phones, people and groups, plus LDAP's."""
+
+    phones: frozenset[str]
+    people: frozenset[str]
+    groups: frozenset[str]
+    where: str = "[people]"  # for messages: "[people] or LDAP"
+
+
+def _names(s: Settings, ldap: Names | None) -> Names | None:
+    """None while LDAP's names are not known yet (parsing): references are checked later."""
+    if s.directory.ldap is None:
+        return Names(frozenset(s.phones), frozenset(s.people), frozenset(s.groups))
+    if ldap is None:
+        return None
+    return Names(
+        frozenset(s.phones) | ldap.phones,
+        frozenset(s.people) | ldap.people,
+        frozenset(s.groups) | ldap.groups,
+        "[people] or LDAP",
+    )
+
+
+def cross_check(s: Settings, ldap: Names | None = None) -> list[tuple[str, str]]:
+    """References between tables: phones, people and groups must exist; ids unique.
+
+    With ``[directory.ldap]`` a reference may name what LDAP has: ``ldap`` gives
+    its names (check-config); without them references are not checked.
+    """
     problems: list[tuple[str, str]] = []
+    known = _names(s, ldap)
     for ext, phone in s.phones.items():
         if not EXTENSION_RE.fullmatch(ext):
             problems.append((f"phones.{ext}", "the key must be an extension of digits, like 486"))
@@ -462,8 +534,9 @@ def cross_check(s: Settings) -> list[tuple[str, str]]:
     for name, person in s.people.items():
         if not NAME_RE.fullmatch(name):
             problems.append((f"people.{name}", "names are lower-case letters, digits, . _ -"))
-        if person.phone is not None and person.phone not in s.phones:
-            problems.append((f"people.{name}.phone", f"phone {person.phone!r} is not in [phones]"))
+        if known and person.phone is not None and person.phone not in known.phones:
+            where = "[phones]" if s.directory.ldap is None else "[phones] or LDAP"
+            problems.append((f"people.{name}.phone", f"phone {person.phone!r} is not in {where}"))
     for name in s.groups:
         if not NAME_RE.fullmatch(name):
             problems.append((f"groups.{name}", "names are lower-case letters, digits, . _ -"))
@@ -472,7 +545,7 @@ def cross_check(s: Settings) -> list[tuple[str, str]]:
     for name, group in s.groups.items():
         for i, member in enumerate(group.members):
             ref = member.removeprefix("@")
-            if ref in s.people or ref in s.groups or member in s.phones:
+            if not known or ref in known.people or ref in known.groups or member in known.phones:
                 continue
             problems.append(
                 (f"groups.{name}.members[{i}]", f"{member!r} is not a phone, person or group")
@@ -491,18 +564,18 @@ def cross_check(s: Settings) -> list[tuple[str, str]]:
             seen[chat_id] = name
     if isinstance(s.access.senders, list):
         for i, who in enumerate(s.access.senders):
-            if who not in s.people:
-                problems.append((f"access.senders[{i}]", f"{who!r} is not in [people]"))
+            if known and who not in known.people:
+                problems.append((f"access.senders[{i}]", f"{who!r} is not in {known.where}"))
     for i, who in enumerate(s.access.admins):
-        if who not in s.people:
-            problems.append((f"access.admins[{i}]", f"{who!r} is not in [people]"))
-    problems += _api_problems(s)
+        if known and who not in known.people:
+            problems.append((f"access.admins[{i}]", f"{who!r} is not in {known.where}"))
+    problems += _api_problems(s, known)
     if s.sip.transport == "tcp" and s.sip.max_in_flight > 60:
         problems.append(("sip.max_in_flight", "over TCP at most 60 (pjsip handles ~64 sockets)"))
     return problems
 
 
-def _api_problems(s: Settings) -> list[tuple[str, str]]:
+def _api_problems(s: Settings, known: Names | None) -> list[tuple[str, str]]:
     if s.api is None:
         return []
     if not s.api.clients:
@@ -514,7 +587,7 @@ def _api_problems(s: Settings) -> list[tuple[str, str]]:
         for i, target in enumerate(client.targets or []):
             for part in target.split(","):
                 ref = part.removeprefix("@")
-                if part in s.phones or ref in s.people or ref in s.groups:
+                if not known or part in known.phones or ref in known.people or ref in known.groups:
                     continue
                 problems.append(
                     (

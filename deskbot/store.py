@@ -45,6 +45,11 @@ CREATE TABLE IF NOT EXISTS answered (
     key TEXT PRIMARY KEY,
     ts REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS directory_cache (
+    source TEXT PRIMARY KEY,
+    ts REAL NOT NULL,
+    data TEXT NOT NULL
+);
 CREATE INDEX IF NOT EXISTS commands_sender ON commands(chat, sender_id, id);
 CREATE INDEX IF NOT EXISTS deliveries_command ON deliveries(command_id);
 """
@@ -240,6 +245,22 @@ class AuditLog:
             )
         except AuditError as exc:
             log.error("%s", exc)
+
+    def cache_directory(self, source: str, ts: float, data: str) -> None:
+        """The last good directory from ``source`` (LDAP), for a start while it is down."""
+        try:
+            self._write(
+                "the directory cache",
+                [("INSERT OR REPLACE INTO directory_cache VALUES (?, ?, ?)", (source, ts, data))],
+            )
+        except AuditError as exc:  # the one in memory still serves; the next sync tries again
+            log.error("%s", exc)
+
+    def cached_directory(self, source: str) -> tuple[float, str] | None:
+        row = self.db.execute(
+            "SELECT ts, data FROM directory_cache WHERE source = ?", (source,)
+        ).fetchone()
+        return (float(row[0]), str(row[1])) if row else None
 
     def seen(self, key: str, within: float | None = None) -> Seen | None:
         """What is known of a command key, or None for a new command.

@@ -1,0 +1,199 @@
+"""A real OpenLDAP server (Debian's slapd) on 127.0.0.1 for the LDAP tests and the benchmark.
+
+Its own ``slapd.conf`` and mdb database in a temp dir, no systemd; data goes
+in with ``ldapadd``/``ldapmodify`` (``slapadd`` for the benchmark's bulk
+load, before it starts). It runs in its own process group and gets SIGKILL
+when the test process dies, so a killed run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+BASE = "dc=example,dc=com"
+ROOT_DN = f"cn=admin,{BASE}"
+ROOT_PASSWORD = "root-secret"
+BIND_DN = f"cn=deskbot,{BASE}"
+BIND_PASSWORD = "deskbot-secret"
+_subtrees = itertools.count(1)
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")
+    if path is None:
+        raise RuntimeError(f"{name} is not installed: run `make test`, which installs it")
+    return path
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Slapd:
+    def __init__(self, workdir: Path):
+        self.dir = workdir
+        self.port = _free_port()
+        self.url = f"ldap://127.0.0.1:{self.port}"
+        (workdir / "db").mkdir(parents=True, exist_ok=True)
+        rootpw = subprocess.run(
+            [_tool("slappasswd"), "-s", ROOT_PASSWORD], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        self.conf = workdir / "slapd.conf"
+        self.conf.write_text(
+            textwrap.dedent(f"""\
+            include /etc/ldap/schema/core.schema
+            include /etc/ldap/schema/cosine.schema
+            include /etc/ldap/schema/inetorgperson.schema
+            include /etc/ldap/schema/nis.schema
+            modulepath /usr/lib/ldap
+            moduleload back_mdb
+            pidfile {workdir}/slapd.pid
+            sizelimit unlimited
+            database mdb
+            maxsize 1073741824
+            suffix "{BASE}"
+            rootdn "{ROOT_DN}"
+            rootpw {rootpw}
+            directory {workdir}/db
+            index objectClass eq
+            access to attrs=userPassword by anonymous auth by * none
+            access to * by users read by * none
+            """)
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log = (workdir / "slapd.log").open("ab")
+
+    def bulk_load(self, ldif: str) -> None:
+        """slapadd, offline: for data sets too large for ldapadd (the benchmark)."""
+        path = self.dir / "bulk.ldif"
+        path.write_text(ldif)
+        subprocess.run(
+            [_tool("slapadd"), "-q", "-f", str(self.conf), "-l", str(path)],
+            check=True,
+            capture_output=True,
+        )
+
+    def start(self) -> Slapd:
+        self.proc = subprocess.Popen(
+            [_tool("slapd"), "-f", str(self.conf), "-h", f"{self.url}/", "-d", "0"],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        deadline = time.monotonic() + 15
+        while True:
+            if self.proc.poll() is not None:
+                log = (self.dir / "slapd.log").read_text(errors="replace")
+                raise RuntimeError(f"slapd exited at start: {log[-2000:]}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return self
+            if time.monotonic() > deadline:
+                raise RuntimeError("slapd did not listen within 15 s")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def _ldap(self, tool: str, ldif: str, *flags: str) -> None:
+        result = subprocess.run(
+            [_tool(tool), "-x", "-H", self.url, "-D", ROOT_DN, "-w", ROOT_PASSWORD, *flags],
+            input=textwrap.dedent(ldif),
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode:
+            raise RuntimeError(f"{tool} failed: {result.stderr.strip()}")
+
+    def add(self, ldif: str) -> None:
+        self._ldap("ldapadd", ldif)
+
+    def modify(self, ldif: str) -> None:
+        self._ldap("ldapmodify", ldif)
+
+    def delete(self, *dns: str) -> None:
+        self._ldap("ldapdelete", "\n".join(dns))
+
+    def seed(self) -> None:
+        """The suffix and deskbot's service account (bound as a user, not as the root DN)."""
+        self.add(f"""\
+            dn: {BASE}
+            objectClass: dcObject
+            objectClass: organization
+            o: Example
+            dc: example
+
+            dn: {BIND_DN}
+            objectClass: simpleSecurityObject
+            objectClass: organizationalRole
+            cn: deskbot
+            userPassword: {BIND_PASSWORD}
+            """)
+
+    def subtree(self) -> str:
+        """A fresh ``ou=`` of its own for one test: tests sharing the server do not meet."""
+        ou = f"ou=t{next(_subtrees)},{BASE}"
+        self.add(f"dn: {ou}\nobjectClass: organizationalUnit\nou: {ou.split(',')[0][3:]}\n")
+        return ou
+
+
+def person(ou: str, uid: str, cn: str, phone: str | None = None) -> str:
+    """An inetOrgPerson entry as LDIF."""
+    number = f"telephoneNumber: {phone}\n" if phone else ""
+    return f"dn: uid={uid},{ou}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {cn}\nsn: {cn}\n{number}"
+
+
+def group(ou: str, cn: str, members: list[str]) -> str:
+    """A groupOfNames entry as LDIF; members are DNs."""
+    lines = "".join(f"member: {dn}\n" for dn in members)
+    return f"dn: cn={cn},{ou}\nobjectClass: groupOfNames\ncn: {cn}\n{lines}"
+
+
+def start_slapd(workdir: Path) -> Slapd:
+    server = Slapd(workdir).start()
+    server.seed()
+    return server
+
+
+@pytest.fixture(scope="session")
+def slapd() -> Iterator[Slapd]:
+    """One slapd for the session; each test takes its own ``subtree()``."""
+    workdir = Path(tempfile.mkdtemp(prefix="deskbot-slapd-"))
+    server = start_slapd(workdir)
+    yield server
+    server.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def own_slapd(tmp_path: Path) -> Iterator[Slapd]:
+    """A slapd of the test's own, for tests that stop it."""
+    server = start_slapd(tmp_path / "slapd")
+    yield server
+    server.stop()
