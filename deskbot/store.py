@@ -247,14 +247,23 @@ class AuditLog:
             log.error("%s", exc)
 
     def cache_directory(self, source: str, ts: float, data: str) -> None:
-        """The last good directory from ``source`` (LDAP), for a start while it is down."""
+        """The last good directory from ``source`` (LDAP), for a start while it is down.
+
+        Its own connection: callable from a worker thread, so a megabyte and its fsync
+        stay off the event loop while the audit log's connection serves commands.
+        """
         try:
-            self._write(
-                "the directory cache",
-                [("INSERT OR REPLACE INTO directory_cache VALUES (?, ?, ?)", (source, ts, data))],
-            )
-        except AuditError as exc:  # the one in memory still serves; the next sync tries again
-            log.error("%s", exc)
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT)
+            try:
+                with db:
+                    db.execute(
+                        "INSERT OR REPLACE INTO directory_cache VALUES (?, ?, ?)",
+                        (source, ts, data),
+                    )
+            finally:
+                db.close()
+        except sqlite3.Error as exc:  # the one in memory still serves; the next sync tries again
+            log.error("the audit log %s cannot record the directory cache: %s", self.path, exc)
 
     def cached_directory(self, source: str) -> tuple[float, str] | None:
         row = self.db.execute(

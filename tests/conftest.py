@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).parent
-# the session's Synapse, and people at Matrix clients, for the tests that ask for them
-pytest_plugins = ("matrix_server", "matrix_people")
+# the session's Synapse, people at Matrix clients and slapd, for the tests that ask for them
+pytest_plugins = ("matrix_server", "matrix_people", "slapd_server")
 SIPP_DIR = HERE / "sipp"
 
 for _name in list(os.environ):  # bolt and deskbot must not pick up a developer's settings

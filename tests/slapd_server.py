@@ -138,7 +138,7 @@ class Slapd:
         self._ldap("ldapmodify", ldif)
 
     def delete(self, *dns: str) -> None:
-        self._ldap("ldapdelete", "\n".join(dns))
+        self._ldap("ldapdelete", "", *dns)
 
     def seed(self) -> None:
         """The suffix and deskbot's service account (bound as a user, not as the root DN)."""
@@ -166,7 +166,9 @@ class Slapd:
 def person(ou: str, uid: str, cn: str, phone: str | None = None) -> str:
     """An inetOrgPerson entry as LDIF."""
     number = f"telephoneNumber: {phone}\n" if phone else ""
-    return f"dn: uid={uid},{ou}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {cn}\nsn: {cn}\n{number}"
+    return (
+        f"dn: uid={uid},{ou}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {cn}\nsn: {cn}\n{number}"
+    )
 
 
 def group(ou: str, cn: str, members: list[str]) -> str:

@@ -12,6 +12,7 @@ of the same result (found by DN), so nested groups are followed either way.
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 import ssl
 from collections.abc import Iterable, Mapping
@@ -190,7 +191,7 @@ def fetch(settings: Ldap, password: str) -> Fetched:
             server,
             user=settings.bind_dn,
             password=password,
-            receive_timeout=settings.timeout,
+            receive_timeout=math.ceil(settings.timeout),  # ldap3 packs it as an integer
             raise_exceptions=True,
             read_only=True,
             auto_range=True,  # AD hands out large `member` lists in ranges of 1,500

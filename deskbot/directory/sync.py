@@ -147,7 +147,7 @@ class LdapSync:
         self._refused = None
         self.current, self.since = fetched.directory, self.clock()
         if self.store is not None:
-            self.store.cache_directory(CACHE_KEY, self.since, text)
+            await asyncio.to_thread(self.store.cache_directory, CACHE_KEY, self.since, text)
         d = fetched.directory
         notes = f" (left out: {', '.join(fetched.skipped)})" if fetched.skipped else ""
         return Outcome(
