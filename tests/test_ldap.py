@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -379,3 +380,44 @@ async def test_a_failed_sync_never_replaces_the_cached_directory(tmp_path: Path)
     assert (
         again.current is not None and again.current.resolve("a").phones == good.resolve("a").phones
     )
+
+
+def test_a_bad_ldap_table_is_one_line_per_problem_naming_the_key(tmp_path: Path):
+    raw = {
+        "directory": {
+            "ldap": {
+                "url": "http://dc1",
+                "bind_dn": "cn=a",
+                "password_env": "DESKBOT_LDAP_PASSWORD",
+                "base": "dc=x",
+                "phone_uri": "sip:486@pbx",
+                "prest": "ad",
+            }
+        }
+    }
+    with pytest.raises(config.ConfigError) as caught:
+        config.parse(raw, tmp_path / "d.toml", {})
+    assert caught.value.problems == [
+        f"{tmp_path}/d.toml: directory.ldap.url: 'http://dc1' is not an ldap:// or ldaps:// URL",
+        f"{tmp_path}/d.toml: directory.ldap.phone_uri: must contain {{extension}}, "
+        "like sip:{extension}@pbx.example.com",
+        f"{tmp_path}/d.toml: directory.ldap.prest: unknown key (check the spelling against "
+        "config.example.toml)",
+    ]
+    del raw["directory"]["ldap"]["prest"]
+    raw["directory"]["ldap"].update(url="ldap://dc1", phone_uri="sip:{extension}@pbx")
+    with pytest.raises(config.ConfigError) as caught:
+        config.parse(raw, tmp_path / "d.toml", {})
+    assert caught.value.problems == [
+        f"{tmp_path}/d.toml: directory.ldap.password_env: environment variable "
+        "DESKBOT_LDAP_PASSWORD is not set"
+    ]
+
+
+def test_the_examples_ldap_block_is_valid_once_uncommented():
+    example = (Path(__file__).parent.parent / "config.example.toml").read_text()
+    block = example[example.index("# [directory.ldap]") : example.index("# Matrix: runs")]
+    text = "\n".join(line.removeprefix("# ") for line in block.splitlines())
+    s = config.parse(tomllib.loads(text), Path("x.toml"), {"DESKBOT_LDAP_PASSWORD": "x"}).settings
+    assert s.directory.ldap is not None and s.directory.ldap.refresh == 300
+    assert s.directory.ldap.extension_digits == 3 and s.directory.ldap.preset == "openldap"
