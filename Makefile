@@ -46,13 +46,14 @@ $(TEST_STAMP): $(RUN_STAMP)
 	touch $(TEST_STAMP)
 
 # SIPp and baresip are the test phones, Kamailio the test PBX, Alertmanager the
-# test monitoring system; apt-get installs whichever is missing.
+# test monitoring system, nats-server (JetStream) the sites' hub; apt-get installs whichever is missing.
 system-deps:
 	@missing=""; \
 	command -v sipp >/dev/null || missing="$$missing sip-tester"; \
 	command -v baresip >/dev/null || missing="$$missing baresip-core"; \
 	command -v kamailio >/dev/null || [ -x /usr/sbin/kamailio ] || missing="$$missing kamailio"; \
 	command -v prometheus-alertmanager >/dev/null || missing="$$missing prometheus-alertmanager"; \
+	command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || missing="$$missing nats-server"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
