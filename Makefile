@@ -46,7 +46,8 @@ $(TEST_STAMP): $(RUN_STAMP)
 	touch $(TEST_STAMP)
 
 # SIPp and baresip are the test phones, Kamailio the test PBX, Alertmanager the
-# test monitoring system, slapd the test LDAP server; apt-get installs whichever is missing.
+# test monitoring system, slapd the test LDAP server, nats-server (JetStream) the sites'
+# hub; apt-get installs whichever is missing.
 system-deps:
 	@missing=""; \
 	command -v sipp >/dev/null || missing="$$missing sip-tester"; \
@@ -55,6 +56,7 @@ system-deps:
 	command -v prometheus-alertmanager >/dev/null || missing="$$missing prometheus-alertmanager"; \
 	[ -x /usr/sbin/slapd ] || missing="$$missing slapd"; \
 	command -v ldapadd >/dev/null || missing="$$missing ldap-utils"; \
+	command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || missing="$$missing nats-server"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

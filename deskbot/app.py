@@ -25,7 +25,7 @@ from deskbot.store import AuditError, AuditLog
 log = logging.getLogger("deskbot")
 
 # Changing these needs a restart; the directory and policy reload live.
-RESTART_KEYS = ("sip", "matrix", "slack", "health", "audit", "api")
+RESTART_KEYS = ("sip", "matrix", "slack", "health", "audit", "api", "nats")
 # ...except an API client's targets: they are policy, and reload with it.
 LIVE_KEYS = re.compile(r"api\.clients\.[^.]+\.targets")
 WATCH_RETRY = 5.0  # seconds before watching the config's folder again after a watcher error
@@ -288,11 +288,13 @@ def _stamp(path: Path) -> tuple[int, int] | None:
 
 
 def run(cfg: config.Config) -> None:
+    from deskbot.senders import route
     from deskbot.senders.sip.agent import SipAgent
 
     async def main() -> None:
         s = cfg.settings
         password = cfg.secret(s.sip.registrar.password_env) if s.sip.registrar else None
-        await Service(cfg, SipAgent(s.sip, password)).run()
+        sender = route.for_settings(s, cfg.secret, SipAgent(s.sip, password))
+        await Service(cfg, sender).run()
 
     return asyncio.run(main())

@@ -1,4 +1,4 @@
-"""Command line: ``deskbot run | send | check-config | demo``.
+"""Command line: ``deskbot run | send | check-config | demo | edge``.
 
 Exit codes of ``send``: 0 every phone answered 2xx, 1 some phone answered a
 final non-2xx code, 3 some phone gave no answer (3 wins over 1), 2 nothing
@@ -22,6 +22,7 @@ from deskbot import __version__, config, report
 from deskbot.directory import loader
 from deskbot.relay import SHELL, Answer, ChatUser, Dispatch, Policy, Relay, Request
 from deskbot.senders import Outcome
+from deskbot.senders.route import RouteSender
 from deskbot.senders.sip.agent import AgentError, SipAgent
 from deskbot.sipuri import split_hostport
 from deskbot.sources import carry_out
@@ -66,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="console chat and simulated desk phones, no accounts needed")
     p.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS)
     p.add_argument("--as", dest="as_user", default="alice", help="who you are in the demo chat")
+    p = sub.add_parser("edge", help="send one site's deliveries ([edge] site) taken from [nats]")
+    common(p)
     return parser
 
 
@@ -191,12 +194,23 @@ async def _send(cfg: config.Config, targets: str, text: str, as_json: bool) -> i
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, agent.abandon)
+    sites = None
+    if s.nats is not None and any(p.site for p in prepared.phones):
+        from deskbot.senders.edge import EdgeSender
+
+        sites = EdgeSender(s.nats, cfg.secret, s.sip.timeout)
+        relay.sender = RouteSender(agent, sites)
+        await sites.start()
     try:
         if s.sip.registrar:
             await agent.wait_registration(timeout=5.0)  # send with a known registration
+        if sites is not None:
+            await sites.wait_connected(timeout=5.0)
         result = await carry_out(relay, prepared, replier)
     finally:
         await agent.close()
+        if sites is not None:
+            await sites.close()
         audit.close()
     return exit_code(result) if isinstance(result, report.Report) else EXIT_NOTHING_SENT
 
@@ -254,8 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if problem:
             print(f"deskbot: {problem}. Nothing was sent.", file=sys.stderr)
             return EXIT_NOTHING_SENT
-        # chat tokens are not needed here; the LDAP password is
-        cfg = _load(args.config, secrets_for=("sip", "directory"))
+        # chat tokens are not needed here; the LDAP and NATS secrets are
+        cfg = _load(args.config, secrets_for=("sip", "directory", "nats"))
         if cfg is None:
             return EXIT_NOTHING_SENT
         try:
@@ -272,6 +286,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             run(cfg)
         except StartError as exc:
+            log.error("cannot start %s", exc)
+            return EXIT_NOTHING_SENT
+        return EXIT_OK
+    if args.command == "edge":
+        _setup_logging(args.verbose, logging.INFO)
+        cfg = _load(args.config, secrets_for=("sip", "nats"))
+        if cfg is None:
+            return EXIT_NOTHING_SENT
+        if cfg.settings.edge is None:
+            print(f"{cfg.path}: edge: add an [edge] table with this office's site", file=sys.stderr)
+            return EXIT_NOTHING_SENT
+        from deskbot.edge import EdgeStartError
+        from deskbot.edge import run as run_edge
+
+        try:
+            run_edge(cfg)
+        except EdgeStartError as exc:
             log.error("cannot start %s", exc)
             return EXIT_NOTHING_SENT
         return EXIT_OK

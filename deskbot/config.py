@@ -168,9 +168,41 @@ class Health(_Model):
     listen: Annotated[str, _hostport(9120)] = "127.0.0.1:9120"
 
 
+SiteName = Annotated[
+    str,
+    _matching(
+        r"[a-z0-9][a-z0-9_-]{0,31}", "{value!r}: a site is 1-32 lower-case letters, digits, _ or -"
+    ),
+]
+
+
 class Phone(_Model):
     uri: SipUri
     label: str = ""
+    site: SiteName | Literal[""] = ""  # "" = sent by this deskbot's own SIP agent
+
+
+NatsUrl = Annotated[
+    str,
+    _matching(
+        r"(nats|tls)://[^\s/?#]+(,(nats|tls)://[^\s/?#]+)*",
+        "{value!r} is not a NATS server URL (like nats://hub.example.com:4222 or tls://...)",
+    ),
+]
+
+
+class Nats(_Model):
+    url: NatsUrl
+    credentials_env: EnvName | None = None  # a .creds file's path, or its content
+    user: DigestUsername | None = None
+    password_env: EnvName | None = None
+    token_env: EnvName | None = None
+    # seconds a site's edge has to take a delivery; later it is not sent, ever
+    take_within: Annotated[float, Field(gt=0, le=60)] = 5.0
+
+
+class Edge(_Model):
+    site: SiteName
 
 
 class Person(_Model):
@@ -300,6 +332,8 @@ class Settings(_Model):
     matrix: MatrixSettings | None = None
     slack: SlackSettings | None = None
     api: Api | None = None
+    nats: Nats | None = None
+    edge: Edge | None = None
 
 
 class Config:
@@ -337,7 +371,7 @@ def find_path(cli_path: str | None) -> Path:
     return Path("config.toml")
 
 
-ALL_SECRETS = ("sip", "matrix", "slack", "api", "directory")
+ALL_SECRETS = ("sip", "matrix", "slack", "api", "directory", "nats")
 
 
 def load(
@@ -484,6 +518,10 @@ def _secret_names(s: Settings) -> list[tuple[str, str]]:
     if s.api:
         for name, client in s.api.clients.items():
             names.append((f"api.clients.{name}.token_env", client.token_env))
+    if s.nats:
+        for key in ("credentials_env", "password_env", "token_env"):
+            if env_name := getattr(s.nats, key):
+                names.append((f"nats.{key}", env_name))
     return names
 
 
@@ -570,6 +608,7 @@ def cross_check(s: Settings, ldap: Names | None = None) -> list[tuple[str, str]]
         if known and who not in known.people:
             problems.append((f"access.admins[{i}]", f"{who!r} is not in {known.where}"))
     problems += _api_problems(s, known)
+    problems += _nats_problems(s)
     if s.sip.transport == "tcp" and s.sip.max_in_flight > 60:
         problems.append(("sip.max_in_flight", "over TCP at most 60 (pjsip handles ~64 sockets)"))
     return problems
@@ -595,6 +634,25 @@ def _api_problems(s: Settings, known: Names | None) -> list[tuple[str, str]]:
                         f"{part!r} is not a phone, person or group",
                     )
                 )
+    return problems
+
+
+def _nats_problems(s: Settings) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    if s.nats is None:
+        problems += [
+            (f"phones.{ext}.site", "a phone with a site is sent over NATS: add a [nats] table")
+            for ext, phone in s.phones.items()
+            if phone.site
+        ]
+        if s.edge is not None:
+            problems.append(("edge", "an edge takes its deliveries from NATS: add a [nats] table"))
+        return problems
+    ways = [k for k in ("credentials_env", "password_env", "token_env") if getattr(s.nats, k)]
+    if len(ways) > 1:
+        problems.append(("nats", f"give one way to log in, not {' and '.join(ways)}"))
+    if (s.nats.user is None) != (s.nats.password_env is None):
+        problems.append(("nats", "user and password_env go together"))
     return problems
 
 

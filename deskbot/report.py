@@ -32,6 +32,11 @@ def hint(delivery: Delivery, extension: str = "") -> str:
                 "deskbot or its SIP agent restarted while sending: the text may or may not "
                 "be on the screen"
             )
+        case Cause.SITE_DOWN:
+            return (
+                "nothing was sent: no edge of this phone's office is online; start "
+                "`deskbot edge` there or check its link to NATS, then send again"
+            )
         case Cause.TOO_LONG:
             return "the text is too long for one SIP message: shorten it"
         case Cause.AGENT_DOWN:

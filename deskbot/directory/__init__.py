@@ -33,6 +33,7 @@ class Phone:
     extension: str
     uri: str
     label: str = ""
+    site: str = ""  # "" = this deskbot's own SIP agent, else the office whose edge sends it
 
     @property
     def title(self) -> str:

@@ -9,7 +9,7 @@ SOURCES = ("slack", "matrix")  # the [people] keys that hold a chat id
 
 
 def from_settings(settings: Settings) -> Directory:
-    phones = {ext: Phone(ext, p.uri, p.label) for ext, p in settings.phones.items()}
+    phones = {ext: Phone(ext, p.uri, p.label, p.site) for ext, p in settings.phones.items()}
     people = {
         name: Person(
             name,

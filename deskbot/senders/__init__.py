@@ -37,6 +37,7 @@ class Cause(enum.StrEnum):
     TOO_MANY = "too-many"  # the sender has too many connections or messages open
     AGENT_DOWN = "agent-down"  # the sender gave up and cannot send at all
     UNCONFIRMED = "unconfirmed"  # the sender restarted or stopped while the message was out
+    SITE_DOWN = "site-down"  # no edge of the phone's site took it (or NATS is away): not sent
 
 
 @dataclass(frozen=True, slots=True)

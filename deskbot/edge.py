@@ -1,0 +1,236 @@
+"""``deskbot edge``: one office's SIP sender, taking that site's deliveries from NATS.
+
+It connects out (an office firewall lets nothing in), answers the site's
+"is an edge online?" question while its SIP agent is alive, pulls from the
+site's durable consumer (shared with the site's other edges), and for each
+delivery: checks the deadline and the URI, claims it (create-if-absent in
+the claims bucket) *before* sending, sends it through the supervised pjsua2
+worker, publishes the phone's answer to the front's reply subject, and acks.
+A delivery whose claim is already held was started before (this edge or a
+sibling crashed): it is answered "not confirmed" and never sent twice. The
+edge needs no directory: the URI travels with the delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+from nats.js.kv import KeyValue
+
+from deskbot import config, sipuri
+from deskbot.directory import Phone
+from deskbot.senders import Cause, Delivery, Sender, SenderError, sites
+
+log = logging.getLogger("deskbot.edge")
+
+FETCH_WAIT = 1.0  # seconds one pull waits for deliveries
+RETRY = 1.0  # seconds before pulling again after NATS went away
+KEEP_EVERY = sites.ACK_WAIT / 3  # in_progress() while the phone answers
+
+
+class EdgeStartError(RuntimeError):
+    """The edge could not start; the message says what and why."""
+
+
+class Edge:
+    def __init__(self, cfg: config.Config, agent: Sender):
+        s = cfg.settings
+        assert s.edge is not None and s.nats is not None
+        self.cfg = cfg
+        self.site = s.edge.site
+        self.nats_settings = s.nats
+        self.agent = agent
+        self.name = f"{socket.gethostname()}-{os.getpid()}"
+        self.stopping = asyncio.Event()
+        self.slots = asyncio.Semaphore(s.sip.max_in_flight)
+        self.free = s.sip.max_in_flight
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.sent = 0
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        try:
+            await self.agent.start()
+        except SenderError as exc:
+            raise EdgeStartError(
+                f"the SIP agent on {self.cfg.settings.sip.listen}: {exc}"
+            ) from None
+        try:
+            nc = await self._connect()
+            if nc is None:
+                return
+            js = nc.jetstream()
+            kv, psub = await self._consume(js)
+            await nc.subscribe(sites.PING.format(site=self.site), queue="edges", cb=self._pong)
+            log.info("edge of site %s ready (%s)", self.site, self.name)
+            await self._pull(psub, kv, nc)
+            if self._tasks:  # let the phones answer what was started
+                await asyncio.wait(self._tasks, timeout=self.agent.timeout + 1.0)
+            with contextlib.suppress(Exception):
+                await nc.close()
+        finally:
+            await self.agent.close()
+
+    async def _connect(self) -> Client | None:
+        """NATS, retried until it answers: an edge may boot before the WAN is up."""
+        while not self.stopping.is_set():
+            try:
+                return await sites.connect(
+                    self.nats_settings, self.cfg.secret, f"deskbot-edge-{self.site}-{self.name}"
+                )
+            except Exception as exc:
+                log.warning(
+                    "NATS %s: %s; trying again", self.nats_settings.url, exc or type(exc).__name__
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), RETRY * 2)
+        return None
+
+    async def _consume(
+        self, js: JetStreamContext
+    ) -> tuple[KeyValue, JetStreamContext.PullSubscription]:
+        while True:
+            try:
+                await sites.ensure_stream(js)
+                kv = await sites.claims(js)
+                psub = await js.pull_subscribe(
+                    sites.SEND.format(site=self.site),
+                    durable=sites.consumer(self.site),
+                    stream=sites.STREAM,
+                    config=api.ConsumerConfig(
+                        ack_policy=api.AckPolicy.EXPLICIT,
+                        ack_wait=sites.ACK_WAIT,
+                        max_deliver=sites.MAX_DELIVER,
+                        deliver_policy=api.DeliverPolicy.ALL,
+                    ),
+                )
+                return kv, psub
+            except sites.ERRORS as exc:
+                log.warning(
+                    "NATS: cannot set up site %s yet: %s", self.site, exc or type(exc).__name__
+                )
+                await asyncio.sleep(RETRY)
+
+    async def _pong(self, msg: Msg) -> None:
+        if self.agent.health().alive and not self.stopping.is_set():
+            with contextlib.suppress(Exception):
+                await msg.respond(self.name.encode())
+
+    async def _pull(
+        self, psub: JetStreamContext.PullSubscription, kv: KeyValue, nc: Client
+    ) -> None:
+        while not self.stopping.is_set():
+            if self.free <= 0:
+                await self.slots.acquire()  # wait for a slot, then give it back to the count
+                self.slots.release()
+                continue
+            try:
+                msgs = await psub.fetch(batch=self.free, timeout=FETCH_WAIT)
+            except (nats.errors.TimeoutError, TimeoutError):
+                continue
+            except sites.ERRORS as exc:
+                log.debug("NATS pull: %s", exc or type(exc).__name__)
+                await asyncio.sleep(RETRY if not nc.is_connected else 0.1)
+                continue
+            for msg in msgs:
+                self.free -= 1
+                await self.slots.acquire()
+                task = asyncio.create_task(self._deliver(msg, kv, nc))
+                self._tasks.add(task)
+                task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self.free += 1
+        self.slots.release()
+        if not task.cancelled() and task.exception():
+            log.error("edge delivery failed", exc_info=task.exception())
+
+    async def _deliver(self, msg: Msg, kv: KeyValue, nc: Client) -> None:
+        reply = (msg.headers or {}).get("Deskbot-Reply", "")
+        try:
+            job = sites.Job.decode(msg.data)
+        except (ValueError, KeyError, TypeError):
+            log.warning("site %s: an unreadable delivery; dropped", self.site)
+            await msg.term()
+            return
+        if not reply.startswith(sites.REPLY.format(site=self.site, front="")):
+            log.warning("site %s: delivery %s has no reply subject of this site", self.site, job.id)
+            await msg.term()
+            return
+        key = f"{self.site}.{job.id}"
+
+        async def answer(d: Delivery) -> None:
+            with contextlib.suppress(*sites.ERRORS):
+                await nc.publish(reply, sites.encode_answer(job.id, d))
+
+        if not sipuri.is_valid(job.uri):
+            refused = "Not sent: the edge takes only valid sip: URIs"
+            await answer(Delivery(job.uri, 400, refused, 0.0, Cause.TRANSPORT))
+            await msg.term()
+            return
+        # too late: the front answered "not sent", or is about to
+        late = time.time() > job.deadline
+        claimed = await self._claim(kv, key, sites.EXPIRED if late else sites.STARTED)
+        if claimed is None:  # NATS is away: the delivery comes again, or expires
+            return
+        won, holder = claimed
+        if holder == sites.EXPIRED:
+            with contextlib.suppress(*sites.ERRORS):
+                await msg.term()
+            return
+        if not won:
+            log.warning(
+                "site %s: delivery %s was started before; not sent again", self.site, job.id
+            )
+            why = f"Not confirmed: an edge of site {self.site} restarted while the message was out"
+            await answer(Delivery(job.uri, 0, why, 0.0, Cause.UNCONFIRMED))
+            with contextlib.suppress(*sites.ERRORS):
+                await msg.ack()
+            return
+        keep = asyncio.create_task(self._keep(msg))
+        try:
+            delivery = await self.agent.send(Phone("", job.uri, site=self.site), job.text)
+        finally:
+            keep.cancel()
+        self.sent += 1
+        log.info("site %s: delivery %s: %d %s", self.site, job.id, delivery.code, delivery.reason)
+        await answer(delivery)
+        with contextlib.suppress(*sites.ERRORS):
+            await msg.ack()
+
+    async def _claim(self, kv: KeyValue, key: str, what: bytes) -> tuple[bool, bytes] | None:
+        try:
+            return await sites.claim(kv, key, what, self.name)
+        except sites.ERRORS as exc:
+            log.warning("NATS: cannot claim %s: %s", key, exc or type(exc).__name__)
+            return None
+
+    async def _keep(self, msg: Msg) -> None:
+        while True:
+            await asyncio.sleep(KEEP_EVERY)
+            with contextlib.suppress(*sites.ERRORS):
+                await msg.in_progress()
+
+
+def run(cfg: config.Config) -> None:
+    from deskbot.senders.sip.agent import SipAgent
+
+    async def main() -> None:
+        s = cfg.settings
+        password = cfg.secret(s.sip.registrar.password_env) if s.sip.registrar else None
+        await Edge(cfg, SipAgent(s.sip, password)).run()
+
+    asyncio.run(main())

@@ -1,0 +1,217 @@
+"""The front's sender for phones with a ``site``: the delivery goes to that site's edges.
+
+``send`` asks the site's edges whether one is online (core request-reply: no
+edge, no responders, an answer within a second), publishes the delivery to
+the site's work queue with ``Nats-Msg-Id`` (a retried publish is dropped by
+the server), and waits for the edge's answer on this front's reply subject.
+If no answer came within ``take_within`` the front claims the delivery as
+expired: when that claim wins, no edge will ever send it ("not sent"); when an
+edge's claim won, the edge has started and the front waits for the phone's
+answer, which, if it never comes, is "not confirmed".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
+from nats.js.kv import KeyValue
+
+from deskbot.config import Nats
+from deskbot.directory import Phone
+from deskbot.senders import Cause, Delivery, Health, sites
+from deskbot.senders.sip import protocol
+
+log = logging.getLogger("deskbot.nats")
+
+PING_TIMEOUT = 1.5
+ONLINE_FOR = 1.0  # seconds a site's "an edge is online" is believed without asking again
+RETRY_CONNECT = 2.0
+MARGIN = 2.0  # seconds beyond the edge's SIP timeout for its answer to travel back
+
+
+class EdgeSender:
+    """Sends a site's phones through that site's edges over NATS JetStream."""
+
+    max_body_bytes = protocol.MAX_BODY_BYTES
+
+    def __init__(self, settings: Nats, secret: Callable[[str], str], sip_timeout: float):
+        self.settings = settings
+        self._secret = secret
+        self._sip_timeout = sip_timeout
+        self._front = uuid.uuid4().hex[:12]  # this process's reply subject and id prefix
+        self._ids = itertools.count(1)
+        self._nc: Client | None = None
+        self._kv: KeyValue | None = None
+        self._waiting: dict[str, asyncio.Future[tuple[int, str, Cause]]] = {}
+        self._online: dict[str, float] = {}  # site -> until when it is believed online
+        self._pings: dict[str, asyncio.Task[bool]] = {}
+        self._connector: asyncio.Task[None] | None = None
+        self._error = "not connected yet"
+        self._closing = False
+
+    @property
+    def timeout(self) -> float:
+        return self.settings.take_within + self._sip_timeout + 3.0 + MARGIN
+
+    async def start(self) -> None:
+        """Connect in the background: local phones must not wait for (or fail with) NATS."""
+        self._connector = asyncio.create_task(self._connect(), name="nats-connect")
+
+    async def wait_connected(self, timeout: float) -> bool:
+        """For one-shot sends (``deskbot send``): give NATS a moment before the first send."""
+        if self._connector is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._connector), timeout)
+        return self._nc is not None
+
+    async def _connect(self) -> None:
+        while True:
+            try:
+                nc = await sites.connect(
+                    self.settings, self._secret, f"deskbot-front-{self._front}"
+                )
+                js = nc.jetstream()
+                await sites.ensure_stream(js)
+                self._kv = await sites.claims(js)
+                await nc.subscribe(sites.REPLY.format(site="*", front=self._front), cb=self._answer)
+                self._nc = nc
+                log.info("NATS: front connected to %s", self.settings.url)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                log.warning("NATS %s: %s; trying again", self.settings.url, self._error)
+                await asyncio.sleep(RETRY_CONNECT)
+
+    async def close(self) -> None:
+        if self._connector:
+            self._connector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connector
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_result(
+                    (
+                        0,
+                        "Not confirmed: deskbot stopped before the edge answered",
+                        Cause.UNCONFIRMED,
+                    )
+                )
+        if self._nc:
+            self._closing = True
+            with contextlib.suppress(Exception):
+                await self._nc.close()
+
+    def health(self) -> Health:
+        connected = bool(self._nc and self._nc.is_connected)
+        details: dict[str, Any] = {"connected": connected, "sites_online": sorted(self._online)}
+        if not connected:
+            details["error"] = self._error if self._nc is None else "reconnecting"
+        return Health(connected, {"nats": details}, len(self._waiting))
+
+    async def send(self, phone: Phone, text: str) -> Delivery:
+        started = time.perf_counter()
+        site = phone.site
+
+        def done(code: int, reason: str, cause: Cause) -> Delivery:
+            elapsed = round((time.perf_counter() - started) * 1000, 1)
+            return Delivery(phone.uri, code, reason, elapsed, cause)
+
+        nc, kv = self._nc, self._kv
+        if nc is None or kv is None or not nc.is_connected:
+            return done(503, f"site {site} is unreachable (NATS is not connected): not sent", DOWN)
+        if not await self._edge_online(nc, site):
+            return done(503, f"site {site} has no edge online: not sent", DOWN)
+        job_id = f"{self._front}-{next(self._ids)}-{phone.extension}"
+        deadline = time.time() + self.settings.take_within
+        give_up = time.monotonic() + self.settings.take_within
+        job = sites.Job(job_id, phone.uri, text, deadline)
+        future = asyncio.get_running_loop().create_future()
+        self._waiting[job_id] = future
+        try:
+            headers = {
+                "Nats-Msg-Id": job_id,
+                "Deskbot-Reply": sites.REPLY.format(site=site, front=self._front),
+            }
+            # a publish whose acknowledgement was lost is repeated; the server drops the copy
+            while not future.done() and time.monotonic() < give_up:
+                try:
+                    await nc.jetstream().publish(
+                        sites.SEND.format(site=site),
+                        job.encode(),
+                        timeout=max(0.1, min(1.0, give_up - time.monotonic())),
+                        headers=headers,
+                    )
+                    break
+                except sites.ERRORS:
+                    await asyncio.sleep(0.2)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(future), max(0.0, give_up - time.monotonic()))
+            if future.done():
+                return done(*future.result())
+            try:
+                _, holder = await sites.claim(kv, f"{site}.{job_id}", sites.EXPIRED, "front")
+            except sites.ERRORS as exc:
+                log.warning("NATS: cannot settle delivery %s: %s", job_id, type(exc).__name__)
+                return done(
+                    0, f"Not confirmed: site {site} did not answer and NATS is unreachable", UNSURE
+                )
+            if holder == sites.EXPIRED:
+                wait = self.settings.take_within
+                return done(
+                    503, f"site {site}'s edges did not take it within {wait:g} s: not sent", DOWN
+                )
+            with contextlib.suppress(TimeoutError):  # an edge started it: its phone answers
+                await asyncio.wait_for(asyncio.shield(future), self._sip_timeout + 3.0 + MARGIN)
+            if future.done():
+                return done(*future.result())
+            return done(
+                0, f"Not confirmed: site {site}'s edge started it but did not answer", UNSURE
+            )
+        finally:
+            self._waiting.pop(job_id, None)
+
+    async def _answer(self, msg: Msg) -> None:
+        try:
+            job_id, code, reason, cause = sites.decode_answer(msg.data)
+        except (ValueError, KeyError, TypeError):
+            log.warning("NATS: an unreadable answer on %s", msg.subject)
+            return
+        future = self._waiting.get(job_id)
+        if future is not None and not future.done():
+            future.set_result((code, reason, cause))
+
+    async def _edge_online(self, nc: Client, site: str) -> bool:
+        if self._online.get(site, 0.0) > time.monotonic():
+            return True
+        task = self._pings.get(site)
+        if task is None:  # concurrent sends to one site share one question
+            task = self._pings[site] = asyncio.create_task(self._ping(nc, site))
+            task.add_done_callback(lambda _: self._pings.pop(site, None))
+        return await asyncio.shield(task)
+
+    async def _ping(self, nc: Client, site: str) -> bool:
+        try:
+            await nc.request(sites.PING.format(site=site), b"", timeout=PING_TIMEOUT)
+        except NoRespondersError:
+            self._online.pop(site, None)
+            return False
+        except sites.ERRORS:
+            self._online.pop(site, None)
+            return False
+        self._online[site] = time.monotonic() + ONLINE_FOR
+        return True
+
+
+DOWN, UNSURE = Cause.SITE_DOWN, Cause.UNCONFIRMED

@@ -1,0 +1,318 @@
+"""Several offices: phones with a `site` go through that site's `deskbot edge` over NATS.
+
+Real peers only: a nats-server with JetStream on loopback, `deskbot edge` and
+`deskbot send` / `deskbot run` as a user starts them, SIPp desk phones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import DeskbotRun, SippPhone, free_port, run_deskbot, wait_for, write_config
+from nats_server import NatsServer
+
+DESKBOT = str(Path(sys.executable).parent / "deskbot")
+TOKEN = "t" * 32
+
+
+@pytest.fixture(scope="module")
+def nats_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    server = NatsServer(tmp_path_factory.mktemp("nats")).start()
+    yield server
+    server.stop()
+
+
+class Edge:
+    """`deskbot edge -c PATH`, as a service manager starts it."""
+
+    def __init__(self, config: Path, name: str):
+        self.log_path = config.parent / f"{name}.log"
+        self.proc = subprocess.Popen(
+            [DESKBOT, "edge", "-c", str(config)],
+            stdout=self.log_path.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, count: int = 1) -> Edge:
+        wait_for(lambda: self.log().count(" ready (") >= count, 20, "the edge to be ready")
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL the edge and its SIP worker: a power cut, not a stop."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def edges() -> Iterator[list[Edge]]:
+    started: list[Edge] = []
+    yield started
+    for edge in started:
+        edge.stop()
+
+
+def configs(
+    tmp_path: Path, url: str, phones: dict[str, tuple[str, str]], take_within: float = 2.0
+) -> Path:
+    """front.toml with the phones (extension -> (uri, site)); edge-SITE.toml for each site."""
+    table = "".join(
+        f'[phones.{ext}]\nuri = "{uri}"\nsite = "{site}"\n' for ext, (uri, site) in phones.items()
+    )
+    common = f"""
+        [sip]
+        listen = "127.0.0.1:0"
+        timeout = 3.0
+        [audit]
+        path = "{tmp_path}/audit.sqlite3"
+        [nats]
+        url = "{url}"
+        take_within = {take_within}
+        """
+    front = write_config(tmp_path / "front.toml", common)
+    with front.open("a") as f:
+        f.write(table)
+    for site in {site for _, site in phones.values() if site}:
+        write_config(tmp_path / f"edge-{site}.toml", common + f'[edge]\nsite = "{site}"\n')
+    return front
+
+
+def send(front: Path, targets: str, text: str) -> subprocess.CompletedProcess[str]:
+    return run_deskbot("send", "-c", str(front), "--json", targets, text)
+
+
+def answers(result: subprocess.CompletedProcess[str]) -> dict[str, dict]:
+    return {(r := json.loads(line))["target"]: r for line in result.stdout.splitlines()}
+
+
+def texts(phone: SippPhone) -> list[bytes]:
+    """What the phone's screen showed: SIP retransmissions of one MESSAGE count once."""
+    shown = {(m.headers["call-id"], m.headers["cseq"]): m.body for m in phone.received()}
+    return list(shown.values())
+
+
+def test_a_site_phone_is_sent_by_its_edge_and_answers_in_the_same_report_and_audit(
+    tmp_path, nats_hub, sipp, edges
+):
+    berlin, local = sipp(200), sipp(404)
+    front = configs(
+        tmp_path, nats_hub.url, {"486": (berlin.uri("486"), "berlin"), "487": (local.uri(), "")}
+    )
+    edges.append(Edge(tmp_path / "edge-berlin.toml", "edge").wait_ready())
+
+    result = send(front, "486,487", "lunch is here")
+
+    assert result.returncode == 1, result.stderr  # 487 answered 404
+    got = answers(result)
+    assert (got["486"]["code"], got["486"]["reason"]) == (200, "OK")
+    assert (got["487"]["code"], got["487"]["reason"]) == (404, "Not Found")
+    assert texts(berlin) == [b"lunch is here"]
+    with sqlite3.connect(tmp_path / "audit.sqlite3") as db:
+        rows = db.execute("SELECT extension, code FROM deliveries ORDER BY extension").fetchall()
+    assert rows == [("486", 200), ("487", 404)]
+    assert "lunch is here" not in edges[0].log()  # no body in the edge's log
+
+
+def test_a_site_without_an_edge_is_answered_at_once_and_its_text_never_arrives_later(
+    tmp_path, nats_hub, sipp, edges
+):
+    lyon = sipp(200)
+    front = configs(tmp_path, nats_hub.url, {"600": (lyon.uri("600"), "lyon")})
+
+    started = time.monotonic()
+    result = send(front, "600", "fire drill")
+    took = time.monotonic() - started
+
+    assert result.returncode == 3
+    line = answers(result)["600"]
+    assert line["reason"] == "site lyon has no edge online: not sent"
+    assert "no edge of this phone's office is online" in line["hint"]
+    assert took < 5
+    edges.append(Edge(tmp_path / "edge-lyon.toml", "edge").wait_ready())
+    assert send(front, "600", "second").returncode == 0
+    assert texts(lyon) == [b"second"]  # a queued first text would have come first
+
+
+def test_a_delivery_its_edge_cannot_take_in_time_is_not_sent_and_never_sent_later(
+    tmp_path, nats_hub, sipp, edges
+):
+    silent, later = sipp(silent=True), sipp(200)
+    front = configs(
+        tmp_path,
+        nats_hub.url,
+        {"700": (silent.uri("700"), "austin"), "701": (later.uri("701"), "austin")},
+        take_within=1.0,
+    )
+    edge_config = tmp_path / "edge-austin.toml"
+    edge_config.write_text(
+        edge_config.read_text().replace("timeout = 3.0", "timeout = 3.0\nmax_in_flight = 1")
+    )
+    edges.append(Edge(edge_config, "edge").wait_ready())
+    busy = subprocess.Popen(
+        [DESKBOT, "send", "-c", str(front), "700", "hold the line"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    silent.wait_received(1)  # the edge's one slot is taken by a phone that never answers
+
+    result = send(front, "701", "too late")
+
+    assert result.returncode == 3
+    assert (
+        answers(result)["701"]["reason"]
+        == "site austin's edges did not take it within 1 s: not sent"
+    )
+    busy.wait(30)
+    wait_for(lambda: "408" in edges[0].log(), 15, "the silent phone's timeout at the edge")
+    assert send(front, "701", "in time").returncode == 0  # the edge free again takes the next
+    assert texts(later) == [b"in time"]
+
+
+def test_two_edges_of_a_site_share_it_and_one_killed_loses_nothing(tmp_path, nats_hub, sipp, edges):
+    phone = sipp(200)
+    front = configs(
+        tmp_path, nats_hub.url, {f"80{i}": (phone.uri(f"80{i}"), "paris") for i in range(6)}
+    )
+    config = tmp_path / "edge-paris.toml"
+    edges.extend([Edge(config, "edge-a").wait_ready(), Edge(config, "edge-b").wait_ready()])
+    first = send(front, ",".join(f"80{i}" for i in range(6)), "one")
+    assert first.returncode == 0, first.stdout
+    edges[0].kill()
+
+    result = send(front, ",".join(f"80{i}" for i in range(6)), "two")
+
+    assert result.returncode == 0, result.stdout
+    assert sorted(texts(phone)) == [b"one"] * 6 + [b"two"] * 6
+    assert "delivery" in edges[1].log()
+
+
+def test_an_edge_killed_mid_send_and_restarted_sends_nothing_twice_and_says_not_confirmed(
+    tmp_path, nats_hub, sipp, edges
+):
+    slow = sipp(200, delay_ms=2500)
+    front = configs(tmp_path, nats_hub.url, {"900": (slow.uri("900"), "rome")})
+    config = tmp_path / "edge-rome.toml"
+    edges.append(Edge(config, "edge").wait_ready())
+    sending = subprocess.Popen(
+        [DESKBOT, "send", "-c", str(front), "--json", "900", "only once"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    slow.wait_received(1)
+    edges[0].kill()  # the phone has the text; the edge never acked it
+    edges.append(Edge(config, "edge-again").wait_ready())
+
+    out, _ = sending.communicate(timeout=60)
+
+    assert sending.returncode == 3
+    line = json.loads(out)
+    assert line["code"] == 0 and line["reason"].startswith("Not confirmed")
+    assert line["outcome"] == "unconfirmed"
+    wait_for(lambda: "was started before; not sent again" in edges[1].log(), 30, "the redelivery")
+    assert texts(slow) == [b"only once"]
+
+
+def test_nats_restarted_mid_run_front_and_edge_reconnect_and_in_flight_is_told_honestly(
+    tmp_path, sipp, edges
+):
+    hub = NatsServer(tmp_path).start()
+    slow, fast = sipp(200, delay_ms=1500), sipp(200)
+    front = configs(
+        tmp_path,
+        hub.url,
+        {"950": (slow.uri("950"), "oslo"), "951": (fast.uri("951"), "oslo")},
+        take_within=3.0,
+    )
+    api_port = free_port()
+    with front.open("a") as f:
+        f.write(
+            f'[health]\nlisten = "127.0.0.1:0"\n[api]\nlisten = "127.0.0.1:{api_port}"\n'
+            '[api.clients.ops]\ntoken_env = "SITES_TOKEN"\n'
+        )
+    edges.append(Edge(tmp_path / "edge-oslo.toml", "edge").wait_ready())
+    run = DeskbotRun(front, {"SITES_TOKEN": TOKEN}, tmp_path / "front.log").start()
+    try:
+
+        def post(targets: str, text: str) -> dict:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{api_port}/v1/send",
+                json.dumps({"targets": targets, "text": text}).encode(),
+                {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=60) as resp:
+                return json.load(resp)["deliveries"][0]
+
+        wait_for(lambda: run.health()["sip"]["nats"]["connected"], 20, "the front on NATS")
+        assert post("951", "before")["code"] == 200
+        in_flight: dict = {}
+        thread = threading.Thread(target=lambda: in_flight.update(post("950", "in flight")))
+        thread.start()
+        slow.wait_received(1)
+        hub.stop()  # the phone is answering; the edge's answer has nowhere to go yet
+        down = post("951", "while down")
+        hub.start()
+        thread.join(60)
+
+        assert down["reason"] == "site oslo is unreachable (NATS is not connected): not sent"
+        assert in_flight["code"] == 200 or in_flight["outcome"] == "unconfirmed", in_flight
+        wait_for(lambda: run.health()["sip"]["nats"]["connected"], 20, "the front to reconnect")
+        wait_for(lambda: "reconnected" in edges[0].log(), 20, "the edge to reconnect")
+        after = wait_for(lambda: (d := post("951", "after"))["code"] == 200 and d, 20, "a send")
+        assert after["reason"] == "OK"
+        assert texts(fast) == [b"ops: before", b"ops: after"]  # "while down" never arrives
+        assert texts(slow) == [b"ops: in flight"]
+    finally:
+        run.stop()
+        hub.stop()
+
+
+def test_a_site_phone_without_nats_and_two_logins_are_refused_with_their_key_paths():
+    from deskbot import config
+
+    raw = {
+        "phones": {"486": {"uri": "sip:486@10.1.0.86", "site": "berlin"}},
+        "edge": {"site": "berlin"},
+    }
+    with pytest.raises(config.ConfigError) as refused:
+        config.parse(raw, Path("c.toml"), {})
+    assert refused.value.problems == [
+        "c.toml: phones.486.site: a phone with a site is sent over NATS: add a [nats] table",
+        "c.toml: edge: an edge takes its deliveries from NATS: add a [nats] table",
+    ]
+    raw["nats"] = {"url": "nats://hub:4222", "token_env": "T", "credentials_env": "C"}
+    with pytest.raises(config.ConfigError) as refused:
+        config.parse(raw, Path("c.toml"), {"T": "x", "C": "y"})
+    assert refused.value.problems == [
+        "c.toml: nats: give one way to log in, not credentials_env and token_env"
+    ]
+
+
+def test_deskbot_edge_without_an_edge_table_says_so_and_exits_2(tmp_path, nats_hub):
+    front = configs(tmp_path, nats_hub.url, {})
+
+    result = run_deskbot("edge", "-c", str(front))
+
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"{front}: edge: add an [edge] table with this office's site"
