@@ -1,8 +1,8 @@
-"""Command line: ``deskbot run | send | check-config | demo``.
+"""Command line: ``deskbot run | send | probe | check-config | demo``.
 
-Exit codes of ``send``: 0 every phone answered 2xx, 1 some phone answered a
-final non-2xx code, 3 some phone gave no answer (3 wins over 1), 2 nothing
-was sent (usage, config or unknown target).
+Exit codes of ``send`` and ``probe``: 0 every phone answered 2xx, 1 some phone
+answered a final non-2xx code, 3 some phone gave no answer (3 wins over 1), 2
+nothing was sent (usage, config or unknown target).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ log = logging.getLogger("deskbot")
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="deskbot", description="Chat commands to desk phones over SIP MESSAGE."
+        prog="deskbot", description="Chat commands to desk phones over SIP."
     )
     parser.add_argument("--version", action="version", version=f"deskbot {__version__}")
     config_help = "config file (default: $DESKBOT_CONFIG, else ./config.toml)"
@@ -60,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per phone and line")
     p.add_argument("targets", metavar="TARGETS", help="486, alice, @sales or 486,alice,@sales")
     p.add_argument("text", metavar="TEXT", nargs="+", help="the text the phone shows")
+    p = sub.add_parser(
+        "probe", help="ask TARGETS whether they answer (SIP OPTIONS; nothing is shown)"
+    )
+    common(p)
+    p.add_argument("--json", action="store_true", help="one JSON object per phone and line")
+    p.add_argument("targets", metavar="TARGETS", help="486, alice, @sales or 486,alice,@sales")
     p = sub.add_parser("check-config", help="validate the config file")
     common(p)
     p = sub.add_parser("demo", help="console chat and simulated desk phones, no accounts needed")
@@ -130,23 +136,26 @@ class ShellReplier:
             print(_shell_line(line, self.as_json))
 
 
-async def _send(cfg: config.Config, targets: str, text: str, as_json: bool) -> int:
+async def _send(cfg: config.Config, command: str, as_json: bool) -> int:
+    """Run one command (`TARGETS TEXT` or `probe TARGETS`) as the operator at the shell."""
     s = cfg.settings
     password = cfg.secret(s.sip.registrar.password_env) if s.sip.registrar else None
     agent = SipAgent(s.sip, password)  # its worker starts only once there is something to send
     relay = Relay(agent, loader.from_settings(s), Policy.from_settings(s))
     replier = ShellReplier(as_json)
     user = ChatUser(SHELL, os.environ.get("USER", "shell"))
-    prepared = relay.prepare(Request(user, f"{targets} {text}"))
+    prepared = relay.prepare(Request(user, command))
     if isinstance(prepared, Answer):
         await replier.answer(prepared)
         return EXIT_NOTHING_SENT
     assert isinstance(prepared, Dispatch)  # the shell's requests have no key to replay
-    try:
-        audit = relay.audit = AuditLog(s.audit.path)
-    except AuditError as exc:
-        print(f"deskbot: cannot open {exc}; nothing was sent", file=sys.stderr)
-        return EXIT_NOTHING_SENT
+    audit = None
+    if not prepared.probe:  # a probe shows nothing and is not recorded
+        try:
+            audit = relay.audit = AuditLog(s.audit.path)
+        except AuditError as exc:
+            print(f"deskbot: cannot open {exc}; nothing was sent", file=sys.stderr)
+            return EXIT_NOTHING_SENT
     try:
         await agent.start()
     except AgentError as exc:
@@ -172,7 +181,8 @@ async def _send(cfg: config.Config, targets: str, text: str, as_json: bool) -> i
         result = await carry_out(relay, prepared, replier)
     finally:
         await agent.close()
-        audit.close()
+        if audit:
+            audit.close()
     return exit_code(result) if isinstance(result, report.Report) else EXIT_NOTHING_SENT
 
 
@@ -197,12 +207,12 @@ def _shell_line(line: report.Line, as_json: bool) -> str:
             "reason": d.reason if d else line.skipped,
             "elapsed_ms": d.elapsed_ms if d else 0.0,
             "outcome": d.outcome.value if d else "skipped",
-            "hint": report.hint(d, phone.extension) if d else line.skipped,
+            "hint": report.hint(d, phone, line.probe) if d else line.skipped,
         }
         return json.dumps(record, ensure_ascii=False)
     if d is None:
         return f"{phone.extension}\t{phone.label or '-'}\tnot sent\t{line.skipped}"
-    tip = report.hint(d, phone.extension)
+    tip = report.hint(d, phone, line.probe)
     text = f"{phone.extension}\t{phone.label or '-'}\t{d.code} {d.reason}\t{d.elapsed_ms:.0f} ms"
     return f"{text}\t{tip}" if tip else text
 
@@ -212,13 +222,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         _setup_logging(args.verbose, logging.WARNING)
         return check_config(args)
-    if args.command == "send":
+    if args.command in ("send", "probe"):
         _setup_logging(args.verbose, logging.WARNING)
         cfg = _load(args.config, secrets_for=("sip",))  # chat tokens are not needed here
         if cfg is None:
             return EXIT_NOTHING_SENT
+        if args.command == "send":
+            command = f"{args.targets} {' '.join(args.text)}"
+        else:
+            command = f"probe {args.targets}"
         try:
-            return asyncio.run(_send(cfg, args.targets, " ".join(args.text), args.json))
+            return asyncio.run(_send(cfg, command, args.json))
         except KeyboardInterrupt:
             return EXIT_NO_ANSWER
     if args.command == "run":

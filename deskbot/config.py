@@ -76,6 +76,10 @@ MatrixRoomId = Annotated[
 ]
 
 
+# "message": SIP MESSAGE, text/plain; "snom-infobox": SIP NOTIFY, Snom Infobox XML
+Format = Literal["message", "snom-infobox"]
+
+
 class ConfigError(Exception):
     """Raised with every problem found; each line is 'PATH: key.path: message'."""
 
@@ -127,6 +131,8 @@ class Message(_Model):
     sender_prefix: bool = True
     # seconds; a command older than this when deskbot picks it up is answered, not sent (0: off)
     max_age: Annotated[int, Field(ge=0, le=7 * 86400)] = 300
+    # how phones get text unless [phones.EXT] format says otherwise
+    format: Format = "message"
 
 
 class Access(_Model):
@@ -151,6 +157,7 @@ class Health(_Model):
 class Phone(_Model):
     uri: SipUri
     label: str = ""
+    format: Format | None = None  # None: [message] format
 
 
 class Person(_Model):

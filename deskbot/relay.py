@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from deskbot import commands, failpoints, report
-from deskbot.commands import Help, History, Send, UsageError, Who
+from deskbot.commands import Help, History, Probe, Send, UsageError, Who
 from deskbot.config import Access, Limits, Message, Settings
 from deskbot.directory import Directory, Person, Phone, TargetError
 from deskbot.senders import Cause, Delivery, Sender
@@ -101,6 +101,7 @@ class Dispatch:
     body: str  # what the phone shows
     phones: tuple[Phone, ...]
     groups: tuple[str, ...]
+    probe: bool = False  # ask each phone whether it answers (SIP OPTIONS); no text
 
     @property
     def user(self) -> ChatUser:
@@ -111,6 +112,8 @@ class Dispatch:
         user = self.user
         who = self.person.display if self.person else (user.display_name or user.id)
         names = ", ".join(p.title for p in self.phones)
+        if self.probe:
+            return f"{who} probes {names}"
         return f"{who} → {names}: {self.text}"
 
 
@@ -225,18 +228,33 @@ class Relay:
         admin = self.is_admin(user, person)
         match command:
             case Help():
-                return Answer(report.help_text(self.directory, self.policy.message.max_chars))
+                return Answer(
+                    report.help_text(self.directory, self.policy.message.max_chars, admin)
+                )
             case Who(target):
                 return self.who(target, show_uris=admin)
             case History(everyone):
                 return self.history(user, person, everyone, admin)
             case Send(targets, text):
                 return self.dispatch(request, person, admin, targets, text)
+            case Probe(targets):
+                if not admin:
+                    return Answer(
+                        "only admins may probe phones; `who TARGET` shows where a target goes",
+                        error=True,
+                    )
+                return self.dispatch(request, person, admin, targets, "", probe=True)
 
     def dispatch(
-        self, request: Request, person: Person | None, admin: bool, targets: str, text: str
+        self,
+        request: Request,
+        person: Person | None,
+        admin: bool,
+        targets: str,
+        text: str,
+        probe: bool = False,
     ) -> Answer | Dispatch:
-        """A send command through each check in turn; the first refusal is the answer."""
+        """A send (or probe) command through each check in turn; the first refusal is the answer."""
         limit = self.policy.message.max_chars
         if len(text) > limit:
             return Answer(
@@ -254,9 +272,10 @@ class Relay:
             admin,
             targets,
             text,
-            self.body(request.user, person, text),
+            "" if probe else self.body(request.user, person, text),
             resolution.phones,
             resolution.groups,
+            probe,
         )
         for check in self.checks:
             refusal = check(job)
@@ -339,6 +358,8 @@ class Relay:
         Raises NotRecorded, sending nothing, when the audit log cannot take the command.
         """
         started = time.perf_counter()
+        if job.probe:
+            return await self._probe(job, started)
         request = job.request
         skipped = self._phone_rate(job)
         failpoints.reached("before-record")
@@ -364,6 +385,22 @@ class Relay:
         )
         for listener in self.on_report:
             listener(job, result)
+        return result
+
+    async def _probe(self, job: Dispatch, started: float) -> report.Report:
+        """Ask every phone at once; nothing is shown, so no phone limit and no audit entry."""
+        results = await asyncio.gather(*(self.sender.probe(p) for p in job.phones))
+        lines = [report.Line(p, d, probe=True) for p, d in zip(job.phones, results, strict=True)]
+        result = report.Report(
+            summary_wanted=len(job.phones) > 1 or bool(job.groups), lines=lines, probe=True
+        )
+        log.info(
+            "probe from %s:%s: %s in %.1f ms",
+            job.user.chat,
+            job.user.id,
+            report.summary_text(result),
+            (time.perf_counter() - started) * 1000,
+        )
         return result
 
     def _record(self, job: Dispatch, skipped: dict[str, str]) -> int:

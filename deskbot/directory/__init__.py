@@ -28,11 +28,15 @@ class TargetError(ValueError):
     """A target that does not resolve; the message names the part and what to do."""
 
 
+FORMATS = ("message", "snom-infobox")  # how a phone is sent text: SIP MESSAGE, Snom Infobox
+
+
 @dataclass(frozen=True, slots=True)
 class Phone:
     extension: str
     uri: str
     label: str = ""
+    format: str = "message"  # one of FORMATS; the sender picks the request by it
 
     @property
     def title(self) -> str:
@@ -62,8 +66,10 @@ class Directory:
         people: Mapping[str, Person],
         groups: Mapping[str, tuple[str, ...]],
         domain: str | None = None,
+        default_format: str = "message",
     ):
         self.phones = dict(phones)
+        self.default_format = default_format  # for extensions placed by `domain`
         self.people = dict(people)
         self.groups = dict(groups)
         self.domain = domain
@@ -119,7 +125,7 @@ class Directory:
         if ext in self.phones:
             return self.phones[ext]
         if self.domain and len(ext) <= 15:
-            return Phone(ext, sipuri.for_extension(ext, self.domain))
+            return Phone(ext, sipuri.for_extension(ext, self.domain), format=self.default_format)
         raise TargetError(f"extension {ext} is not in the directory")
 
     def _person_phone(self, person: Person) -> Phone:

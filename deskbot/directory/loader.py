@@ -9,7 +9,10 @@ SOURCES = ("slack", "matrix")  # the [people] keys that hold a chat id
 
 
 def from_settings(settings: Settings) -> Directory:
-    phones = {ext: Phone(ext, p.uri, p.label) for ext, p in settings.phones.items()}
+    fleet = settings.message.format
+    phones = {
+        ext: Phone(ext, p.uri, p.label, p.format or fleet) for ext, p in settings.phones.items()
+    }
     people = {
         name: Person(
             name,
@@ -21,4 +24,4 @@ def from_settings(settings: Settings) -> Directory:
     }
     groups = {name: tuple(g.members) for name, g in settings.groups.items()}
     domain = settings.sip.registrar.domain if settings.sip.registrar else None
-    return Directory(phones, people, groups, domain)
+    return Directory(phones, people, groups, domain, fleet)

@@ -1,7 +1,9 @@
 """deskbot's SIP agent: starts, feeds and supervises the pjsua2 worker process.
 
 The rest of the program sees the ``Sender`` protocol: ``await agent.send(phone, text)
--> Delivery``.
+-> Delivery`` and ``await agent.probe(phone)``. The phone's ``format`` picks the
+request here: a SIP MESSAGE, or a Snom Infobox NOTIFY whose XML ``infobox``
+builds; a probe is an OPTIONS.
 If the worker dies, every message it had is reported as unconfirmed (code 0),
 the worker is restarted with back-off, and the next send works.
 """
@@ -22,7 +24,7 @@ from deskbot import __version__
 from deskbot.config import Sip
 from deskbot.directory import Phone
 from deskbot.senders import Cause, Delivery, Health, SenderError
-from deskbot.senders.sip import protocol
+from deskbot.senders.sip import infobox, protocol
 from deskbot.sipuri import split_hostport
 
 log = logging.getLogger("deskbot.sip")
@@ -145,7 +147,15 @@ class SipAgent:
 
     # -- sending ------------------------------------------------------------
     async def send(self, phone: Phone, text: str) -> Delivery:
-        uri = phone.uri
+        if phone.format == protocol.INFOBOX:
+            return await self._request(phone.uri, infobox.body(text), protocol.INFOBOX)
+        return await self._request(phone.uri, text, protocol.MESSAGE)
+
+    async def probe(self, phone: Phone) -> Delivery:
+        """A SIP OPTIONS: does the phone answer at all (nothing is displayed)."""
+        return await self._request(phone.uri, "", protocol.OPTIONS)
+
+    async def _request(self, uri: str, body: str, kind: str) -> Delivery:
         async with self._slots:
             if self.state.failed:
                 return Delivery(uri, 503, f"SIP agent is down: {self.state.failed}", 0.0, DOWN)
@@ -158,7 +168,7 @@ class SipAgent:
             self._futures[send_id] = (future, uri, started)
             if not self._batch:
                 loop.call_soon(self._flush)
-            self._batch.append([send_id, uri, text])
+            self._batch.append([send_id, uri, body, kind])
             # a safety net only: pjsip itself answers 408 after sip.timeout
             timer = loop.call_later(self.sip.timeout + 3.0, self._expire, send_id)
             try:
@@ -172,14 +182,14 @@ class SipAgent:
         if not batch:
             return
         if proc is None or proc.stdin is None or proc.returncode is not None:
-            for send_id, _, _ in batch:
-                self._resolve(send_id, 0, UNCONFIRMED, True)
+            for item in batch:
+                self._resolve(item[0], 0, UNCONFIRMED, True)
             return
         try:
             proc.stdin.write(protocol.encode({"op": "send", "items": batch}))
         except (BrokenPipeError, ConnectionResetError):
-            for send_id, _, _ in batch:
-                self._resolve(send_id, 0, UNCONFIRMED, True)
+            for item in batch:
+                self._resolve(item[0], 0, UNCONFIRMED, True)
 
     def _expire(self, send_id: int) -> None:
         self._resolve(send_id, 408, "Request Timeout (no answer from the SIP agent)", True)

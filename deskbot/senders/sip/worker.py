@@ -22,7 +22,7 @@ import threading
 import unicodedata
 from typing import Any
 
-from deskbot.senders.sip import protocol
+from deskbot.senders.sip import infobox, protocol
 
 MAX_SENDS_PER_TURN = 32  # larger bursts overflow the UDP receive buffer
 WAKE = b"\0"  # pjsip ignores datagrams of 32 bytes or less
@@ -45,6 +45,7 @@ class Worker:
         self.inbox: collections.deque[dict[str, Any]] = collections.deque()
         self.outbox: list[list[Any]] = []
         self.pending: dict[int, tuple[int, Any]] = {}  # token key -> (send id, token)
+        self.requests_open = 0  # NOTIFY/OPTIONS whose callback has not come (see shutdown)
         self.stopping = False
         self.wake_addr: tuple[str, int] | None = None
         self.wake_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -74,6 +75,12 @@ class Worker:
                     worker.on_status(prm)
                 except Exception as exc:  # an exception here would lose the answer
                     worker.log(1, f"status callback failed: {exc!r}")
+
+            def onSendRequest(self, prm: Any) -> None:
+                try:
+                    worker.on_request(prm)
+                except Exception as exc:  # an exception here would lose the answer
+                    worker.log(1, f"request callback failed: {exc!r}")
 
             def onIncomingSubscribe(self, prm: Any) -> None:
                 # pjsua would accept any presence subscription and NOTIFY whatever
@@ -159,15 +166,26 @@ class Worker:
         self.emit({"op": "ready", "v": protocol.VERSION, "port": port, "pid": os.getpid()})
 
     # -- sending ------------------------------------------------------------
-    def send(self, send_id: int, uri: str, text: str) -> None:
-        pj, P = self.pj, self.P
+    def send(self, send_id: int, uri: str, text: str, kind: str = protocol.MESSAGE) -> None:
         body = text.encode("utf-8")
+        if kind not in protocol.KINDS:
+            self.outbox.append([send_id, 501, f"Unknown kind of request {kind[:20]!r}", True])
+            return
         if len(body) > protocol.MAX_BODY_BYTES:
             self.outbox.append([send_id, 413, "Text too long for one SIP message", True])
             return
         if len(self.pending) >= protocol.MAX_PENDING:
             self.outbox.append([send_id, 503, "Too many messages in flight", True])
             return
+        if kind == protocol.MESSAGE:
+            self.message(send_id, uri, text)
+        elif kind == protocol.INFOBOX:
+            self.request(send_id, "NOTIFY", uri, infobox.CONTENT_TYPE, text, infobox.HEADERS)
+        else:
+            self.request(send_id, "OPTIONS", uri)
+
+    def message(self, send_id: int, uri: str, text: str) -> None:
+        pj, P = self.pj, self.P
         token = P.SipHeader()
         buddy = pj.Buddy()
         try:
@@ -187,6 +205,52 @@ class Worker:
         finally:
             del buddy  # deleting right away keeps us far from pjsua's 256-buddy abort
 
+    def request(
+        self,
+        send_id: int,
+        method: str,
+        uri: str,
+        content_type: str = "",
+        body: str = "",
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        """An out-of-dialog request (NOTIFY, OPTIONS); its answer comes to on_request."""
+        pj, P = self.pj, self.P
+        token = P.SipHeader()
+        prm = pj.SendRequestParam()
+        prm.method = method
+        prm.txOption.targetUri = uri
+        if body:
+            prm.txOption.contentType = content_type
+            prm.txOption.msgBody = body
+        for name, value in headers:
+            header = pj.SipHeader()
+            header.hName, header.hValue = name, value
+            prm.txOption.headers.append(header)
+        prm.userData = token
+        self.pending[int(token.this)] = (send_id, token)
+        self.requests_open += 1  # counted even if it raises: pjsua may hold a transaction
+        try:
+            self.account.sendRequest(prm)
+        except pj.Error as exc:
+            self.pending.pop(int(token.this), None)
+            self.outbox.append([send_id, 503, _reason(exc), True])
+
+    def on_request(self, prm: Any) -> None:
+        self.requests_open = max(0, self.requests_open - 1)
+        entry = self.pending.pop(int(prm.userData), None)
+        if entry is None:
+            return
+        try:
+            tsx_state = prm.e.body.tsxState
+            tsx = tsx_state.tsx
+            remote = bool(tsx_state.src.rdata.wholeMsg)
+            answer = [int(tsx.statusCode), network_text(tsx.statusText), not remote]
+        except Exception as exc:  # still answer the send: it must not wait for a timer
+            self.log(1, f"unreadable answer: {exc!r}")
+            answer = [500, "Unreadable answer from the phone", False]
+        self.outbox.append([entry[0], *answer])
+
     def on_status(self, prm: Any) -> None:
         entry = self.pending.pop(int(prm.userData), None)
         if entry is None:
@@ -201,8 +265,8 @@ class Worker:
     def handle(self, message: dict[str, Any]) -> None:
         op = message.get("op")
         if op == "send":
-            for send_id, uri, text in message["items"]:
-                self.send(int(send_id), str(uri), str(text))
+            for send_id, uri, text, *kind in message["items"]:
+                self.send(int(send_id), str(uri), str(text), str(kind[0]) if kind else "message")
         elif op == "stop":
             self.stopping = True
 
@@ -236,8 +300,11 @@ class Worker:
             self.outbox.append([send_id, 0, "SIP agent stopped before the phone answered", True])
         if self.outbox:
             self.emit({"op": "done", "items": self.outbox})
-        self.account.shutdown()
-        del self.account
+        self.pending.clear()
+        if not self.requests_open:
+            self.account.shutdown()
+        # else: libDestroy ends those transactions and calls onSendRequest, which pjsua
+        # asserts (abort) on a deleted account: keep it until libDestroy removes it
         self.ep.libDestroy(self.P.PJSUA_DESTROY_NO_RX_MSG)
         self.emit({"op": "stopped"})
 

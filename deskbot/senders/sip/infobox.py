@@ -1,0 +1,47 @@
+"""Snom Infobox notifications: chat text -> the ``application/snomxml`` body of a NOTIFY (pure).
+
+Snom's "Notifications via Infobox" (D7xx/D8xx, firmware 10): an out-of-dialog
+NOTIFY whose body is ``<InfoBoxQueue><InfoBox><Line><Text>...``. Each line of
+the chat text becomes one ``<Line>``; the phone ignores lines past what its
+screen holds and wraps a long one into the next row. Chat text is character
+data only: escaped, stripped of what XML 1.0 cannot carry, never markup.
+"""
+
+from __future__ import annotations
+
+import re
+
+CONTENT_TYPE = "application/snomxml"
+# Snom's minibrowser push page asks for Event: xml; its Infobox sample sends none.
+# Subscription-State makes it a valid unsolicited NOTIFY (RFC 6665); its expiry is Snom's example.
+HEADERS = (("Event", "xml"), ("Subscription-State", "active;expires=30000"))
+MAX_LINES = 10  # more than any Snom screen shows; the phone drops the rest anyway
+
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def escape(text: str) -> str:
+    """Character data that can only ever be text: & < > and both quotes escaped, non-XML dropped."""
+    text = _NOT_XML.sub("", text)
+    return (
+        text.replace("&", "&amp;")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace('"', "&quot;")
+        .replace("'", "&apos;")
+    )
+
+
+def body(text: str) -> str:
+    """The NOTIFY body showing `text`, one Infobox line per line of text."""
+    text = _NOT_XML.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+    lines = [line.strip() for line in text.split("\n")]
+    lines = [line for line in lines if line][:MAX_LINES] or [""]
+    parts = [
+        f'<Line pos="{pos}"><Text>{escape(line)}</Text></Line>'
+        for pos, line in enumerate(lines, start=1)
+    ]
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<InfoBoxQueue><InfoBox>{''.join(parts)}</InfoBox></InfoBoxQueue>"
+    )
