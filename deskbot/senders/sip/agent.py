@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from deskbot.config import Sip
 from deskbot.directory import Phone
 from deskbot.senders import Cause, Delivery, Health, SenderError
 from deskbot.senders.sip import infobox, protocol
+from deskbot.senders.sip.spawn import WORKER_COMMAND, spawn_worker
 from deskbot.sipuri import split_hostport
 
 log = logging.getLogger("deskbot.sip")
@@ -34,7 +34,6 @@ START_TIMEOUT = 10.0
 STOP_TIMEOUT = 2.0
 MAX_START_FAILURES = 3  # in a row, before the agent gives up instead of looping
 BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)
-WORKER_COMMAND = (sys.executable, "-m", "deskbot.senders.sip.worker")
 UNCONFIRMED = "Not confirmed: the SIP agent restarted while the message was out"
 
 
@@ -61,8 +60,11 @@ class SipAgent:
         password: str | None = None,
         *,
         worker_command: Sequence[str] = WORKER_COMMAND,
+        worker: asyncio.subprocess.Process | None = None,
     ):
+        """`worker`: a process from `spawn_worker`, already importing pjsua2, for the first run."""
         self.sip = sip
+        self._spare = worker
         self.state = AgentState()
         self._password = password
         self._worker_command = tuple(worker_command)
@@ -110,6 +112,11 @@ class SipAgent:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
+        if self._spare:  # started for a send that never came
+            with contextlib.suppress(ProcessLookupError):
+                self._spare.kill()
+            await self._spare.wait()
+            self._spare = None
         self._fail_pending("SIP agent stopped before the phone answered")
 
     async def __aenter__(self) -> SipAgent:
@@ -248,13 +255,7 @@ class SipAgent:
 
     async def _run_worker(self) -> str:
         """Run one worker until it exits; return why it ended ('start: ...' if it never ran)."""
-        proc = await asyncio.create_subprocess_exec(
-            *self._worker_command,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            limit=1 << 22,
-        )
+        proc, self._spare = self._spare or await spawn_worker(self._worker_command), None
         self._proc = proc
         assert proc.stdin and proc.stdout and proc.stderr
         stderr_task = asyncio.create_task(self._drain_stderr(proc.stderr))

@@ -17,7 +17,9 @@ CONTENT_TYPE = "application/snomxml"
 HEADERS = (("Event", "xml"), ("Subscription-State", "active;expires=30000"))
 MAX_LINES = 10  # more than any Snom screen shows; the phone drops the rest anyway
 
-_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# what XML 1.0 cannot carry at all, even escaped (C0 controls but tab and line breaks,
+# lone surrogates, U+FFFE and U+FFFF); a small class compiles in microseconds
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 def escape(text: str) -> str:

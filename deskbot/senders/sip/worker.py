@@ -35,11 +35,13 @@ def _die_with_parent() -> None:
 
 
 class Worker:
-    def __init__(self, start: dict[str, Any], out: Any):
+    def __init__(self, start: dict[str, Any], out: Any, endpoint: Any = None):
+        """`endpoint`: a pjsua2 Endpoint already past libCreate (see main), else made here."""
         import pjsua2 as pj
         from pjsua2 import pjsua2 as P
 
         self.pj, self.P = pj, P
+        self.endpoint = endpoint
         self.start = start
         self.out = out
         self.inbox: collections.deque[dict[str, Any]] = collections.deque()
@@ -102,8 +104,10 @@ class Worker:
                 except Exception as exc:
                     worker.log(1, f"registration callback failed: {exc!r}")
 
-        self.ep = pj.Endpoint()
-        self.ep.libCreate()
+        if self.endpoint is None:
+            self.endpoint = pj.Endpoint()
+            self.endpoint.libCreate()
+        self.ep = self.endpoint
         ep_cfg = pj.EpConfig()
         ep_cfg.uaConfig.threadCnt = 0
         ep_cfg.uaConfig.mainThreadOnly = True
@@ -377,11 +381,17 @@ def main() -> None:
     out = os.fdopen(os.dup(1), "wb", buffering=1 << 16)
     os.dup2(2, 1)
     stdin = sys.stdin.buffer
+    # Everything that needs no settings happens before they come: the parent is
+    # still loading its config meanwhile (see spawn.py).
+    import pjsua2 as pj
+
+    endpoint = pj.Endpoint()
+    endpoint.libCreate()
     first = stdin.readline()
     if not first:
-        return
+        os._exit(0)  # the parent changed its mind (nothing to send)
     start = json.loads(first)
-    worker = Worker(start, out)
+    worker = Worker(start, out, endpoint)
     try:
         worker.create()
     except Exception as exc:
