@@ -9,6 +9,7 @@ spread, and the process's peak RSS.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -63,9 +64,13 @@ def start_sipp(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
     raise SystemExit("SIPp did not start")
 
 
-def timed(argv: list[str]) -> float:
+def timed(argv: list[str], tree: str = "") -> float:
+    env = {**os.environ, "PYTHONPATH": tree} if tree else None
     started = time.perf_counter()
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    # cwd: `python -m` (the worker) puts the working directory first on sys.path
+    result = subprocess.run(
+        argv, capture_output=True, text=True, timeout=60, env=env, cwd=tempfile.gettempdir()
+    )
     elapsed = time.perf_counter() - started
     if result.returncode != 0:
         raise SystemExit(f"{argv[1]} failed ({result.returncode}): {result.stderr[-500:]}")
@@ -77,6 +82,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--what", default="send,probe", help="send, probe, or both")
     parser.add_argument("--format", default="message", help='the phone\'s format ("message")')
+    parser.add_argument(
+        "--trees",
+        default="",
+        help="comma-separated PYTHONPATHs (source trees) to time in turn, run by run",
+    )
     args = parser.parse_args()
     deskbot = str(Path(sys.executable).parent / "deskbot")
     with tempfile.TemporaryDirectory(prefix="deskbot-single-") as tmp:
@@ -89,16 +99,22 @@ def main() -> None:
             lines.append(f'format = "{args.format}"')
         cfg.write_text("\n".join(lines) + "\n")
         try:
+            trees = args.trees.split(",") if args.trees else [""]
             for what in args.what.split(","):
                 text = ["bench"] if what == "send" else []
                 argv = [deskbot, what, "-c", str(cfg), "486", *text]
-                timed(argv)  # warm the page cache
-                times = [timed(argv) for _ in range(args.runs)]
-                print(
-                    f"deskbot {what} to 1 phone, {args.runs} runs: "
-                    f"median {statistics.median(times):.3f} s "
-                    f"(min {min(times):.3f}, max {max(times):.3f})"
-                )
+                times: dict[str, list[float]] = {tree: [] for tree in trees}
+                for tree in trees:
+                    timed(argv, tree)  # warm the page cache
+                for _ in range(args.runs):
+                    for tree in trees:  # interleaved: both see the same load
+                        times[tree].append(timed(argv, tree))
+                for tree, runs in times.items():
+                    print(
+                        f"deskbot {what} to 1 phone{' (' + tree + ')' if tree else ''}, "
+                        f"{args.runs} runs: median {statistics.median(runs):.3f} s "
+                        f"(min {min(runs):.3f}, max {max(runs):.3f})"
+                    )
         finally:
             sipp.kill()
             sipp.wait()
