@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 
 CONTENT_TYPE = "application/snomxml"
-# Snom's minibrowser push page asks for Event: xml; its Infobox sample sends none.
-# Subscription-State makes it a valid unsolicited NOTIFY (RFC 6665); its expiry is Snom's example.
+# Snom's NOTIFY samples carry neither header, but a NOTIFY without them is malformed
+# (RFC 6665) for most stacks; Event: xml is what Snom's XML push is reported to use.
 HEADERS = (("Event", "xml"), ("Subscription-State", "active;expires=30000"))
 MAX_LINES = 10  # more than any Snom screen shows; the phone drops the rest anyway
 
