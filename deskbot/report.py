@@ -99,8 +99,8 @@ def _infobox_hint(code: int) -> str:
         )
     if code == 481:
         return (
-            "the phone takes no NOTIFY outside a subscription: it is not a Snom phone with "
-            f"Infobox, {fallback}"
+            "the phone takes NOTIFY only inside a subscription, so it is no Snom phone with "
+            f"Infobox: {instead}"
         )
     if code in (405, 501):
         return f"the phone does not take SIP NOTIFY: {instead}"

@@ -12,7 +12,7 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from conftest import SippPhone, free_port, run_deskbot, write_config
+from conftest import Baresip, SippPhone, free_port, run_deskbot, write_config
 
 EVIL = "</Text><Icon>kIconTypeFkeyDispCode</Icon> & \"quoted\" 'single' ]]> <![CDATA[x]]>"
 
@@ -156,3 +156,19 @@ def test_probe_of_an_unknown_target_sends_nothing_and_exits_2(sipp, tmp_path):
     assert "extension 999 is not in the directory" in result.stderr
     assert run_deskbot("probe", "-c", str(cfg)).returncode == 2  # usage
     assert up.received() == []
+
+
+def test_a_phone_that_is_no_snom_refuses_the_notify_and_probe_still_finds_its_identity(
+    baresip: Baresip, tmp_path
+):
+    cfg = config_for(
+        tmp_path,
+        {"486": (baresip.uri("486"), "snom-infobox"), "487": (baresip.uri("487"), "")},
+    )
+    sent, [row] = run_json("send", cfg, "486", "hello")
+    assert sent.returncode == 1
+    assert (row["code"], row["reason"]) == (481, "Subscription Does Not Exist")
+    assert row["hint"].endswith('no Snom phone with Infobox: set format = "message" for it')
+    probed, rows = run_json("probe", cfg, "486,487")
+    assert probed.returncode == 1
+    assert [(r["target"], r["code"]) for r in rows] == [("486", 200), ("487", 404)]
