@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from deskbot.directory import Directory, Phone
+from deskbot.directory import INFOBOX, Directory, Phone
 from deskbot.senders import Cause, Delivery, Outcome
 from deskbot.store import HistoryEntry
 
@@ -20,7 +20,6 @@ MARK = {
 }
 
 
-INFOBOX = "snom-infobox"
 ACCEPTED_NOT_SHOWN = (
     "for Infobox phones, 200 means the phone accepted the notification, not that it "
     "is on the screen (a Snom phone with XML push off still answers 200)"
@@ -94,8 +93,8 @@ def _infobox_hint(code: int) -> str:
     instead = fallback.removeprefix("or ")
     if code == 489:
         return (
-            "the phone does not take Infobox notifications (Event: xml): firmware older than "
-            f"10 or XML notify off; update it or turn XML notify on, {fallback}"
+            "the phone does not take Infobox notifications (Event: xml): firmware too old "
+            f"or XML notify off; update it or turn XML notify on, {fallback}"
         )
     if code == 481:
         return (

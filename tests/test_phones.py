@@ -93,7 +93,7 @@ def test_one_send_gives_classic_phones_a_message_and_infobox_phones_a_notify(sip
         ("487", 200, "OK"),
         ("488", 489, "Bad Event"),
     ]
-    assert "firmware older than 10 or XML notify off" in by_ext["488"]["hint"]
+    assert "firmware too old or XML notify off" in by_ext["488"]["hint"]
     [message] = classic.wait_received(1)
     assert (message.body, message.headers["content-type"]) == (
         b"lunch is here",

@@ -28,7 +28,9 @@ class TargetError(ValueError):
     """A target that does not resolve; the message names the part and what to do."""
 
 
-FORMATS = ("message", "snom-infobox")  # how a phone is sent text: SIP MESSAGE, Snom Infobox
+# how a phone is sent text: a SIP MESSAGE, or a Snom Infobox notification (SIP NOTIFY)
+MESSAGE, INFOBOX = "message", "snom-infobox"
+FORMATS = (MESSAGE, INFOBOX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +38,7 @@ class Phone:
     extension: str
     uri: str
     label: str = ""
-    format: str = "message"  # one of FORMATS; the sender picks the request by it
+    format: str = MESSAGE  # one of FORMATS; the sender picks the request by it
 
     @property
     def title(self) -> str:
@@ -66,7 +68,7 @@ class Directory:
         people: Mapping[str, Person],
         groups: Mapping[str, tuple[str, ...]],
         domain: str | None = None,
-        default_format: str = "message",
+        default_format: str = MESSAGE,
     ):
         self.phones = dict(phones)
         self.default_format = default_format  # for extensions placed by `domain`

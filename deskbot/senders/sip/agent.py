@@ -21,7 +21,7 @@ from typing import Any
 
 from deskbot import __version__
 from deskbot.config import Sip
-from deskbot.directory import Phone
+from deskbot.directory import INFOBOX, Phone
 from deskbot.senders import Cause, Delivery, Health, SenderError
 from deskbot.senders.sip import infobox, protocol
 from deskbot.senders.sip.spawn import WORKER_COMMAND, spawn_worker
@@ -154,7 +154,7 @@ class SipAgent:
 
     # -- sending ------------------------------------------------------------
     async def send(self, phone: Phone, text: str) -> Delivery:
-        if phone.format == protocol.INFOBOX:
+        if phone.format == INFOBOX:
             return await self._request(phone.uri, infobox.body(text), protocol.INFOBOX)
         return await self._request(phone.uri, text, protocol.MESSAGE)
 
