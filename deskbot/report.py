@@ -57,7 +57,14 @@ def hint(delivery: Delivery, phone: Phone | None = None, probe: bool = False) ->
             "no answer: the phone is off, unplugged or unreachable, or it ignores senders "
             "other than its registrar (Snom: turn 'Filter Packets from Registrar' off)"
         )
-    if not probe and phone is not None and phone.format == INFOBOX:
+    infobox = not probe and phone is not None and phone.format == INFOBOX
+    if code in (401, 407) and (probe or infobox):
+        return (
+            "the PBX (or phone) wants this request authenticated, and deskbot answers such "
+            "challenges only for text messages (a pjsua limit): let the PBX take OPTIONS and "
+            "NOTIFY from deskbot's address without one"
+        )
+    if infobox:
         found = _infobox_hint(code)
         if found:
             return found
@@ -105,11 +112,6 @@ def _infobox_hint(code: int) -> str:
         return f"the phone does not take SIP NOTIFY: {instead}"
     if code == 415:
         return f"the phone does not take Snom XML (application/snomxml): {instead}"
-    if code in (401, 407):
-        return (
-            "the phone or PBX wants the NOTIFY authenticated: check [sip.registrar], or list "
-            "deskbot's address in the phone's mb_trusted_hosts"
-        )
     if code == 403:
         return "the phone refuses XML from deskbot: list deskbot's address in its mb_trusted_hosts"
     if code == 400:

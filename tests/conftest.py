@@ -182,6 +182,7 @@ def sipp(tmp_path: Path) -> Iterator[Callable[..., SippPhone]]:
         400: "Bad Request",
         404: "Not Found",
         405: "Method Not Allowed",
+        407: "Proxy Authentication Required",
         415: "Unsupported Media Type",
         481: "Call/Transaction Does Not Exist",
         489: "Bad Event",

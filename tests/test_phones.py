@@ -148,6 +148,15 @@ def test_probe_of_a_phone_that_does_not_answer_is_408_and_exit_3(sipp, tmp_path)
     assert "no answer" in rows[1]["hint"]
 
 
+def test_a_challenged_probe_says_deskbot_answers_challenges_only_for_text(sipp, tmp_path):
+    challenging = sipp(407, method="OPTIONS")
+    cfg = config_for(tmp_path, {"486": (challenging.uri(), "")})
+    result, [row] = run_json("probe", cfg, "486")
+    assert result.returncode == 1
+    assert (row["code"], row["reason"]) == (407, "Proxy Authentication Required")
+    assert "deskbot answers such challenges only for text messages" in row["hint"]
+
+
 def test_probe_of_an_unknown_target_sends_nothing_and_exits_2(sipp, tmp_path):
     up = sipp(200, method="OPTIONS")
     cfg = config_for(tmp_path, {"486": (up.uri(), "")})
