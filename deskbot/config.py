@@ -152,6 +152,8 @@ class Audit(_Model):
 
 class Health(_Model):
     listen: HostPort = "127.0.0.1:9120"
+    # seconds between SIP OPTIONS to every phone (deskbot_phone_up in /metrics); 0 = off
+    probe_every: Annotated[float, Field(ge=0, le=86400)] = 0
 
 
 class Phone(_Model):

@@ -389,11 +389,7 @@ class Relay:
 
     async def _probe(self, job: Dispatch, started: float) -> report.Report:
         """Ask every phone at once; nothing is shown, so no phone limit and no audit entry."""
-        results = await asyncio.gather(*(self.sender.probe(p) for p in job.phones))
-        lines = [report.Line(p, d, probe=True) for p, d in zip(job.phones, results, strict=True)]
-        result = report.Report(
-            summary_wanted=len(job.phones) > 1 or bool(job.groups), lines=lines, probe=True
-        )
+        result = await self._probe_phones(job.phones, len(job.phones) > 1 or bool(job.groups))
         log.info(
             "probe from %s:%s: %s in %.1f ms",
             job.user.chat,
@@ -402,6 +398,15 @@ class Relay:
             (time.perf_counter() - started) * 1000,
         )
         return result
+
+    async def probe_all(self) -> report.Report:
+        """Every phone of the directory (the periodic probe of `deskbot run`): no command."""
+        return await self._probe_phones(tuple(self.directory.phones.values()), True)
+
+    async def _probe_phones(self, phones: tuple[Phone, ...], summary: bool) -> report.Report:
+        results = await asyncio.gather(*(self.sender.probe(p) for p in phones))
+        lines = [report.Line(p, d, probe=True) for p, d in zip(phones, results, strict=True)]
+        return report.Report(summary_wanted=summary, lines=lines, probe=True)
 
     def _record(self, job: Dispatch, skipped: dict[str, str]) -> int:
         if self.audit is None:
