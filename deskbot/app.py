@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from deskbot import config
+from deskbot import config, report
 from deskbot.directory import Directory, loader
 from deskbot.directory.sync import LdapSync, merge
 from deskbot.metrics import HealthServer, Metrics
@@ -205,6 +205,15 @@ class Service:
         except Exception:
             log.exception("config reload (%s) failed; the last good directory stays", reason)
 
+    async def _probe(self, every: float) -> None:
+        """[health] probe_every: SIP OPTIONS to every phone, answers as deskbot_phone_up."""
+        while not self.stopping.is_set():
+            result = await self.relay.probe_all()
+            self.metrics.record_probe(result)
+            log.debug("probe of every phone: %s", report.summary_text(result))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), every)
+
     async def _watch(self) -> None:
         from watchfiles import awatch
 
@@ -258,6 +267,9 @@ class Service:
                     raise StartError(f"{source.name}: {exc}") from None
                 self._tasks.append(loop.create_task(source.run(), name=f"source-{source.name}"))
             self._tasks.append(loop.create_task(self._watch(), name="config-watch"))
+            if self.cfg.settings.health.probe_every > 0:
+                every = self.cfg.settings.health.probe_every
+                self._tasks.append(loop.create_task(self._probe(every), name="phone-probe"))
             if not self.sources:
                 log.warning(
                     "no [slack], [matrix] or [api] table in %s: nothing to serve", self.cfg.path

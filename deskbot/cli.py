@@ -1,14 +1,15 @@
-"""Command line: ``deskbot run | send | check-config | demo | edge``.
+"""Command line: ``deskbot run | send | probe | check-config | demo | edge``.
 
-Exit codes of ``send``: 0 every phone answered 2xx, 1 some phone answered a
-final non-2xx code, 3 some phone gave no answer (3 wins over 1), 2 nothing
-was sent (usage, config or unknown target).
+Exit codes of ``send`` and ``probe``: 0 every phone answered 2xx, 1 some phone
+answered a final non-2xx code, 3 some phone gave no answer (3 wins over 1), 2
+nothing was sent (usage, config or unknown target).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -16,17 +17,16 @@ import pwd
 import signal
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
-from deskbot import __version__, config, report
-from deskbot.directory import loader
-from deskbot.relay import SHELL, Answer, ChatUser, Dispatch, Policy, Relay, Request
-from deskbot.senders import Outcome
-from deskbot.senders.route import RouteSender
-from deskbot.senders.sip.agent import AgentError, SipAgent
-from deskbot.sipuri import split_hostport
-from deskbot.sources import carry_out
-from deskbot.store import AuditError, AuditLog
+from deskbot import __version__
+from deskbot.senders.sip.spawn import spawn_worker
+
+# The rest is imported where it is used: `send` and `probe` start the SIP worker
+# first, so its start-up overlaps the import of pydantic and the relay.
+if TYPE_CHECKING:
+    from deskbot import config, report
+    from deskbot.relay import Answer, Dispatch
 
 EXIT_OK, EXIT_REFUSED, EXIT_NOTHING_SENT, EXIT_NO_ANSWER = 0, 1, 2, 3
 log = logging.getLogger("deskbot")
@@ -34,7 +34,7 @@ log = logging.getLogger("deskbot")
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="deskbot", description="Chat commands to desk phones over SIP MESSAGE."
+        prog="deskbot", description="Chat commands to desk phones over SIP."
     )
     parser.add_argument("--version", action="version", version=f"deskbot {__version__}")
     config_help = "config file (default: $DESKBOT_CONFIG, else ./config.toml)"
@@ -62,13 +62,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per phone and line")
     p.add_argument("targets", metavar="TARGETS", help="486, alice, @sales or 486,alice,@sales")
     p.add_argument("text", metavar="TEXT", nargs="+", help="the text the phone shows")
+    p = sub.add_parser(
+        "probe", help="ask TARGETS whether they answer (SIP OPTIONS; nothing is shown)"
+    )
+    common(p)
+    p.add_argument("--json", action="store_true", help="one JSON object per phone and line")
+    p.add_argument("targets", metavar="TARGETS", help="486, alice, @sales or 486,alice,@sales")
+    p = sub.add_parser("edge", help="send one site's deliveries ([edge] site) taken from [nats]")
+    common(p)
     p = sub.add_parser("check-config", help="validate the config file")
     common(p)
     p = sub.add_parser("demo", help="console chat and simulated desk phones, no accounts needed")
     p.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS)
     p.add_argument("--as", dest="as_user", default="alice", help="who you are in the demo chat")
-    p = sub.add_parser("edge", help="send one site's deliveries ([edge] site) taken from [nats]")
-    common(p)
     return parser
 
 
@@ -89,9 +95,12 @@ def _setup_logging(verbose: int, default: int) -> None:
 def _load(
     path_arg: str | None,
     report_to: TextIO = sys.stderr,
-    secrets_for: tuple[str, ...] = config.ALL_SECRETS,
+    secrets_for: tuple[str, ...] | None = None,
 ) -> config.Config | None:
+    from deskbot import config
+
     path = config.find_path(path_arg)
+    secrets_for = config.ALL_SECRETS if secrets_for is None else secrets_for
     try:
         return config.load(path, secrets_for=secrets_for)
     except config.ConfigError as exc:
@@ -101,6 +110,8 @@ def _load(
 
 
 def check_config(args: argparse.Namespace) -> int:
+    from deskbot import config
+
     cfg = _load(args.config, report_to=sys.stdout)  # the problems are this command's report
     if cfg is None:
         return EXIT_NOTHING_SENT
@@ -141,10 +152,34 @@ class ShellReplier:
             print(_shell_line(line, self.as_json))
 
 
-async def _send(cfg: config.Config, targets: str, text: str, as_json: bool) -> int:
+async def _shell(args: argparse.Namespace, command: str) -> int:
+    """`send` or `probe`: the worker starts at once; it is killed if nothing is sent."""
+    worker = await spawn_worker()
+    # chat tokens are not needed here; the LDAP and NATS secrets are
+    cfg = _load(args.config, secrets_for=("sip", "directory", "nats"))
+    if cfg is None:
+        worker.kill()
+        await worker.wait()
+        return EXIT_NOTHING_SENT
+    return await _send(cfg, command, args.json, worker)
+
+
+async def _send(
+    cfg: config.Config, command: str, as_json: bool, worker: asyncio.subprocess.Process
+) -> int:
+    """Run one command (`TARGETS TEXT` or `probe TARGETS`) as the operator at the shell."""
+    from deskbot import report
+    from deskbot.directory import loader
+    from deskbot.relay import SHELL, Answer, ChatUser, Dispatch, Policy, Relay, Request
+    from deskbot.senders.route import RouteSender
+    from deskbot.senders.sip.agent import AgentError, SipAgent
+    from deskbot.sipuri import split_hostport
+    from deskbot.sources import carry_out
+    from deskbot.store import AuditError, AuditLog
+
     s = cfg.settings
     password = cfg.secret(s.sip.registrar.password_env) if s.sip.registrar else None
-    agent = SipAgent(s.sip, password)  # its worker starts only once there is something to send
+    agent = SipAgent(s.sip, password, worker=worker)  # close() ends the worker if unused
     directory = loader.from_settings(s)
     opened: AuditLog | None = None
     if s.directory.ldap is not None:  # LDAP now, else the last good result in the audit log
@@ -154,6 +189,7 @@ async def _send(cfg: config.Config, targets: str, text: str, as_json: bool) -> i
             opened = AuditLog(s.audit.path)
         except AuditError as exc:
             print(f"deskbot: cannot open {exc}; nothing was sent", file=sys.stderr)
+            await agent.close()
             return EXIT_NOTHING_SENT
         ldap = LdapSync(opened)
         outcome = await ldap.sync(s.directory.ldap, cfg.secret(s.directory.ldap.password_env))
@@ -163,18 +199,22 @@ async def _send(cfg: config.Config, targets: str, text: str, as_json: bool) -> i
     relay = Relay(agent, directory, Policy.from_settings(s))
     replier = ShellReplier(as_json)
     user = ChatUser(SHELL, _login_name())
-    prepared = relay.prepare(Request(user, f"{targets} {text}"))
+    prepared = relay.prepare(Request(user, command))
     if isinstance(prepared, Answer):
         await replier.answer(prepared)
         if opened is not None:
             opened.close()
+        await agent.close()
         return EXIT_NOTHING_SENT
     assert isinstance(prepared, Dispatch)  # the shell's requests have no key to replay
-    try:
-        audit = relay.audit = opened or AuditLog(s.audit.path)
-    except AuditError as exc:
-        print(f"deskbot: cannot open {exc}; nothing was sent", file=sys.stderr)
-        return EXIT_NOTHING_SENT
+    audit = opened
+    if not prepared.probe:  # a probe shows nothing and is not recorded
+        try:
+            audit = relay.audit = opened or AuditLog(s.audit.path)
+        except AuditError as exc:
+            print(f"deskbot: cannot open {exc}; nothing was sent", file=sys.stderr)
+            await agent.close()
+            return EXIT_NOTHING_SENT
     try:
         await agent.start()
     except AgentError as exc:
@@ -211,7 +251,8 @@ async def _send(cfg: config.Config, targets: str, text: str, as_json: bool) -> i
         await agent.close()
         if sites is not None:
             await sites.close()
-        audit.close()
+        if audit is not None:
+            audit.close()
     return exit_code(result) if isinstance(result, report.Report) else EXIT_NOTHING_SENT
 
 
@@ -238,6 +279,8 @@ def _targets_problem(targets: str) -> str | None:
 
 def exit_code(result: report.Report) -> int:
     """0 every phone 2xx; 3 some phone gave no answer; else 1 (3 wins over 1)."""
+    from deskbot.senders import Outcome
+
     outcomes = {ln.delivery.outcome if ln.delivery else Outcome.REFUSED for ln in result.lines}
     if outcomes & {Outcome.NO_ANSWER, Outcome.UNCONFIRMED}:
         return EXIT_NO_ANSWER
@@ -247,14 +290,29 @@ def exit_code(result: report.Report) -> int:
 
 
 def _shell_line(line: report.Line, as_json: bool) -> str:
+    from deskbot import report
+
     phone, d = line.phone, line.delivery
     if as_json:
         return json.dumps(report.delivery_record(line), ensure_ascii=False)
     if d is None:
         return f"{phone.extension}\t{phone.label or '-'}\tnot sent\t{line.skipped}"
-    tip = report.hint(d, phone.extension)
+    tip = report.hint(d, phone, line.probe)
     text = f"{phone.extension}\t{phone.label or '-'}\t{d.code} {d.reason}\t{d.elapsed_ms:.0f} ms"
     return f"{text}\t{tip}" if tip else text
+
+
+def _exit_now(code: int) -> NoReturn:
+    """End a one-shot command without interpreter teardown (20-40 ms, more than a send).
+
+    By now the worker has stopped and the audit log is closed; only our output
+    is left to flush.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError):  # a reader that went away (`| head`)
+            stream.flush()
+    os._exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -262,20 +320,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         _setup_logging(args.verbose, logging.WARNING)
         return check_config(args)
-    if args.command == "send":
+    if args.command in ("send", "probe"):
         _setup_logging(args.verbose, logging.WARNING)
         problem = _targets_problem(args.targets)
         if problem:
             print(f"deskbot: {problem}. Nothing was sent.", file=sys.stderr)
             return EXIT_NOTHING_SENT
-        # chat tokens are not needed here; the LDAP and NATS secrets are
-        cfg = _load(args.config, secrets_for=("sip", "directory", "nats"))
-        if cfg is None:
-            return EXIT_NOTHING_SENT
+        if args.command == "send":
+            command = f"{args.targets} {' '.join(args.text)}"
+        else:
+            command = f"probe {args.targets}"
         try:
-            return asyncio.run(_send(cfg, args.targets, " ".join(args.text), args.json))
+            code = asyncio.run(_shell(args, command))
         except KeyboardInterrupt:
-            return EXIT_NO_ANSWER
+            code = EXIT_NO_ANSWER
+        _exit_now(code)
     if args.command == "run":
         _setup_logging(args.verbose, logging.INFO)
         cfg = _load(args.config)
@@ -309,6 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         _setup_logging(args.verbose, logging.WARNING)
         from deskbot.demo import main as demo_main
+        from deskbot.senders.sip.agent import AgentError
 
         try:
             demo_main(args.as_user)

@@ -31,9 +31,15 @@ class Send:
     text: str
 
 
-Command = Help | Who | History | Send
+@dataclass(frozen=True, slots=True)
+class Probe:
+    targets: str
+
+
+Command = Help | Who | History | Send | Probe
 
 USAGE = "usage: TARGETS TEXT (like `486 meeting moved`), `who TARGET`, `history` or `help`"
+PROBE_USAGE = "usage: `probe TARGETS`, like `probe 486` or `probe @sales` (admins)"
 
 
 def clean_text(text: str) -> str:
@@ -74,6 +80,10 @@ def parse(text: str) -> Command:
         if rest.lower() not in ("", "all"):
             raise UsageError("usage: `history` (your sends) or `history all` (admins)")
         return History(everyone=rest.lower() == "all")
+    if keyword == "probe":
+        if not rest or len(rest.split()) != 1:
+            raise UsageError(PROBE_USAGE)
+        return Probe(rest)
     body = clean_text(rest)
     if not body:
         raise UsageError(f"nothing to send to {head}: {USAGE}")

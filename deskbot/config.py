@@ -96,6 +96,10 @@ EnvName = Annotated[
 ]
 
 
+# "message": SIP MESSAGE, text/plain; "snom-infobox": SIP NOTIFY, Snom Infobox XML
+Format = Literal["message", "snom-infobox"]
+
+
 class ConfigError(Exception):
     """Raised with every problem found; each line is 'PATH: key.path: message'."""
 
@@ -147,6 +151,8 @@ class Message(_Model):
     sender_prefix: bool = True
     # seconds; a command older than this when deskbot picks it up is answered, not sent (0: off)
     max_age: Annotated[int, Field(ge=0, le=7 * 86400)] = 300
+    # how phones get text unless [phones.EXT] format says otherwise
+    format: Format = "message"
 
 
 class Access(_Model):
@@ -166,6 +172,8 @@ class Audit(_Model):
 
 class Health(_Model):
     listen: Annotated[str, _hostport(9120)] = "127.0.0.1:9120"
+    # seconds between SIP OPTIONS to every phone (deskbot_phone_up in /metrics); 0 = off
+    probe_every: Annotated[float, Field(ge=0, le=86400)] = 0
 
 
 SiteName = Annotated[
@@ -179,6 +187,7 @@ SiteName = Annotated[
 class Phone(_Model):
     uri: SipUri
     label: str = ""
+    format: Format | None = None  # None: [message] format
     site: SiteName | Literal[""] = ""  # "" = sent by this deskbot's own SIP agent
 
 

@@ -23,20 +23,27 @@ from deskbot.sources.console import ConsoleSource
 from deskbot.store import AuditLog
 
 PHONES = [("486", "Reception", False), ("487", "Warehouse", False), ("488", "Lab", True)]
+INFOBOX = ("487",)  # a Snom phone taking Infobox notifications (SIP NOTIFY)
 
 BANNER = """\
 deskbot demo: a console chat and simulated desk phones on 127.0.0.1.
-  phones: 486 Reception, 487 Warehouse, 488 Lab (unplugged: never answers),
+  phones: 486 Reception, 487 Warehouse (Snom Infobox: SIP NOTIFY, a line per line),
+          488 Lab (unplugged: never answers),
           489 Old desk (the directory points at a phone without that identity: 404)
   people: alice (486, admin), bob (487), carol (488); groups: @sales, @everyone
-Try:  486 meeting moved  |  @sales lunch is here  |  who @everyone  |  history  |  help
+Try:  486 meeting moved  |  @sales lunch is here  |  who @everyone  |  probe @everyone
+      history  |  help
 You are {user}. Type commands, one per line (Ctrl-D to quit).
 """
 
 
 def demo_settings(ports: dict[str, int], audit_path: Path) -> dict[str, Any]:
     phones = {
-        ext: {"uri": f"sip:{ext}@127.0.0.1:{ports[ext]}", "label": label}
+        ext: {
+            "uri": f"sip:{ext}@127.0.0.1:{ports[ext]}",
+            "label": label,
+            "format": "snom-infobox" if ext in INFOBOX else "message",
+        }
         for ext, label, _ in PHONES
     }
     phones["489"] = {"uri": f"sip:489@127.0.0.1:{ports['486']}", "label": "Old desk"}
@@ -64,7 +71,9 @@ async def run_demo(as_user: str, out: Any = sys.stdout) -> None:
         out.write(f"📟 {phone.extension} {phone.label} shows: {text}\n")
 
     phones = [
-        await SimulatedPhone(ext, label, unplugged=off, on_display=show).start()
+        await SimulatedPhone(
+            ext, label, unplugged=off, infobox=ext in INFOBOX, on_display=show
+        ).start()
         for ext, label, off in PHONES
     ]
     with tempfile.TemporaryDirectory(prefix="deskbot-demo-") as tmp:

@@ -202,7 +202,8 @@ class Edge:
             return
         keep = asyncio.create_task(self._keep(msg))
         try:
-            delivery = await self.agent.send(Phone("", job.uri, site=self.site), job.text)
+            phone = Phone("", job.uri, format=job.format, site=self.site)
+            delivery = await self.agent.send(phone, job.text)
         finally:
             keep.cancel()
         self.sent += 1

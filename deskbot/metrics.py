@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from deskbot import report
+from deskbot.senders import Outcome
 from deskbot.sipuri import split_hostport
 
 log = logging.getLogger("deskbot.health")
@@ -44,6 +45,12 @@ class Metrics:
         self.reloads = Counter(
             "deskbot_directory_reloads", "Directory reloads", ["result"], registry=r
         )
+        self.phone_up = Gauge(
+            "deskbot_phone_up",
+            "1 if the phone answered the last probe (SIP OPTIONS) with 2xx, else 0",
+            ["extension"],
+            registry=r,
+        )
 
     def record(self, chat: str, result: report.Report) -> None:
         self.commands.labels(chat).inc()
@@ -54,6 +61,13 @@ class Metrics:
             d = line.delivery
             self.deliveries.labels(str(d.code), d.outcome.value).inc()
             self.latency.observe(d.elapsed_ms / 1000)
+
+    def record_probe(self, result: report.Report) -> None:
+        """The answers of one probe of every phone; phones gone from the directory drop out."""
+        self.phone_up.clear()
+        for line in result.lines:
+            up = line.delivery is not None and line.delivery.outcome is Outcome.DELIVERED
+            self.phone_up.labels(line.phone.extension).set(1 if up else 0)
 
 
 class HealthServer:

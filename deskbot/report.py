@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from deskbot.directory import Directory, Phone
+from deskbot.directory import INFOBOX, Directory, Phone
 from deskbot.senders import Cause, Delivery, Outcome
 from deskbot.store import HistoryEntry
 
@@ -20,10 +20,16 @@ MARK = {
 }
 
 
-def hint(delivery: Delivery, extension: str = "") -> str:
-    """What a person can do about a failed delivery; empty for a success."""
+ACCEPTED_NOT_SHOWN = (
+    "for Infobox phones, 200 means the phone accepted the notification, not that it "
+    "is on the screen (a Snom phone with XML push off still answers 200)"
+)
+
+
+def hint(delivery: Delivery, phone: Phone | None = None, probe: bool = False) -> str:
+    """What a person can do about a failed delivery (or probe); empty for a success."""
     code, outcome = delivery.code, delivery.outcome
-    ext = extension or "this extension"
+    ext = phone.extension if phone else "this extension"
     if outcome is Outcome.DELIVERED:
         return ""
     match delivery.cause:
@@ -56,6 +62,19 @@ def hint(delivery: Delivery, extension: str = "") -> str:
             "no answer: the phone is off, unplugged or unreachable, or it ignores senders "
             "other than its registrar (Snom: turn 'Filter Packets from Registrar' off)"
         )
+    infobox = not probe and phone is not None and phone.format == INFOBOX
+    if code in (401, 407) and (probe or infobox):
+        return (
+            "the PBX (or phone) wants this request authenticated, and deskbot answers such "
+            "challenges only for text messages (a pjsua limit): let the PBX take OPTIONS and "
+            "NOTIFY from deskbot's address without one"
+        )
+    if infobox:
+        found = _infobox_hint(code)
+        if found:
+            return found
+    if probe and code in (405, 501):
+        return "the phone does not answer SIP OPTIONS (it may still take messages)"
     if code == 404:
         return (
             f"the phone has no identity {ext} (through a PBX: no phone registered as "
@@ -80,11 +99,37 @@ def hint(delivery: Delivery, extension: str = "") -> str:
     return "the phone refused the message: see its log or the PBX's"
 
 
+def _infobox_hint(code: int) -> str:
+    """Hints for the answers a Snom Infobox NOTIFY gets; empty where the general one fits."""
+    fallback = 'or set format = "message" for it'
+    instead = fallback.removeprefix("or ")
+    if code == 489:
+        return (
+            "the phone does not take Infobox notifications (Event: xml): firmware too old "
+            f"or XML notify off; update it or turn XML notify on, {fallback}"
+        )
+    if code == 481:
+        return (
+            "the phone takes NOTIFY only inside a subscription, so it is no Snom phone with "
+            f"Infobox: {instead}"
+        )
+    if code in (405, 501):
+        return f"the phone does not take SIP NOTIFY: {instead}"
+    if code == 415:
+        return f"the phone does not take Snom XML (application/snomxml): {instead}"
+    if code == 403:
+        return "the phone refuses XML from deskbot: list deskbot's address in its mb_trusted_hosts"
+    if code == 400:
+        return f"the phone refused the notification as malformed: not a Snom phone? {instead}"
+    return ""
+
+
 @dataclass(frozen=True, slots=True)
 class Line:
     phone: Phone
     delivery: Delivery | None  # None: not sent (the reason says why)
     skipped: str = ""
+    probe: bool = False  # the answer to a probe (OPTIONS), not to a text
 
 
 @dataclass(frozen=True)
@@ -93,6 +138,7 @@ class Report:
 
     summary_wanted: bool
     lines: list[Line] = field(default_factory=list)
+    probe: bool = False  # the answers to `probe TARGETS`
 
     @property
     def delivered(self) -> int:
@@ -112,7 +158,7 @@ def line_text(line: Line) -> str:
     d = line.delivery
     answer = "no answer" if d.code == 0 else f"{d.code} {d.reason}"
     text = f"{MARK[d.outcome]} {phone.title}: {answer}"
-    tip = hint(d, phone.extension)
+    tip = hint(d, phone, line.probe)
     return f"{text} ({d.elapsed_ms:.0f} ms)" if not tip else f"{text} — {tip}"
 
 
@@ -127,11 +173,13 @@ def delivery_record(line: Line) -> dict[str, object]:
         "reason": d.reason if d else line.skipped,
         "elapsed_ms": d.elapsed_ms if d else 0.0,
         "outcome": d.outcome.value if d else "skipped",
-        "hint": hint(d, phone.extension) if d else line.skipped,
+        "hint": hint(d, phone, line.probe) if d else line.skipped,
     }
 
 
 def summary_text(report: Report) -> str:
+    if report.probe:
+        return f"{report.delivered}/{len(report.lines)} phones answer"
     return f"{report.delivered}/{len(report.lines)} delivered"
 
 
@@ -159,8 +207,12 @@ def answer_text(text: str, error: bool) -> str:
     return ("⚠️ " if error else "") + text
 
 
-def help_text(directory: Directory, max_chars: int) -> str:
+def help_text(directory: Directory, max_chars: int, admin: bool = False) -> str:
     groups = ", ".join(f"@{g}" for g in sorted(directory.groups)) or "none"
+    infobox = any(p.format == INFOBOX for p in directory.phones.values())
+    extra = ["`probe TARGETS` asks phones whether they answer (SIP OPTIONS, nothing is shown)."]
+    if infobox:
+        extra.append(f"Each line of the text is a line on the screen; {ACCEPTED_NOT_SHOWN}.")
     return "\n".join(
         [
             "Send a text to desk phones: `TARGETS TEXT`, like `486 meeting moved` or "
@@ -171,15 +223,20 @@ def help_text(directory: Directory, max_chars: int) -> str:
             "`who TARGET` shows where a target goes; `history` lists your last sends "
             "(`history all` for admins).",
             f"Groups: {groups}. Phones in the directory: {len(directory.phones)}.",
+            *(extra if admin else extra[1:]),
         ]
     )
 
 
 def who_text(target: str, phones: Sequence[Phone], show_uris: bool, most: int = 50) -> str:
     lines = [f"{target} → {len(phones)} phone(s):"]
-    lines += [f"• {p.title} at {p.uri}" if show_uris else f"• {p.title}" for p in phones[:most]]
+    for p in phones[:most]:
+        where = f" at {p.uri}" if show_uris else ""
+        lines.append(f"• {p.title}{where}" + (" (Snom Infobox)" if p.format == INFOBOX else ""))
     if len(phones) > most:
         lines.append(f"… and {len(phones) - most} more")
+    if any(p.format == INFOBOX for p in phones):
+        lines.append(ACCEPTED_NOT_SHOWN[0].upper() + ACCEPTED_NOT_SHOWN[1:] + ".")
     return "\n".join(lines)
 
 

@@ -82,10 +82,11 @@ class ReceivedMessage:
     request_uri: str
     headers: dict[str, str]
     body: bytes
+    method: str = "MESSAGE"
 
 
-def parse_sipp_trace(text: str) -> list[ReceivedMessage]:
-    """SIPp's -trace_msg file -> the MESSAGE requests it received."""
+def parse_sipp_trace(text: str, method: str = "MESSAGE") -> list[ReceivedMessage]:
+    """SIPp's -trace_msg file -> the requests of `method` it received (MESSAGE, NOTIFY, ...)."""
     found: list[ReceivedMessage] = []
     blocks = re.split(r"^-{10,} [0-9-]+ [0-9:.]+\n", text, flags=re.M)
     for block in blocks:
@@ -94,26 +95,40 @@ def parse_sipp_trace(text: str) -> list[ReceivedMessage]:
         payload = block.split("\n\n", 1)[1] if "\n\n" in block else ""
         head, _, body = payload.replace("\r\n", "\n").partition("\n\n")
         lines = head.split("\n")
-        if not lines or not lines[0].startswith("MESSAGE "):
+        if not lines or not lines[0].startswith(f"{method} "):
             continue
         headers = {}
         for line in lines[1:]:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
         length = int(headers.get("content-length", "0"))
-        found.append(ReceivedMessage(lines[0].split()[1], headers, body.encode()[:length]))
+        found.append(ReceivedMessage(lines[0].split()[1], headers, body.encode()[:length], method))
     return found
 
 
 class SippPhone:
     """A SIPp UAS on 127.0.0.1 playing a desk phone (or a PBX)."""
 
-    def __init__(self, scenario: Path, workdir: Path, transport: str = "udp"):
-        self.port = free_port()
+    def __init__(
+        self, scenario: Path, workdir: Path, transport: str = "udp", method: str = "MESSAGE"
+    ):
+        self.method = method  # what it receives: MESSAGE, NOTIFY or OPTIONS
         self.transport = transport
+        for _attempt in range(5):  # a free port can be taken before SIPp binds it: pick another
+            self.port = free_port()
+            err = self._start(scenario, workdir)
+            if err is None:
+                return
+            if "errno = 98" not in err:
+                break
+        pytest.fail(f"SIPp exited at start: {err[-2000:]}")
+
+    def _start(self, scenario: Path, workdir: Path) -> str | None:
+        """Start SIPp on self.port; None once it listens, else what it said before exiting."""
         self.trace = workdir / f"sipp-{self.port}.log"
         self.trace.touch()
-        flag = {"udp": "u1", "tcp": "t1"}[transport]
+        flag = {"udp": "u1", "tcp": "t1"}[self.transport]
+        errors = workdir / f"sipp-{self.port}.err"
         self.proc = subprocess.Popen(
             [
                 require("sipp"),
@@ -133,31 +148,31 @@ class SippPhone:
                 "10000",
             ],
             stdout=subprocess.DEVNULL,
-            stderr=(workdir / f"sipp-{self.port}.err").open("wb"),
+            stderr=errors.open("wb"),
             cwd=workdir,
             start_new_session=True,
         )
-        kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
+        kind = socket.SOCK_DGRAM if self.transport == "udp" else socket.SOCK_STREAM
         wait_for(
             lambda: self.proc.poll() is not None or port_taken(self.port, kind),
             what=f"SIPp on port {self.port}",
         )
-        if self.proc.poll() is not None:
-            err = (workdir / f"sipp-{self.port}.err").read_text(errors="replace")
-            pytest.fail(f"SIPp exited at start: {err[-2000:]}")
+        if self.proc.poll() is None:
+            return None
+        return errors.read_text(errors="replace")
 
     def uri(self, extension: str = "486") -> str:
         suffix = ";transport=tcp" if self.transport == "tcp" else ""
         return f"sip:{extension}@127.0.0.1:{self.port}{suffix}"
 
     def received(self) -> list[ReceivedMessage]:
-        return parse_sipp_trace(self.trace.read_text(errors="replace"))
+        return parse_sipp_trace(self.trace.read_text(errors="replace"), self.method)
 
     def wait_received(self, count: int = 1, timeout: float = 10.0) -> list[ReceivedMessage]:
         return wait_for(
             lambda: len(self.received()) >= count and self.received(),
             timeout,
-            what=f"{count} MESSAGE(s) at SIPp port {self.port}",
+            what=f"{count} {self.method}(s) at SIPp port {self.port}",
         )
 
     def stop(self) -> None:
@@ -167,11 +182,22 @@ class SippPhone:
 
 @pytest.fixture
 def sipp(tmp_path: Path) -> Iterator[Callable[..., SippPhone]]:
-    """sipp(code=200) starts a phone answering `code`; sipp(silent=True) one that never answers."""
+    """sipp(code=200) starts a phone answering `code`; sipp(silent=True) one that never answers.
+
+    `method` is what the phone takes: MESSAGE, OPTIONS, or NOTIFY (a Snom Infobox phone
+    that answers only a NOTIFY with the Infobox headers and body, see notify.xml.in).
+    """
     phones: list[SippPhone] = []
     reasons = {
         200: "OK",
+        400: "Bad Request",
         404: "Not Found",
+        405: "Method Not Allowed",
+        407: "Proxy Authentication Required",
+        415: "Unsupported Media Type",
+        481: "Call/Transaction Does Not Exist",
+        489: "Bad Event",
+        501: "Not Implemented",
         486: "Busy Here",
         503: "Service Unavailable",
         480: "Temporarily Unavailable",
@@ -185,6 +211,7 @@ def sipp(tmp_path: Path) -> Iterator[Callable[..., SippPhone]]:
         transport: str = "udp",
         pbx_password: str | None = None,
         delay_ms: int = 0,
+        method: str = "MESSAGE",
     ) -> SippPhone:
         if silent:
             scenario = SIPP_DIR / "silent.xml"
@@ -194,16 +221,22 @@ def sipp(tmp_path: Path) -> Iterator[Callable[..., SippPhone]]:
             scenario.write_text(
                 text.replace("@USER@", "deskbot").replace("@PASSWORD@", pbx_password)
             )
+        elif method == "NOTIFY":
+            scenario = tmp_path / f"notify-{code}.xml"
+            text = (SIPP_DIR / "notify.xml.in").read_text()
+            text = text.replace("@CODE@", str(code)).replace("@REASON@", reasons[code])
+            scenario.write_text(text)
         else:
-            scenario = tmp_path / f"answer-{code}-{delay_ms}.xml"
+            scenario = tmp_path / f"answer-{method}-{code}-{delay_ms}.xml"
             text = (SIPP_DIR / "answer.xml.in").read_text()
             pause = f'<pause milliseconds="{delay_ms}" />' if delay_ms else ""
             scenario.write_text(
                 text.replace("@CODE@", str(code))
                 .replace("@REASON@", reasons[code])
                 .replace("@PAUSE@", pause)
+                .replace("@METHOD@", method)
             )
-        phone = SippPhone(scenario, tmp_path, transport)
+        phone = SippPhone(scenario, tmp_path, transport, method)
         phones.append(phone)
         return phone
 

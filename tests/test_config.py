@@ -415,3 +415,24 @@ def test_an_alert_template_takes_plain_fields_only(template, says):
     text = BASE + f'[api]\nalert_template = {template!r}\n[api.clients.m]\ntoken_env = "TOKEN"\n'
     [problem] = problems(text, {**ENV, "TOKEN": "0123456789abcdef"})
     assert problem.startswith("deskbot.toml: api.alert_template: ") and says in problem
+
+
+def test_a_phone_format_defaults_to_the_fleet_format_and_a_wrong_one_names_its_key():
+    from deskbot.directory import loader
+
+    raw = {
+        "message": {"format": "snom-infobox"},
+        "phones": {
+            "486": {"uri": "sip:486@10.0.0.86"},
+            "487": {"uri": "sip:487@10.0.0.87", "format": "message"},
+        },
+    }
+    directory = loader.from_settings(config.parse(raw, Path("x.toml"), {}).settings)
+    assert [(p.extension, p.format) for p in directory.phones.values()] == [
+        ("486", "snom-infobox"),
+        ("487", "message"),
+    ]
+    assert config.parse({}, Path("x.toml"), {}).settings.message.format == "message"
+    [problem] = problems('[phones.486]\nuri = "sip:486@10.0.0.86"\nformat = "infobox"\n')
+    assert problem.startswith("deskbot.toml: phones.486.format: ")
+    assert "'message' or 'snom-infobox'" in problem

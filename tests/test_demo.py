@@ -12,6 +12,7 @@ DEMO_INPUT = """\
 who @sales
 history
 999 hi
+probe @everyone
 """
 
 
@@ -30,3 +31,6 @@ def test_demo_runs_the_whole_flow_from_stdin():
     assert "@sales → 2 phone(s):" in out
     assert "→ @everyone (10 chars): 2/4 delivered" in out
     assert "⚠️ extension 999 is not in the directory. Nothing was sent." in out
+    assert "📟 487 Warehouse shows: Alice: fire drill" in out  # a Snom Infobox NOTIFY
+    assert "✅ 487 (Warehouse): 200 OK" in out
+    assert "3/4 phones answer" in out

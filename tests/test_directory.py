@@ -88,6 +88,16 @@ def test_unlisted_extensions_need_a_registrar_domain():
     assert phone.uri == "sip:4711@pbx.example.com"
 
 
+def test_unlisted_extensions_take_the_fleet_format():
+    d = directory(
+        '[message]\nformat = "snom-infobox"\n'
+        '[sip.registrar]\nuri = "sip:pbx.example.com"\nusername = "u"\n'
+        'password_env = "P"\ndomain = "pbx.example.com"\n'
+    )
+    [phone] = d.resolve("4711").phones
+    assert (phone.uri, phone.format) == ("sip:4711@pbx.example.com", "snom-infobox")
+
+
 def test_group_summary_is_wanted_for_groups():
     assert directory().resolve("@sales").groups == ("sales",)
     assert directory().resolve("486").groups == ()

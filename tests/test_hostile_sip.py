@@ -102,9 +102,10 @@ class WorkerProcess:
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")[-3000:]
 
-    def send(self, uri: str, text: str = "hello") -> int:
+    def send(self, uri: str, text: str = "hello", kind: str | None = None) -> int:
         send_id = next(self._ids)
-        self._write({"op": "send", "items": [[send_id, uri, text]]})
+        item = [send_id, uri, text] if kind is None else [send_id, uri, text, kind]
+        self._write({"op": "send", "items": [item]})
         return send_id
 
     def result(self, send_id: int, timeout: float = 10.0) -> list[Any]:
@@ -239,6 +240,30 @@ def test_a_reason_phrase_that_is_not_utf8_is_reported_and_the_worker_lives_on(
     assert worker.result(worker.send(latin1.uri()))[1:] == [404, "Nicht änderbar", False]
     held.reply_all(b"SIP/2.0 200 OK")
     assert worker.result(in_flight)[1:] == [200, "OK", False]
+    worker.assert_healthy()
+
+
+@pytest.mark.parametrize(
+    ("kind", "method"), [("snom-infobox", b"NOTIFY "), ("options", b"OPTIONS ")]
+)
+def test_notify_and_options_answers_are_made_safe_like_message_answers(
+    worker: WorkerProcess, hostile_phone, kind: str, method: bytes
+):
+    phone = hostile_phone(answering(b"SIP/2.0 489 Bad\x1b[2J Event \xff"))
+    _, code, reason, local = worker.result(worker.send(phone.uri(), "<InfoBoxQueue/>", kind))
+    assert (code, reason, local) == (489, "Bad [2J Event ÿ", False)
+    assert phone.requests[0][0].startswith(method)
+    worker.assert_healthy()
+
+
+def test_an_unknown_kind_of_request_is_refused_by_the_worker_and_it_lives_on(
+    worker: WorkerProcess, hostile_phone
+):
+    phone = hostile_phone(answering(b"SIP/2.0 200 OK"))
+    refused = worker.result(worker.send(phone.uri(), "x", "INVITE\r\nX-Evil: 1"))
+    assert refused[1] == 501 and refused[3] is True and printable(refused[2])
+    assert phone.requests == []
+    assert worker.result(worker.send(phone.uri()))[1:] == [200, "OK", False]
     worker.assert_healthy()
 
 

@@ -121,6 +121,29 @@ def test_the_phones_own_answer_comes_back_through_the_pbx(kamailio: int, tmp_pat
         phone.stop()
 
 
+def test_probe_and_infobox_notify_go_through_the_pbx_with_its_digest_auth(
+    kamailio: int, tmp_path: Path
+):
+    phone = Baresip(tmp_path, "486", registrar=f"127.0.0.1:{kamailio}")
+    try:
+        cfg = pbx_config(tmp_path, kamailio)
+        env = {"DESKBOT_SIP_PASSWORD": "s3cret"}
+        probed = run_deskbot("probe", "-c", str(cfg), "--json", "486,4711", env=env)
+        rows = [json.loads(line) for line in probed.stdout.splitlines()]
+        assert [(r["target"], r["code"]) for r in rows] == [("486", 200), ("4711", 404)]
+        assert probed.returncode == 1
+        # baresip is no Snom: its 481 to the Infobox NOTIFY comes back through Kamailio
+        infobox = write_config(
+            tmp_path / "infobox.toml",
+            cfg.read_text().replace("[sip]", '[message]\nformat = "snom-infobox"\n[sip]', 1),
+        )
+        sent = run_deskbot("send", "-c", str(infobox), "--json", "486", "hi", env=env)
+        [row] = [json.loads(line) for line in sent.stdout.splitlines()]
+        assert (row["code"], row["reason"]) == (481, "Subscription Does Not Exist")
+    finally:
+        phone.stop()
+
+
 def test_a_wrong_pbx_password_is_reported_with_a_hint(kamailio: int, tmp_path: Path):
     cfg = pbx_config(tmp_path, kamailio)
     result = run_deskbot(

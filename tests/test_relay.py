@@ -283,3 +283,74 @@ async def test_nothing_is_sent_when_the_audit_log_cannot_record_the_command(rela
         "⚠️ not sent: deskbot cannot write its audit log, and sends nothing it cannot record. "
         "An admin should check deskbot's log."
     ]
+
+
+# -- probes and formats -------------------------------------------------------------
+
+
+async def test_admins_probe_a_group_and_get_a_summary_of_phones_that_answer(relay_for, phones):
+    phones.answers = {"488": 408}
+    relay = relay_for()
+    result = await handle(relay, ALICE, "probe @all")
+    assert isinstance(result, report.Report) and result.probe
+    assert [p.extension for p in phones.probed] == list(EXTENSIONS)
+    assert phones.sent == []  # no text reaches any phone
+    text = report.plain(result)
+    assert text.splitlines()[-1] == "2/3 phones answer"
+    assert "488 (Desk 488): 408 Request Timeout — no answer" in text
+    history = ask(relay, ALICE, "history all")
+    assert isinstance(history, Answer) and history.text == "no sends yet"
+
+
+async def test_probe_is_for_admins_only(relay_for, phones):
+    relay = relay_for()
+    answer = await handle(relay, BOB, "probe 486")
+    assert isinstance(answer, Answer) and answer.error
+    assert answer.text.startswith("only admins may probe phones")
+    assert phones.probed == []
+    usage = await handle(relay, ALICE, "probe")
+    assert isinstance(usage, Answer) and "usage: `probe TARGETS`" in usage.text
+
+
+async def test_probes_do_not_use_up_a_phones_message_limit(relay_for, phones):
+    relay = relay_for(limits={"per_phone_per_minute": 1})
+    for _ in range(3):
+        probed = await handle(relay, ALICE, "probe 487")
+        assert isinstance(probed, report.Report) and probed.ok
+    sent = await handle(relay, ALICE, "487 still reachable")
+    assert isinstance(sent, report.Report) and sent.ok
+    assert phones.texts("487") == ["alice: still reachable"]
+
+
+async def test_each_phone_reaches_the_sender_with_its_format_and_the_plain_text(relay_for, phones):
+    phones_cfg = {
+        "486": {"uri": "sip:486@10.0.0.86", "format": "message"},
+        "487": {"uri": "sip:487@10.0.0.87"},
+        "488": {"uri": "sip:488@10.0.0.88", "label": "Lobby"},
+    }
+    relay = relay_for(phones=phones_cfg, message={"format": "snom-infobox"})
+    result = await handle(relay, ALICE, "@all line one\nline two")
+    assert isinstance(result, report.Report) and result.ok
+    assert [(p.extension, p.format) for p, _ in phones.sent] == [
+        ("486", "message"),
+        ("487", "snom-infobox"),
+        ("488", "snom-infobox"),
+    ]
+    assert {text for _, text in phones.sent} == {"alice: line one\nline two"}  # never XML here
+
+
+async def test_who_and_help_say_a_200_from_an_infobox_phone_means_accepted_not_shown(relay_for):
+    relay = relay_for(
+        phones={"486": {"uri": "sip:486@10.0.0.86", "label": "Desk 486", "format": "snom-infobox"}},
+        people={"alice": {"phone": "486", "slack": "U0ALICE01"}},
+        groups={},
+        access={"senders": ["alice"], "admins": ["alice"]},
+    )
+    who = ask(relay, ALICE, "who 486")
+    assert isinstance(who, Answer)
+    assert "• 486 (Desk 486) at sip:486@10.0.0.86 (Snom Infobox)" in who.text
+    assert "200 means the phone accepted the notification, not that it is on the screen" in who.text
+    help_ = ask(relay, ALICE, "help")
+    assert isinstance(help_, Answer)
+    assert "`probe TARGETS`" in help_.text
+    assert "not that it is on the screen" in help_.text

@@ -68,6 +68,28 @@ async def test_healthz_and_metrics_after_real_sends(sipp, tmp_path: Path):
     assert "deskbot_sends_in_flight 0.0" in text
 
 
+async def test_probe_every_shows_which_phones_answer_in_metrics(sipp, tmp_path: Path):
+    up, wrong = sipp(200, method="OPTIONS"), sipp(404, method="OPTIONS")
+    port = free_port(kind=1)
+    body = CONFIG.format(health=port, tmp=tmp_path, ok=up.uri(), missing=wrong.uri("487"))
+    body = body.replace("[health]", "[health]\nprobe_every = 0.2")
+    cfg = config.load(write_config(tmp_path / "d.toml", body), {})
+    service = Service(cfg, SipAgent(cfg.settings.sip), sources=[])
+    runner = asyncio.create_task(service.run())
+    sample = service.metrics.registry.get_sample_value
+    probed = lambda: sample("deskbot_phone_up", {"extension": "487"}) is not None  # noqa: E731
+    await until(probed, what="the first probe round")
+    url = f"http://127.0.0.1:{port}/metrics"
+    async with aiohttp.ClientSession() as http, http.get(url) as resp:
+        text = await resp.text()
+    await until(lambda: len(up.received()) >= 2, what="the next probe round")
+    service.stopping.set()
+    await runner
+    assert 'deskbot_phone_up{extension="486"} 1.0' in text
+    assert 'deskbot_phone_up{extension="487"} 0.0' in text
+    assert "deskbot_commands_total{" not in text  # a probe is no command
+
+
 def test_directory_reloads_on_sighup_and_on_file_change_and_keeps_the_last_good(tmp_path):
     body = CONFIG.format(
         health=0, tmp=tmp_path, ok="sip:486@127.0.0.1:9", missing="sip:487@127.0.0.1:9"

@@ -180,6 +180,18 @@ def test_group_send_reports_each_phone_with_code_reason_hint_and_a_summary(sipp,
     assert reply.at - anchor.at > 0.9  # Slack's pace: one post per second per channel
 
 
+def test_an_admin_probes_phones_from_slack_and_gets_who_answers_in_the_thread(sipp, slack, deskbot):
+    up, wrong = sipp(200, method="OPTIONS"), sipp(404, method="OPTIONS")
+    deskbot({"486": up.uri("486"), "487": wrong.uri("487")})
+    slack.push_command("probe 486,487", ALICE, DESK)
+    anchor, [reply] = thread_of(slack, DESK)
+    assert anchor.text == "Alice Liddell probes 486 (Desk 486), 487 (Desk 487)"
+    assert "486 (Desk 486): 200 OK" in reply.text
+    assert "487 (Desk 487): 404 Not Found — the phone has no identity 487" in reply.text
+    assert reply.text.endswith("1/2 phones answer")
+    assert up.wait_received(1)[0].body == b""
+
+
 def test_usage_error_is_shown_only_to_the_sender(sipp, slack, deskbot):
     phone = sipp(200)
     deskbot({"486": phone.uri()})

@@ -28,11 +28,17 @@ class TargetError(ValueError):
     """A target that does not resolve; the message names the part and what to do."""
 
 
+# how a phone is sent text: a SIP MESSAGE, or a Snom Infobox notification (SIP NOTIFY)
+MESSAGE, INFOBOX = "message", "snom-infobox"
+FORMATS = (MESSAGE, INFOBOX)
+
+
 @dataclass(frozen=True, slots=True)
 class Phone:
     extension: str
     uri: str
     label: str = ""
+    format: str = MESSAGE  # one of FORMATS; the sender picks the request by it
     site: str = ""  # "" = this deskbot's own SIP agent, else the office whose edge sends it
 
     @property
@@ -63,8 +69,10 @@ class Directory:
         people: Mapping[str, Person],
         groups: Mapping[str, tuple[str, ...]],
         domain: str | None = None,
+        default_format: str = MESSAGE,
     ):
         self.phones = dict(phones)
+        self.default_format = default_format  # for extensions placed by `domain`
         self.people = dict(people)
         self.groups = dict(groups)
         self.domain = domain
@@ -143,7 +151,7 @@ class Directory:
         if ext in self.phones:
             return self.phones[ext]
         if self.domain and len(ext) <= 15:
-            return Phone(ext, sipuri.for_extension(ext, self.domain))
+            return Phone(ext, sipuri.for_extension(ext, self.domain), format=self.default_format)
         raise TargetError(f"extension {ext} is not in the directory")
 
     def _person_phone(self, person: Person) -> Phone:

@@ -9,7 +9,11 @@ SOURCES = ("slack", "matrix")  # the [people] keys that hold a chat id
 
 
 def from_settings(settings: Settings) -> Directory:
-    phones = {ext: Phone(ext, p.uri, p.label, p.site) for ext, p in settings.phones.items()}
+    fleet = settings.message.format
+    phones = {
+        ext: Phone(ext, p.uri, p.label, format=p.format or fleet, site=p.site)
+        for ext, p in settings.phones.items()
+    }
     people = {
         name: Person(
             name,
@@ -21,4 +25,4 @@ def from_settings(settings: Settings) -> Directory:
     }
     groups = {name: tuple(g.members) for name, g in settings.groups.items()}
     domain = settings.sip.registrar.domain if settings.sip.registrar else None
-    return Directory(phones, people, groups, domain)
+    return Directory(phones, people, groups, domain, fleet)

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from deskbot import commands, failpoints, report
-from deskbot.commands import Help, History, Send, UsageError, Who
+from deskbot.commands import Help, History, Probe, Send, UsageError, Who
 from deskbot.directory import Directory, Person, Phone, TargetError
 from deskbot.relay.replay import replayed
 from deskbot.relay.values import (
@@ -158,18 +158,33 @@ class Relay:
             return Answer(str(exc), error=True, problem="usage")
         match command:
             case Help():
-                return Answer(report.help_text(self.directory, self.policy.message.max_chars))
+                return Answer(
+                    report.help_text(self.directory, self.policy.message.max_chars, admin)
+                )
             case Who(target):
                 return self.who(target, show_uris=admin)
             case History(everyone):
                 return self.history(user, person, everyone, admin)
             case Send(targets, text):
                 return self.dispatch(request, person, admin, targets, text)
+            case Probe(targets):
+                if not admin:
+                    return Answer(
+                        "only admins may probe phones; `who TARGET` shows where a target goes",
+                        error=True,
+                    )
+                return self.dispatch(request, person, admin, targets, "", probe=True)
 
     def dispatch(
-        self, request: Request, person: Person | None, admin: bool, targets: str, text: str
+        self,
+        request: Request,
+        person: Person | None,
+        admin: bool,
+        targets: str,
+        text: str,
+        probe: bool = False,
     ) -> Answer | Dispatch:
-        """A send command through each check in turn; the first refusal is the answer."""
+        """A send (or probe) command through each check in turn; the first refusal is the answer."""
         limit = self.policy.message.max_chars
         if len(text) > limit:
             return Answer(
@@ -188,9 +203,10 @@ class Relay:
             admin,
             targets,
             text,
-            self.body(request.user, person, text),
+            "" if probe else self.body(request.user, person, text),
             resolution.phones,
             resolution.groups,
+            probe,
         )
         for check in self.checks:
             refusal = check(job)
@@ -299,6 +315,8 @@ class Relay:
 
         Raises NotRecorded, sending nothing, when the audit log cannot take the command.
         """
+        if job.probe:
+            return await self._probe(job, time.perf_counter())
         return await self.fan_out(self.accept(job))
 
     def accept(self, job: Dispatch) -> Accepted:
@@ -340,6 +358,27 @@ class Relay:
         for listener in self.on_report:
             listener(job, result)
         return result
+
+    async def _probe(self, job: Dispatch, started: float) -> report.Report:
+        """Ask every phone at once; nothing is shown, so no phone limit and no audit entry."""
+        result = await self._probe_phones(job.phones, len(job.phones) > 1 or bool(job.groups))
+        log.info(
+            "probe from %s:%s: %s in %.1f ms",
+            job.user.chat,
+            job.user.id,
+            report.summary_text(result),
+            (time.perf_counter() - started) * 1000,
+        )
+        return result
+
+    async def probe_all(self) -> report.Report:
+        """Every phone of the directory (the periodic probe of `deskbot run`): no command."""
+        return await self._probe_phones(tuple(self.directory.phones.values()), True)
+
+    async def _probe_phones(self, phones: tuple[Phone, ...], summary: bool) -> report.Report:
+        results = await asyncio.gather(*(self.sender.probe(p) for p in phones))
+        lines = [report.Line(p, d, probe=True) for p, d in zip(phones, results, strict=True)]
+        return report.Report(summary_wanted=summary, lines=lines, probe=True)
 
     def _record(self, job: Dispatch, skipped: dict[str, str]) -> int:
         if self.audit is None:

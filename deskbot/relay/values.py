@@ -99,6 +99,7 @@ class Dispatch:
     body: str  # what the phone shows
     phones: tuple[Phone, ...]
     groups: tuple[str, ...]
+    probe: bool = False  # ask each phone whether it answers (SIP OPTIONS); no text
 
     @property
     def user(self) -> ChatUser:
@@ -109,6 +110,8 @@ class Dispatch:
         user = self.user
         who = self.person.display if self.person else commands.one_line(user.display_name)
         names = ", ".join(p.title for p in self.phones)
+        if self.probe:
+            return f"{who or user.id} probes {names}"
         return f"{who or user.id} → {names}: {self.text}"
 
 

@@ -1,10 +1,11 @@
 """Ways out: what a phone answered, and the one interface deskbot sends through.
 
 The relay asks a ``Sender`` to deliver a text to a ``Phone`` and gets a
-``Delivery`` back; it never learns how (SIP MESSAGE today; a router by
-format or site can sit behind the same protocol, as httpx picks a transport
-per URL). A ``Delivery`` says why it ended in a ``Cause``, so wording a
-failure never depends on a sender's error strings.
+``Delivery`` back; it never learns how (a SIP MESSAGE or a Snom Infobox
+NOTIFY, by the phone's ``format``; an OPTIONS for a probe; a router by site
+can sit behind the same protocol, as httpx picks a transport per URL). A
+``Delivery`` says why it ended in a ``Cause``, so wording a failure never
+depends on a sender's error strings.
 """
 
 from __future__ import annotations
@@ -93,4 +94,8 @@ class Sender(Protocol):
 
     def health(self) -> Health: ...
 
-    async def send(self, phone: Phone, text: str) -> Delivery: ...
+    async def send(self, phone: Phone, text: str) -> Delivery:
+        """Show `text` on the phone, in the phone's ``format``."""
+
+    async def probe(self, phone: Phone) -> Delivery:
+        """Ask whether the phone answers at all; nothing is displayed."""

@@ -120,6 +120,16 @@ class EdgeSender:
             details["error"] = self._error if self._nc is None else "reconnecting"
         return Health(connected, {"nats": details}, len(self._waiting))
 
+    async def probe(self, phone: Phone) -> Delivery:
+        """Not through an edge yet: the office's own `deskbot probe` asks its phones."""
+        return Delivery(
+            phone.uri,
+            501,
+            f"probing site {phone.site}'s phones goes through no edge yet: run deskbot probe there",
+            0.0,
+            Cause.TRANSPORT,
+        )
+
     async def send(self, phone: Phone, text: str) -> Delivery:
         started = time.perf_counter()
         site = phone.site
@@ -136,7 +146,7 @@ class EdgeSender:
         job_id = f"{self._front}-{next(self._ids)}-{phone.extension}"
         deadline = time.time() + self.settings.take_within
         give_up = time.monotonic() + self.settings.take_within
-        job = sites.Job(job_id, phone.uri, text, deadline)
+        job = sites.Job(job_id, phone.uri, text, deadline, phone.format)
         future = asyncio.get_running_loop().create_future()
         self._waiting[job_id] = future
         try:

@@ -23,6 +23,7 @@ class RecordingSender:
     max_body_bytes: int = 1200
     timeout: float = 1.0
     sent: list[tuple[Phone, str]] = field(default_factory=list)
+    probed: list[Phone] = field(default_factory=list)
     started: bool = False
 
     async def start(self) -> None:
@@ -40,6 +41,14 @@ class RecordingSender:
         answer = self.answers.get(phone.extension, 200)
         if callable(answer):
             return answer(phone, text)
+        return Delivery(phone.uri, answer, REASONS.get(answer, "Answer"), 1.0)
+
+    async def probe(self, phone: Phone) -> Delivery:
+        self.probed.append(phone)
+        await asyncio.sleep(0)
+        answer = self.answers.get(phone.extension, 200)
+        if callable(answer):
+            return answer(phone, "")
         return Delivery(phone.uri, answer, REASONS.get(answer, "Answer"), 1.0)
 
     def texts(self, extension: str) -> list[str]:

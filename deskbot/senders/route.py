@@ -47,6 +47,10 @@ class RouteSender:
         sender = self.sites if phone.site else self.local
         return await sender.send(phone, text)
 
+    async def probe(self, phone: Phone) -> Delivery:
+        sender = self.sites if phone.site else self.local
+        return await sender.probe(phone)
+
 
 def for_settings(settings: Settings, secret: Callable[[str], str], local: Sender) -> Sender:
     """The front's sender: ``local`` alone, or routed by site when ``[nats]`` is configured."""

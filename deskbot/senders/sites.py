@@ -27,6 +27,7 @@ from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
 from deskbot.config import Nats
+from deskbot.directory import FORMATS, MESSAGE
 from deskbot.senders import Cause, Delivery
 
 log = logging.getLogger("deskbot.nats")
@@ -133,18 +134,26 @@ class Job:
     uri: str
     text: str
     deadline: float  # wall clock: an edge does not start it later
+    format: str = MESSAGE  # how the phone takes text (SIP MESSAGE or Snom Infobox NOTIFY)
 
     def encode(self) -> bytes:
-        return json.dumps(
-            {"id": self.id, "uri": self.uri, "text": self.text, "deadline": self.deadline}
-        ).encode()
+        record = {"id": self.id, "uri": self.uri, "text": self.text, "deadline": self.deadline}
+        return json.dumps({**record, "format": self.format}).encode()
 
     @classmethod
     def decode(cls, data: bytes) -> Job:
         raw = json.loads(data)
-        job = cls(str(raw["id"]), str(raw["uri"]), str(raw["text"]), float(raw["deadline"]))
+        job = cls(
+            str(raw["id"]),
+            str(raw["uri"]),
+            str(raw["text"]),
+            float(raw["deadline"]),
+            str(raw.get("format", MESSAGE)),
+        )
         if not job.id or len(job.id) > 200:
             raise ValueError("bad id")
+        if job.format not in FORMATS:
+            raise ValueError("bad format")
         return job
 
 

@@ -1,7 +1,9 @@
 """deskbot's SIP agent: starts, feeds and supervises the pjsua2 worker process.
 
 The rest of the program sees the ``Sender`` protocol: ``await agent.send(phone, text)
--> Delivery``.
+-> Delivery`` and ``await agent.probe(phone)``. The phone's ``format`` picks the
+request here: a SIP MESSAGE, or a Snom Infobox NOTIFY whose XML ``infobox``
+builds; a probe is an OPTIONS.
 If the worker dies, every message it had is reported as unconfirmed (code 0),
 the worker is restarted with back-off, and the next send works.
 """
@@ -12,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,10 +21,11 @@ from typing import Any
 
 from deskbot import __version__
 from deskbot.config import Sip
-from deskbot.directory import Phone
+from deskbot.directory import INFOBOX, Phone
 from deskbot.senders import Cause, Delivery, Health, SenderError
 from deskbot.senders.fair import FairSlots
-from deskbot.senders.sip import protocol
+from deskbot.senders.sip import infobox, protocol
+from deskbot.senders.sip.spawn import WORKER_COMMAND, spawn_worker
 from deskbot.sipuri import split_hostport
 
 log = logging.getLogger("deskbot.sip")
@@ -33,7 +35,6 @@ START_TIMEOUT = 10.0
 STOP_TIMEOUT = 2.0
 MAX_START_FAILURES = 3  # in a row, before the agent gives up instead of looping
 BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)
-WORKER_COMMAND = (sys.executable, "-m", "deskbot.senders.sip.worker")
 UNCONFIRMED = "Not confirmed: the SIP agent restarted while the message was out"
 
 
@@ -60,8 +61,11 @@ class SipAgent:
         password: str | None = None,
         *,
         worker_command: Sequence[str] = WORKER_COMMAND,
+        worker: asyncio.subprocess.Process | None = None,
     ):
+        """`worker`: a process from `spawn_worker`, already importing pjsua2, for the first run."""
         self.sip = sip
+        self._spare = worker
         self.state = AgentState()
         self._password = password
         self._worker_command = tuple(worker_command)
@@ -109,6 +113,11 @@ class SipAgent:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
+        if self._spare:  # started for a send that never came
+            with contextlib.suppress(ProcessLookupError):
+                self._spare.kill()
+            await self._spare.wait()
+            self._spare = None
         self._fail_pending("SIP agent stopped before the phone answered")
 
     async def __aenter__(self) -> SipAgent:
@@ -146,7 +155,15 @@ class SipAgent:
 
     # -- sending ------------------------------------------------------------
     async def send(self, phone: Phone, text: str) -> Delivery:
-        uri = phone.uri
+        if phone.format == INFOBOX:
+            return await self._request(phone.uri, infobox.body(text), protocol.INFOBOX)
+        return await self._request(phone.uri, text, protocol.MESSAGE)
+
+    async def probe(self, phone: Phone) -> Delivery:
+        """A SIP OPTIONS: does the phone answer at all (nothing is displayed)."""
+        return await self._request(phone.uri, "", protocol.OPTIONS)
+
+    async def _request(self, uri: str, body: str, kind: str) -> Delivery:
         started = time.perf_counter()  # the wait for a slot is part of what the phone took
         async with self._slots.slot():
             if self.state.failed:
@@ -159,7 +176,7 @@ class SipAgent:
             self._futures[send_id] = (future, uri, started)
             if not self._batch:
                 loop.call_soon(self._flush)
-            self._batch.append([send_id, uri, text])
+            self._batch.append([send_id, uri, body, kind])
             # a safety net only: pjsip itself answers 408 after sip.timeout
             timer = loop.call_later(self.sip.timeout + 3.0, self._expire, send_id)
             try:
@@ -173,14 +190,14 @@ class SipAgent:
         if not batch:
             return
         if proc is None or proc.stdin is None or proc.returncode is not None:
-            for send_id, _, _ in batch:
-                self._resolve(send_id, 0, UNCONFIRMED, True)
+            for item in batch:
+                self._resolve(item[0], 0, UNCONFIRMED, True)
             return
         try:
             proc.stdin.write(protocol.encode({"op": "send", "items": batch}))
         except (BrokenPipeError, ConnectionResetError):
-            for send_id, _, _ in batch:
-                self._resolve(send_id, 0, UNCONFIRMED, True)
+            for item in batch:
+                self._resolve(item[0], 0, UNCONFIRMED, True)
 
     def _expire(self, send_id: int) -> None:
         self._resolve(send_id, 408, "Request Timeout (no answer from the SIP agent)", True)
@@ -241,13 +258,7 @@ class SipAgent:
 
     async def _run_worker(self) -> str:
         """Run one worker until it exits; return why it ended ('start: ...' if it never ran)."""
-        proc = await asyncio.create_subprocess_exec(
-            *self._worker_command,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            limit=1 << 22,
-        )
+        proc, self._spare = self._spare or await spawn_worker(self._worker_command), None
         self._proc = proc
         assert proc.stdin and proc.stdout and proc.stderr
         stderr_task = asyncio.create_task(self._drain_stderr(proc.stderr))

@@ -2,7 +2,10 @@
 
 A phone has one identity (its extension): a MESSAGE to that user part is shown
 on its "screen" and answered 200 OK; any other user part gets 404 Not Found.
-A phone that is ``unplugged`` receives and never answers (the 408 path).
+An ``infobox`` phone also takes Snom Infobox notifications: a NOTIFY with
+``Event: xml`` and ``application/snomxml`` shows its lines (joined by " / ");
+a classic phone answers such a NOTIFY 489 Bad Event, as older Snom firmware
+does. A phone that is ``unplugged`` receives and never answers (the 408 path).
 OPTIONS is answered 200. Used by ``deskbot demo`` and by the tests.
 """
 
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -76,11 +80,13 @@ class SimulatedPhone(asyncio.DatagramProtocol):
         label: str = "",
         *,
         unplugged: bool = False,
+        infobox: bool = False,
         on_display: Callable[[SimulatedPhone, str], None] | None = None,
     ):
         self.extension = extension
         self.label = label
         self.unplugged = unplugged
+        self.infobox = infobox
         self.on_display = on_display
         self.screen = Screen()
         self.transport: asyncio.DatagramTransport | None = None
@@ -121,6 +127,8 @@ class SimulatedPhone(asyncio.DatagramProtocol):
                 code, reason = 200, "OK"
             else:
                 code, reason = 404, "Not Found"
+        elif method == "NOTIFY":
+            code, reason = self._notify(user.group(1) if user else "", headers, body)
         elif method == "OPTIONS":
             code, reason = 200, "OK"
         elif method == "ACK":
@@ -133,6 +141,26 @@ class SimulatedPhone(asyncio.DatagramProtocol):
             self._seen.clear()
         self._seen[key] = answer
         self.transport.sendto(answer, addr)
+
+    def _notify(self, user: str, headers: list[tuple[str, str]], body: bytes) -> tuple[int, str]:
+        if not self.infobox or _header(headers, "event").lower() != "xml":
+            return 489, "Bad Event"
+        if user != self.extension:
+            return 404, "Not Found"
+        if not _header(headers, "content-type").startswith("application/snomxml"):
+            return 415, "Unsupported Media Type"
+        try:
+            root = ET.fromstring(body)
+        except ET.ParseError:
+            return 400, "Bad Request"
+        lines = [line.findtext("Text") or "" for line in root.iter("Line")]
+        if root.tag != "InfoBoxQueue" or not lines:
+            return 400, "Bad Request"
+        text = " / ".join(lines)
+        self.screen.lines.append(text)
+        if self.on_display:
+            self.on_display(self, text)
+        return 200, "OK"
 
     def close(self) -> None:
         if self.transport:

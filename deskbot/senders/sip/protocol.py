@@ -1,11 +1,14 @@
-"""The line protocol between deskbot and its SIP worker process (version 1).
+"""The line protocol between deskbot and its SIP worker process (version 2).
 
 One JSON object per line. Parent -> worker: the first line is the start
-settings, then ``{"op": "send", "items": [[id, uri, text], ...]}`` and
-``{"op": "stop"}``. Worker -> parent: ``ready`` (v, port, pid) or ``error``
-(msg), then ``done`` (items of [id, code, reason, local]), ``reg`` (code,
-reason, active), ``log`` (level, msg) and finally ``stopped``. Sends are
-batched both ways so a 1,000-phone broadcast is a handful of writes.
+settings, then ``{"op": "send", "items": [[id, uri, body, kind], ...]}`` and
+``{"op": "stop"}``. ``kind`` says which request carries ``body``: one of
+KINDS (a missing kind is "message"); the worker alone maps it to a SIP method,
+content type and headers, so nothing the parent sends can become a header.
+Worker -> parent: ``ready`` (v, port, pid) or ``error`` (msg), then ``done``
+(items of [id, code, reason, local]), ``reg`` (code, reason, active), ``log``
+(level, msg) and finally ``stopped``. Sends are batched both ways so a
+1,000-phone broadcast is a handful of writes.
 
 Every line the worker writes is valid UTF-8 whatever a phone sent: text from
 the network is decoded leniently, stripped of control characters and bounded
@@ -17,7 +20,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-VERSION = 1
+VERSION = 2
+MESSAGE, INFOBOX, OPTIONS = "message", "snom-infobox", "options"
+KINDS = (MESSAGE, INFOBOX, OPTIONS)
 MAX_BODY_BYTES = 1200  # over ~1300 bytes pjsip switches UDP to TCP silently
 MAX_PENDING = 200  # transactions the worker keeps open at once
 MAX_REASON_CHARS = 120  # a phone's reason phrase as reported; longer ones are cut

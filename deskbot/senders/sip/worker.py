@@ -22,9 +22,11 @@ import threading
 import unicodedata
 from typing import Any
 
-from deskbot.senders.sip import protocol
+from deskbot.senders.sip import infobox, protocol
 
 MAX_SENDS_PER_TURN = 32  # larger bursts overflow the UDP receive buffer
+MAX_DRAIN = 64  # extra event polls per turn while events keep coming
+TIMER_K_MS = 200  # pjsip's T4 (see create)
 WAKE = b"\0"  # pjsip ignores datagrams of 32 bytes or less
 
 
@@ -35,16 +37,19 @@ def _die_with_parent() -> None:
 
 
 class Worker:
-    def __init__(self, start: dict[str, Any], out: Any):
+    def __init__(self, start: dict[str, Any], out: Any, endpoint: Any = None):
+        """`endpoint`: a pjsua2 Endpoint already past libCreate (see main), else made here."""
         import pjsua2 as pj
         from pjsua2 import pjsua2 as P
 
         self.pj, self.P = pj, P
+        self.endpoint = endpoint
         self.start = start
         self.out = out
         self.inbox: collections.deque[dict[str, Any]] = collections.deque()
         self.outbox: list[list[Any]] = []
         self.pending: dict[int, tuple[int, Any]] = {}  # token key -> (send id, token)
+        self.requests_open = 0  # NOTIFY/OPTIONS whose callback has not come (see shutdown)
         self.stopping = False
         self.wake_addr: tuple[str, int] | None = None
         self.wake_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -53,6 +58,17 @@ class Worker:
     def emit(self, message: dict[str, Any]) -> None:
         """One protocol line; no string in `message` can make it invalid or split it."""
         self.out.write(protocol.encode(_safe(message)))
+        self.out.flush()
+
+    def emit_done(self) -> None:
+        """The answers gathered this turn, in one line (reasons made safe as in emit, faster)."""
+        plain = str.isascii
+        items = [
+            [send_id, code, r if plain(r) and r.isprintable() else _safe(r), local]
+            for send_id, code, r, local in self.outbox
+        ]
+        self.outbox = []
+        self.out.write(protocol.encode({"op": "done", "items": items}))
         self.out.flush()
 
     def log(self, level: int, msg: str) -> None:
@@ -75,6 +91,12 @@ class Worker:
                 except Exception as exc:  # an exception here would lose the answer
                     worker.log(1, f"status callback failed: {exc!r}")
 
+            def onSendRequest(self, prm: Any) -> None:
+                try:
+                    worker.on_request(prm)
+                except Exception as exc:  # an exception here would lose the answer
+                    worker.log(1, f"request callback failed: {exc!r}")
+
             def onIncomingSubscribe(self, prm: Any) -> None:
                 # pjsua would accept any presence subscription and NOTIFY whatever
                 # Contact the sender gave: refuse, and no NOTIFY goes out.
@@ -95,8 +117,10 @@ class Worker:
                 except Exception as exc:
                     worker.log(1, f"registration callback failed: {exc!r}")
 
-        self.ep = pj.Endpoint()
-        self.ep.libCreate()
+        if self.endpoint is None:
+            self.endpoint = pj.Endpoint()
+            self.endpoint.libCreate()
+        self.ep = self.endpoint
         ep_cfg = pj.EpConfig()
         ep_cfg.uaConfig.threadCnt = 0
         ep_cfg.uaConfig.mainThreadOnly = True
@@ -116,9 +140,15 @@ class Worker:
         ep_cfg.logConfig.decor = 0
         self.ep.libInit(ep_cfg)
         # Timer F (non-INVITE timeout) follows Timer D in pjsip 2.15; no pjsua2 setting exists.
+        # T4 is Timer K: how long a finished UDP transaction stays to absorb repeated
+        # answers (RFC 3261: 5 s, about 15 KB each, 150 MB for a 10,000-phone burst).
+        # deskbot never repeats a request after its answer, so a phone has nothing to
+        # repeat; an answer that still comes late is dropped by pjsip as stray.
         import pjsua2._pjsua2 as native
 
-        ctypes.CDLL(native.__file__).pjsip_tsx_set_timers(500, 4000, 5000, int(cfg["timeout_ms"]))
+        ctypes.CDLL(native.__file__).pjsip_tsx_set_timers(
+            500, 4000, TIMER_K_MS, int(cfg["timeout_ms"])
+        )
 
         tcfg = pj.TransportConfig()
         tcfg.port = int(cfg["port"])
@@ -159,15 +189,26 @@ class Worker:
         self.emit({"op": "ready", "v": protocol.VERSION, "port": port, "pid": os.getpid()})
 
     # -- sending ------------------------------------------------------------
-    def send(self, send_id: int, uri: str, text: str) -> None:
-        pj, P = self.pj, self.P
+    def send(self, send_id: int, uri: str, text: str, kind: str = protocol.MESSAGE) -> None:
         body = text.encode("utf-8")
+        if kind not in protocol.KINDS:
+            self.outbox.append([send_id, 501, f"Unknown kind of request {kind[:20]!r}", True])
+            return
         if len(body) > protocol.MAX_BODY_BYTES:
             self.outbox.append([send_id, 413, "Text too long for one SIP message", True])
             return
         if len(self.pending) >= protocol.MAX_PENDING:
             self.outbox.append([send_id, 503, "Too many messages in flight", True])
             return
+        if kind == protocol.MESSAGE:
+            self.message(send_id, uri, text)
+        elif kind == protocol.INFOBOX:
+            self.request(send_id, "NOTIFY", uri, infobox.CONTENT_TYPE, text, infobox.HEADERS)
+        else:
+            self.request(send_id, "OPTIONS", uri)
+
+    def message(self, send_id: int, uri: str, text: str) -> None:
+        pj, P = self.pj, self.P
         token = P.SipHeader()
         buddy = pj.Buddy()
         try:
@@ -187,6 +228,52 @@ class Worker:
         finally:
             del buddy  # deleting right away keeps us far from pjsua's 256-buddy abort
 
+    def request(
+        self,
+        send_id: int,
+        method: str,
+        uri: str,
+        content_type: str = "",
+        body: str = "",
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        """An out-of-dialog request (NOTIFY, OPTIONS); its answer comes to on_request."""
+        pj, P = self.pj, self.P
+        token = P.SipHeader()
+        prm = pj.SendRequestParam()
+        prm.method = method
+        prm.txOption.targetUri = uri
+        if body:
+            prm.txOption.contentType = content_type
+            prm.txOption.msgBody = body
+        for name, value in headers:
+            header = pj.SipHeader()
+            header.hName, header.hValue = name, value
+            prm.txOption.headers.append(header)
+        prm.userData = token
+        self.pending[int(token.this)] = (send_id, token)
+        self.requests_open += 1  # counted even if it raises: pjsua may hold a transaction
+        try:
+            self.account.sendRequest(prm)
+        except pj.Error as exc:
+            self.pending.pop(int(token.this), None)
+            self.outbox.append([send_id, 503, _reason(exc), True])
+
+    def on_request(self, prm: Any) -> None:
+        self.requests_open = max(0, self.requests_open - 1)
+        entry = self.pending.pop(int(prm.userData), None)
+        if entry is None:
+            return
+        try:
+            tsx_state = prm.e.body.tsxState
+            tsx = tsx_state.tsx
+            remote = bool(tsx_state.src.rdata.wholeMsg)
+            answer = [int(tsx.statusCode), network_text(tsx.statusText), not remote]
+        except Exception as exc:  # still answer the send: it must not wait for a timer
+            self.log(1, f"unreadable answer: {exc!r}")
+            answer = [500, "Unreadable answer from the phone", False]
+        self.outbox.append([entry[0], *answer])
+
     def on_status(self, prm: Any) -> None:
         entry = self.pending.pop(int(prm.userData), None)
         if entry is None:
@@ -201,14 +288,20 @@ class Worker:
     def handle(self, message: dict[str, Any]) -> None:
         op = message.get("op")
         if op == "send":
-            for send_id, uri, text in message["items"]:
-                self.send(int(send_id), str(uri), str(text))
+            for send_id, uri, text, *kind in message["items"]:
+                self.send(int(send_id), str(uri), str(text), str(kind[0]) if kind else "message")
         elif op == "stop":
             self.stopping = True
 
     def run(self) -> None:
         while not self.stopping:
-            self.ep.libHandleEvents(50 if not self.pending else 10)
+            handled = self.ep.libHandleEvents(50 if not self.pending else 10)
+            # take every answer already waiting before writing them back in one line:
+            # a burst is then a few writes to the parent, not one per answer
+            for _ in range(MAX_DRAIN):
+                if handled <= 0:
+                    break
+                handled = self.ep.libHandleEvents(0)
             budget = MAX_SENDS_PER_TURN
             while self.inbox and budget > 0:
                 message = self.inbox[0]
@@ -222,8 +315,7 @@ class Worker:
                 budget -= len(message.get("items", ())) or 1
                 self.handle(message)
             if self.outbox:
-                self.emit({"op": "done", "items": self.outbox})
-                self.outbox = []
+                self.emit_done()
         self.shutdown()
 
     def wake(self) -> None:
@@ -235,9 +327,12 @@ class Worker:
         for send_id, _token in self.pending.values():
             self.outbox.append([send_id, 0, "SIP agent stopped before the phone answered", True])
         if self.outbox:
-            self.emit({"op": "done", "items": self.outbox})
-        self.account.shutdown()
-        del self.account
+            self.emit_done()
+        self.pending.clear()
+        if not self.requests_open:
+            self.account.shutdown()
+        # else: libDestroy ends those transactions and calls onSendRequest, which pjsua
+        # asserts (abort) on a deleted account: keep it until libDestroy removes it
         self.ep.libDestroy(self.P.PJSUA_DESTROY_NO_RX_MSG)
         self.emit({"op": "stopped"})
 
@@ -311,11 +406,17 @@ def main() -> None:
     out = os.fdopen(os.dup(1), "wb", buffering=1 << 16)
     os.dup2(2, 1)
     stdin = sys.stdin.buffer
+    # Everything that needs no settings happens before they come: the parent is
+    # still loading its config meanwhile (see spawn.py).
+    import pjsua2 as pj
+
+    endpoint = pj.Endpoint()
+    endpoint.libCreate()
     first = stdin.readline()
     if not first:
-        return
+        os._exit(0)  # the parent changed its mind (nothing to send)
     start = json.loads(first)
-    worker = Worker(start, out)
+    worker = Worker(start, out, endpoint)
     try:
         worker.create()
     except Exception as exc:

@@ -1,0 +1,74 @@
+"""Two source trees side by side: a 1-phone send and a broadcast, run by run, on one SIPp.
+
+Run by hand, e.g. for the code before a change::
+
+    git archive 77ac305 deskbot | tar -x -C /tmp/deskbot-old
+    .venv/bin/python bench/fanout_ab.py --phones 10000 --runs 3 --trees /tmp/deskbot-old,$PWD
+
+Each run sends `deskbot send 10000` (1 phone) then `deskbot send @all` with
+each tree in turn (PYTHONPATH), so both see the same load; prints the
+median 1-phone time and the median cost of the broadcast over it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.fanout import start_sipp, write_config
+
+
+def timed(tree: str, cfg: Path, target: str) -> float:
+    deskbot = str(Path(sys.executable).parent / "deskbot")
+    started = time.perf_counter()
+    result = subprocess.run(
+        [deskbot, "send", "-c", str(cfg), "--json", target, "bench"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": tree},
+        cwd=tempfile.gettempdir(),  # `python -m` (the worker) puts the cwd first on sys.path
+        timeout=120,
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"{tree}: send {target} failed: {result.stderr[-500:]}")
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--phones", type=int, default=10000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--trees", required=True, help="comma-separated source trees")
+    args = parser.parse_args()
+    trees = args.trees.split(",")
+    with tempfile.TemporaryDirectory(prefix="deskbot-ab-") as tmp:
+        workdir = Path(tmp)
+        sipp, port, _trace = start_sipp(workdir)
+        try:
+            cfg = write_config(workdir, port, args.phones, 50)
+            one: dict[str, list[float]] = {t: [] for t in trees}
+            extra: dict[str, list[float]] = {t: [] for t in trees}
+            for _ in range(args.runs):
+                for tree in trees:
+                    single = timed(tree, cfg, "10000")
+                    one[tree].append(single)
+                    extra[tree].append(timed(tree, cfg, "@all") - single)
+        finally:
+            sipp.kill()
+            sipp.wait()
+    for tree in trees:
+        print(
+            f"{tree}: 1 phone median {statistics.median(one[tree]):.3f} s; "
+            f"{args.phones} phones cost median {statistics.median(extra[tree]):.3f} s over it "
+            f"(min {min(extra[tree]):.3f}, max {max(extra[tree]):.3f})"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""One `deskbot send` (and `deskbot probe`) to one phone on loopback: the sipsak comparison.
+
+Run by hand: ``.venv/bin/python bench/single.py --runs 20``. One SIPp phone
+answers 200 to MESSAGE, NOTIFY and OPTIONS; each run is a whole process, as a
+shell script calling ``deskbot send 486 text`` sees it. Prints the median, the
+spread, and the process's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.fanout import free_port, shutil, socket
+
+SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="answer 200 to anything">
+  <recv request="OPTIONS" optional="true" next="answer" />
+  <recv request="NOTIFY" optional="true" next="answer" />
+  <recv request="MESSAGE" />
+  <label id="answer" />
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+</scenario>
+"""
+
+
+SIPP = shutil.which("sipp") or "sipp"
+QUIET = ("-max_recv_loops", "10000")
+
+
+def start_sipp(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    scenario = workdir / "any.xml"
+    scenario.write_text(SCENARIO)
+    proc = subprocess.Popen(
+        [SIPP, "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(port), "-nostdin", *QUIET],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=workdir,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return proc, port
+        time.sleep(0.02)
+    raise SystemExit("SIPp did not start")
+
+
+def timed(argv: list[str], tree: str = "") -> float:
+    env = {**os.environ, "PYTHONPATH": tree} if tree else None
+    started = time.perf_counter()
+    # cwd: `python -m` (the worker) puts the working directory first on sys.path
+    result = subprocess.run(
+        argv, capture_output=True, text=True, timeout=60, env=env, cwd=tempfile.gettempdir()
+    )
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(f"{argv[1]} failed ({result.returncode}): {result.stderr[-500:]}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--what", default="send,probe", help="send, probe, or both")
+    parser.add_argument("--format", default="message", help='the phone\'s format ("message")')
+    parser.add_argument(
+        "--trees",
+        default="",
+        help="comma-separated PYTHONPATHs (source trees) to time in turn, run by run",
+    )
+    args = parser.parse_args()
+    deskbot = str(Path(sys.executable).parent / "deskbot")
+    with tempfile.TemporaryDirectory(prefix="deskbot-single-") as tmp:
+        workdir = Path(tmp)
+        sipp, port = start_sipp(workdir)
+        cfg = workdir / "one.toml"
+        lines = ["[sip]", 'listen = "127.0.0.1:0"', "[audit]", f'path = "{workdir / "a.db"}"']
+        lines += ["[phones.486]", f'uri = "sip:486@127.0.0.1:{port}"']
+        if args.format != "message":
+            lines.append(f'format = "{args.format}"')
+        cfg.write_text("\n".join(lines) + "\n")
+        try:
+            trees = args.trees.split(",") if args.trees else [""]
+            for what in args.what.split(","):
+                text = ["bench"] if what == "send" else []
+                argv = [deskbot, what, "-c", str(cfg), "486", *text]
+                times: dict[str, list[float]] = {tree: [] for tree in trees}
+                for tree in trees:
+                    timed(argv, tree)  # warm the page cache
+                for _ in range(args.runs):
+                    for tree in trees:  # interleaved: both see the same load
+                        times[tree].append(timed(argv, tree))
+                for tree, runs in times.items():
+                    print(
+                        f"deskbot {what} to 1 phone{' (' + tree + ')' if tree else ''}, "
+                        f"{args.runs} runs: median {statistics.median(runs):.3f} s "
+                        f"(min {min(runs):.3f}, max {max(runs):.3f})"
+                    )
+        finally:
+            sipp.kill()
+            sipp.wait()
+
+
+if __name__ == "__main__":
+    main()
