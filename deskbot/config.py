@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from deskbot import sipuri
+from deskbot import plans, sipuri
 
 EXTENSION_RE = re.compile(r"[0-9]{1,15}")  # whole keys only: fullmatch
 NAME_RE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
@@ -146,6 +146,7 @@ class Message(_Model):
     sender_prefix: bool = True
     # seconds; a command older than this when deskbot picks it up is answered, not sent (0: off)
     max_age: Annotated[int, Field(ge=0, le=7 * 86400)] = 300
+    timezone: str | None = None  # IANA name for `at 14:55`; None: the host's
 
 
 class Access(_Model):
@@ -246,6 +247,21 @@ class Api(_Model):
     alert_template: Annotated[str, AfterValidator(_alert_template)] | None = None
 
 
+class Template(_Model):
+    text: Annotated[str, Field(min_length=1)]
+    targets: str | None = None  # used when the command names none
+
+
+class Schedule(_Model):
+    cron: str
+    timezone: str | None = None  # None: [message] timezone, else the host's
+    targets: str | None = None  # None: the template's
+    text: str | None = None
+    template: str | None = None
+    vars: dict[str, str] = {}
+    report_to: str | None = None  # "matrix:!room:server", "slack:C0123", "console"
+
+
 class Settings(_Model):
     sip: Sip = Sip()
     message: Message = Message()
@@ -259,6 +275,8 @@ class Settings(_Model):
     matrix: MatrixSettings | None = None
     slack: SlackSettings | None = None
     api: Api | None = None
+    templates: dict[str, Template] = {}
+    schedules: dict[str, Schedule] = {}
 
 
 class Config:
@@ -497,6 +515,7 @@ def cross_check(s: Settings) -> list[tuple[str, str]]:
         if who not in s.people:
             problems.append((f"access.admins[{i}]", f"{who!r} is not in [people]"))
     problems += _api_problems(s)
+    problems += plans.problems(s)
     if s.sip.transport == "tcp" and s.sip.max_in_flight > 60:
         problems.append(("sip.max_in_flight", "over TCP at most 60 (pjsip handles ~64 sockets)"))
     return problems

@@ -290,6 +290,7 @@ class MatrixSource:
 
     async def _handle(self, room: MatrixRoom, event: RoomMessageText, text: str) -> None:
         try:
+            content = event.source.get("content", {})
             user = ChatUser("matrix", event.sender, room.user_name(event.sender) or "")
             request = Request(
                 user,
@@ -297,8 +298,10 @@ class MatrixSource:
                 place=room.room_id,
                 key=event.event_id,
                 sent_at=event.server_timestamp / 1000 if event.server_timestamp else None,
+                thread=f"{wire.thread_root(content, event.event_id)} {event.event_id}",
             )
-            await serve(self.relay, request, MatrixReplier(self, room.room_id, event))
+            replier = MatrixReplier(self, room.room_id, event.event_id, content)
+            await serve(self.relay, request, replier)
         except Exception:
             log.exception("matrix: failed to answer event %s in %s", event.event_id, room.room_id)
 
@@ -354,6 +357,14 @@ class MatrixSource:
                 if not device.verified and device.id != client.device_id:
                     client.verify_device(device)
 
+    def replier_for(self, user: ChatUser, place: str, thread: str, key: str) -> MatrixReplier:
+        """A later answer: in the command's thread (``thread``: "ROOT EVENT"), else the room."""
+        root, _, event_id = thread.partition(" ")
+        if not event_id:
+            return MatrixReplier(self, place, "", {}, tag=key)
+        relates = {"m.relates_to": {"rel_type": "m.thread", "event_id": root}}
+        return MatrixReplier(self, place, event_id, relates, tag=key)
+
     async def react(self, room_id: str, event_id: str, key: str) -> str | None:
         content = wire.reaction(event_id, key)
         return await self.send(room_id, content, "m.reaction", wire.tx_id(event_id, key))
@@ -364,32 +375,44 @@ class MatrixReplier:
 
     waiting_after = HOURGLASS_AFTER
 
-    def __init__(self, source: MatrixSource, room_id: str, event: RoomMessageText):
-        self.source, self.room_id, self.event = source, room_id, event
+    def __init__(
+        self,
+        source: MatrixSource,
+        room_id: str,
+        event_id: str,
+        content: dict[str, Any],
+        tag: str = "",
+    ):
+        """``event_id`` "": a notice in the room, not a reply. ``tag``: a later answer's key."""
+        self.source, self.room_id, self.event_id, self.content = source, room_id, event_id, content
+        self.tag = tag
         self.hourglass: str | None = None
 
     def _reply(self, text: str) -> dict[str, Any]:
-        content = self.event.source.get("content", {})
-        return wire.thread_reply(content, self.event.event_id, text)
+        if not self.event_id:
+            return wire.notice(text)
+        return wire.thread_reply(self.content, self.event_id, text)
 
     async def _send_reply(self, text: str) -> None:
-        # one transaction id per command: a reply sent again after a crash is the same event
-        tx_id = wire.tx_id(self.event.event_id, "reply")
+        # one transaction id per answer: a reply sent again after a crash is the same event
+        tx_id = wire.tx_id(self.event_id or self.tag, f"reply {self.tag}".strip())
         if await self.source.send(self.room_id, self._reply(text), tx_id=tx_id) is None:
-            raise MatrixError(f"the reply to {self.event.event_id} was not sent")
+            raise MatrixError(f"the reply to {self.event_id or self.tag} was not sent")
 
     async def answer(self, answer: Answer) -> None:
         await self._send_reply(report.answer_text(answer.text, answer.error))
 
     async def waiting(self, job: Dispatch) -> None:
-        self.hourglass = await self.source.react(self.room_id, self.event.event_id, HOURGLASS)
+        if self.event_id and not self.tag:
+            self.hourglass = await self.source.react(self.room_id, self.event_id, HOURGLASS)
 
     async def report(self, result: report.Report) -> None:
         await self._send_reply(report.plain(result))
         if self.hourglass:
             await self.source.client.room_redact(self.room_id, self.hourglass)
-        mark = DONE if result.ok else FAILED
-        await self.source.react(self.room_id, self.event.event_id, mark)
+        if self.event_id and not self.tag:  # a later send's answer is in its thread
+            mark = DONE if result.ok else FAILED
+            await self.source.react(self.room_id, self.event_id, mark)
 
 
 def _is_own_join(event: object, user_id: str) -> bool:
