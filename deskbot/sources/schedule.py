@@ -30,6 +30,7 @@ from deskbot.sources import Answer, ChatUser, Dispatch, Relay, Replier, Replies,
 log = logging.getLogger("deskbot.schedule")
 
 TICK = 0.5  # seconds between looks at the clock
+RETRY = 30.0  # seconds before a send whose answer failed is tried again (answered from the log)
 CATCH_UP = 60.0  # seconds looked back at start when max_age is off
 
 
@@ -68,6 +69,7 @@ class ScheduleSource:
         self.clock, self.tick = clock, tick
         self._since = 0.0  # schedule occurrences up to this time are handled
         self._firing: set[str] = set()  # keys being served now
+        self._retry_at: dict[str, float] = {}  # key -> when to try a failed one again
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopped = False
 
@@ -109,7 +111,7 @@ class ScheduleSource:
         self._since = now
 
     def _fire(self, key: str, request: Request, replier: Replier) -> None:
-        if key in self._firing:
+        if key in self._firing or self._retry_at.get(key, 0.0) > self.clock():
             return
         self._firing.add(key)
         task = asyncio.get_running_loop().create_task(self._serve(key, request, replier))
@@ -122,7 +124,8 @@ class ScheduleSource:
             if key.startswith("deferred:"):
                 self.deferred.close(int(key.split(":")[1]), "sent")
         except Exception:
-            log.exception("%s failed; it is tried again at the next tick", key)
+            log.exception("%s failed; it is tried again in %.0f s", key, RETRY)
+            self._retry_at[key] = self.clock() + RETRY
         finally:
             self._firing.discard(key)
 

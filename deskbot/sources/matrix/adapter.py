@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -53,6 +54,7 @@ from deskbot.sources.matrix.sync import SyncPosition
 log = logging.getLogger("deskbot.matrix")
 
 SYNC_FILTER = {"room": {"timeline": {"limit": 100}}}
+STATE_ONLY = {"room": {"timeline": {"limit": 0}}, "presence": {"limit": 0}}
 SYNC_TIMEOUT_MS = 30_000
 MAX_BACKFILL = 5000  # events read back per room after a gap (a long downtime in a busy room)
 HOURGLASS, DONE, FAILED = "⏳", "✅", "❌"
@@ -88,6 +90,7 @@ class MatrixSource:
         self._runner: asyncio.Task[Any] | None = None
         self._since = ""  # the sync position the next sync response starts from
         self._direct_rooms: dict[str, str] = {}  # admin's Matrix id -> room for notices
+        self._synced = asyncio.Event()  # the rooms are known (a resumed start learns them late)
 
     @property
     def connected(self) -> bool:
@@ -143,6 +146,11 @@ class MatrixSource:
         self._client = client
         saved = self.position.load()
         if saved:
+            # the rooms' state (nio keeps it in memory only), without any timeline: a deferred
+            # send due right after the restart may answer in a room with no new event
+            rooms = await client.sync(timeout=0, sync_filter=STATE_ONLY, full_state=True)
+            if not isinstance(rooms, SyncResponse):
+                raise MatrixError(f"matrix: first sync failed: {rooms}")
             client.next_batch = self._since = saved
             log.info("matrix: %s resumes from its saved sync position", s.user_id)
         else:
@@ -219,6 +227,7 @@ class MatrixSource:
         if not self._connected:
             log.info("matrix: connected to %s again", self.settings.homeserver)
         self._connected = True
+        self._synced.set()
         batch: set[asyncio.Task[None]] = set()
         for room_id, info in response.rooms.join.items():
             room = self.client.rooms.get(room_id)
@@ -337,6 +346,9 @@ class MatrixSource:
     ) -> str | None:
         """Send an event; a ``tx_id`` makes a repeat after a restart a no-op at the server."""
         client = self.client
+        if room_id not in client.rooms:  # a deferred send's answer right after a restart
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._synced.wait(), SYNC_TIMEOUT_MS / 1000)
         room = client.rooms.get(room_id)
         if room is not None and room.encrypted:
             await self._trust_members(room)
