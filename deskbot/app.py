@@ -19,7 +19,8 @@ from deskbot.directory.sync import LdapSync, merge
 from deskbot.metrics import HealthServer, Metrics
 from deskbot.relay import Policy, Relay
 from deskbot.senders import Sender, SenderError
-from deskbot.sources import Source
+from deskbot.sources import Replies, Source
+from deskbot.sources.schedule import ScheduleSource
 from deskbot.store import AuditError, AuditLog
 
 log = logging.getLogger("deskbot")
@@ -93,6 +94,10 @@ class Service:
         self.relay = Relay(sender, self._directory(s), Policy.from_settings(s), self.audit)
         self.relay.on_report.append(lambda job, result: self.metrics.record(job.user.chat, result))
         self.sources = sources if sources is not None else build_sources(cfg, self.relay)
+        assert self.relay.deferred is not None  # there is always an audit log here
+        # deferred sends and [schedules]: the clock as a source, answering through the chats
+        chats = {source.name: source for source in self.sources if isinstance(source, Replies)}
+        self.schedule = ScheduleSource(self.relay, self.relay.deferred, chats)
         self.health = HealthServer(
             s.health.listen, self.metrics, self.status, refresh=[self._refresh_gauges]
         )
@@ -266,6 +271,8 @@ class Service:
                 except Exception as exc:  # bad token, unreachable server: say so and stop
                     raise StartError(f"{source.name}: {exc}") from None
                 self._tasks.append(loop.create_task(source.run(), name=f"source-{source.name}"))
+            await self.schedule.start()
+            self._tasks.append(loop.create_task(self.schedule.run(), name="schedule"))
             self._tasks.append(loop.create_task(self._watch(), name="config-watch"))
             if self.cfg.settings.health.probe_every > 0:
                 every = self.cfg.settings.health.probe_every
@@ -278,6 +285,8 @@ class Service:
             await self.stopping.wait()
             log.info("stopping")
         finally:
+            with contextlib.suppress(Exception):  # first: its sends answer through the chats
+                await self.schedule.stop()
             for source in self.sources:
                 with contextlib.suppress(Exception):
                     await source.stop()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import shlex
 import unicodedata
 from dataclasses import dataclass
+
+from deskbot import notices
 
 
 class UsageError(ValueError):
@@ -36,10 +39,48 @@ class Probe:
     targets: str
 
 
-Command = Help | Who | History | Send | Probe
+@dataclass(frozen=True, slots=True)
+class UseTemplate:
+    """`[TARGETS] !NAME key=value...`: a template's text; targets None: the template's own."""
+
+    targets: str | None
+    name: str
+    values: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Later:
+    """`in 20s ...` (delay, seconds) or `at 14:55 ...` (clock): a send carried out later.
+
+    ``then`` is the send's own command text (`486 hello`, `!firedrill time=3pm`), kept
+    until its time and read again then.
+    """
+
+    then: str
+    delay: int | None = None
+    clock: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Templates:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Scheduled:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    id: int
+
+
+Command = Help | Who | History | Send | Probe | UseTemplate | Later | Templates | Scheduled | Cancel
 
 USAGE = "usage: TARGETS TEXT (like `486 meeting moved`), `who TARGET`, `history` or `help`"
 PROBE_USAGE = "usage: `probe TARGETS`, like `probe 486` or `probe @sales` (admins)"
+LATER_USAGE = "usage: `in 20s|15m|2h TARGETS TEXT` or `at 14:55 TARGETS TEXT`"
 
 
 def clean_text(text: str) -> str:
@@ -84,7 +125,55 @@ def parse(text: str) -> Command:
         if not rest or len(rest.split()) != 1:
             raise UsageError(PROBE_USAGE)
         return Probe(rest)
+    if keyword == "templates" and not rest:
+        return Templates()
+    if keyword == "scheduled" and not rest:
+        return Scheduled()
+    if keyword == "cancel":
+        if not rest.isdigit():
+            raise UsageError("usage: `cancel ID`, with the id `scheduled` shows")
+        return Cancel(int(rest))
+    if keyword in ("in", "at") and rest:
+        when, _, then = rest.partition(" ")
+        later = _later(keyword, when, then.strip())
+        if later is not None:
+            return later
+    if head.startswith("!") and len(head) > 1:
+        return _template(None, head[1:], rest)
+    if rest.startswith("!!"):  # `486 !!important`: text that starts with "!"
+        rest = rest[1:]
+    elif rest.startswith("!") and len(rest) > 1:
+        name, _, values = rest[1:].partition(" ")
+        return _template(head, name, values)
     body = clean_text(rest)
     if not body:
         raise UsageError(f"nothing to send to {head}: {USAGE}")
     return Send(head, body)
+
+
+def _later(keyword: str, when: str, then: str) -> Later | None:
+    """None when `when` is no time (`in` or `at` may then be a target's name)."""
+    seconds = notices.delay(when) if keyword == "in" else None
+    hour_minute = notices.clock(when) if keyword == "at" else None
+    if seconds is None and hour_minute is None:
+        return None
+    if seconds is not None and not 0 < seconds <= notices.MAX_DELAY:
+        raise UsageError(f"`in {when}`: give a delay from 1s to {notices.MAX_DELAY // 86400} days")
+    if not isinstance(parse(then) if then else None, Send | UseTemplate):
+        raise UsageError(f"`{keyword} {when}` needs a send after it: {LATER_USAGE}")
+    return Later(then, seconds, hour_minute)
+
+
+def _template(targets: str | None, name: str, rest: str) -> UseTemplate:
+    try:
+        words = shlex.split(rest)
+    except ValueError as exc:
+        why = f'!{name}: {exc}; quote values with spaces like place="room 3"'
+        raise UsageError(why) from None
+    values: dict[str, str] = {}
+    for word in words:
+        key, equals, value = word.partition("=")
+        if not equals or not key:
+            raise UsageError(f"!{name}: {word!r} is not key=value (like time=3pm)")
+        values[key] = one_line(clean_text(value), 1000)
+    return UseTemplate(targets, name, tuple(values.items()))

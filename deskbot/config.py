@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from deskbot import sipuri
+from deskbot import plans, sipuri
 
 EXTENSION_RE = re.compile(r"[0-9]{1,15}")  # whole keys only: fullmatch
 NAME_RE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
@@ -153,6 +153,7 @@ class Message(_Model):
     max_age: Annotated[int, Field(ge=0, le=7 * 86400)] = 300
     # how phones get text unless [phones.EXT] format says otherwise
     format: Format = "message"
+    timezone: str | None = None  # IANA name for `at 14:55`; None: the host's
 
 
 class Access(_Model):
@@ -327,6 +328,21 @@ class DirectorySources(_Model):
     ldap: Ldap | None = None
 
 
+class Template(_Model):
+    text: Annotated[str, Field(min_length=1)]
+    targets: str | None = None  # used when the command names none
+
+
+class Schedule(_Model):
+    cron: str
+    timezone: str | None = None  # None: [message] timezone, else the host's
+    targets: str | None = None  # None: the template's
+    text: str | None = None
+    template: str | None = None
+    vars: dict[str, str] = {}
+    report_to: str | None = None  # "matrix:!room:server", "slack:C0123", "console"
+
+
 class Settings(_Model):
     directory: DirectorySources = DirectorySources()
     sip: Sip = Sip()
@@ -343,6 +359,8 @@ class Settings(_Model):
     api: Api | None = None
     nats: Nats | None = None
     edge: Edge | None = None
+    templates: dict[str, Template] = {}
+    schedules: dict[str, Schedule] = {}
 
 
 class Config:
@@ -618,6 +636,7 @@ def cross_check(s: Settings, ldap: Names | None = None) -> list[tuple[str, str]]
             problems.append((f"access.admins[{i}]", f"{who!r} is not in {known.where}"))
     problems += _api_problems(s, known)
     problems += _nats_problems(s)
+    problems += plans.problems(s)
     if s.sip.transport == "tcp" and s.sip.max_in_flight > 60:
         problems.append(("sip.max_in_flight", "over TCP at most 60 (pjsip handles ~64 sockets)"))
     return problems

@@ -61,6 +61,8 @@ MIGRATE_2 = (
     "ALTER TABLE deliveries ADD COLUMN cause TEXT NOT NULL DEFAULT 'answered'",
     "CREATE UNIQUE INDEX IF NOT EXISTS commands_key ON commands(key) WHERE key IS NOT NULL",
 )
+# Later: where a template's or schedule's send came from ("template:firedrill").
+MIGRATE_3 = ("ALTER TABLE commands ADD COLUMN origin TEXT",)
 BUSY_TIMEOUT = 2.0  # seconds to wait for another process's lock before saying so
 
 
@@ -142,6 +144,10 @@ class AuditLog:
                             continue
                     self.db.execute(statement)
                 self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            columns = {r[1] for r in self.db.execute("PRAGMA table_info(commands)")}
+            if "origin" not in columns:
+                for statement in MIGRATE_3:
+                    self.db.execute(statement)
 
     def close(self) -> None:
         self.db.close()
@@ -170,6 +176,7 @@ class AuditLog:
         text_chars: int,
         plan: list[Planned],
         reuse_before: float | None = None,
+        origin: str = "",
     ) -> int:
         """Record a command before its first message leaves; its id.
 
@@ -192,7 +199,8 @@ class AuditLog:
                 *release,
                 (
                     "INSERT INTO commands (ts, chat, sender_id, person, place, targets, text_chars,"
-                    " phones, key, state, plan) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'sending', ?)",
+                    " phones, key, state, plan, origin)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'sending', ?, ?)",
                     (
                         time.time(),
                         chat,
@@ -204,6 +212,7 @@ class AuditLog:
                         len(plan),
                         key or None,
                         json.dumps(rows),
+                        origin or None,
                     ),
                 ),
             ],

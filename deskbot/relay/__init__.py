@@ -15,11 +15,26 @@ import time
 from collections.abc import Callable
 
 from deskbot import commands, failpoints, report
-from deskbot.commands import Help, History, Probe, Send, UsageError, Who
+from deskbot.commands import (
+    Cancel,
+    Help,
+    History,
+    Later,
+    Probe,
+    Scheduled,
+    Send,
+    Templates,
+    UsageError,
+    UseTemplate,
+    Who,
+)
+from deskbot.deferred import DeferredSends
 from deskbot.directory import Directory, Person, Phone, TargetError
+from deskbot.relay import later
 from deskbot.relay.replay import replayed
 from deskbot.relay.values import (
     API,
+    SCHEDULE,
     SHELL,
     Accepted,
     Answer,
@@ -68,6 +83,7 @@ class Relay:
     ):
         self.sender = sender
         self.audit = audit
+        self.deferred = DeferredSends(audit) if audit else None
         self.on_report: list[Callable[[Dispatch, report.Report], None]] = []
         self.sender_limit = SlidingWindow(policy.limits.per_sender_per_minute, clock=clock)
         self.phone_limit = SlidingWindow(policy.limits.per_phone_per_minute, clock=clock)
@@ -109,12 +125,16 @@ class Relay:
 
     # -- policy -------------------------------------------------------------------
     def is_admin(self, user: ChatUser, person: Person | None) -> bool:
-        return user.chat == SHELL or bool(person and person.name in self.policy.access.admins)
+        if user.chat in (SHELL, SCHEDULE):  # the operator, or what the operator configured
+            return True
+        return bool(person and person.name in self.policy.access.admins)
 
     def may_send(self, user: ChatUser, person: Person | None) -> bool:
         senders = self.policy.access.senders
         if user.chat == API:  # known by its token; still in the config since a reload?
             return user.id in self.policy.clients
+        if user.chat == SCHEDULE:
+            return user.id in self.policy.schedules
         if user.chat == SHELL or senders == "*":
             return True
         return person is not None and person.name in senders
@@ -165,8 +185,14 @@ class Relay:
                 return self.who(target, show_uris=admin)
             case History(everyone):
                 return self.history(user, person, everyone, admin)
-            case Send(targets, text):
-                return self.dispatch(request, person, admin, targets, text)
+            case Send() | UseTemplate():
+                return self.send_of(request, person, admin, command)
+            case Templates():
+                return later.templates_text(self)
+            case Later():
+                return later.defer(self, request, person, admin, command)
+            case Scheduled():
+                return later.scheduled_text(self, request, person, admin)
             case Probe(targets):
                 if not admin:
                     return Answer(
@@ -174,6 +200,19 @@ class Relay:
                         error=True,
                     )
                 return self.dispatch(request, person, admin, targets, "", probe=True)
+            case Cancel(deferred_id):
+                return later.cancel(self, request, person, admin, deferred_id)
+        raise AssertionError(f"unhandled command {command!r}")
+
+    def send_of(
+        self, request: Request, person: Person | None, admin: bool, command: commands.Command
+    ) -> Answer | Dispatch:
+        """A typed send or a template send, checked; any other command is a usage error."""
+        if isinstance(command, Send):
+            return self.dispatch(request, person, admin, command.targets, command.text)
+        if isinstance(command, UseTemplate):
+            return later.template_send(self, request, person, admin, command)
+        return Answer(commands.LATER_USAGE, error=True, problem="usage")
 
     def dispatch(
         self,
@@ -183,6 +222,7 @@ class Relay:
         targets: str,
         text: str,
         probe: bool = False,
+        origin: str = "",
     ) -> Answer | Dispatch:
         """A send (or probe) command through each check in turn; the first refusal is the answer."""
         limit = self.policy.message.max_chars
@@ -206,13 +246,18 @@ class Relay:
             "" if probe else self.body(request.user, person, text),
             resolution.phones,
             resolution.groups,
-            probe,
+            probe=probe,
+            origin=" ".join(filter(None, (self._scheduled_by(request), origin))),
         )
         for check in self.checks:
             refusal = check(job)
             if refusal is not None:
                 return refusal
         return job
+
+    @staticmethod
+    def _scheduled_by(request: Request) -> str:
+        return f"schedule:{request.user.id}" if request.user.chat == SCHEDULE else ""
 
     def _within_scope(self, job: Dispatch) -> Answer | None:
         """An API client with a targets list reaches only the phones those targets resolve to."""
@@ -399,6 +444,7 @@ class Relay:
                 targets=job.targets,
                 text_chars=len(job.text),
                 plan=plan,
+                origin=job.origin,
             )
         except AuditError as exc:
             log.error("%s: nothing sent", exc)

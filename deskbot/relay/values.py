@@ -6,11 +6,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from deskbot import commands, report
-from deskbot.config import Access, Limits, Message, Settings
+from deskbot.config import Access, Limits, Message, Schedule, Settings, Template
 from deskbot.directory import Person, Phone
 
 SHELL = "shell"  # the operator at the shell: trusted like an admin
 API = "api"  # a client of the HTTP API, known by its token: may send, within its targets
+SCHEDULE = "schedule"  # a [schedules] entry, set up by the operator: may send while configured
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,9 @@ class Request:
     # Seconds the key keeps a repeat out; None: for ever. Alert webhooks re-send the same
     # content on purpose later (Alertmanager's repeat_interval), so their keys expire.
     key_window: float | None = None
+    # The source's reference to the command's thread, kept with a deferred send so the
+    # source can answer there later (``Replies.replier_for``).
+    thread: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +83,22 @@ class Policy:
     # API client -> the targets it may reach (clients without a list reach any)
     scopes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     clients: frozenset[str] = frozenset()  # API clients in the config now (a reload revokes)
+    templates: Mapping[str, Template] = field(default_factory=dict)
+    schedules: Mapping[str, Schedule] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
         clients = settings.api.clients if settings.api else {}
         scopes = {name: tuple(c.targets) for name, c in clients.items() if c.targets is not None}
-        return cls(settings.message, settings.access, settings.limits, scopes, frozenset(clients))
+        return cls(
+            settings.message,
+            settings.access,
+            settings.limits,
+            scopes,
+            frozenset(clients),
+            settings.templates,
+            settings.schedules,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +114,7 @@ class Dispatch:
     phones: tuple[Phone, ...]
     groups: tuple[str, ...]
     probe: bool = False  # ask each phone whether it answers (SIP OPTIONS); no text
+    origin: str = ""  # "template:firedrill", "schedule:standup": recorded in the audit log
 
     @property
     def user(self) -> ChatUser:

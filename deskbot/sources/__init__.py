@@ -12,7 +12,7 @@ policy it asks the relay (``admin_ids``, ``allows``, ``patience``).
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from deskbot import failpoints
 from deskbot.relay import (
@@ -35,6 +35,7 @@ __all__ = [
     "Relay",
     "Replay",
     "Replier",
+    "Replies",
     "Request",
     "Source",
     "carry_out",
@@ -77,6 +78,20 @@ class Replier(Protocol):
 
     async def report(self, result: Report) -> None:
         """Every phone has its answer (or, for a command replayed after a crash, what is known)."""
+
+
+@runtime_checkable
+class Replies(Protocol):
+    """A chat source that can answer later where a command was given (a deferred send)."""
+
+    name: str
+
+    def replier_for(self, user: ChatUser, place: str, thread: str, key: str) -> Replier:
+        """A replier for the thread a ``Request.thread`` named (``thread`` "": the place itself).
+
+        ``key`` is the later send's own durable key, for the platform's duplicate check.
+        """
+        ...
 
 
 async def serve(relay: Relay, request: Request, replier: Replier) -> Answer | Report | None:

@@ -80,5 +80,8 @@ class ConsoleSource:
     async def stop(self) -> None:
         self._connected = False
 
+    def replier_for(self, user: ChatUser, place: str, thread: str, key: str) -> ConsoleReplier:
+        return self.replier
+
     async def notify_admins(self, text: str) -> None:
         self.replier.say(text)

@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -53,6 +54,7 @@ from deskbot.sources.matrix.sync import SyncPosition
 log = logging.getLogger("deskbot.matrix")
 
 SYNC_FILTER = {"room": {"timeline": {"limit": 100}}}
+STATE_ONLY = {"room": {"timeline": {"limit": 0}}, "presence": {"limit": 0}}
 SYNC_TIMEOUT_MS = 30_000
 MAX_BACKFILL = 5000  # events read back per room after a gap (a long downtime in a busy room)
 HOURGLASS, DONE, FAILED = "⏳", "✅", "❌"
@@ -88,6 +90,7 @@ class MatrixSource:
         self._runner: asyncio.Task[Any] | None = None
         self._since = ""  # the sync position the next sync response starts from
         self._direct_rooms: dict[str, str] = {}  # admin's Matrix id -> room for notices
+        self._synced = asyncio.Event()  # the rooms are known (a resumed start learns them late)
 
     @property
     def connected(self) -> bool:
@@ -143,6 +146,11 @@ class MatrixSource:
         self._client = client
         saved = self.position.load()
         if saved:
+            # the rooms' state (nio keeps it in memory only), without any timeline: a deferred
+            # send due right after the restart may answer in a room with no new event
+            rooms = await client.sync(timeout=0, sync_filter=STATE_ONLY, full_state=True)
+            if not isinstance(rooms, SyncResponse):
+                raise MatrixError(f"matrix: first sync failed: {rooms}")
             client.next_batch = self._since = saved
             log.info("matrix: %s resumes from its saved sync position", s.user_id)
         else:
@@ -219,6 +227,7 @@ class MatrixSource:
         if not self._connected:
             log.info("matrix: connected to %s again", self.settings.homeserver)
         self._connected = True
+        self._synced.set()
         batch: set[asyncio.Task[None]] = set()
         for room_id, info in response.rooms.join.items():
             room = self.client.rooms.get(room_id)
@@ -290,6 +299,7 @@ class MatrixSource:
 
     async def _handle(self, room: MatrixRoom, event: RoomMessageText, text: str) -> None:
         try:
+            content = event.source.get("content", {})
             user = ChatUser("matrix", event.sender, room.user_name(event.sender) or "")
             request = Request(
                 user,
@@ -297,8 +307,10 @@ class MatrixSource:
                 place=room.room_id,
                 key=event.event_id,
                 sent_at=event.server_timestamp / 1000 if event.server_timestamp else None,
+                thread=f"{wire.thread_root(content, event.event_id)} {event.event_id}",
             )
-            await serve(self.relay, request, MatrixReplier(self, room.room_id, event))
+            replier = MatrixReplier(self, room.room_id, event.event_id, content)
+            await serve(self.relay, request, replier)
         except Exception:
             log.exception("matrix: failed to answer event %s in %s", event.event_id, room.room_id)
 
@@ -334,6 +346,9 @@ class MatrixSource:
     ) -> str | None:
         """Send an event; a ``tx_id`` makes a repeat after a restart a no-op at the server."""
         client = self.client
+        if room_id not in client.rooms:  # a deferred send's answer right after a restart
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._synced.wait(), SYNC_TIMEOUT_MS / 1000)
         room = client.rooms.get(room_id)
         if room is not None and room.encrypted:
             await self._trust_members(room)
@@ -354,6 +369,14 @@ class MatrixSource:
                 if not device.verified and device.id != client.device_id:
                     client.verify_device(device)
 
+    def replier_for(self, user: ChatUser, place: str, thread: str, key: str) -> MatrixReplier:
+        """A later answer: in the command's thread (``thread``: "ROOT EVENT"), else the room."""
+        root, _, event_id = thread.partition(" ")
+        if not event_id:
+            return MatrixReplier(self, place, "", {}, tag=key)
+        relates = {"m.relates_to": {"rel_type": "m.thread", "event_id": root}}
+        return MatrixReplier(self, place, event_id, relates, tag=key)
+
     async def react(self, room_id: str, event_id: str, key: str) -> str | None:
         content = wire.reaction(event_id, key)
         return await self.send(room_id, content, "m.reaction", wire.tx_id(event_id, key))
@@ -364,32 +387,44 @@ class MatrixReplier:
 
     waiting_after = HOURGLASS_AFTER
 
-    def __init__(self, source: MatrixSource, room_id: str, event: RoomMessageText):
-        self.source, self.room_id, self.event = source, room_id, event
+    def __init__(
+        self,
+        source: MatrixSource,
+        room_id: str,
+        event_id: str,
+        content: dict[str, Any],
+        tag: str = "",
+    ):
+        """``event_id`` "": a notice in the room, not a reply. ``tag``: a later answer's key."""
+        self.source, self.room_id, self.event_id, self.content = source, room_id, event_id, content
+        self.tag = tag
         self.hourglass: str | None = None
 
     def _reply(self, text: str) -> dict[str, Any]:
-        content = self.event.source.get("content", {})
-        return wire.thread_reply(content, self.event.event_id, text)
+        if not self.event_id:
+            return wire.notice(text)
+        return wire.thread_reply(self.content, self.event_id, text)
 
     async def _send_reply(self, text: str) -> None:
-        # one transaction id per command: a reply sent again after a crash is the same event
-        tx_id = wire.tx_id(self.event.event_id, "reply")
+        # one transaction id per answer: a reply sent again after a crash is the same event
+        tx_id = wire.tx_id(self.event_id or self.tag, f"reply {self.tag}".strip())
         if await self.source.send(self.room_id, self._reply(text), tx_id=tx_id) is None:
-            raise MatrixError(f"the reply to {self.event.event_id} was not sent")
+            raise MatrixError(f"the reply to {self.event_id or self.tag} was not sent")
 
     async def answer(self, answer: Answer) -> None:
         await self._send_reply(report.answer_text(answer.text, answer.error))
 
     async def waiting(self, job: Dispatch) -> None:
-        self.hourglass = await self.source.react(self.room_id, self.event.event_id, HOURGLASS)
+        if self.event_id and not self.tag:
+            self.hourglass = await self.source.react(self.room_id, self.event_id, HOURGLASS)
 
     async def report(self, result: report.Report) -> None:
         await self._send_reply(report.plain(result))
         if self.hourglass:
             await self.source.client.room_redact(self.room_id, self.hourglass)
-        mark = DONE if result.ok else FAILED
-        await self.source.react(self.room_id, self.event.event_id, mark)
+        if self.event_id and not self.tag:  # a later send's answer is in its thread
+            mark = DONE if result.ok else FAILED
+            await self.source.react(self.room_id, self.event_id, mark)
 
 
 def _is_own_join(event: object, user_id: str) -> bool:

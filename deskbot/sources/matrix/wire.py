@@ -43,12 +43,18 @@ def command_text(
     return None
 
 
-def thread_reply(command: object, event_id: str, text: str) -> dict[str, Any]:
-    """A notice in the command's thread, with a reply fallback for clients without threads."""
+def thread_root(command: object, event_id: str) -> str:
+    """The thread a command is in: its own event when it starts one."""
     relates = _mapping(_mapping(command).get("m.relates_to"))
     root = relates.get("event_id")
     if relates.get("rel_type") != "m.thread" or not isinstance(root, str) or not root:
-        root = event_id
+        return event_id
+    return root
+
+
+def thread_reply(command: object, event_id: str, text: str) -> dict[str, Any]:
+    """A notice in the command's thread, with a reply fallback for clients without threads."""
+    root = thread_root(command, event_id)
     return {
         **notice(text),
         "m.relates_to": {

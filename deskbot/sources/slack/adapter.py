@@ -278,7 +278,9 @@ class SlackSource:
             return
         name = await self._display_name(job.user.id, None)
         job.user = replace(job.user, display_name=name)
-        request = Request(job.user, wire.from_slack(text), job.channel, key, sent_at)
+        request = Request(
+            job.user, wire.from_slack(text), job.channel, key, sent_at, thread=job.thread_ts
+        )
         await self._serve(request, job)
 
     async def _serve(self, request: Request, job: Job, ack: Ack | None = None) -> None:
@@ -287,6 +289,14 @@ class SlackSource:
             await serve(self.relay, request, replier)
         finally:
             await replier.ack()  # a repeated command is answered by nothing but the ack
+
+    def replier_for(self, user: ChatUser, place: str, thread: str, key: str) -> SlackReplier:
+        """A later answer: in the thread of a mention or DM; a slash command's gets an anchor."""
+        job = Job(user, place, thread_ts=thread, direct=place.startswith("D"))
+        replier = SlackReplier(self._poster, job)
+        if not thread:
+            replier.waiting_after = 0.0  # post the anchor message the report threads under
+        return replier
 
     def _track(self, work: Any, job: Job) -> None:
         task = asyncio.get_running_loop().create_task(work, name=f"slack-{job.channel}")

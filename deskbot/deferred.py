@@ -1,0 +1,141 @@
+"""Deferred sends in the audit log's SQLite file: `in 20s ...` and `at 14:55 ...` survive restarts.
+
+A row holds who planned the send, where to answer (the source's place and
+thread reference) and the send's command text until it is carried out or
+cancelled; then the text is erased, as the audit log keeps no text. The
+row's id is the send's durable key (``deferred:ID``): the relay records that
+key before any phone gets it, so a restart never sends it twice.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+
+from deskbot.store import AuditError, AuditLog
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS deferred (
+    id INTEGER PRIMARY KEY,
+    key TEXT UNIQUE,
+    created REAL NOT NULL,
+    due REAL NOT NULL,
+    zone TEXT NOT NULL,
+    chat TEXT NOT NULL,
+    sender_id TEXT NOT NULL,
+    display_name TEXT NOT NULL,
+    person TEXT,
+    place TEXT NOT NULL,
+    thread TEXT NOT NULL,
+    command TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending'
+);
+CREATE INDEX IF NOT EXISTS deferred_due ON deferred(state, due);
+"""
+COLUMNS = "id, due, zone, chat, sender_id, display_name, person, place, thread, command"
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    id: int
+    due: float  # epoch seconds
+    zone: str  # the time zone it was planned in ("" the host's), for showing its time
+    chat: str
+    sender_id: str
+    display_name: str
+    person: str | None
+    place: str
+    thread: str  # the source's reference to the command's thread
+    command: str  # the send, as typed after `in 20s` / `at 14:55`
+
+    @property
+    def key(self) -> str:
+        return f"deferred:{self.id}"
+
+
+class DeferredSends:
+    def __init__(self, audit: AuditLog):
+        self.audit = audit
+        try:
+            with audit.db:
+                audit.db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise AuditError(f"the audit log {audit.path}: {exc}") from None
+
+    def add(self, key: str, plan: Deferred) -> int:
+        """Record a planned send (``plan.id`` is ignored); its id.
+
+        The same command key (a command read again after a crash) gives the first id.
+        """
+        if key:
+            row = self.audit.db.execute("SELECT id FROM deferred WHERE key = ?", (key,)).fetchone()
+            if row is not None:
+                return int(row[0])
+        p = plan
+        return self.audit._write(
+            "the deferred send",
+            [
+                (
+                    "INSERT INTO deferred (key, created, due, zone, chat, sender_id, display_name,"
+                    " person, place, thread, command) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        key or None,
+                        time.time(),
+                        p.due,
+                        p.zone,
+                        p.chat,
+                        p.sender_id,
+                        p.display_name,
+                        p.person,
+                        p.place,
+                        p.thread,
+                        p.command,
+                    ),
+                )
+            ],
+        )
+
+    def get(self, deferred_id: int) -> Deferred | None:
+        row = self.audit.db.execute(
+            f"SELECT {COLUMNS} FROM deferred WHERE id = ? AND state = 'pending'", (deferred_id,)
+        ).fetchone()
+        return Deferred(*row) if row else None
+
+    def due(self, now: float) -> list[Deferred]:
+        """Pending sends whose time has come, oldest first."""
+        rows = self.audit.db.execute(
+            f"SELECT {COLUMNS} FROM deferred WHERE state = 'pending' AND due <= ? ORDER BY due, id",
+            (now,),
+        )
+        return [Deferred(*r) for r in rows]
+
+    def pending(
+        self, chat: str | None, sender_id: str | None, person: str | None
+    ) -> list[Deferred]:
+        """One sender's pending sends (by person, else chat id), or everyone's (None)."""
+        where, args = "", ()  # type: tuple[str, tuple[str, ...]]
+        if person:
+            where, args = "AND person = ?", (person,)
+        elif chat and sender_id:
+            where, args = "AND chat = ? AND sender_id = ?", (chat, sender_id)
+        rows = self.audit.db.execute(
+            f"SELECT {COLUMNS} FROM deferred WHERE state = 'pending' {where} ORDER BY due, id",
+            args,
+        )
+        return [Deferred(*r) for r in rows]
+
+    def close(self, deferred_id: int, state: str) -> bool:
+        """'sent' or 'cancelled': the text is erased. False when it was not pending."""
+        try:
+            with self.audit.db:
+                self.audit.db.execute("BEGIN IMMEDIATE")
+                changed = self.audit.db.execute(
+                    "UPDATE deferred SET state = ?, command = ''"
+                    " WHERE id = ? AND state = 'pending'",
+                    (state, deferred_id),
+                ).rowcount
+        except sqlite3.Error as exc:
+            why = f"the audit log {self.audit.path} cannot record {state}: {exc}"
+            raise AuditError(why) from None
+        return changed == 1

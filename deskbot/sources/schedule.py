@@ -1,0 +1,167 @@
+"""The clock as a source: deferred sends whose time has come, and `[schedules]` occurrences.
+
+Each firing is a ``Request`` through ``serve``, like a chat command, with a
+durable key: ``deferred:ID`` for a planned send, ``schedule:NAME:ISO-TIME``
+for an occurrence. The relay records the key before any phone gets the text,
+so a restart never fires one twice; the request's ``sent_at`` is its planned
+time, so one missed while deskbot was down for longer than ``[message]
+max_age`` is answered "not sent" instead of being sent late.
+
+A deferred send is answered in the thread of the command that planned it:
+the source that took that command rebuilds a replier from what the store
+kept (``Replies.replier_for``). A schedule's run is posted to its
+``report_to`` place, or only logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shlex
+import time
+from collections.abc import Callable, Mapping
+
+from deskbot import notices, report
+from deskbot.config import Schedule
+from deskbot.deferred import Deferred, DeferredSends
+from deskbot.relay.values import SCHEDULE
+from deskbot.sources import Answer, ChatUser, Dispatch, Relay, Replier, Replies, Request, serve
+
+log = logging.getLogger("deskbot.schedule")
+
+TICK = 0.5  # seconds between looks at the clock
+RETRY = 30.0  # seconds before a send whose answer failed is tried again (answered from the log)
+CATCH_UP = 60.0  # seconds looked back at start when max_age is off
+
+
+class LogReplier:
+    """Where nobody reads the answer: it goes to deskbot's log (never the text)."""
+
+    waiting_after = None
+
+    def __init__(self, what: str):
+        self.what = what
+
+    async def answer(self, answer: Answer) -> None:
+        level = logging.WARNING if answer.error else logging.INFO
+        log.log(level, "%s: %s", self.what, answer.text)
+
+    async def waiting(self, job: Dispatch) -> None:
+        pass
+
+    async def report(self, result: report.Report) -> None:
+        log.info("%s: %s", self.what, report.summary_text(result))
+
+
+class ScheduleSource:
+    name = "schedule"
+    connected = True
+
+    def __init__(
+        self,
+        relay: Relay,
+        deferred: DeferredSends,
+        chats: Mapping[str, Replies],
+        clock: Callable[[], float] = time.time,
+        tick: float = TICK,
+    ):
+        self.relay, self.deferred, self.chats = relay, deferred, chats
+        self.clock, self.tick = clock, tick
+        self._since = 0.0  # schedule occurrences up to this time are handled
+        self._firing: set[str] = set()  # keys being served now
+        self._retry_at: dict[str, float] = {}  # key -> when to try a failed one again
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopped = False
+
+    async def start(self) -> None:
+        max_age = self.relay.policy.message.max_age
+        # a restart looks back so far: an occurrence in that window that was not sent yet
+        # goes out now (its key keeps one that was sent from going twice)
+        self._since = self.clock() - (max_age if max_age > 0 else CATCH_UP)
+
+    async def run(self) -> None:
+        while not self._stopped:
+            self.fire_due()
+            await asyncio.sleep(self.tick)
+
+    async def stop(self) -> None:
+        self._stopped = True
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=30)
+
+    async def notify_admins(self, text: str) -> None:
+        pass
+
+    async def settle(self) -> None:
+        """Wait for the sends started so far (tests, and stopping)."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+    def fire_due(self) -> None:
+        """Start every send whose time has come; each runs on its own."""
+        now = self.clock()
+        for planned in self.deferred.due(now):
+            self._fire(planned.key, self._deferred_request(planned), self._replier_of(planned))
+        for name, schedule in self.relay.policy.schedules.items():  # live reload: read anew
+            zone = notices.zone(schedule.timezone or self.relay.policy.message.timezone)
+            for when in notices.occurrences(schedule.cron, zone, self._since, now):
+                key = f"schedule:{name}:{when.isoformat()}"
+                request = self._schedule_request(name, schedule, key, when.timestamp())
+                self._fire(key, request, self._report_to(name, schedule, key))
+        self._since = now
+
+    def _fire(self, key: str, request: Request, replier: Replier) -> None:
+        if key in self._firing or self._retry_at.get(key, 0.0) > self.clock():
+            return
+        self._firing.add(key)
+        task = asyncio.get_running_loop().create_task(self._serve(key, request, replier))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, key: str, request: Request, replier: Replier) -> None:
+        try:
+            await serve(self.relay, request, replier)
+            if key.startswith("deferred:"):
+                self.deferred.close(int(key.split(":")[1]), "sent")
+        except Exception:
+            log.exception("%s failed; it is tried again in %.0f s", key, RETRY)
+            self._retry_at[key] = self.clock() + RETRY
+        finally:
+            self._firing.discard(key)
+
+    def _deferred_request(self, planned: Deferred) -> Request:
+        user = ChatUser(planned.chat, planned.sender_id, planned.display_name)
+        return Request(
+            user,
+            planned.command,
+            place=planned.place,
+            key=planned.key,
+            sent_at=planned.due,
+            thread=planned.thread,
+        )
+
+    def _replier_of(self, planned: Deferred) -> Replier:
+        chat = self.chats.get(planned.chat)
+        if chat is None:  # that chat is no longer configured
+            return LogReplier(f"deferred send {planned.id} of {planned.chat}:{planned.sender_id}")
+        user = ChatUser(planned.chat, planned.sender_id, planned.display_name)
+        return chat.replier_for(user, planned.place, planned.thread, planned.key)
+
+    @staticmethod
+    def _schedule_request(name: str, schedule: Schedule, key: str, due: float) -> Request:
+        user = ChatUser(SCHEDULE, name, name)
+        place = schedule.report_to or ""
+        if schedule.template is not None:
+            values = " ".join(shlex.quote(f"{k}={v}") for k, v in schedule.vars.items())
+            command = f"{schedule.targets or ''} !{schedule.template} {values}".strip()
+            return Request(user, command, place=place, key=key, sent_at=due)
+        return Request(
+            user, schedule.text or "", place=place, key=key, sent_at=due, targets=schedule.targets
+        )
+
+    def _report_to(self, name: str, schedule: Schedule, key: str) -> Replier:
+        chat, _, place = (schedule.report_to or "").partition(":")
+        source = self.chats.get(chat)
+        if source is None:
+            return LogReplier(f"schedule {name}")
+        return source.replier_for(ChatUser(SCHEDULE, name, name), place, "", key)
