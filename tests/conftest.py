@@ -250,37 +250,46 @@ class Baresip:
 
     def __init__(self, workdir: Path, extension: str = "486", registrar: str = ""):
         """With `registrar` (host:port) the phone registers there, like a phone on a PBX."""
-        self.port = free_port()
         self.extension = extension
+        self.log = workdir / f"baresip-{extension}.log"
         home = workdir / f"baresip-{extension}"
         home.mkdir()
-        (home / "config").write_text(
-            textwrap.dedent(f"""\
-            sip_listen 127.0.0.1:{self.port}
-            module_path /usr/lib/baresip/modules
-            module stdio.so
-            module g711.so
-            module_app account.so
-            module_app menu.so
-            audio_player nothing
-            audio_source nothing
-            """)
-        )
         account = (
             f"<sip:{extension}@{registrar}>;regint=60"
             if registrar
             else (f"<sip:{extension}@127.0.0.1>;regint=0")
         )
         (home / "accounts").write_text(account + "\n")
-        self.log = workdir / f"baresip-{extension}.log"
-        self.proc = subprocess.Popen(
-            [require("baresip"), "-f", str(home)],
-            stdin=subprocess.PIPE,
-            stdout=self.log.open("wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        wait_for(lambda: port_taken(self.port, socket.SOCK_DGRAM), what="baresip listening")
+        for _attempt in range(5):  # a free port can be taken before baresip binds it
+            self.port = free_port()
+            (home / "config").write_text(
+                textwrap.dedent(f"""\
+                sip_listen 127.0.0.1:{self.port}
+                module_path /usr/lib/baresip/modules
+                module stdio.so
+                module g711.so
+                module_app account.so
+                module_app menu.so
+                audio_player nothing
+                audio_source nothing
+                """)
+            )
+            self.proc = subprocess.Popen(
+                [require("baresip"), "-f", str(home)],
+                stdin=subprocess.PIPE,
+                stdout=self.log.open("wb"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            wait_for(
+                lambda: self.proc.poll() is not None or port_taken(self.port, socket.SOCK_DGRAM),
+                timeout=30,
+                what="baresip listening",
+            )
+            if self.proc.poll() is None:
+                break
+        else:
+            pytest.fail(f"baresip did not start: {self.output()[-2000:]}")
         if registrar:
             wait_for(lambda: "200 OK" in self.output(), what=f"baresip {extension} registered")
 
