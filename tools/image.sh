@@ -220,7 +220,7 @@ sys.exit(\"no /healthz within 30 s\")
   [ "$rc" = 0 ] || { printf '%s\n' "$out" >&2; die "deskbot run + HEALTHCHECK (exit $rc)"; }
   expect_line run "$out" '^healthcheck exit 0$'
   expect_line run "$out" '^run exit 0$'
-  expect_line run "$out" 'no \[slack\] or \[matrix\] table'
+  expect_line run "$out" 'no \[slack\], \[matrix\] or \[api\] table'
   expect_line run "$out" 'INFO deskbot: stopping'
   expect_line run "$out" " $user .*/data/smoke.sqlite3$"
   pass "run: HEALTHCHECK exit 0, SIGTERM -> exit 0, audit written to /data as $user"
