@@ -21,6 +21,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -392,3 +393,25 @@ class DeskbotRun:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode if self.proc else None
+
+
+class Chat:
+    """A replier that keeps what a chat would show, for tests of the relay and the sources."""
+
+    waiting_after = None
+
+    def __init__(self) -> None:
+        self.shown: list[str] = []
+
+    async def answer(self, answer: Any) -> None:
+        from deskbot import report
+
+        self.shown.append(report.answer_text(answer.text, answer.error))
+
+    async def waiting(self, job: Any) -> None:
+        pass
+
+    async def report(self, result: Any) -> None:
+        from deskbot import report
+
+        self.shown.append(report.plain(result))

@@ -11,11 +11,12 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from conftest import Chat
 
-from deskbot import commands, config, notices, report
+from deskbot import commands, config, notices
 from deskbot.commands import Later, Send, UsageError, UseTemplate
 from deskbot.directory import loader
-from deskbot.relay import Answer, ChatUser, Dispatch, Policy, Relay, Request
+from deskbot.relay import ChatUser, Policy, Relay, Request
 from deskbot.senders.recording import RecordingSender
 from deskbot.sources import serve
 from deskbot.sources.schedule import ScheduleSource
@@ -49,24 +50,6 @@ def raw(**overrides: object) -> dict:
         },
         **overrides,
     }
-
-
-class Chat:
-    """A replier that keeps what the chat would show."""
-
-    waiting_after = None
-
-    def __init__(self) -> None:
-        self.shown: list[str] = []
-
-    async def answer(self, answer: Answer) -> None:
-        self.shown.append(report.answer_text(answer.text, answer.error))
-
-    async def waiting(self, job: Dispatch) -> None:
-        pass
-
-    async def report(self, result: report.Report) -> None:
-        self.shown.append(report.plain(result))
 
 
 class Chats:

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import Chat
 
 from deskbot import config, report
 from deskbot.directory import loader
@@ -171,27 +172,11 @@ async def test_who_names_the_phones_and_shows_addresses_to_admins_only(relay_for
 
 
 # -- idempotency and stale commands ------------------------------------------------
-class Collect:
-    """A replier that keeps what the chat would show."""
-
-    waiting_after = None
-
-    def __init__(self) -> None:
-        self.shown: list[str] = []
-
-    async def answer(self, answer: Answer) -> None:
-        self.shown.append(report.answer_text(answer.text, answer.error))
-
-    async def waiting(self, job: Dispatch) -> None:
-        pass
-
-    async def report(self, result: report.Report) -> None:
-        self.shown.append(report.plain(result))
 
 
 async def test_a_command_that_comes_in_again_is_neither_sent_nor_answered_again(relay_for, phones):
     relay = relay_for()
-    chat = Collect()
+    chat = Chat()
     request = Request(ALICE, "487 fire drill", "!room", key="$event1")
     first = await serve(relay, request, chat)
     again = await serve(relay, request, chat)
@@ -207,13 +192,13 @@ async def test_a_finished_command_whose_answer_was_lost_is_answered_once_from_th
     relay = relay_for()
     request = Request(ALICE, "486,487 lunch", "!room", key="$event2")
 
-    class Lost(Collect):
+    class Lost(Chat):
         async def report(self, result: report.Report) -> None:
             raise ConnectionError("the homeserver went away")
 
     with pytest.raises(ConnectionError):
         await serve(relay, request, Lost())
-    chat = Collect()
+    chat = Chat()
     await serve(relay, request, chat)
     await serve(relay, request, chat)
     assert phones.texts("486") == ["alice: lunch"] and phones.texts("487") == ["alice: lunch"]
@@ -245,7 +230,7 @@ async def test_a_send_cut_off_by_a_crash_reports_what_was_confirmed_and_sends_no
     audit.delivery(command_id, Recorded("486", job.phones[0].uri, 200, "OK", 4.0))
     audit.flush()
     restarted = relay_for()  # a new process: same log, no memory
-    chat = Collect()
+    chat = Chat()
     await serve(restarted, request, chat)
     await serve(restarted, request, chat)
     assert phones.sent == []
@@ -257,7 +242,7 @@ async def test_a_send_cut_off_by_a_crash_reports_what_was_confirmed_and_sends_no
 
 async def test_a_command_older_than_max_age_is_answered_and_reaches_no_phone(relay_for, phones):
     relay = relay_for(message={"max_age": 300})
-    chat = Collect()
+    chat = Chat()
     old = Request(ALICE, "486 fire drill now", "!room", key="$old", sent_at=time.time() - 8040)
     await serve(relay, old, chat)
     await serve(relay, old, chat)
@@ -275,7 +260,7 @@ async def test_nothing_is_sent_when_the_audit_log_cannot_record_the_command(rela
     relay = relay_for()
     assert relay.audit is not None
     relay.audit.db.execute("PRAGMA query_only = ON")  # as a full or read-only disk refuses writes
-    chat = Collect()
+    chat = Chat()
     result = await serve(relay, Request(ALICE, "486 hello", key="$e"), chat)
     assert isinstance(result, Answer) and result.error
     assert phones.sent == []
