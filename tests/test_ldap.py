@@ -341,6 +341,14 @@ def test_the_file_wins_over_ldap_for_the_same_name_extension_or_chat_id():
     assert "sales" not in merged.people
 
 
+def test_ldap_phones_take_the_fleets_format():
+    file = Directory({}, {}, {}, "pbx.example.com", default_format="snom-infobox")
+    ldap = Directory({"487": Phone("487", "sip:487@pbx", "B")}, {}, {})
+    merged, _ = merge(file, ldap)
+    assert merged.phones["487"].format == "snom-infobox"
+    assert merged.resolve("4711").phones[0].format == "snom-infobox"  # unlisted, via domain
+
+
 def test_an_empty_result_or_one_losing_more_than_half_the_people_is_refused():
     def of(n: int) -> Directory:
         return Directory({}, {f"p{i}": Person(f"p{i}", "", None) for i in range(n)}, {})

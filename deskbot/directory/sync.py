@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from deskbot import config
 from deskbot.directory import Directory, Person, Phone
@@ -37,7 +37,10 @@ def merge(file: Directory, ldap: Directory | None) -> tuple[Directory, list[str]
         *(name for name in ldap.people if name in file.people or name in file.groups),
         *(f"@{name}" for name in ldap.groups if name in file.groups or name in file.people),
     ]
-    phones = {**ldap.phones, **file.phones}
+    # LDAP knows no formats: its phones take the fleet's ([message] format)
+    fleet = file.default_format
+    phones = {ext: replace(p, format=fleet) for ext, p in ldap.phones.items()}
+    phones.update(file.phones)
     taken = set(file.people) | set(file.groups)
     file_ids = {(s, i) for p in file.people.values() for s, i in p.ids.items()}
     people: dict[str, Person] = {}
@@ -52,7 +55,7 @@ def merge(file: Directory, ldap: Directory | None) -> tuple[Directory, list[str]
         )
     groups = {n: g for n, g in ldap.groups.items() if n not in taken}
     groups.update(file.groups)
-    return Directory(phones, people, groups, file.domain), overridden
+    return Directory(phones, people, groups, file.domain, fleet), overridden
 
 
 def judge(last: Directory | None, new: Directory, accept_drop: bool = False) -> str | None:
