@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
+
 from bench.fanout import free_port, shutil, socket
 
 SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>

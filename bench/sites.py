@@ -24,6 +24,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from nats_server import NatsServer  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
+
 from bench.fanout import pct, start_sipp  # noqa: E402
 
 SITES = ("berlin", "lyon", "austin", "oslo")
