@@ -501,3 +501,16 @@ def test_what_a_reply_echoes_cannot_ping_the_channel(sipp, slack, deskbot):
     payload = ack_of(slack, envelope).payload
     assert "<!channel>" not in payload["text"] and "&lt;!channel&gt;" in payload["text"]
     assert all("<!channel>" not in b["text"]["text"] for b in payload["blocks"])
+
+
+def test_at_a_time_reads_the_senders_slack_time_zone(sipp, slack, deskbot):
+    slack.workspace.users[ALICE] = {
+        "id": ALICE,
+        "name": "alice",
+        "tz": "Pacific/Auckland",
+        "profile": {"display_name": "Alice Liddell"},
+    }
+    deskbot({"486": sipp(200).uri()})
+    envelope = slack.push_command("at 14:55 486 stand-up", ALICE, DESK)
+    text = ack_of(slack, envelope).payload["text"]
+    assert text.startswith("will send at 14:55 NZ") and "id 1" in text, text

@@ -74,7 +74,7 @@ def defer(
     if isinstance(checked, Answer):
         return checked
     now = relay.clock_wall()
-    zone_name = relay.policy.message.timezone or ""
+    zone_name = request.timezone or relay.policy.message.timezone or ""
     where = notices.zone(zone_name)
     if later.delay is not None:
         due = datetime.fromtimestamp(now + later.delay, where)

@@ -39,6 +39,9 @@ class Request:
     # The source's reference to the command's thread, kept with a deferred send so the
     # source can answer there later (``Replies.replier_for``).
     thread: str = ""
+    # The sender's IANA time zone where the platform gives one (Slack's users.info
+    # `tz`): how `at 14:55` is read; "" = [message] timezone, else the host's.
+    timezone: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from deskbot import notices
 from deskbot.config import SlackSettings
 from deskbot.sources import Answer, ChatUser, Relay, Request, serve
 from deskbot.sources.slack import listener, wire
@@ -69,6 +70,7 @@ class SlackSource:
         self.bot_user_id = ""
         self.poster: Poster | None = None
         self.names: dict[str, str] = {}
+        self.zones: dict[str, str] = {}  # user id -> IANA zone from users.info
         self.jobs: dict[asyncio.Task[None], Job] = {}
         self.accepting = True
         self.client: AsyncWebClient | None = None
@@ -238,6 +240,7 @@ class SlackSource:
             wire.from_slack(str(body.get("text", ""))),
             place=channel,
             key=f"slack-slash:{trigger}" if trigger else "",
+            timezone=self.zones.get(user_id, ""),
         )
         job = Job(user, channel, response_url=str(body.get("response_url", "")), direct=direct)
         self._track(self._serve(request, job, ack), job)
@@ -279,7 +282,13 @@ class SlackSource:
         name = await self._display_name(job.user.id, None)
         job.user = replace(job.user, display_name=name)
         request = Request(
-            job.user, wire.from_slack(text), job.channel, key, sent_at, thread=job.thread_ts
+            job.user,
+            wire.from_slack(text),
+            job.channel,
+            key,
+            sent_at,
+            thread=job.thread_ts,
+            timezone=self.zones.get(job.user.id, ""),
         )
         await self._serve(request, job)
 
@@ -331,4 +340,7 @@ class SlackSource:
             or ""
         )
         self.names[user_id] = name
+        zone = user.get("tz")
+        if isinstance(zone, str) and notices.zone_problem(zone) is None:
+            self.zones[user_id] = zone
         return name
