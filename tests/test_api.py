@@ -185,6 +185,35 @@ async def test_send_answers_each_phones_code_once_the_phones_answered(api_for, p
     assert api.commands() == [("api", "monitoring", "api", "@ops")]  # audit rows name it
 
 
+async def test_a_send_retried_with_its_idempotency_key_is_answered_again_and_sent_once(
+    api_for, phones
+):
+    api = await api_for()
+    once = {**MON, "Idempotency-Key": "deploy-4711:notify"}
+    first = await api.post("/v1/send", {"targets": "@ops", "text": "deploy done"}, once)
+    again = await api.post("/v1/send", {"targets": "@ops", "text": "deploy done"}, once)
+    assert first[0] == again[0] == 200
+    codes = [(d["target"], d["code"]) for d in first[1]["deliveries"]]
+    assert [(d["target"], d["code"]) for d in again[1]["deliveries"]] == codes
+    assert codes == [("486", 200), ("487", 404)]
+    assert phones.texts("486") == ["Alerts: deploy done"]  # sent once
+    other = await api.post("/v1/send", {"targets": "486", "text": "next"}, MON)
+    assert other[0] == 200 and phones.texts("486")[-1] == "Alerts: next"  # no key: as usual
+    bad = await api.post(
+        "/v1/send", {"targets": "486", "text": "x"}, {**MON, "Idempotency-Key": "a b"}
+    )
+    assert bad[0] == 400 and bad[1]["error"] == "bad-idempotency-key"
+
+
+async def test_a_refusal_is_not_kept_for_its_idempotency_key(api_for, phones):
+    api = await api_for()
+    once = {**MON, "Idempotency-Key": "k1"}
+    refused = await api.post("/v1/send", {"targets": "999", "text": "hi"}, once)
+    fixed = await api.post("/v1/send", {"targets": "486", "text": "hi"}, once)
+    assert refused[0] >= 400 and fixed[0] == 200
+    assert phones.texts("486") == ["Alerts: hi"]
+
+
 @pytest.mark.parametrize(
     "headers",
     [

@@ -146,7 +146,8 @@ class Relay:
             seen = self.audit.seen(request.key, within=request.key_window)
             if seen is not None:
                 log.info("command %s came in again: not sent again", request.key)
-                return Replay(None if seen.answered else replayed(seen))
+                again = not seen.answered or request.answer_repeats
+                return Replay(replayed(seen) if again and seen.command_id else None)
         user = request.user
         person = self.person_of(user)
         if not self.may_send(user, person) and user.chat == API:

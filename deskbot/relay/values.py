@@ -42,6 +42,9 @@ class Request:
     # The sender's IANA time zone where the platform gives one (Slack's users.info
     # `tz`): how `at 14:55` is read; "" = [message] timezone, else the host's.
     timezone: str = ""
+    # An HTTP client retries because it lost the response: a repeat of a send is
+    # answered again from the log (never sent again), and a refusal is not kept.
+    answer_repeats: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -110,7 +110,8 @@ async def serve(relay: Relay, request: Request, replier: Replier) -> Answer | Re
         return prepared.report
     if isinstance(prepared, Answer):
         await replier.answer(prepared)
-        relay.answered(request)
+        if not request.answer_repeats:  # a client that retries a refusal is checked afresh
+            relay.answered(request)
         return prepared
     return await carry_out(relay, prepared, replier)
 

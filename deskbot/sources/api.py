@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -97,6 +98,9 @@ def refusal(answer: Answer, webhook: bool = False) -> web.Response:
     return error(status, answer.problem or "refused", answer.text, **headers)
 
 
+IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,200}")
+
+
 class HttpReplier:
     """Keeps the relay's answer for the HTTP response (nothing is shown while waiting)."""
 
@@ -134,6 +138,7 @@ class ApiSource:
             Client(name, _digest(secret(c.token_env)), c.name or name)
             for name, c in settings.clients.items()
         ]
+        self._sending_keys: set[str] = set()  # Idempotency-Keys of /v1/send still going on
         self.runner: web.AppRunner | None = None
         self.listener: asyncio.Server | None = None
         self.port = 0
@@ -224,8 +229,21 @@ class ApiSource:
         except BadRequest as exc:
             return error(exc.status, exc.problem, str(exc))
         user = ChatUser(API, client.name, client.display)
+        idempotency = request.headers.get("Idempotency-Key", "")
+        if idempotency and not IDEMPOTENCY_KEY.fullmatch(idempotency):
+            return error(
+                400, "bad-idempotency-key", "Idempotency-Key: 1-200 of A-Z a-z 0-9 . _ : -"
+            )
+        key = f"api-send:{client.name}:{idempotency}" if idempotency else ""
+        if key and key in self._sending_keys:
+            return error(409, "in-progress", "a send with this Idempotency-Key is still going on")
         replier = HttpReplier()
-        await serve(self.relay, Request(user, text, place="api", targets=targets), replier)
+        self._sending_keys.add(key)
+        try:
+            sent = Request(user, text, "api", key, targets=targets, answer_repeats=True)
+            await serve(self.relay, sent, replier)
+        finally:
+            self._sending_keys.discard(key)
         if replier.result is not None:
             return web.json_response(deliveries(replier.result))
         assert replier.answer_given is not None
