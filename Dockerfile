@@ -3,7 +3,7 @@
 # Run:   docker run --network host -v $PWD/config.toml:/config/config.toml:ro \
 #          -v deskbot-data:/data -e SLACK_BOT_TOKEN -e SLACK_APP_TOKEN deskbot
 # An office's edge (README "Several offices"): the same image, command `edge`:
-#        docker run --no-healthcheck --network host -v $PWD/edge.toml:/config/config.toml:ro \
+#        docker run --network host -v $PWD/edge.toml:/config/config.toml:ro \
 #          -e DESKBOT_NATS_CREDS deskbot edge
 FROM --platform=linux/amd64 python:3.12-slim-bookworm AS build
 WORKDIR /src
@@ -27,7 +27,7 @@ USER deskbot
 WORKDIR /data
 VOLUME ["/data"]
 # 5070: SIP (UDP and TCP, [sip] listen); 3000: Slack HTTP mode ([slack] http_listen);
-# (`deskbot edge` uses only the SIP port; its HEALTHCHECK fails: disable it with --no-healthcheck.)
+# (`deskbot edge` serves /healthz on [health] listen too: the same HEALTHCHECK fits it.)
 # 9120: /healthz and /metrics ([health] listen; set it to 0.0.0.0:9120 to scrape from outside).
 EXPOSE 5070/udp 5070/tcp 3000/tcp 9120/tcp
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \

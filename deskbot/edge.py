@@ -20,6 +20,7 @@ import os
 import signal
 import socket
 import time
+from typing import Any
 
 import nats.js.errors
 from nats.aio.client import Client
@@ -29,6 +30,7 @@ from nats.js.kv import KeyValue
 
 from deskbot import config, sipuri
 from deskbot.directory import Phone
+from deskbot.metrics import HealthServer, Metrics
 from deskbot.senders import Cause, Delivery, Sender, SenderError, sites
 
 log = logging.getLogger("deskbot.edge")
@@ -56,6 +58,18 @@ class Edge:
         self.free = s.sip.max_in_flight
         self._tasks: set[asyncio.Task[None]] = set()
         self.sent = 0
+        self.nc: Client | None = None
+        # the image's HEALTHCHECK asks this: SIP agent alive and NATS connected
+        self.health = HealthServer(s.health.listen, Metrics(), self.status)
+
+    def status(self) -> dict[str, Any]:
+        sip = self.agent.health()
+        connected = self.nc is not None and self.nc.is_connected
+        return {
+            "ok": sip.alive and connected,
+            "sip": sip.details,
+            "nats": {"connected": connected, "site": self.site},
+        }
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -68,7 +82,14 @@ class Edge:
                 f"the SIP agent on {self.cfg.settings.sip.listen}: {exc}"
             ) from None
         try:
-            nc = await self._connect()
+            try:
+                await self.health.start()
+            except OSError as exc:
+                raise EdgeStartError(
+                    f"the health endpoint on {self.cfg.settings.health.listen}: "
+                    f"{exc.strerror or exc}"
+                ) from None
+            nc = self.nc = await self._connect()
             if nc is None:
                 return
             js = nc.jetstream()
@@ -81,6 +102,7 @@ class Edge:
             with contextlib.suppress(Exception):
                 await nc.close()
         finally:
+            await self.health.stop()
             await self.agent.close()
 
     async def _connect(self) -> Client | None:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,6 +49,15 @@ class Edge:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def health(self) -> dict:
+        """GET /healthz on the port the edge logged."""
+        url = re.findall(r"health and metrics on (http://\S+/healthz)", self.log())[-1]
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                return json.load(resp)
+        except urllib.error.HTTPError as exc:  # 503 while something is down: the same JSON
+            return json.load(exc)
 
     def wait_ready(self, count: int = 1) -> Edge:
         wait_for(lambda: self.log().count(" ready (") >= count, 20, "the edge to be ready")
@@ -87,6 +98,8 @@ def configs(
         timeout = 3.0
         [audit]
         path = "{tmp_path}/audit.sqlite3"
+        [health]
+        listen = "127.0.0.1:0"
         [nats]
         url = "{url}"
         take_within = {take_within}
@@ -133,6 +146,8 @@ def test_a_site_phone_is_sent_by_its_edge_and_answers_in_the_same_report_and_aud
         rows = db.execute("SELECT extension, code FROM deliveries ORDER BY extension").fetchall()
     assert rows == [("486", 200), ("487", 404)]
     assert "lunch is here" not in edges[0].log()  # no body in the edge's log
+    health = edges[0].health()
+    assert health["ok"] is True and health["nats"] == {"connected": True, "site": "berlin"}
 
 
 def test_a_site_without_an_edge_is_answered_at_once_and_its_text_never_arrives_later(
@@ -248,7 +263,7 @@ def test_nats_restarted_mid_run_front_and_edge_reconnect_and_in_flight_is_told_h
     api_port = free_port()
     with front.open("a") as f:
         f.write(
-            f'[health]\nlisten = "127.0.0.1:0"\n[api]\nlisten = "127.0.0.1:{api_port}"\n'
+            f'[api]\nlisten = "127.0.0.1:{api_port}"\n'
             '[api.clients.ops]\ntoken_env = "SITES_TOKEN"\n'
         )
     edges.append(Edge(tmp_path / "edge-oslo.toml", "edge").wait_ready())
