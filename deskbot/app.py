@@ -111,7 +111,10 @@ class Service:
         health = self.sender.health()
         chats = {a.name: {"connected": a.connected} for a in self.sources}
         ok = health.alive and all(a.connected for a in self.sources)
-        return {"ok": ok, "sip": health.details, "chat": chats}
+        status: dict[str, Any] = {"ok": ok, "sip": health.details, "chat": chats}
+        if self.ldap is not None:  # a failed sync keeps the last good directory: still ok
+            status["directory"] = {"ldap": self.ldap.health()}
+        return status
 
     def _refresh_gauges(self) -> None:
         health = self.sender.health()

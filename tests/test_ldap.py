@@ -154,6 +154,9 @@ async def test_ldap_stopped_mid_run_keeps_the_last_good_directory_and_send_uses_
         assert warning.startswith(f"LDAP {own_slapd.url}: cannot connect")
         assert "keeping the last good LDAP directory (4 people, cached " in warning
         assert (await send(service, "@sales-team still here")).endswith("2/2 delivered")
+        ldap = service.status()["directory"]["ldap"]  # what /healthz shows
+        assert ldap["people"] == 4 and "cannot connect" in ldap["error"]
+        assert service.status()["ok"] is True  # the last good directory still serves
     finally:
         service.stopping.set()
         await asyncio.wait_for(runner, 20)

@@ -115,12 +115,19 @@ class LdapSync:
         self.current: Directory | None = None
         self.since: float | None = None  # when the current one was fetched
         self._refused: str | None = None  # the last refusal admins were told of
+        self.error: str | None = None  # why the last sync did not replace the directory
         cached = store.cached_directory(CACHE_KEY) if store else None
         if store is not None and cached is not None:
             try:
                 self.current, self.since = loads(cached[1]), cached[0]
             except (ValueError, KeyError, TypeError) as exc:
                 log.warning("the cached LDAP directory in %s is unreadable: %s", store.path, exc)
+
+    def health(self) -> dict[str, object]:
+        """For /healthz: what deskbot sends with, how old it is, and the last sync's trouble."""
+        people = len(self.current.people) if self.current else 0
+        age = round(self.clock() - self.since) if self.since is not None else None
+        return {"people": people, "age_seconds": age, "error": self.error}
 
     def age(self) -> str:
         if self.since is None:
@@ -134,10 +141,12 @@ class LdapSync:
         try:
             fetched, text = await asyncio.to_thread(self._fetch, settings, password)
         except LdapError as exc:
+            self.error = str(exc)
             kept = self._kept()
             return Outcome(False, f"{exc}; {kept}")
         refusal = judge(self.current, fetched.directory, accept_drop)
         if refusal:
+            self.error = f"sync refused: {refusal}"
             text = f"LDAP {settings.url}: sync refused: {refusal}; {self._kept()}"
             tell = None
             if refusal != self._refused:
@@ -147,7 +156,7 @@ class LdapSync:
                     "(systemctl reload deskbot) to take it."
                 )
             return Outcome(False, text, tell)
-        self._refused = None
+        self._refused = self.error = None
         self.current, self.since = fetched.directory, self.clock()
         if self.store is not None:
             await asyncio.to_thread(self.store.cache_directory, CACHE_KEY, self.since, text)
