@@ -9,11 +9,14 @@ key before any phone gets it, so a restart never sends it twice.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from dataclasses import dataclass
 
 from deskbot.store import AuditError, AuditLog
+
+log = logging.getLogger("deskbot.deferred")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deferred (
@@ -32,6 +35,10 @@ CREATE TABLE IF NOT EXISTS deferred (
     state TEXT NOT NULL DEFAULT 'pending'
 );
 CREATE INDEX IF NOT EXISTS deferred_due ON deferred(state, due);
+CREATE TABLE IF NOT EXISTS marks (
+    name TEXT PRIMARY KEY,
+    value REAL NOT NULL
+);
 """
 COLUMNS = "id, due, zone, chat, sender_id, display_name, person, place, thread, command"
 
@@ -62,6 +69,22 @@ class DeferredSends:
                 audit.db.executescript(SCHEMA)
         except sqlite3.Error as exc:
             raise AuditError(f"the audit log {audit.path}: {exc}") from None
+
+    def mark(self, name: str, value: float) -> None:
+        """Remember one number across restarts (the schedules' "handled up to" time)."""
+        try:
+            with self.audit.db:
+                self.audit.db.execute(
+                    "INSERT INTO marks (name, value) VALUES (?, ?)"
+                    " ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                    (name, value),
+                )
+        except sqlite3.Error as exc:  # a lost mark only narrows the next look-back
+            log.warning("the audit log %s cannot keep %s: %s", self.audit.path, name, exc)
+
+    def marked(self, name: str) -> float | None:
+        row = self.audit.db.execute("SELECT value FROM marks WHERE name = ?", (name,)).fetchone()
+        return float(row[0]) if row else None
 
     def add(self, key: str, plan: Deferred) -> int:
         """Record a planned send (``plan.id`` is ignored); its id.

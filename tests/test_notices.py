@@ -276,6 +276,28 @@ async def test_schedule_occurrences_missed_while_down_beyond_max_age_are_not_sen
     assert world.phones.sent == []
 
 
+async def test_occurrences_missed_while_down_are_reported_not_sent_where_the_schedule_reports(
+    tmp_path: Path,
+):
+    standup = {"cron": "55 9 * * *", "targets": "486", "text": "up", "report_to": "matrix:!ops"}
+    world = World(tmp_path, schedules={"standup": standup})
+    await world.clock.start()
+    await world.tick(MONDAY + 31)  # Monday 09:55:01: sent
+    await world.clock.stop()
+    world.restart()
+    world.now = MONDAY + 2 * 86400 + 35 * 60  # Wednesday 10:30: Tuesday's and today's missed
+    await world.clock.start()
+    await world.tick(world.now + 1)
+    assert world.phones.texts("486") == ["standup: up"]  # nothing sent late
+    shown = world.chats.threads["!ops"].shown
+    assert len(shown) == 3 and "✅ 486" in shown[0]
+    assert all(line.startswith("⚠️ not sent: this command waited ") for line in shown[1:])
+    world.restart()
+    await world.clock.start()  # once more: each was answered once, not again
+    await world.tick(world.now + 2)
+    assert len(world.chats.threads["!ops"].shown) == 3
+
+
 def test_check_config_names_a_bad_cron_zone_template_or_target_by_its_key():
     with pytest.raises(config.ConfigError) as caught:
         config.parse(

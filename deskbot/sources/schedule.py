@@ -32,6 +32,8 @@ log = logging.getLogger("deskbot.schedule")
 TICK = 0.5  # seconds between looks at the clock
 RETRY = 30.0  # seconds before a send whose answer failed is tried again (answered from the log)
 CATCH_UP = 60.0  # seconds looked back at start when max_age is off
+LOOK_BACK = 7 * 86400.0  # at most this far back to the last time the schedules ran
+MARK_EVERY = 30.0  # seconds between notes of "handled up to" in the store
 
 
 class LogReplier:
@@ -72,12 +74,20 @@ class ScheduleSource:
         self._retry_at: dict[str, float] = {}  # key -> when to try a failed one again
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopped = False
+        self._marked_at = 0.0
 
     async def start(self) -> None:
-        max_age = self.relay.policy.message.max_age
-        # a restart looks back so far: an occurrence in that window that was not sent yet
-        # goes out now (its key keeps one that was sent from going twice)
-        self._since = self.clock() - (max_age if max_age > 0 else CATCH_UP)
+        now, max_age = self.clock(), self.relay.policy.message.max_age
+        # A restart looks back max_age: an occurrence in that window that was not sent yet
+        # goes out now (its key keeps one that was sent from going twice). With max_age
+        # set it looks back further, to when the schedules last ran: the occurrences
+        # missed while deskbot was down are then answered "not sent" where the schedule
+        # reports (max_age refuses them), never sent late.
+        since = now - (max_age if max_age > 0 else CATCH_UP)
+        last = self.deferred.marked("schedules") if max_age > 0 else None
+        if last is not None:
+            since = min(since, max(last, now - LOOK_BACK))
+        self._since = since
 
     async def run(self) -> None:
         while not self._stopped:
@@ -86,6 +96,8 @@ class ScheduleSource:
 
     async def stop(self) -> None:
         self._stopped = True
+        if self._since > 0:  # started: what it handled is known
+            self.deferred.mark("schedules", self._since)
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=30)
 
@@ -109,6 +121,9 @@ class ScheduleSource:
                 request = self._schedule_request(name, schedule, key, when.timestamp())
                 self._fire(key, request, self._report_to(name, schedule, key))
         self._since = now
+        if now - self._marked_at >= MARK_EVERY:
+            self.deferred.mark("schedules", now)
+            self._marked_at = now
 
     def _fire(self, key: str, request: Request, replier: Replier) -> None:
         if key in self._firing or self._retry_at.get(key, 0.0) > self.clock():
