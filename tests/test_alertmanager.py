@@ -104,4 +104,6 @@ def test_an_ha_pair_notifies_twice_and_the_phone_gets_each_text_once(
         "Alerts: FIRING: FreezerWarm: Freezer 2 at -12 C",
         "Alerts: RESOLVED: FreezerWarm: Freezer 2 at -12 C",
     ]
-    assert run.log().count("alertmanager notification from monitoring came in again") == 2
+    repeats = "alertmanager notification from monitoring came in again"
+    wait_for(lambda: run.log().count(repeats) >= 2, what="both repeats recognised")
+    assert run.log().count(repeats) == 2 and len(texts(phone)) == 2
