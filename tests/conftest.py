@@ -344,6 +344,16 @@ async def until(condition: Callable[[], object], timeout: float = 10.0, what: st
     return value
 
 
+def healthz(log: str) -> dict:
+    """GET /healthz on the port a deskbot process logged (configs ask for any free port)."""
+    url = re.findall(r"health and metrics on (http://\S+/healthz)", log)[-1]
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return json.load(resp)
+    except urllib.error.HTTPError as exc:  # 503 while something is down: the same JSON
+        return json.load(exc)
+
+
 class DeskbotRun:
     """`deskbot run -c CONFIG` as a service manager runs it; its log is the test's window."""
 
@@ -376,13 +386,7 @@ class DeskbotRun:
         return True
 
     def health(self) -> dict:
-        """GET /healthz on the port deskbot logged (the configs ask for any free port)."""
-        url = re.findall(r"health and metrics on (http://\S+/healthz)", self.log())[-1]
-        try:
-            with urllib.request.urlopen(url, timeout=5) as resp:
-                return json.load(resp)
-        except urllib.error.HTTPError as exc:  # 503 while something is down: the same JSON
-            return json.load(exc)
+        return healthz(self.log())
 
     def stop(self) -> int | None:
         if self.proc and self.proc.poll() is None:

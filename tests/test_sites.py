@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import sqlite3
 import subprocess
@@ -21,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DeskbotRun, SippPhone, free_port, run_deskbot, wait_for, write_config
+from conftest import DeskbotRun, SippPhone, free_port, healthz, run_deskbot, wait_for, write_config
 from nats_server import NatsServer
 
 DESKBOT = str(Path(sys.executable).parent / "deskbot")
@@ -51,13 +50,7 @@ class Edge:
         return self.log_path.read_text(errors="replace")
 
     def health(self) -> dict:
-        """GET /healthz on the port the edge logged."""
-        url = re.findall(r"health and metrics on (http://\S+/healthz)", self.log())[-1]
-        try:
-            with urllib.request.urlopen(url, timeout=5) as resp:
-                return json.load(resp)
-        except urllib.error.HTTPError as exc:  # 503 while something is down: the same JSON
-            return json.load(exc)
+        return healthz(self.log())
 
     def wait_ready(self, count: int = 1) -> Edge:
         wait_for(lambda: self.log().count(" ready (") >= count, 20, "the edge to be ready")
