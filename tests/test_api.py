@@ -18,9 +18,8 @@ import pytest
 from conftest import until
 
 from deskbot import config
-from deskbot.directory import Phone, loader
+from deskbot.directory import loader
 from deskbot.relay import Policy, Relay
-from deskbot.senders import Delivery
 from deskbot.senders.recording import RecordingSender
 from deskbot.sources.api import MAX_BODY, ApiSource
 from deskbot.store import AuditLog
@@ -205,6 +204,18 @@ async def test_a_send_retried_with_its_idempotency_key_is_answered_again_and_sen
     assert bad[0] == 400 and bad[1]["error"] == "bad-idempotency-key"
 
 
+async def test_a_retry_while_the_first_send_is_still_going_on_is_409(api_for, phones):
+    api = await api_for()
+    phones.gate = asyncio.Event()  # the phones answer only when the test lets them
+    once = {**MON, "Idempotency-Key": "k-409"}
+    first = asyncio.create_task(api.post("/v1/send", {"targets": "486", "text": "hi"}, once))
+    await until(lambda: api.commands(), what="the first send recorded")
+    retry = await api.post("/v1/send", {"targets": "486", "text": "hi"}, once)
+    assert retry[0] == 409 and retry[1]["error"] == "in-progress"
+    phones.gate.set()
+    assert (await first)[0] == 200 and phones.texts("486") == ["Alerts: hi"]
+
+
 async def test_a_refusal_is_not_kept_for_its_idempotency_key(api_for, phones):
     api = await api_for()
     once = {**MON, "Idempotency-Key": "k1"}
@@ -296,29 +307,17 @@ async def test_the_group_cap_applies_to_clients(api_for, phones):
     assert phones.sent == []
 
 
-class HeldPhones(RecordingSender):
-    """Phones that answer only when the test lets them."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.release = asyncio.Event()
-
-    async def send(self, phone: Phone, text: str) -> Delivery:
-        await self.release.wait()
-        return await super().send(phone, text)
-
-
 async def test_an_alertmanager_notification_is_answered_once_recorded_and_sent_after(
     api_for, phones, monkeypatch
 ):
-    held = HeldPhones()
-    monkeypatch.setattr(phones, "send", held.send)
+    held = phones
+    held.gate = asyncio.Event()  # the phones answer only when the test lets them
     api = await api_for()
     status, body, _ = await api.post("/v1/alertmanager?targets=@ops", AM_PAYLOAD, MON)
     assert status == 202 and body["status"] == "accepted" and body["phones"] == ["486", "487"]
     assert api.commands() == [("api", "monitoring", "alertmanager", "@ops")]
     assert held.sent == []  # the phones have not been asked yet
-    held.release.set()
+    held.gate.set()
     await until(lambda: len(held.sent) == 2, what="the alert on both phones")
     assert held.texts("486") == ["Alerts: FIRING: FreezerWarm: Freezer 2 at -12 °C"]
 

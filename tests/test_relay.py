@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
 import pytest
-from conftest import Chat
+from conftest import Chat, until
 
 from deskbot import config, report
 from deskbot.directory import loader
@@ -339,3 +340,19 @@ async def test_who_and_help_say_a_200_from_an_infobox_phone_means_accepted_not_s
     assert isinstance(help_, Answer)
     assert "`probe TARGETS`" in help_.text
     assert "not that it is on the screen" in help_.text
+
+
+async def test_a_copy_of_a_command_arriving_while_it_is_sent_is_neither_sent_nor_answered(
+    relay_for, phones
+):
+    relay = relay_for()
+    phones.gate = asyncio.Event()
+    first, second = Chat(), Chat()
+    request = Request(ALICE, "486 fire drill", "!room", key="$dup")
+    running = asyncio.create_task(serve(relay, request, first))
+    await until(lambda: relay.audit.seen("$dup"), what="the first copy recorded")
+    assert await serve(relay, request, second) is None  # the first copy will answer
+    phones.gate.set()
+    await running
+    assert phones.texts("486") == ["alice: fire drill"]
+    assert len(first.shown) == 1 and second.shown == []

@@ -96,6 +96,7 @@ class Relay:
         )
         self.clock_wall: Callable[[], float] = time.time
         self._flushing: asyncio.TimerHandle | None = None
+        self._running: set[str] = set()  # keys of commands this process is sending now
         self.use(directory, policy)
 
     def use(self, directory: Directory, policy: Policy) -> None:
@@ -142,6 +143,9 @@ class Relay:
     # -- commands -------------------------------------------------------------------
     def prepare(self, request: Request) -> Answer | Dispatch | Replay:
         """Parse and authorize a command; nothing is sent yet."""
+        if request.key in self._running:  # the first copy is being sent: it answers
+            log.info("command %s came in again while it is being sent", request.key)
+            return Replay(None)
         if request.key and self.audit:
             seen = self.audit.seen(request.key, within=request.key_window)
             if seen is not None:
@@ -361,32 +365,40 @@ class Relay:
 
         Raises NotRecorded, sending nothing, when the audit log cannot take the command.
         """
-        if job.probe:
-            return await self._probe(job, time.perf_counter())
         return await self.fan_out(self.accept(job))
 
     def accept(self, job: Dispatch) -> Accepted:
         """The first half of ``deliver``, without waiting: the command is durably recorded.
 
-        Sources that answer once a send is recorded (alert webhooks) call this right
-        after ``prepare``, with no await between, then ``fan_out``. Raises NotRecorded.
+        Every source calls it right after ``prepare``, with no await between, so a
+        repeat of the command arriving meanwhile finds its key. Raises NotRecorded.
+        A probe shows nothing and is not recorded.
         """
         started = time.perf_counter()
+        if job.probe:
+            return Accepted(job, 0, {}, started)
         skipped = self._phone_rate(job)
         failpoints.reached("before-record")
         command_id = self._record(job, skipped)
         failpoints.reached("after-record")
+        if job.request.key:
+            self._running.add(job.request.key)
         return Accepted(job, command_id, skipped, started)
 
     async def fan_out(self, accepted: Accepted) -> report.Report:
         """The second half of ``deliver``: every phone at once, each answer recorded."""
         job, command_id, skipped = accepted.job, accepted.command_id, accepted.skipped
+        if job.probe:
+            return await self._probe(job, accepted.started)
         request = job.request
         to_send = [p for p in job.phones if p.extension not in skipped]
         fair.COMMAND.set(object())  # this fan-out's sends share the sender's slots with others
-        results = await asyncio.gather(*(self._send(command_id, p, job.body) for p in to_send))
-        if self.audit:
-            self.audit.finish(command_id)
+        try:
+            results = await asyncio.gather(*(self._send(command_id, p, job.body) for p in to_send))
+            if self.audit:
+                self.audit.finish(command_id)
+        finally:
+            self._running.discard(request.key)
         failpoints.reached("after-send")
         sent: dict[str, Delivery] = {p.extension: d for p, d in zip(to_send, results, strict=True)}
         lines = [

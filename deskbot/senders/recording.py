@@ -25,6 +25,7 @@ class RecordingSender:
     sent: list[tuple[Phone, str]] = field(default_factory=list)
     probed: list[Phone] = field(default_factory=list)
     started: bool = False
+    gate: asyncio.Event | None = None  # set: phones answer only once the gate opens
 
     async def start(self) -> None:
         self.started = True
@@ -36,6 +37,8 @@ class RecordingSender:
         return Health(alive=True)
 
     async def send(self, phone: Phone, text: str) -> Delivery:
+        if self.gate is not None:
+            await self.gate.wait()
         self.sent.append((phone, text))
         await asyncio.sleep(0)  # a real sender yields too: other commands may run meanwhile
         answer = self.answers.get(phone.extension, 200)

@@ -117,8 +117,17 @@ async def serve(relay: Relay, request: Request, replier: Replier) -> Answer | Re
 
 
 async def carry_out(relay: Relay, job: Dispatch, replier: Replier) -> Report | Answer:
-    """Send a prepared job; the replier's waiting signal never holds up the phones."""
-    delivery = asyncio.ensure_future(relay.deliver(job))
+    """Send a prepared job; the replier's waiting signal never holds up the phones.
+
+    The command is recorded before the first await, so a repeat of it that arrives
+    while its phones are asked finds its key and is not sent again.
+    """
+    try:
+        accepted = relay.accept(job)
+    except NotRecorded as refused:
+        await replier.answer(refused.answer)
+        return refused.answer
+    delivery = asyncio.ensure_future(relay.fan_out(accepted))
     try:
         after = replier.waiting_after
         if after is not None:
@@ -127,9 +136,6 @@ async def carry_out(relay: Relay, job: Dispatch, replier: Replier) -> Report | A
             if not delivery.done():
                 await replier.waiting(job)
         result = await delivery
-    except NotRecorded as refused:
-        await replier.answer(refused.answer)
-        return refused.answer
     except asyncio.CancelledError:
         delivery.cancel()
         raise

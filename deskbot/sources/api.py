@@ -138,7 +138,6 @@ class ApiSource:
             Client(name, _digest(secret(c.token_env)), c.name or name)
             for name, c in settings.clients.items()
         ]
-        self._sending_keys: set[str] = set()  # Idempotency-Keys of /v1/send still going on
         self.runner: web.AppRunner | None = None
         self.listener: asyncio.Server | None = None
         self.port = 0
@@ -235,18 +234,13 @@ class ApiSource:
                 400, "bad-idempotency-key", "Idempotency-Key: 1-200 of A-Z a-z 0-9 . _ : -"
             )
         key = f"api-send:{client.name}:{idempotency}" if idempotency else ""
-        if key and key in self._sending_keys:
-            return error(409, "in-progress", "a send with this Idempotency-Key is still going on")
         replier = HttpReplier()
-        self._sending_keys.add(key)
-        try:
-            sent = Request(user, text, "api", key, targets=targets, answer_repeats=True)
-            await serve(self.relay, sent, replier)
-        finally:
-            self._sending_keys.discard(key)
+        sent = Request(user, text, "api", key, targets=targets, answer_repeats=True)
+        await serve(self.relay, sent, replier)
         if replier.result is not None:
             return web.json_response(deliveries(replier.result))
-        assert replier.answer_given is not None
+        if replier.answer_given is None:  # the relay is still sending the first of this key
+            return error(409, "in-progress", "a send with this Idempotency-Key is still going on")
         return refusal(replier.answer_given)
 
     async def _alertmanager(self, request: web.Request) -> web.Response:
