@@ -71,11 +71,6 @@ def is_valid(uri: str) -> bool:
     return True
 
 
-def host_of(uri: str) -> str:
-    main = uri[4:].split(";")[0]
-    return main.rpartition("@")[2]
-
-
 def for_extension(extension: str, domain: str) -> str:
     """The URI of an unlisted extension at the registrar's domain."""
     if not re.fullmatch(r"[0-9]{1,15}", extension) or not is_host(domain):

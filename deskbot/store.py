@@ -107,7 +107,6 @@ class Seen:
 
     answered: bool  # its reply reached the chat
     command_id: int | None  # None: it sent nothing (help, a refusal)
-    finished: bool = True  # every phone's answer was recorded
     plan: tuple[Planned, ...] = ()
     answers: tuple[Answer, ...] = ()
 
@@ -290,11 +289,11 @@ class AuditLog:
             "SELECT 1 FROM answered WHERE key = ? AND ts >= ?", (key, since)
         ).fetchone()
         row = self.db.execute(
-            "SELECT id, state, plan FROM commands WHERE key = ? AND ts >= ?", (key, since)
+            "SELECT id, plan FROM commands WHERE key = ? AND ts >= ?", (key, since)
         ).fetchone()
         if row is None:
             return Seen(answered=True, command_id=None) if answered else None
-        command_id, state, plan_text = row
+        command_id, plan_text = row
         plan = tuple(Planned(*map(str, p)) for p in json.loads(plan_text))
         answers = tuple(
             Answer(*r)
@@ -304,7 +303,7 @@ class AuditLog:
                 (command_id,),
             )
         )
-        return Seen(bool(answered), int(command_id), state == "sent", plan, answers)
+        return Seen(bool(answered), int(command_id), plan, answers)
 
     def history(
         self, *, chat: str | None, sender_id: str | None, person: str | None, limit: int = 10
