@@ -24,8 +24,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="bench 200">
+<scenario name="answer 200 to anything (MESSAGE, and NOTIFY and OPTIONS for bench/single.py)">
+  <recv request="OPTIONS" optional="true" next="answer" />
+  <recv request="NOTIFY" optional="true" next="answer" />
   <recv request="MESSAGE" />
+  <label id="answer" />
   <send><![CDATA[
 SIP/2.0 200 OK
 [last_Via:]

@@ -19,51 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
 
-from bench.fanout import free_port, shutil, socket
-
-SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="answer 200 to anything">
-  <recv request="OPTIONS" optional="true" next="answer" />
-  <recv request="NOTIFY" optional="true" next="answer" />
-  <recv request="MESSAGE" />
-  <label id="answer" />
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-</scenario>
-"""
-
-
-SIPP = shutil.which("sipp") or "sipp"
-QUIET = ("-max_recv_loops", "10000")
-
-
-def start_sipp(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    scenario = workdir / "any.xml"
-    scenario.write_text(SCENARIO)
-    proc = subprocess.Popen(
-        [SIPP, "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(port), "-nostdin", *QUIET],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=workdir,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                return proc, port
-        time.sleep(0.02)
-    raise SystemExit("SIPp did not start")
+from bench.fanout import start_sipp
 
 
 def timed(argv: list[str], tree: str = "") -> float:
@@ -93,7 +49,7 @@ def main() -> None:
     deskbot = str(Path(sys.executable).parent / "deskbot")
     with tempfile.TemporaryDirectory(prefix="deskbot-single-") as tmp:
         workdir = Path(tmp)
-        sipp, port = start_sipp(workdir)
+        sipp, port, _trace = start_sipp(workdir)
         cfg = workdir / "one.toml"
         lines = ["[sip]", 'listen = "127.0.0.1:0"', "[audit]", f'path = "{workdir / "a.db"}"']
         lines += ["[phones.486]", f'uri = "sip:486@127.0.0.1:{port}"']
