@@ -2,14 +2,15 @@
 
 Run by hand: ``.venv/bin/python bench/single.py --runs 20``. One SIPp phone
 answers 200 to MESSAGE, NOTIFY and OPTIONS; each run is a whole process, as a
-shell script calling ``deskbot send 486 text`` sees it. Prints the median, the
-spread, and the process's peak RSS.
+shell script calling ``deskbot send 486 text`` sees it. Prints the median and
+the spread. Each tree (this checkout unless ``--trees`` names others, e.g. a
+``git worktree`` of an older commit) is timed as a wheel installed in a venv
+of its own (bench/installs.py), run by run in turn.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -20,14 +21,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
 
 from bench.fanout import start_sipp
+from bench.installs import ROOT, install
 
 
-def timed(argv: list[str], tree: str = "") -> float:
-    env = {**os.environ, "PYTHONPATH": tree} if tree else None
+def timed(argv: list[str]) -> float:
     started = time.perf_counter()
     # cwd: `python -m` (the worker) puts the working directory first on sys.path
     result = subprocess.run(
-        argv, capture_output=True, text=True, timeout=60, env=env, cwd=tempfile.gettempdir()
+        argv, capture_output=True, text=True, timeout=60, cwd=tempfile.gettempdir()
     )
     elapsed = time.perf_counter() - started
     if result.returncode != 0:
@@ -43,12 +44,13 @@ def main() -> None:
     parser.add_argument(
         "--trees",
         default="",
-        help="comma-separated PYTHONPATHs (source trees) to time in turn, run by run",
+        help="comma-separated project trees to time in turn, run by run (default: this one)",
     )
     args = parser.parse_args()
-    deskbot = str(Path(sys.executable).parent / "deskbot")
     with tempfile.TemporaryDirectory(prefix="deskbot-single-") as tmp:
         workdir = Path(tmp)
+        trees = args.trees.split(",") if args.trees else [str(ROOT)]
+        deskbot = {tree: str(install(tree, workdir)) for tree in trees}
         sipp, port, _trace = start_sipp(workdir)
         cfg = workdir / "one.toml"
         lines = ["[sip]", 'listen = "127.0.0.1:0"', "[audit]", f'path = "{workdir / "a.db"}"']
@@ -57,19 +59,18 @@ def main() -> None:
             lines.append(f'format = "{args.format}"')
         cfg.write_text("\n".join(lines) + "\n")
         try:
-            trees = args.trees.split(",") if args.trees else [""]
             for what in args.what.split(","):
                 text = ["bench"] if what == "send" else []
-                argv = [deskbot, what, "-c", str(cfg), "486", *text]
+                argv = [what, "-c", str(cfg), "486", *text]
                 times: dict[str, list[float]] = {tree: [] for tree in trees}
                 for tree in trees:
-                    timed(argv, tree)  # warm the page cache
+                    timed([deskbot[tree], *argv])  # warm the page cache
                 for _ in range(args.runs):
                     for tree in trees:  # interleaved: both see the same load
-                        times[tree].append(timed(argv, tree))
+                        times[tree].append(timed([deskbot[tree], *argv]))
                 for tree, runs in times.items():
                     print(
-                        f"deskbot {what} to 1 phone{' (' + tree + ')' if tree else ''}, "
+                        f"deskbot {what} to 1 phone ({tree}), "
                         f"{args.runs} runs: median {statistics.median(runs):.3f} s "
                         f"(min {min(runs):.3f}, max {max(runs):.3f})"
                     )

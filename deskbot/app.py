@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import re
 import signal
 from pathlib import Path
 from typing import Any
-
-from pydantic import BaseModel
 
 from deskbot import config, report
 from deskbot.directory import Directory, loader
@@ -37,7 +36,8 @@ def restart_changes(running: config.Settings, new: config.Settings) -> list[str]
     found: list[str] = []
 
     def plain(value: Any) -> Any:
-        return value.model_dump() if isinstance(value, BaseModel) else value
+        is_table = dataclasses.is_dataclass(value) and not isinstance(value, type)
+        return dataclasses.asdict(value) if is_table else value
 
     def compare(key: str, old: Any, new: Any) -> None:
         if isinstance(old, dict) and isinstance(new, dict):

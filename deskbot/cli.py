@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
-from deskbot import __version__
+from deskbot import __version__, launch
 from deskbot.senders.sip.spawn import spawn_worker
 
 # The rest is imported where it is used: `send` and `probe` start the SIP worker
@@ -27,6 +28,7 @@ from deskbot.senders.sip.spawn import spawn_worker
 if TYPE_CHECKING:
     from deskbot import config, report
     from deskbot.relay import Answer, Dispatch
+    from deskbot.senders.sip.spawn import WorkerProcess
 
 EXIT_OK, EXIT_REFUSED, EXIT_NOTHING_SENT, EXIT_NO_ANSWER = 0, 1, 2, 3
 log = logging.getLogger("deskbot")
@@ -96,13 +98,14 @@ def _load(
     path_arg: str | None,
     report_to: TextIO = sys.stderr,
     secrets_for: tuple[str, ...] | None = None,
+    cached: bool = False,
 ) -> config.Config | None:
     from deskbot import config
 
     path = config.find_path(path_arg)
     secrets_for = config.ALL_SECRETS if secrets_for is None else secrets_for
     try:
-        return config.load(path, secrets_for=secrets_for)
+        return config.load(path, secrets_for=secrets_for, cached=cached)
     except config.ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=report_to)
@@ -154,9 +157,9 @@ class ShellReplier:
 
 async def _shell(args: argparse.Namespace, command: str) -> int:
     """`send` or `probe`: the worker starts at once; it is killed if nothing is sent."""
-    worker = await spawn_worker()
+    worker = await launch.adopt() or await spawn_worker()
     # chat tokens are not needed here; the LDAP and NATS secrets are
-    cfg = _load(args.config, secrets_for=("sip", "directory", "nats"))
+    cfg = _load(args.config, secrets_for=("sip", "directory", "nats"), cached=True)
     if cfg is None:
         worker.kill()
         await worker.wait()
@@ -164,9 +167,7 @@ async def _shell(args: argparse.Namespace, command: str) -> int:
     return await _send(cfg, command, args.json, worker)
 
 
-async def _send(
-    cfg: config.Config, command: str, as_json: bool, worker: asyncio.subprocess.Process
-) -> int:
+async def _send(cfg: config.Config, command: str, as_json: bool, worker: WorkerProcess) -> int:
     """Run one command (`TARGETS TEXT` or `probe TARGETS`) as the operator at the shell."""
     from deskbot import report
     from deskbot.directory import loader
@@ -224,7 +225,7 @@ async def _send(
             return EXIT_NOTHING_SENT
         # `deskbot run` has the port: a one-shot send goes out from any free one, like sipsak
         log.info("SIP port %d is in use (deskbot run?): sending from a free port", port)
-        agent = SipAgent(s.sip.model_copy(update={"listen": f"{host}:0"}), password)
+        agent = SipAgent(dataclasses.replace(s.sip, listen=f"{host}:0"), password)
         relay.sender = agent
         try:
             await agent.start()

@@ -2,23 +2,48 @@
 
 Every problem is reported as ``PATH: key.path: what is wrong`` so a person can
 go straight to the line. Validation is complete before anything starts.
+
+The settings are frozen dataclasses; pydantic validates them but is imported
+only when a file is validated. ``deskbot send`` and ``deskbot probe`` read a
+file they validated before from ``deskbot.settings_cache``, so a one-shot send
+starts without pydantic (about half of its start-up otherwise).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import re
 import stat
 import sys
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from deskbot import settings_cache, sipuri
 
-from deskbot import plans, sipuri
+if TYPE_CHECKING:
+    from pydantic import AfterValidator, Field
+
+    # What the annotations below name; at run time _annotated() builds them with
+    # their validators, the first time a file is validated.
+    SipUri: TypeAlias = str
+    Host: TypeAlias = str
+    HttpUrl: TypeAlias = str
+    SlackApiUrl: TypeAlias = str
+    SlackUserId: TypeAlias = str
+    SlackChannelId: TypeAlias = str
+    MatrixUserId: TypeAlias = str
+    MatrixRoomId: TypeAlias = str
+    EnvName: TypeAlias = str
+    DigestUsername: TypeAlias = str
+    SiteName: TypeAlias = str
+    NatsUrl: TypeAlias = str
+    AlertTemplate: TypeAlias = str
+    PhoneUriTemplate: TypeAlias = str
 
 EXTENSION_RE = re.compile(r"[0-9]{1,15}")  # whole keys only: fullmatch
 NAME_RE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
@@ -28,6 +53,8 @@ MAX_LINE_CHARS = 300  # one problem, one readable line
 
 def _matching(regex: str, message: str) -> AfterValidator:
     """A validator for strings that must match ``regex``; ``message`` may name {value!r}."""
+    from pydantic import AfterValidator
+
     pattern = re.compile(regex)
 
     def check(value: str) -> str:
@@ -40,6 +67,7 @@ def _matching(regex: str, message: str) -> AfterValidator:
 
 def _hostport(default_port: int) -> AfterValidator:
     """host:port; a missing port is ``default_port`` (port 0 stays "any free port")."""
+    from pydantic import AfterValidator
 
     def check(value: str) -> str:
         host, port = sipuri.split_hostport(value)  # its ValueError says what is wrong
@@ -60,201 +88,6 @@ def _host(value: str) -> str:
     return value
 
 
-SipUri = Annotated[str, AfterValidator(_sip_uri)]
-Host = Annotated[str, AfterValidator(_host)]
-HttpUrl = Annotated[str, _matching(r"https?://[^\s/]+(/.*)?", "{value!r} is not an http(s) URL")]
-SlackUserId = Annotated[
-    str, _matching(r"[UW][A-Z0-9]{2,20}", "{value!r} is not a Slack user id (like U024BE7LH)")
-]
-SlackChannelId = Annotated[
-    str, _matching(r"[CDG][A-Z0-9]{2,20}", "{value!r} is not a Slack channel id (like C0123ABCD)")
-]
-MatrixUserId = Annotated[
-    str,
-    _matching(
-        r"@[a-z0-9._=/+-]+:[A-Za-z0-9.-]+(:[0-9]{1,5})?",
-        "{value!r} is not a Matrix user id (like @alice:example.com)",
-    ),
-]
-MatrixRoomId = Annotated[
-    str,
-    _matching(
-        r"![A-Za-z0-9._~=+/-]+(:[A-Za-z0-9.-]+(:[0-9]{1,5})?)?",
-        "{value!r} is not a Matrix room id (like !abc:example.com)",
-    ),
-]
-
-
-# The value is never echoed: a secret pasted here by mistake must not reach a log or a DM.
-EnvName = Annotated[
-    str,
-    _matching(
-        r"[A-Za-z_][A-Za-z0-9_]{0,63}",
-        "must name an environment variable (like SLACK_BOT_TOKEN) that holds the secret, "
-        "not the secret itself",
-    ),
-]
-
-
-# "message": SIP MESSAGE, text/plain; "snom-infobox": SIP NOTIFY, Snom Infobox XML
-Format = Literal["message", "snom-infobox"]
-
-
-class ConfigError(Exception):
-    """Raised with every problem found; each line is 'PATH: key.path: message'."""
-
-    def __init__(self, problems: list[str]):
-        super().__init__("\n".join(problems))
-        self.problems = problems
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-# The user name goes into the Authorization header as a quoted string: no CR/LF,
-# control characters, quotes, backslashes or spaces can bend that header.
-DigestUsername = Annotated[
-    str,
-    _matching(
-        r"[!#-\[\]-~]{1,64}",
-        "{value!r} cannot go into the Authorization header: use 1-64 printable ASCII "
-        "characters without spaces, quotes or backslashes",
-    ),
-]
-
-
-class Registrar(_Model):
-    uri: SipUri
-    username: DigestUsername
-    password_env: EnvName
-    proxy: SipUri | None = None
-    domain: Host | None = None
-
-
-class Sip(_Model):
-    listen: Annotated[str, _hostport(5060)] = "0.0.0.0:5070"  # SIP's own port when left out
-    transport: Literal["udp", "tcp"] = "udp"
-    from_uri: SipUri = "sip:deskbot@127.0.0.1"
-    display_name: Annotated[
-        str,
-        _matching(r"[A-Za-z0-9 ._-]{1,40}", "use 1-40 letters, digits, spaces, '.', '_' or '-'"),
-    ] = "Deskbot"
-    timeout: Annotated[float, Field(gt=0, le=32)] = 6.0
-    # pjsip's select() loop handles about 64 sockets; more TCP peers abort it.
-    max_in_flight: Annotated[int, Field(ge=1, le=200)] = 50
-    registrar: Registrar | None = None
-
-
-class Message(_Model):
-    max_chars: Annotated[int, Field(ge=1, le=1000)] = 160
-    sender_prefix: bool = True
-    # seconds; a command older than this when deskbot picks it up is answered, not sent (0: off)
-    max_age: Annotated[int, Field(ge=0, le=7 * 86400)] = 300
-    # how phones get text unless [phones.EXT] format says otherwise
-    format: Format = "message"
-    timezone: str | None = None  # IANA name for `at 14:55`; None: the host's
-
-
-class Access(_Model):
-    senders: Literal["*"] | list[str] = "*"
-    admins: list[str] = []
-
-
-class Limits(_Model):
-    per_sender_per_minute: Annotated[int, Field(ge=1)] = 20
-    per_phone_per_minute: Annotated[int, Field(ge=1)] = 10
-    max_group_size: Annotated[int, Field(ge=1)] = 50
-
-
-class Audit(_Model):
-    path: str = "./data/deskbot.sqlite3"
-
-
-class Health(_Model):
-    listen: Annotated[str, _hostport(9120)] = "127.0.0.1:9120"
-    # seconds between SIP OPTIONS to every phone (deskbot_phone_up in /metrics); 0 = off
-    probe_every: Annotated[float, Field(ge=0, le=86400)] = 0
-
-
-SiteName = Annotated[
-    str,
-    _matching(
-        r"[a-z0-9][a-z0-9_-]{0,31}", "{value!r}: a site is 1-32 lower-case letters, digits, _ or -"
-    ),
-]
-
-
-class Phone(_Model):
-    uri: SipUri
-    label: str = ""
-    format: Format | None = None  # None: [message] format
-    site: SiteName | Literal[""] = ""  # "" = sent by this deskbot's own SIP agent
-
-
-NatsUrl = Annotated[
-    str,
-    _matching(
-        r"(nats|tls)://[^\s/?#]+(,(nats|tls)://[^\s/?#]+)*",
-        "{value!r} is not a NATS server URL (like nats://hub.example.com:4222 or tls://...)",
-    ),
-]
-
-
-class Nats(_Model):
-    url: NatsUrl
-    credentials_env: EnvName | None = None  # a .creds file's path, or its content
-    user: DigestUsername | None = None
-    password_env: EnvName | None = None
-    token_env: EnvName | None = None
-    # seconds a site's edge has to take a delivery; later it is not sent, ever
-    take_within: Annotated[float, Field(gt=0, le=60)] = 5.0
-
-
-class Edge(_Model):
-    site: SiteName
-
-
-class Person(_Model):
-    phone: str | None = None
-    slack: SlackUserId | None = None
-    matrix: MatrixUserId | None = None
-    name: str | None = None  # shown on the phone; defaults to the key
-
-
-class Group(_Model):
-    members: list[str]
-    label: str = ""
-
-
-class MatrixSettings(_Model):
-    homeserver: HttpUrl
-    user_id: MatrixUserId
-    access_token_env: EnvName = "DESKBOT_MATRIX_TOKEN"
-    device_id: str = "DESKBOT"
-    command: Annotated[
-        str, _matching(r"\S{1,32}", "must be one word without spaces, like !deskphone")
-    ] = "!deskphone"
-    rooms: list[MatrixRoomId] = []
-    store: str = "./data/matrix"
-
-
-class SlackSettings(_Model):
-    mode: Literal["socket", "http"] = "socket"
-    command: Annotated[
-        str, _matching(r"/[a-z0-9_-]{1,31}", "must be a slash command like /deskphone")
-    ] = "/deskphone"
-    bot_token_env: EnvName = "SLACK_BOT_TOKEN"
-    app_token_env: EnvName = "SLACK_APP_TOKEN"
-    signing_secret_env: EnvName = "SLACK_SIGNING_SECRET"
-    http_listen: Annotated[str, _hostport(3000)] = "127.0.0.1:3000"
-    # slack_sdk drops the path of a base URL without the trailing slash
-    api_url: Annotated[HttpUrl, AfterValidator(lambda v: v if v.endswith("/") else v + "/")] = (
-        "https://slack.com/api/"
-    )
-    channels: list[SlackChannelId] = []
-
-
 def _alert_template(value: str) -> str:
     """Only plain {name} fields: no attribute or index access, no format specs."""
     import string
@@ -272,23 +105,6 @@ def _alert_template(value: str) -> str:
     return value
 
 
-MIN_TOKEN_CHARS = 16
-
-
-class ApiClient(_Model):
-    token_env: str  # Authorization: Bearer TOKEN
-    targets: list[str] | None = None  # what this client may reach; None: any target
-    name: Annotated[str, Field(min_length=1, max_length=40)] | None = None  # shown on phones
-
-
-class Api(_Model):
-    listen: Annotated[str, _hostport(9121)] = "127.0.0.1:9121"
-    clients: dict[str, ApiClient] = {}
-    # seconds a repeated alert notification is not sent again (shorter than repeat_interval)
-    dedup_window: Annotated[int, Field(ge=1, le=86400)] = 900
-    alert_template: Annotated[str, AfterValidator(_alert_template)] | None = None
-
-
 def _phone_uri(value: str) -> str:
     if "{extension}" not in value:
         raise ValueError("must contain {extension}, like sip:{extension}@pbx.example.com")
@@ -297,16 +113,275 @@ def _phone_uri(value: str) -> str:
     return value
 
 
-class Ldap(_Model):
+def _annotated() -> dict[str, Any]:
+    """The names the settings' annotations use, with pydantic's validators in them."""
+    from pydantic import AfterValidator, Field
+
+    http_url = Annotated[
+        str, _matching(r"https?://[^\s/]+(/.*)?", "{value!r} is not an http(s) URL")
+    ]
+    return {
+        "AfterValidator": AfterValidator,
+        "Field": Field,
+        "SipUri": Annotated[str, AfterValidator(_sip_uri)],
+        "Host": Annotated[str, AfterValidator(_host)],
+        "HttpUrl": http_url,
+        # slack_sdk drops the path of a base URL without the trailing slash
+        "SlackApiUrl": Annotated[
+            http_url, AfterValidator(lambda v: v if v.endswith("/") else v + "/")
+        ],
+        "SlackUserId": Annotated[
+            str,
+            _matching(r"[UW][A-Z0-9]{2,20}", "{value!r} is not a Slack user id (like U024BE7LH)"),
+        ],
+        "SlackChannelId": Annotated[
+            str,
+            _matching(
+                r"[CDG][A-Z0-9]{2,20}", "{value!r} is not a Slack channel id (like C0123ABCD)"
+            ),
+        ],
+        "MatrixUserId": Annotated[
+            str,
+            _matching(
+                r"@[a-z0-9._=/+-]+:[A-Za-z0-9.-]+(:[0-9]{1,5})?",
+                "{value!r} is not a Matrix user id (like @alice:example.com)",
+            ),
+        ],
+        "MatrixRoomId": Annotated[
+            str,
+            _matching(
+                r"![A-Za-z0-9._~=+/-]+(:[A-Za-z0-9.-]+(:[0-9]{1,5})?)?",
+                "{value!r} is not a Matrix room id (like !abc:example.com)",
+            ),
+        ],
+        # The value is never echoed: a secret pasted here by mistake must not reach a log or a DM.
+        "EnvName": Annotated[
+            str,
+            _matching(
+                r"[A-Za-z_][A-Za-z0-9_]{0,63}",
+                "must name an environment variable (like SLACK_BOT_TOKEN) that holds the "
+                "secret, not the secret itself",
+            ),
+        ],
+        # The user name goes into the Authorization header as a quoted string: no CR/LF,
+        # control characters, quotes, backslashes or spaces can bend that header.
+        "DigestUsername": Annotated[
+            str,
+            _matching(
+                r"[!#-\[\]-~]{1,64}",
+                "{value!r} cannot go into the Authorization header: use 1-64 printable ASCII "
+                "characters without spaces, quotes or backslashes",
+            ),
+        ],
+        "SiteName": Annotated[
+            str,
+            _matching(
+                r"[a-z0-9][a-z0-9_-]{0,31}",
+                "{value!r}: a site is 1-32 lower-case letters, digits, _ or -",
+            ),
+        ],
+        "NatsUrl": Annotated[
+            str,
+            _matching(
+                r"(nats|tls)://[^\s/?#]+(,(nats|tls)://[^\s/?#]+)*",
+                "{value!r} is not a NATS server URL (like nats://hub.example.com:4222 or "
+                "tls://...)",
+            ),
+        ],
+        "AlertTemplate": Annotated[str, AfterValidator(_alert_template)],
+        "PhoneUriTemplate": Annotated[str, AfterValidator(_phone_uri)],
+    }
+
+
+# "message": SIP MESSAGE, text/plain; "snom-infobox": SIP NOTIFY, Snom Infobox XML
+Format = Literal["message", "snom-infobox"]
+
+
+class ConfigError(Exception):
+    """Raised with every problem found; each line is 'PATH: key.path: message'."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+# Every table is a frozen, keyword-only dataclass; pydantic reads __pydantic_config__
+# (unknown keys are errors, no type coercion: "5" is not a number, 1 is not true).
+_STRICT = {"extra": "forbid", "strict": True}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Registrar:
+    __pydantic_config__ = _STRICT
+    uri: SipUri
+    username: DigestUsername
+    password_env: EnvName
+    proxy: SipUri | None = None
+    domain: Host | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sip:
+    __pydantic_config__ = _STRICT
+    listen: Annotated[str, _hostport(5060)] = "0.0.0.0:5070"  # SIP's own port when left out
+    transport: Literal["udp", "tcp"] = "udp"
+    from_uri: SipUri = "sip:deskbot@127.0.0.1"
+    display_name: Annotated[
+        str,
+        _matching(r"[A-Za-z0-9 ._-]{1,40}", "use 1-40 letters, digits, spaces, '.', '_' or '-'"),
+    ] = "Deskbot"
+    timeout: Annotated[float, Field(gt=0, le=32)] = 6.0
+    # pjsip's select() loop handles about 64 sockets; more TCP peers abort it.
+    max_in_flight: Annotated[int, Field(ge=1, le=200)] = 50
+    registrar: Registrar | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Message:
+    __pydantic_config__ = _STRICT
+    max_chars: Annotated[int, Field(ge=1, le=1000)] = 160
+    sender_prefix: bool = True
+    # seconds; a command older than this when deskbot picks it up is answered, not sent (0: off)
+    max_age: Annotated[int, Field(ge=0, le=7 * 86400)] = 300
+    # how phones get text unless [phones.EXT] format says otherwise
+    format: Format = "message"
+    timezone: str | None = None  # IANA name for `at 14:55`; None: the host's
+
+
+@dataclass(frozen=True, kw_only=True)
+class Access:
+    __pydantic_config__ = _STRICT
+    senders: Literal["*"] | list[str] = "*"
+    admins: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    __pydantic_config__ = _STRICT
+    per_sender_per_minute: Annotated[int, Field(ge=1)] = 20
+    per_phone_per_minute: Annotated[int, Field(ge=1)] = 10
+    max_group_size: Annotated[int, Field(ge=1)] = 50
+
+
+@dataclass(frozen=True, kw_only=True)
+class Audit:
+    __pydantic_config__ = _STRICT
+    path: str = "./data/deskbot.sqlite3"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Health:
+    __pydantic_config__ = _STRICT
+    listen: Annotated[str, _hostport(9120)] = "127.0.0.1:9120"
+    # seconds between SIP OPTIONS to every phone (deskbot_phone_up in /metrics); 0 = off
+    probe_every: Annotated[float, Field(ge=0, le=86400)] = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Phone:
+    __pydantic_config__ = _STRICT
+    uri: SipUri
+    label: str = ""
+    format: Format | None = None  # None: [message] format
+    site: SiteName | Literal[""] = ""  # "" = sent by this deskbot's own SIP agent
+
+
+@dataclass(frozen=True, kw_only=True)
+class Nats:
+    __pydantic_config__ = _STRICT
+    url: NatsUrl
+    credentials_env: EnvName | None = None  # a .creds file's path, or its content
+    user: DigestUsername | None = None
+    password_env: EnvName | None = None
+    token_env: EnvName | None = None
+    # seconds a site's edge has to take a delivery; later it is not sent, ever
+    take_within: Annotated[float, Field(gt=0, le=60)] = 5.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Edge:
+    __pydantic_config__ = _STRICT
+    site: SiteName
+
+
+@dataclass(frozen=True, kw_only=True)
+class Person:
+    __pydantic_config__ = _STRICT
+    phone: str | None = None
+    slack: SlackUserId | None = None
+    matrix: MatrixUserId | None = None
+    name: str | None = None  # shown on the phone; defaults to the key
+
+
+@dataclass(frozen=True, kw_only=True)
+class Group:
+    __pydantic_config__ = _STRICT
+    members: list[str]
+    label: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class MatrixSettings:
+    __pydantic_config__ = _STRICT
+    homeserver: HttpUrl
+    user_id: MatrixUserId
+    access_token_env: EnvName = "DESKBOT_MATRIX_TOKEN"
+    device_id: str = "DESKBOT"
+    command: Annotated[
+        str, _matching(r"\S{1,32}", "must be one word without spaces, like !deskphone")
+    ] = "!deskphone"
+    rooms: list[MatrixRoomId] = field(default_factory=list)
+    store: str = "./data/matrix"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SlackSettings:
+    __pydantic_config__ = _STRICT
+    mode: Literal["socket", "http"] = "socket"
+    command: Annotated[
+        str, _matching(r"/[a-z0-9_-]{1,31}", "must be a slash command like /deskphone")
+    ] = "/deskphone"
+    bot_token_env: EnvName = "SLACK_BOT_TOKEN"
+    app_token_env: EnvName = "SLACK_APP_TOKEN"
+    signing_secret_env: EnvName = "SLACK_SIGNING_SECRET"
+    http_listen: Annotated[str, _hostport(3000)] = "127.0.0.1:3000"
+    api_url: SlackApiUrl = "https://slack.com/api/"
+    channels: list[SlackChannelId] = field(default_factory=list)
+
+
+MIN_TOKEN_CHARS = 16
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApiClient:
+    __pydantic_config__ = _STRICT
+    token_env: str  # Authorization: Bearer TOKEN
+    targets: list[str] | None = None  # what this client may reach; None: any target
+    name: Annotated[str, Field(min_length=1, max_length=40)] | None = None  # shown on phones
+
+
+@dataclass(frozen=True, kw_only=True)
+class Api:
+    __pydantic_config__ = _STRICT
+    listen: Annotated[str, _hostport(9121)] = "127.0.0.1:9121"
+    clients: dict[str, ApiClient] = field(default_factory=dict)
+    # seconds a repeated alert notification is not sent again (shorter than repeat_interval)
+    dedup_window: Annotated[int, Field(ge=1, le=86400)] = 900
+    alert_template: AlertTemplate | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Ldap:
     """``[directory.ldap]``: people, extensions and groups from LDAP / Active Directory."""
 
+    __pydantic_config__ = _STRICT
     url: Annotated[
         str, _matching(r"ldaps?://[^\s/]+/?", "{value!r} is not an ldap:// or ldaps:// URL")
     ]
     bind_dn: Annotated[str, Field(min_length=1)]
     password_env: EnvName
     base: Annotated[str, Field(min_length=1)]
-    phone_uri: Annotated[str, AfterValidator(_phone_uri)]
+    phone_uri: PhoneUriTemplate
     refresh: Annotated[float, Field(ge=1, le=86400)] = 300  # seconds between syncs
     preset: Literal["openldap", "ad"] = "openldap"  # the defaults of the keys below
     start_tls: bool = False  # ldap:// upgraded with StartTLS
@@ -324,26 +399,34 @@ class Ldap(_Model):
     matrix_attribute: str | None = None
 
 
-class DirectorySources(_Model):
+@dataclass(frozen=True, kw_only=True)
+class DirectorySources:
+    __pydantic_config__ = _STRICT
     ldap: Ldap | None = None
 
 
-class Template(_Model):
+@dataclass(frozen=True, kw_only=True)
+class Template:
+    __pydantic_config__ = _STRICT
     text: Annotated[str, Field(min_length=1)]
     targets: str | None = None  # used when the command names none
 
 
-class Schedule(_Model):
+@dataclass(frozen=True, kw_only=True)
+class Schedule:
+    __pydantic_config__ = _STRICT
     cron: str
     timezone: str | None = None  # None: [message] timezone, else the host's
     targets: str | None = None  # None: the template's
     text: str | None = None
     template: str | None = None
-    vars: dict[str, str] = {}
+    vars: dict[str, str] = field(default_factory=dict)
     report_to: str | None = None  # "matrix:!room:server", "slack:C0123", "console"
 
 
-class Settings(_Model):
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    __pydantic_config__ = _STRICT
     directory: DirectorySources = DirectorySources()
     sip: Sip = Sip()
     message: Message = Message()
@@ -351,16 +434,16 @@ class Settings(_Model):
     limits: Limits = Limits()
     audit: Audit = Audit()
     health: Health = Health()
-    phones: dict[str, Phone] = {}
-    people: dict[str, Person] = {}
-    groups: dict[str, Group] = {}
+    phones: dict[str, Phone] = field(default_factory=dict)
+    people: dict[str, Person] = field(default_factory=dict)
+    groups: dict[str, Group] = field(default_factory=dict)
     matrix: MatrixSettings | None = None
     slack: SlackSettings | None = None
     api: Api | None = None
     nats: Nats | None = None
     edge: Edge | None = None
-    templates: dict[str, Template] = {}
-    schedules: dict[str, Schedule] = {}
+    templates: dict[str, Template] = field(default_factory=dict)
+    schedules: dict[str, Schedule] = field(default_factory=dict)
 
 
 class Config:
@@ -402,18 +485,41 @@ ALL_SECRETS = ("sip", "matrix", "slack", "api", "directory", "nats")
 
 
 def load(
-    path: Path, environ: Mapping[str, str] | None = None, secrets_for: tuple[str, ...] = ALL_SECRETS
+    path: Path,
+    environ: Mapping[str, str] | None = None,
+    secrets_for: tuple[str, ...] = ALL_SECRETS,
+    cached: bool = False,
 ) -> Config:
     """Read, parse and validate; raise ConfigError listing every problem.
 
     ``secrets_for`` names the tables whose ``_env`` variables must be set:
     ``deskbot send`` needs only the SIP password, not the chat tokens. Any
-    file gives a Config or a ConfigError, never another exception.
+    file gives a Config or a ConfigError, never another exception. With
+    ``cached``, a file validated before (same bytes, same folder, same
+    deskbot) is not validated again; its secrets are always read anew.
     """
     environ = os.environ if environ is None else environ
-    text = _read(path)
+    data = _read(path)
+    folder = path.absolute().parent
+    settings = settings_cache.get(data, folder) if cached else None
+    if settings is not None:  # it was valid; only the secrets can be missing now
+        secrets, problems = _secrets(settings, path, environ, secrets_for)
+        if problems:
+            raise ConfigError(problems)
+        return Config(settings, path, secrets)
+    found = parse(_toml(data, path), path, environ, secrets_for)
+    if cached:
+        settings_cache.put(data, folder, found.settings)
+    return found
+
+
+def _toml(data: bytes, path: Path) -> dict[str, Any]:
     try:
-        raw = tomllib.loads(text)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start})"]) from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([_line(f"{path}: not valid TOML: {exc}")]) from None
     except ValueError as exc:  # an integer over Python's digit limit is not a TOMLDecodeError
@@ -423,11 +529,10 @@ def load(
         raise ConfigError([_line(f"{path}: not valid TOML: {why}")]) from None
     except RecursionError:
         raise ConfigError([f"{path}: not valid TOML: arrays or tables nested too deeply"]) from None
-    return parse(raw, path, environ, secrets_for)
 
 
-def _read(path: Path) -> str:
-    """The file's text; only a regular file of sane size (a FIFO or /dev/zero must not hang)."""
+def _read(path: Path) -> bytes:
+    """The file's bytes; only a regular file of sane size (a FIFO or /dev/zero must not hang)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -446,10 +551,7 @@ def _read(path: Path) -> str:
             raise ConfigError([_line(f"{path}: cannot read: {exc.strerror or exc}")]) from None
     if len(data) > MAX_FILE_BYTES:
         raise ConfigError([f"{path}: larger than {MAX_FILE_BYTES >> 20} MB: not a config file"])
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start})"]) from None
+    return data
 
 
 def parse(
@@ -459,15 +561,54 @@ def parse(
     secrets_for: tuple[str, ...] = ALL_SECRETS,
 ) -> Config:
     """Validate parsed TOML; relative file paths in it are taken from the file's folder."""
+    settings, problems = _validated(raw, path)
+    secrets, missing = _secrets(settings, path, environ, secrets_for)
+    if problems or missing:
+        raise ConfigError(problems + missing)
+    return Config(_beside(settings, path.absolute().parent), path, secrets)
+
+
+def validate(raw: dict[str, Any], path: Path) -> Settings:
+    """Parsed TOML -> Settings, or ConfigError; no secrets are read."""
+    settings, problems = _validated(raw, path)
+    if problems:
+        raise ConfigError(problems)
+    return _beside(settings, path.absolute().parent)
+
+
+_adapter: Any = None  # pydantic's TypeAdapter(Settings), built on first use
+
+
+def _validated(raw: dict[str, Any], path: Path) -> tuple[Settings, list[str]]:
+    """Every table checked (else ConfigError), and the problems between tables.
+
+    pydantic validates the JSON form: its strict mode takes a dataclass from a
+    JSON object but from a Python dict only as an instance. TOML dates and
+    times have no JSON form; they become an object, which no key accepts.
+    """
+    global _adapter
+    from pydantic import TypeAdapter, ValidationError
+
+    if _adapter is None:
+        globals().update(_annotated())  # what the string annotations name
+        _adapter = TypeAdapter(Settings)
     try:
-        settings = Settings.model_validate(raw)
+        document = json.dumps(raw, default=lambda value: {"TOML date or time": str(value)})
+        settings: Settings = _adapter.validate_json(document)
     except ValidationError as exc:
         raise ConfigError(
             [_line(f"{path}: {_loc(e['loc'])}: {_msg(e)}") for e in exc.errors()]
         ) from None
     except RecursionError:
         raise ConfigError([f"{path}: values nested too deeply"]) from None
-    problems = [_line(f"{path}: {key}: {msg}") for key, msg in cross_check(settings)]
+    return settings, [_line(f"{path}: {key}: {msg}") for key, msg in cross_check(settings)]
+
+
+def _secrets(
+    settings: Settings, path: Path, environ: Mapping[str, str], secrets_for: tuple[str, ...]
+) -> tuple[dict[str, str], list[str]]:
+    """The secrets the tables in ``secrets_for`` name, and a problem for each one missing."""
+    problems: list[str] = []
     secrets: dict[str, str] = {}
     for key, env_name in _secret_names(settings):
         if key.split(".")[0] not in secrets_for:
@@ -482,9 +623,7 @@ def parse(
             )
         else:
             secrets[env_name] = value
-    if problems:
-        raise ConfigError(problems)
-    return Config(_beside(settings, path.absolute().parent), path, secrets)
+    return secrets, problems
 
 
 def _beside(s: Settings, folder: Path) -> Settings:
@@ -495,10 +634,10 @@ def _beside(s: Settings, folder: Path) -> Settings:
             return value
         return str(folder / value)
 
-    update: dict[str, Any] = {"audit": s.audit.model_copy(update={"path": near(s.audit.path)})}
+    update: dict[str, Any] = {"audit": dataclasses.replace(s.audit, path=near(s.audit.path))}
     if s.matrix is not None:
-        update["matrix"] = s.matrix.model_copy(update={"store": near(s.matrix.store)})
-    return s.model_copy(update=update)
+        update["matrix"] = dataclasses.replace(s.matrix, store=near(s.matrix.store))
+    return dataclasses.replace(s, **update)
 
 
 def _line(text: str) -> str:
@@ -520,9 +659,11 @@ def _loc(loc: tuple[Any, ...]) -> str:
 
 def _msg(error: Any) -> str:
     kind = error["type"]
-    if kind == "extra_forbidden":
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
         return "unknown key (check the spelling against config.example.toml)"
-    if kind == "missing":
+    if kind == "dataclass_type":
+        return "must be a table"
+    if kind in ("missing", "missing_argument"):
         return "required key is missing"
     msg = str(error["msg"])
     return msg.removeprefix("Value error, ")
@@ -636,6 +777,8 @@ def cross_check(s: Settings, ldap: Names | None = None) -> list[tuple[str, str]]
             problems.append((f"access.admins[{i}]", f"{who!r} is not in {known.where}"))
     problems += _api_problems(s, known)
     problems += _nats_problems(s)
+    from deskbot import plans  # cron and time zones: only when there is a file to check
+
     problems += plans.problems(s)
     if s.sip.transport == "tcp" and s.sip.max_in_flight > 60:
         problems.append(("sip.max_in_flight", "over TCP at most 60 (pjsip handles ~64 sockets)"))

@@ -10,9 +10,6 @@ import re
 import string
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta, tzinfo
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-from cronsim import CronSim, CronSimError
 
 PLACEHOLDER_RE = re.compile(r"[a-z_][a-z0-9_]{0,31}")
 DELAY_RE = re.compile(r"([0-9]{1,6})([smh])")
@@ -75,11 +72,15 @@ def zone(name: str | None) -> tzinfo:
         local = datetime.now().astimezone().tzinfo
         assert local is not None
         return local
+    from zoneinfo import ZoneInfo
+
     return ZoneInfo(name)
 
 
 def zone_problem(name: str) -> str | None:
     """What is wrong with a time zone name, or None."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
@@ -105,6 +106,10 @@ def cron_problem(expr: str) -> str | None:
     if len(expr.split()) not in (5, 6):
         fields = len(expr.split())
         return f"{expr!r} has {fields} fields; cron takes 5 (minute hour day month weekday)"
+    from zoneinfo import ZoneInfo
+
+    from cronsim import CronSim, CronSimError
+
     try:
         CronSim(expr, datetime.now(ZoneInfo("UTC")))
     except CronSimError as exc:
@@ -114,6 +119,8 @@ def cron_problem(expr: str) -> str | None:
 
 def occurrences(expr: str, where: tzinfo, after: float, until: float) -> Iterator[datetime]:
     """Each time the expression fires in (after, until], in that zone (DST as Debian cron)."""
+    from cronsim import CronSim
+
     start = datetime.fromtimestamp(after, where)
     for when in CronSim(expr, start):
         if when.timestamp() > until:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import re
 import time
 from collections.abc import Sequence
@@ -192,6 +191,8 @@ def plain(report: Report) -> str:
 
 def to_html(text: str) -> str:
     """Plain text with `code` spans and line breaks -> Matrix HTML."""
+    import html
+
     escaped = html.escape(text, quote=False)
     escaped = re.sub(r"`([^`\n]+)`", r"<code>\1</code>", escaped)
     return escaped.replace("\n", "<br>")

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import urllib.error
@@ -33,6 +34,8 @@ SIPP_DIR = HERE / "sipp"
 for _name in list(os.environ):  # bolt and deskbot must not pick up a developer's settings
     if _name.startswith(("SLACK_", "DESKBOT_")):
         del os.environ[_name]
+# the settings cache of `deskbot send` (deskbot/settings_cache.py): this session's own
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="deskbot-test-cache-")
 
 
 def require(tool: str) -> str:

@@ -11,6 +11,7 @@ import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -421,8 +422,8 @@ async def test_a_clients_targets_reload_with_the_policy(api_for, phones):
     s = settings()
     assert s.api is not None
     clients = dict(s.api.clients)
-    clients["monitoring"] = clients["monitoring"].model_copy(update={"targets": ["@all"]})
-    s = s.model_copy(update={"api": s.api.model_copy(update={"clients": clients})})
+    clients["monitoring"] = replace(clients["monitoring"], targets=["@all"])
+    s = replace(s, api=replace(s.api, clients=clients))
     relay.use(relay.directory, Policy.from_settings(s))  # what a reload of the file does
     status, _, _ = await api.post("/v1/send", {"targets": "488", "text": "x"}, MON)
     assert status == 200 and phones.texts("488") == ["Alerts: x"]
@@ -433,14 +434,14 @@ def test_a_reload_asks_for_a_restart_for_the_listener_and_tokens_not_for_targets
 
     running = settings()
     assert running.api is not None
-    wider = {n: c.model_copy(update={"targets": None}) for n, c in running.api.clients.items()}
+    wider = {n: replace(c, targets=None) for n, c in running.api.clients.items()}
 
     def edited(**change) -> config.Settings:
-        return running.model_copy(update={"api": running.api.model_copy(update=change)})
+        return replace(running, api=replace(running.api, **change))
 
     assert restart_changes(running, edited(clients=wider)) == []
     assert restart_changes(running, edited(listen="127.0.0.1:9999")) == ["api.listen"]
-    assert restart_changes(running, running.model_copy(update={"api": None})) == ["api"]
+    assert restart_changes(running, replace(running, api=None)) == ["api"]
 
 
 async def test_a_client_removed_from_the_config_is_refused_at_once(api_for, phones):
@@ -449,7 +450,7 @@ async def test_a_client_removed_from_the_config_is_refused_at_once(api_for, phon
     s = settings()
     assert s.api is not None
     clients = {n: c for n, c in s.api.clients.items() if n != "ci"}
-    s = s.model_copy(update={"api": s.api.model_copy(update={"clients": clients})})
+    s = replace(s, api=replace(s.api, clients=clients))
     relay.use(relay.directory, Policy.from_settings(s))  # a reload, before any restart
     status, body, _ = await api.post("/v1/send", {"targets": "486", "text": "x"}, CI)
     assert status == 403 and body["error"] == "not-allowed"

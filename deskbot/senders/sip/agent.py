@@ -25,7 +25,7 @@ from deskbot.directory import INFOBOX, Phone
 from deskbot.senders import Cause, Delivery, Health, SenderError
 from deskbot.senders.fair import FairSlots
 from deskbot.senders.sip import infobox, protocol
-from deskbot.senders.sip.spawn import WORKER_COMMAND, spawn_worker
+from deskbot.senders.sip.spawn import WORKER_COMMAND, WorkerProcess, spawn_worker
 from deskbot.sipuri import split_hostport
 
 log = logging.getLogger("deskbot.sip")
@@ -61,7 +61,7 @@ class SipAgent:
         password: str | None = None,
         *,
         worker_command: Sequence[str] = WORKER_COMMAND,
-        worker: asyncio.subprocess.Process | None = None,
+        worker: WorkerProcess | None = None,
     ):
         """`worker`: a process from `spawn_worker`, already importing pjsua2, for the first run."""
         self.sip = sip
@@ -73,7 +73,7 @@ class SipAgent:
         self._futures: dict[int, tuple[asyncio.Future[Delivery], str, float]] = {}
         self._next_id = 0
         self._batch: list[list[Any]] = []
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: WorkerProcess | None = None
         self._ready = asyncio.Event()
         self._registered = asyncio.Event()  # set at each REGISTER answer of the current worker
         self._closing = False
@@ -287,7 +287,7 @@ class SipAgent:
             await proc.wait()
             await stderr_task
 
-    async def _await_ready(self, proc: asyncio.subprocess.Process) -> tuple[bool, str]:
+    async def _await_ready(self, proc: WorkerProcess) -> tuple[bool, str]:
         """Wait for the worker's ready; pjsip's lines until then are logged once it is known
         how start-up went: a first start that fails is the caller's to report (port in use)."""
         held: list[dict[str, Any]] = []
@@ -313,7 +313,7 @@ class SipAgent:
         return ready, error
 
     async def _read_until_ready(
-        self, proc: asyncio.subprocess.Process, held: list[dict[str, Any]]
+        self, proc: WorkerProcess, held: list[dict[str, Any]]
     ) -> tuple[bool, str]:
         assert proc.stdout
         while line := await proc.stdout.readline():

@@ -4,10 +4,28 @@ it before importing anything heavy (the worker's start-up then overlaps the pare
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Sequence
+from typing import Protocol
 
-WORKER_COMMAND = (sys.executable, "-m", "deskbot.senders.sip.worker")
+from deskbot.launch import WORKER_ARGV as WORKER_COMMAND
+
+
+class WorkerProcess(Protocol):
+    """What the agent uses of a worker process (asyncio's, or one `deskbot.launch` adopted)."""
+
+    stdin: asyncio.StreamWriter | None
+    stdout: asyncio.StreamReader | None
+    stderr: asyncio.StreamReader | None
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
+
+    def kill(self) -> None: ...
 
 
 async def spawn_worker(command: Sequence[str] = WORKER_COMMAND) -> asyncio.subprocess.Process:

@@ -1,0 +1,157 @@
+"""What makes a one-shot `deskbot send` quick must not change what it does.
+
+The settings of a file validated before come from a cache, and the SIP worker
+is started before anything else: an edited file is still checked, a cache file
+somebody else could write is not believed, a planted one runs nothing, and a
+send that sends nothing leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import uuid
+from pathlib import Path
+
+import pytest
+from conftest import SippPhone, run_deskbot, wait_for, write_config
+
+from deskbot import config, launch, settings_cache
+
+
+def one_phone(tmp_path: Path, uri: str, extra: str = "") -> Path:
+    return write_config(
+        tmp_path / "deskbot.toml",
+        f"""
+        [sip]
+        listen = "127.0.0.1:0"
+        timeout = 1.0
+        [audit]
+        path = "{tmp_path / "audit.sqlite3"}"
+        [phones.486]
+        uri = "{uri}"
+        {extra}
+        """,
+    )
+
+
+def cache_file(cfg: Path) -> Path:
+    where = settings_cache.folder()
+    assert where is not None  # conftest gives the session its own cache
+    return where / f"{settings_cache.key(cfg.read_bytes(), cfg.absolute().parent)}.pickle"
+
+
+def test_a_file_edited_after_a_send_is_validated_again(sipp, tmp_path):
+    phone: SippPhone = sipp(200)
+    cfg = one_phone(tmp_path, phone.uri("486"))
+    assert run_deskbot("send", "-c", str(cfg), "486", "first").returncode == 0
+    assert cache_file(cfg).exists()  # the second send of the same file skips validation
+
+    cfg.write_text(cfg.read_text().replace("timeout = 1.0", "timeout = 99"))
+    result = run_deskbot("send", "-c", str(cfg), "486", "second")
+    assert result.returncode == 2
+    assert "sip.timeout: Input should be less than or equal to 32" in result.stderr
+
+    cfg.write_text(cfg.read_text().replace("timeout = 99", "timeout = 2.0"))
+    assert run_deskbot("send", "-c", str(cfg), "486", "third").returncode == 0
+    assert [m.body for m in phone.wait_received(2)] == [b"first", b"third"]
+
+
+def _settings_for(uri: str, tmp_path: Path) -> config.Settings:
+    raw = {"sip": {"listen": "127.0.0.1:0"}, "phones": {"486": {"uri": uri}}}
+    return config.validate(raw, tmp_path / "x.toml")
+
+
+def test_a_cache_file_others_may_write_is_not_believed(sipp, tmp_path):
+    right, wrong = sipp(200), sipp(200)
+    cfg = one_phone(tmp_path, right.uri("486"))
+    planted = cache_file(cfg)
+    planted.parent.mkdir(parents=True, exist_ok=True)
+    planted.write_bytes(pickle.dumps(_settings_for(wrong.uri("486"), tmp_path)))
+    planted.chmod(0o666)  # anyone could have written it
+
+    result = run_deskbot("send", "-c", str(cfg), "486", "to the right phone")
+    assert result.returncode == 0, result.stderr
+    assert [m.body for m in right.wait_received(1)] == [b"to the right phone"]
+    assert wrong.received() == []
+
+
+def test_a_planted_pickle_runs_nothing_and_the_file_is_validated(sipp, tmp_path):
+    phone = sipp(200)
+    cfg = one_phone(tmp_path, phone.uri("486"))
+    marker = tmp_path / "owned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    planted = cache_file(cfg)
+    planted.parent.mkdir(parents=True, exist_ok=True)
+    planted.write_bytes(pickle.dumps(Payload()))
+    planted.chmod(0o600)  # this user's own file: only the unpickler stands in the way
+
+    result = run_deskbot("send", "-c", str(cfg), "486", "hello")
+    assert result.returncode == 0, result.stderr
+    assert [m.body for m in phone.wait_received(1)] == [b"hello"]
+    assert not marker.exists()
+
+
+def test_secrets_are_read_every_time_even_from_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DESKBOT_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = write_config(
+        tmp_path / "d.toml",
+        """
+        [sip.registrar]
+        uri = "sip:pbx.example.com"
+        username = "deskbot"
+        password_env = "PBX_PASSWORD"
+        """,
+    )
+    first = config.load(cfg, {"PBX_PASSWORD": "s3cret"}, cached=True)
+    assert first.secret("PBX_PASSWORD") == "s3cret"
+    assert list((tmp_path / "cache").glob("*.pickle"))
+    assert b"s3cret" not in b"".join(p.read_bytes() for p in (tmp_path / "cache").iterdir())
+    with pytest.raises(config.ConfigError) as missing:
+        config.load(cfg, {}, cached=True)
+    assert missing.value.problems == [
+        f"{cfg}: sip.registrar.password_env: environment variable PBX_PASSWORD is not set"
+    ]
+
+
+def _processes_with(mark: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and mark.encode() in (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_a_send_that_sends_nothing_leaves_no_worker_behind(sipp, tmp_path):
+    phone = sipp(200)
+    cfg = one_phone(tmp_path, phone.uri("486"))
+    mark = f"DESKBOT_TEST_RUN={uuid.uuid4().hex}"
+    name, value = mark.split("=")
+    unknown_target = ["send", "-c", str(cfg), "999", "x"]
+    no_config = ["-c", str(tmp_path / "no.toml"), "probe", "486"]
+    for argv in (unknown_target, no_config):
+        result = run_deskbot(*argv, env={name: value})
+        assert result.returncode == 2, result.stderr
+    wait_for(lambda: not _processes_with(mark), timeout=5, what="the SIP workers to exit")
+    assert phone.received() == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["send", "486", "hi"], "send"),
+        (["-c", "x.toml", "-v", "probe", "486"], "probe"),
+        (["--config", "send", "run"], "run"),  # "send" is the config file's name here
+        (["--config=x.toml", "send", "486", "x"], "send"),
+        (["--version"], None),
+    ],
+)
+def test_the_command_word_is_found_before_argparse_runs(argv, command):
+    assert launch.command_of(argv) == command
