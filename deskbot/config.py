@@ -17,7 +17,6 @@ import os
 import re
 import stat
 import sys
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -514,6 +513,8 @@ def load(
 
 
 def _toml(data: bytes, path: Path) -> dict[str, Any]:
+    import tomllib
+
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

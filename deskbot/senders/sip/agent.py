@@ -91,13 +91,26 @@ class SipAgent:
             await self._supervisor
             raise
 
-    async def close(self) -> None:
-        """Finish in-flight sends (up to the SIP timeout), then stop the worker."""
+    async def close(self, *, orderly: bool = True) -> None:
+        """Finish in-flight sends (up to the SIP timeout), then stop the worker.
+
+        ``orderly=False`` is for a caller about to exit (a one-shot command
+        without a registration, with nothing to undo at the far end): once
+        nothing is in flight the worker is killed, without ending pjsua or
+        waiting for the process to be gone (5 ms or more on a busy machine).
+        """
         self._closing = True
         if self._futures:
             pending = [f for f, _, _ in self._futures.values()]
             await asyncio.wait(pending, timeout=self.sip.timeout + 1.0)
         proc = self._proc
+        if not orderly:
+            for process in (proc, self._spare):
+                if process is not None and process.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        process.kill()
+            self._fail_pending("SIP agent stopped before the phone answered")
+            return
         if proc and proc.returncode is None:
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 assert proc.stdin is not None
