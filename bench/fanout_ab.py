@@ -2,18 +2,18 @@
 
 Run by hand, e.g. for the code before a change::
 
-    git archive 77ac305 deskbot | tar -x -C /tmp/deskbot-old
+    git worktree add /tmp/deskbot-old 77ac305
     .venv/bin/python bench/fanout_ab.py --phones 10000 --runs 3 --trees /tmp/deskbot-old,$PWD
 
+Each tree is installed as a wheel in a venv of its own (bench/installs.py).
 Each run sends `deskbot send 10000` (1 phone) then `deskbot send @all` with
-each tree in turn (PYTHONPATH), so both see the same load; prints the
-median 1-phone time and the median cost of the broadcast over it.
+each tree in turn, so both see the same load; prints the median 1-phone time
+and the median cost of the broadcast over it.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -24,16 +24,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
 
 from bench.fanout import start_sipp, write_config
+from bench.installs import install
 
 
-def timed(tree: str, cfg: Path, target: str) -> float:
-    deskbot = str(Path(sys.executable).parent / "deskbot")
+def timed(tree: str, deskbot: str, cfg: Path, target: str) -> float:
     started = time.perf_counter()
     result = subprocess.run(
         [deskbot, "send", "-c", str(cfg), "--json", target, "bench"],
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": tree},
         cwd=tempfile.gettempdir(),  # `python -m` (the worker) puts the cwd first on sys.path
         timeout=120,
     )
@@ -47,20 +46,28 @@ def main() -> None:
     parser.add_argument("--phones", type=int, default=10000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--trees", required=True, help="comma-separated source trees")
+    parser.add_argument(
+        "--no-phone-trace",
+        action="store_true",
+        help="SIPp logs no message (it then takes less of the CPU deskbot runs on)",
+    )
     args = parser.parse_args()
     trees = args.trees.split(",")
     with tempfile.TemporaryDirectory(prefix="deskbot-ab-") as tmp:
         workdir = Path(tmp)
-        sipp, port, _trace = start_sipp(workdir)
+        deskbot = {tree: str(install(tree, workdir)) for tree in trees}
+        sipp, port, _trace = start_sipp(workdir, trace_msg=not args.no_phone_trace)
         try:
             cfg = write_config(workdir, port, args.phones, 50)
             one: dict[str, list[float]] = {t: [] for t in trees}
             extra: dict[str, list[float]] = {t: [] for t in trees}
+            for tree in trees:  # the first send validates the config (then cached)
+                timed(tree, deskbot[tree], cfg, "10000")
             for _ in range(args.runs):
                 for tree in trees:
-                    single = timed(tree, cfg, "10000")
+                    single = timed(tree, deskbot[tree], cfg, "10000")
                     one[tree].append(single)
-                    extra[tree].append(timed(tree, cfg, "@all") - single)
+                    extra[tree].append(timed(tree, deskbot[tree], cfg, "@all") - single)
         finally:
             sipp.kill()
             sipp.wait()

@@ -14,6 +14,7 @@ import json
 import logging
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,11 +152,19 @@ class AuditLog:
     def close(self) -> None:
         self.db.close()
 
-    def _write(self, what: str, statements: list[tuple[str, tuple[object, ...]]]) -> int:
-        """Run statements in one transaction; AuditError if the log cannot take them."""
+    def _write(
+        self,
+        what: str,
+        statements: Sequence[tuple[str, tuple[object, ...]]],
+        deliveries: Sequence[tuple[object, ...]] = (),
+    ) -> int:
+        """Run statements (after the phones' answers) in one transaction; AuditError if the
+        log cannot take them. Returns the last row id the statements inserted."""
         try:
             with self.db:
                 self.db.execute("BEGIN IMMEDIATE")
+                if deliveries:
+                    self.db.executemany(_INSERT_DELIVERY, deliveries)
                 last = 0
                 for sql, args in statements:
                     last = self.db.execute(sql, args).lastrowid or last
@@ -230,17 +239,16 @@ class AuditLog:
         if not rows:
             return
         try:
-            self._write("the phones' answers", [(_INSERT_DELIVERY, row) for row in rows])
+            self._write("the phones' answers", [], rows)
         except AuditError as exc:
             log.error("%s", exc)
 
     def finish(self, command_id: int) -> None:
         """Every phone answered: the answers not yet written, and the command is sent."""
         rows, self._pending = self._pending, []
-        statements: list[tuple[str, tuple[object, ...]]] = [(_INSERT_DELIVERY, r) for r in rows]
-        statements.append(("UPDATE commands SET state = 'sent' WHERE id = ?", (command_id,)))
+        sent = [("UPDATE commands SET state = 'sent' WHERE id = ?", (command_id,))]
         try:
-            self._write("the end of a send", statements)
+            self._write("the end of a send", sent, rows)
         except AuditError as exc:
             log.error("%s", exc)
 

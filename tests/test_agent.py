@@ -190,6 +190,34 @@ async def test_a_worker_that_cannot_come_back_leaves_sends_a_clear_answer(sipp, 
         await agent.close()
 
 
+async def test_sends_a_hung_worker_never_answers_are_given_up_oldest_first(monkeypatch):
+    """pjsip answers 408 itself; if the worker hangs, one timer gives every send up in turn."""
+    monkeypatch.setattr("deskbot.senders.sip.agent.SAFETY_NET", 0.3)
+    hung = (  # says it is ready, then reads every line and answers none
+        sys.executable,
+        "-c",
+        "import json, os, sys; sys.stdin.readline(); "
+        "print(json.dumps({'op': 'ready', 'v': 2, 'port': 5, 'pid': os.getpid()}), flush=True); "
+        "[None for _ in sys.stdin]",
+    )
+    agent = SipAgent(Sip(listen="127.0.0.1:0", timeout=0.5), worker_command=hung)
+    await agent.start()
+    try:
+        first = asyncio.create_task(agent.send(to("sip:486@127.0.0.1:9"), "one"))
+        await asyncio.sleep(0.4)  # the second send is asked for later: it is given up later
+        second = asyncio.create_task(agent.send(to("sip:487@127.0.0.1:9"), "two"))
+        async with asyncio.timeout(5):  # a sweep that is not scheduled again hangs here
+            one = await first
+            assert (one.code, one.outcome) == (408, Outcome.NO_ANSWER)
+            assert one.reason == "Request Timeout (no answer from the SIP agent)"
+            assert not second.done()
+            two = await second
+        assert two.code == 408 and 750 < one.elapsed_ms < 2000 and two.elapsed_ms > 750
+        assert agent.in_flight == 0
+    finally:
+        await agent.close()
+
+
 async def test_a_silent_group_does_not_hold_up_another_commands_one_phone_send(sipp):
     silent, ok = sipp(silent=True), sipp(200)
     agent = SipAgent(Sip(listen="127.0.0.1:0", timeout=1.0, max_in_flight=50))

@@ -128,6 +128,24 @@ def test_closed_tcp_port_is_no_answer_at_once(tmp_path):
     assert "no connection to the phone" in row["hint"]
 
 
+def test_a_probe_and_an_infobox_to_a_closed_tcp_port_are_no_connection_too(tmp_path):
+    """NOTIFY and OPTIONS take pjsua's other path (sendRequest): the same answer."""
+    from conftest import free_port
+
+    uri = f"sip:486@127.0.0.1:{free_port()};transport=tcp"
+    cfg = config_for(tmp_path, {"486": uri}, transport="tcp", timeout=5.0)
+    cfg.write_text(cfg.read_text() + 'format = "snom-infobox"\n')
+    for command in (
+        ["probe", "-c", str(cfg), "--json", "486"],
+        ["send", "-c", str(cfg), "--json", "486", "hi"],
+    ):
+        result = run_deskbot(*command)
+        [row] = [json.loads(line) for line in result.stdout.splitlines()]
+        assert result.returncode == 3, result.stderr
+        assert row["code"] == 503 and row["outcome"] == "no-answer"
+        assert "no connection to the phone" in row["hint"]
+
+
 def test_no_answer_wins_over_refusal_in_the_exit_code(sipp, tmp_path):
     ok, missing, silent = sipp(200), sipp(404), sipp(silent=True)
     cfg = config_for(

@@ -31,12 +31,24 @@ class FairSlots:
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
-        key = COMMAND.get()
-        await self._acquire(key)
+        key = await self.acquire()
         try:
             yield
         finally:
-            self._release(key)
+            self.release(key)
+
+    async def acquire(self) -> Hashable:
+        """A slot for the current command; give it back with ``release(key)``.
+
+        (``slot()`` is the same as a context manager; the agent calls these two
+        directly: an async context manager costs more than the rest of a send.)
+        """
+        key = COMMAND.get()
+        await self._acquire(key)
+        return key
+
+    def release(self, key: Hashable) -> None:
+        self._release(key)
 
     async def _acquire(self, key: Hashable) -> None:
         if self.free > 0 and self.held[key] < self.cap and not self.queues.get(key):

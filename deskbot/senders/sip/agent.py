@@ -35,6 +35,7 @@ START_TIMEOUT = 10.0
 STOP_TIMEOUT = 2.0
 MAX_START_FAILURES = 3  # in a row, before the agent gives up instead of looping
 BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)
+SAFETY_NET = 3.0  # seconds past sip.timeout before a send the worker never answered is 408
 UNCONFIRMED = "Not confirmed: the SIP agent restarted while the message was out"
 
 
@@ -70,7 +71,9 @@ class SipAgent:
         self._password = password
         self._worker_command = tuple(worker_command)
         self._slots = FairSlots(sip.max_in_flight)
-        self._futures: dict[int, tuple[asyncio.Future[Delivery], str, float]] = {}
+        # send id -> (future, uri, when asked, when it is given up); in the order sent
+        self._futures: dict[int, tuple[asyncio.Future[Delivery], str, float, float]] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
         self._next_id = 0
         self._batch: list[list[Any]] = []
         self._proc: WorkerProcess | None = None
@@ -101,7 +104,7 @@ class SipAgent:
         """
         self._closing = True
         if self._futures:
-            pending = [f for f, _, _ in self._futures.values()]
+            pending = [entry[0] for entry in self._futures.values()]
             await asyncio.wait(pending, timeout=self.sip.timeout + 1.0)
         proc = self._proc
         if not orderly:
@@ -178,7 +181,8 @@ class SipAgent:
 
     async def _request(self, uri: str, body: str, kind: str) -> Delivery:
         started = time.perf_counter()  # the wait for a slot is part of what the phone took
-        async with self._slots.slot():
+        key = await self._slots.acquire()
+        try:
             if self.state.failed:
                 return Delivery(uri, 503, f"SIP agent is down: {self.state.failed}", 0.0, DOWN)
             await self._ready.wait()
@@ -186,16 +190,17 @@ class SipAgent:
             self._next_id += 1
             send_id = self._next_id
             future: asyncio.Future[Delivery] = loop.create_future()
-            self._futures[send_id] = (future, uri, started)
+            # a safety net only: pjsip itself answers 408 after sip.timeout
+            give_up = time.perf_counter() + self.sip.timeout + SAFETY_NET
+            self._futures[send_id] = (future, uri, started, give_up)
             if not self._batch:
                 loop.call_soon(self._flush)
             self._batch.append([send_id, uri, body, kind])
-            # a safety net only: pjsip itself answers 408 after sip.timeout
-            timer = loop.call_later(self.sip.timeout + 3.0, self._expire, send_id)
-            try:
-                return await future
-            finally:
-                timer.cancel()
+            if self._sweeper is None:
+                self._sweeper = loop.call_later(self.sip.timeout + SAFETY_NET, self._sweep)
+            return await future
+        finally:
+            self._slots.release(key)
 
     def _flush(self) -> None:
         batch, self._batch = self._batch, []
@@ -212,14 +217,23 @@ class SipAgent:
             for item in batch:
                 self._resolve(item[0], 0, UNCONFIRMED, True)
 
-    def _expire(self, send_id: int) -> None:
-        self._resolve(send_id, 408, "Request Timeout (no answer from the SIP agent)", True)
+    def _sweep(self) -> None:
+        """Give up the sends the worker never answered (oldest first: one timer for all)."""
+        self._sweeper = None
+        now = time.perf_counter()
+        while self._futures:
+            send_id, (_future, _uri, _started, give_up) = next(iter(self._futures.items()))
+            if give_up > now:
+                loop = asyncio.get_running_loop()
+                self._sweeper = loop.call_later(give_up - now, self._sweep)
+                return
+            self._resolve(send_id, 408, "Request Timeout (no answer from the SIP agent)", True)
 
     def _resolve(self, send_id: int, code: int, reason: str, local: bool) -> None:
         entry = self._futures.pop(send_id, None)
         if entry is None:
             return
-        future, uri, started = entry
+        future, uri, started, _ = entry
         if not future.done():
             elapsed = (time.perf_counter() - started) * 1000
             future.set_result(

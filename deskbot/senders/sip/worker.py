@@ -186,6 +186,10 @@ class Worker:
             acc_cfg.regConfig.registrarUri = ""
         self.account = Account()
         self.account.create(acc_cfg, True)
+        self.buddy_cfg = pj.BuddyConfig()
+        self.buddy_cfg.subscribe = False
+        self.message_prm = pj.SendInstantMessageParam()
+        self.message_prm.contentType = "text/plain;charset=UTF-8"
         self.emit({"op": "ready", "v": protocol.VERSION, "port": port, "pid": os.getpid()})
 
     # -- sending ------------------------------------------------------------
@@ -212,13 +216,12 @@ class Worker:
         token = P.SipHeader()
         buddy = pj.Buddy()
         try:
-            buddy_cfg = pj.BuddyConfig()
+            # one config and one parameter object for every MESSAGE: pjsua copies
+            # what it needs from them (building two SWIG objects per send costs more)
+            buddy_cfg, prm = self.buddy_cfg, self.message_prm
             buddy_cfg.uri = uri
-            buddy_cfg.subscribe = False
             buddy.create(self.account, buddy_cfg)
-            prm = pj.SendInstantMessageParam()
             prm.content = text
-            prm.contentType = "text/plain;charset=UTF-8"
             prm.userData = token
             self.pending[int(token.this)] = (send_id, token)
             buddy.sendInstantMessage(prm)
@@ -267,7 +270,7 @@ class Worker:
         try:
             tsx_state = prm.e.body.tsxState
             tsx = tsx_state.tsx
-            remote = bool(tsx_state.src.rdata.wholeMsg)
+            remote = bool(tsx_state.src.rdata.srcAddress)  # none: our own stack answered
             answer = [int(tsx.statusCode), network_text(tsx.statusText), not remote]
         except Exception as exc:  # still answer the send: it must not wait for a timer
             self.log(1, f"unreadable answer: {exc!r}")
@@ -279,7 +282,8 @@ class Worker:
         if entry is None:
             return
         try:
-            answer = [int(prm.code), network_text(prm.reason), not prm.rdata.wholeMsg]
+            # no source address: the answer was made by our own stack (a timeout, say)
+            answer = [int(prm.code), network_text(prm.reason), not prm.rdata.srcAddress]
         except Exception as exc:  # still answer the send: it must not wait for a timer
             self.log(1, f"unreadable answer: {exc!r}")
             answer = [500, "Unreadable answer from the phone", False]
