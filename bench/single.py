@@ -11,6 +11,7 @@ of its own (bench/installs.py), run by run in turn.
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import subprocess
 import sys
@@ -20,11 +21,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
 
-from bench.fanout import start_sipp
+from bench.fanout import become_subreaper, reap_orphans, start_sipp
 from bench.installs import ROOT, install
 
 
+def cpu_seconds() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+CPU: dict[str, list[float]] = {}  # per command line: CPU of deskbot and its worker, per run
+
+
 def timed(argv: list[str]) -> float:
+    cpu = cpu_seconds()
     started = time.perf_counter()
     # cwd: `python -m` (the worker) puts the working directory first on sys.path
     result = subprocess.run(
@@ -33,6 +43,8 @@ def timed(argv: list[str]) -> float:
     elapsed = time.perf_counter() - started
     if result.returncode != 0:
         raise SystemExit(f"{argv[1]} failed ({result.returncode}): {result.stderr[-500:]}")
+    reap_orphans()  # the worker `send` killed on its way out: its CPU counts too
+    CPU.setdefault(" ".join(argv), []).append(cpu_seconds() - cpu)
     return elapsed
 
 
@@ -47,6 +59,7 @@ def main() -> None:
         help="comma-separated project trees to time in turn, run by run (default: this one)",
     )
     args = parser.parse_args()
+    become_subreaper()
     with tempfile.TemporaryDirectory(prefix="deskbot-single-") as tmp:
         workdir = Path(tmp)
         trees = args.trees.split(",") if args.trees else [str(ROOT)]
@@ -69,10 +82,12 @@ def main() -> None:
                     for tree in trees:  # interleaved: both see the same load
                         times[tree].append(timed([deskbot[tree], *argv]))
                 for tree, runs in times.items():
+                    cpu = CPU[" ".join([deskbot[tree], *argv])][1:]  # not the warm-up run
                     print(
                         f"deskbot {what} to 1 phone ({tree}), "
                         f"{args.runs} runs: median {statistics.median(runs):.3f} s "
-                        f"(min {min(runs):.3f}, max {max(runs):.3f})"
+                        f"(min {min(runs):.3f}, max {max(runs):.3f}); CPU of deskbot and its "
+                        f"worker median {statistics.median(cpu):.3f} s"
                     )
         finally:
             sipp.kill()
