@@ -17,6 +17,7 @@ import os
 import pwd
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
@@ -164,10 +165,12 @@ async def _shell(args: argparse.Namespace, command: str) -> int:
         worker.kill()
         await worker.wait()
         return EXIT_NOTHING_SENT
-    _exit_now(await _send(cfg, command, args.json, worker))  # no loop teardown either
+    _exit_now(await _send(cfg, command, args.json, worker, args.targets))  # no loop teardown
 
 
-async def _send(cfg: config.Config, command: str, as_json: bool, worker: WorkerProcess) -> int:
+async def _send(
+    cfg: config.Config, command: str, as_json: bool, worker: WorkerProcess, targets: str = ""
+) -> int:
     """Run one command (`TARGETS TEXT` or `probe TARGETS`) as the operator at the shell."""
     from deskbot import report
     from deskbot.directory import loader
@@ -183,7 +186,10 @@ async def _send(cfg: config.Config, command: str, as_json: bool, worker: WorkerP
     agent = SipAgent(s.sip, password, worker=worker)  # close() ends the worker if unused
     directory = loader.from_settings(s)
     opened: AuditLog | None = None
-    if s.directory.ldap is not None:  # LDAP now, else the last good result in the audit log
+    if s.directory.ldap is not None:
+        # LDAP's last good result while it is younger than `refresh`, as `deskbot run` has
+        # it, unless the targets are not in it; else LDAP now, else that result anyway
+        from deskbot.directory import TargetError
         from deskbot.directory.sync import LdapSync, merge
 
         try:
@@ -193,9 +199,16 @@ async def _send(cfg: config.Config, command: str, as_json: bool, worker: WorkerP
             await agent.close()
             return EXIT_NOTHING_SENT
         ldap = LdapSync(opened)
-        outcome = await ldap.sync(s.directory.ldap, cfg.secret(s.directory.ldap.password_env))
-        if not outcome.applied:
-            print(f"deskbot: {outcome.message}", file=sys.stderr)
+        fresh = ldap.since is not None and time.time() - ldap.since < s.directory.ldap.refresh
+        if fresh:
+            try:
+                merge(directory, ldap.current)[0].resolve(targets)
+            except TargetError:
+                fresh = False  # somebody new in LDAP, perhaps: ask it
+        if not fresh:
+            outcome = await ldap.sync(s.directory.ldap, cfg.secret(s.directory.ldap.password_env))
+            if not outcome.applied:
+                print(f"deskbot: {outcome.message}", file=sys.stderr)
         directory = merge(directory, ldap.current)[0]
     relay = Relay(agent, directory, Policy.from_settings(s))
     replier = ShellReplier(as_json)

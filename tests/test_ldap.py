@@ -168,6 +168,31 @@ async def test_ldap_stopped_mid_run_keeps_the_last_good_directory_and_send_uses_
     assert BIND_PASSWORD not in result.stderr
 
 
+def test_a_shell_send_uses_ldaps_last_result_until_refresh_unless_a_target_is_new(
+    own_slapd: Slapd, sipp, tmp_path: Path
+):
+    pbx = sipp(200)
+    own_slapd.add(people_ldif(own_slapd.subtree()))
+    path = write(tmp_path, own_slapd, "dc=example,dc=com", pbx.port, refresh=300)
+    first = run_deskbot("send", "-c", str(path), "carol", "hi", env=ENV)
+    assert first.returncode == 0 and first.stdout.startswith("489\tCarol Cook\t200 OK")
+    own_slapd.stop()
+    # younger than refresh: the send does not ask LDAP (it would say it cannot connect)
+    again = run_deskbot("send", "-c", str(path), "@sales-team", "standup", env=ENV)
+    assert again.returncode == 0, again.stderr
+    assert [line.split("\t")[:3] for line in again.stdout.splitlines()] == [
+        ["486", "Alice Archer", "200 OK"],
+        ["487", "Bob Baker", "200 OK"],
+    ]
+    assert "LDAP" not in again.stderr
+    # a target the cached result lacks: LDAP is asked at once (a new hire needs no wait)
+    new = run_deskbot("send", "-c", str(path), "erin", "welcome", env=ENV)
+    assert new.returncode == 2
+    assert f"deskbot: LDAP {own_slapd.url}: cannot connect" in new.stderr
+    assert "erin" in new.stderr
+    assert uris(pbx) == ["sip:489", "sip:486", "sip:487"]
+
+
 async def test_a_result_losing_more_than_half_the_people_is_refused_until_sighup(
     slapd: Slapd, sipp, tmp_path: Path, caplog, monkeypatch
 ):
