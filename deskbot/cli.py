@@ -152,8 +152,8 @@ class ShellReplier:
         pass
 
     async def report(self, result: report.Report) -> None:
-        if result.lines:  # one write: 10,000 phones are 10,000 lines
-            sys.stdout.write("".join(f"{_shell_line(ln, self.as_json)}\n" for ln in result.lines))
+        if result.lines:  # one write: 10,000 phones are 10,000 lines (print: no stdout, no-op)
+            print("".join(f"{_shell_line(ln, self.as_json)}\n" for ln in result.lines), end="")
 
 
 async def _shell(args: argparse.Namespace, command: str) -> int:
@@ -324,7 +324,7 @@ def _exit_now(code: int) -> NoReturn:
     """
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError):  # a reader that went away (`| head`)
+        with contextlib.suppress(OSError, AttributeError):  # `| head` went away; `>&-`: None
             stream.flush()
     os._exit(code)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -155,3 +157,21 @@ def test_a_send_that_sends_nothing_leaves_no_worker_behind(sipp, tmp_path):
 )
 def test_the_command_word_is_found_before_argparse_runs(argv, command):
     assert launch.command_of(argv) == command
+
+
+def test_a_send_with_stdin_and_stdout_closed_still_sends_and_exits_by_the_answer(sipp, tmp_path):
+    """cron and scripts run `deskbot send ... <&- >&-`: the pipes to the worker then take
+    the lowest free descriptors, and there is no stdout to print to."""
+    phone = sipp(200)
+    cfg = one_phone(tmp_path, phone.uri("486"))
+    deskbot = str(Path(sys.executable).parent / "deskbot")
+    result = subprocess.run(
+        [deskbot, "send", "-c", str(cfg), "486", "no terminal"],
+        preexec_fn=lambda: (os.close(0), os.close(1)),
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert [m.body for m in phone.wait_received(1)] == [b"no terminal"]
