@@ -103,6 +103,26 @@ def test_one_send_gives_classic_phones_a_message_and_infobox_phones_a_notify(sip
     assert infobox_lines(old_snom) == ["lunch is here"]
 
 
+def test_a_text_that_fits_a_message_but_not_an_infobox_goes_to_no_phone_of_the_group(
+    sipp, tmp_path
+):
+    classic, infobox = sipp(200), sipp(200, method="NOTIFY")
+    cfg = config_for(
+        tmp_path,
+        {"486": (classic.uri("486"), "message"), "487": (infobox.uri("487"), "snom-infobox")},
+        extra='[message]\nmax_chars = 1000\n[groups.floor]\nmembers = ["486", "487"]\n',
+    )
+    text = 'A&B "C" <D> ' * 40  # 480 bytes as it is; & " < > are 4-6 bytes each in XML
+    result = run_deskbot("send", "-c", str(cfg), "@floor", text)
+    assert result.returncode == 2
+    assert "text too long: 1400 bytes on Snom Infobox phones, escaped as XML," in result.stderr
+    assert "nothing was sent" in result.stderr
+    assert classic.received() == [] and infobox.received() == []
+    fits = run_deskbot("send", "-c", str(cfg), "486", text)  # a MESSAGE carries it as it is
+    assert fits.returncode == 0, fits.stderr
+    assert [m.body for m in classic.wait_received(1)] == [text.strip().encode()]
+
+
 def test_notify_answers_get_hints_for_what_the_phone_lacks(sipp, tmp_path):
     no_notify, no_snomxml = sipp(501, method="NOTIFY"), sipp(415, method="NOTIFY")
     cfg = config_for(

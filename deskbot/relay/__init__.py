@@ -29,7 +29,7 @@ from deskbot.commands import (
     Who,
 )
 from deskbot.deferred import DeferredSends
-from deskbot.directory import Directory, Person, Phone, TargetError
+from deskbot.directory import INFOBOX, MESSAGE, Directory, Person, Phone, TargetError
 from deskbot.relay import later
 from deskbot.relay.replay import replayed
 from deskbot.relay.values import (
@@ -46,7 +46,7 @@ from deskbot.relay.values import (
     Request,
 )
 from deskbot.relay.window import SlidingWindow
-from deskbot.senders import Delivery, Sender, fair
+from deskbot.senders import Delivery, Sender, fair, wire_bytes
 from deskbot.store import Answer as Recorded
 from deskbot.store import AuditError, AuditLog, Planned
 
@@ -312,11 +312,15 @@ class Relay:
         )
 
     def _body_fits(self, job: Dispatch) -> Answer | None:
-        size, most = len(job.body.encode()), self.sender.max_body_bytes
+        """Every phone's body fits, in its own format: else none is sent (not a 413 for some)."""
+        most = self.sender.max_body_bytes
+        sizes = {p.format: wire_bytes(p.format, job.body) for p in job.phones}
+        fmt, size = max(sizes.items(), key=lambda item: item[1], default=(MESSAGE, 0))
         if size <= most:
             return None
+        on = " on Snom Infobox phones, escaped as XML," if fmt == INFOBOX else ""
         return Answer(
-            f"text too long: {size} bytes, a SIP message takes {most}. "
+            f"text too long: {size} bytes{on} where a SIP message takes {most}. "
             "Shorten it; nothing was sent.",
             error=True,
             problem="too-long",

@@ -14,7 +14,17 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from deskbot.directory import Phone
+from deskbot.directory import INFOBOX, Phone
+
+
+def wire_bytes(format: str, text: str) -> int:
+    """The bytes ``text`` takes as a request body in a phone ``format``: as it is for a
+    MESSAGE; for an Infobox, the XML around it and every ``&`` or ``<`` escaped."""
+    if format == INFOBOX:
+        from deskbot.senders.sip import infobox
+
+        return len(infobox.body(text).encode())
+    return len(text.encode())
 
 
 class SenderError(RuntimeError):
