@@ -169,7 +169,7 @@ async def _shell(args: argparse.Namespace, command: str) -> int:
 
 
 async def _send(
-    cfg: config.Config, command: str, as_json: bool, worker: WorkerProcess, targets: str = ""
+    cfg: config.Config, command: str, as_json: bool, worker: WorkerProcess, targets: str
 ) -> int:
     """Run one command (`TARGETS TEXT` or `probe TARGETS`) as the operator at the shell."""
     from deskbot import report
@@ -199,17 +199,19 @@ async def _send(
             await agent.close()
             return EXIT_NOTHING_SENT
         ldap = LdapSync(opened)
+        merged = merge(directory, ldap.current)[0]
         fresh = ldap.since is not None and time.time() - ldap.since < s.directory.ldap.refresh
         if fresh:
             try:
-                merge(directory, ldap.current)[0].resolve(targets)
+                merged.resolve(targets)
             except TargetError:
                 fresh = False  # somebody new in LDAP, perhaps: ask it
         if not fresh:
             outcome = await ldap.sync(s.directory.ldap, cfg.secret(s.directory.ldap.password_env))
             if not outcome.applied:
                 print(f"deskbot: {outcome.message}", file=sys.stderr)
-        directory = merge(directory, ldap.current)[0]
+            merged = merge(directory, ldap.current)[0]
+        directory = merged
     relay = Relay(agent, directory, Policy.from_settings(s))
     replier = ShellReplier(as_json)
     user = ChatUser(SHELL, _login_name())

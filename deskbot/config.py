@@ -499,8 +499,8 @@ def load(
     """
     environ = os.environ if environ is None else environ
     data = _read(path)
-    folder = path.absolute().parent
-    settings = settings_cache.get(data, folder) if cached else None
+    name = settings_cache.key(data, path.absolute().parent) if cached else ""
+    settings = settings_cache.get(name) if cached else None
     if settings is not None:  # it was valid; only the secrets can be missing now
         secrets, problems = _secrets(settings, path, environ, secrets_for)
         if problems:
@@ -508,7 +508,7 @@ def load(
         return Config(settings, path, secrets)
     found = parse(_toml(data, path), path, environ, secrets_for)
     if cached:
-        settings_cache.put(data, folder, found.settings)
+        settings_cache.put(name, found.settings)
     return found
 
 

@@ -12,6 +12,7 @@ when its stdin closes (this process ending closes it).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -137,8 +138,6 @@ class AdoptedWorker:
         return await asyncio.shield(self._exited)
 
     def kill(self) -> None:
-        import contextlib
-
         if self.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)

@@ -60,16 +60,15 @@ def key(data: bytes, config_folder: Path) -> str:
     return digest.hexdigest()
 
 
-def get(data: bytes, config_folder: Path) -> Settings | None:
+def get(name: str) -> Settings | None:
+    """The settings kept under ``name`` (a ``key``), or None."""
     where = folder()
     if where is None:
         return None
     try:
         if not _private(os.lstat(where)):
             return None
-        fd = os.open(
-            where / f"{key(data, config_folder)}.pickle", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-        )
+        fd = os.open(where / f"{name}.pickle", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
     with os.fdopen(fd, "rb") as file:
@@ -87,7 +86,7 @@ def get(data: bytes, config_folder: Path) -> Settings | None:
     return settings if isinstance(settings, Settings) else None
 
 
-def put(data: bytes, config_folder: Path, settings: Settings) -> None:
+def put(name: str, settings: Settings) -> None:
     where = folder()
     if where is None:
         return
@@ -97,12 +96,11 @@ def put(data: bytes, config_folder: Path, settings: Settings) -> None:
             return
         import tempfile
 
-        name = where / f"{key(data, config_folder)}.pickle"
         fd, temporary = tempfile.mkstemp(dir=where, prefix=".new-")  # mode 0600
         try:
             with os.fdopen(fd, "wb") as file:
                 pickle.dump(settings, file, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(temporary, name)
+            os.replace(temporary, where / f"{name}.pickle")
         finally:
             Path(temporary).unlink(missing_ok=True)
         kept = sorted(where.glob("*.pickle"), key=lambda p: p.stat().st_mtime, reverse=True)

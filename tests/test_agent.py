@@ -247,9 +247,12 @@ async def test_freed_slots_go_to_waiting_commands_in_turn():
 
     async def one(name: str) -> None:
         fair.COMMAND.set(name)
-        async with slots.slot():
+        key = await slots.acquire()
+        try:
             order.append(name)
             await release.wait()
+        finally:
+            slots.release(key)
 
     tasks = [asyncio.create_task(one("a")) for _ in range(4)]
     await until(lambda: len(order) == 2, what="a's first two sends")

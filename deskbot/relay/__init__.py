@@ -314,7 +314,7 @@ class Relay:
     def _body_fits(self, job: Dispatch) -> Answer | None:
         """Every phone's body fits, in its own format: else none is sent (not a 413 for some)."""
         most = self.sender.max_body_bytes
-        sizes = {p.format: wire_bytes(p.format, job.body) for p in job.phones}
+        sizes = {f: wire_bytes(f, job.body) for f in {p.format for p in job.phones}}
         fmt, size = max(sizes.items(), key=lambda item: item[1], default=(MESSAGE, 0))
         if size <= most:
             return None

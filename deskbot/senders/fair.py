@@ -14,7 +14,7 @@ import asyncio
 import collections
 import contextlib
 import contextvars
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import Hashable
 
 COMMAND: contextvars.ContextVar[Hashable] = contextvars.ContextVar("deskbot_command", default=None)
 
@@ -29,26 +29,12 @@ class FairSlots:
         self.queues: dict[Hashable, collections.deque[asyncio.Future[None]]] = {}
         self._turn: collections.deque[Hashable] = collections.deque()  # round-robin order
 
-    @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        key = await self.acquire()
-        try:
-            yield
-        finally:
-            self.release(key)
-
     async def acquire(self) -> Hashable:
-        """A slot for the current command; give it back with ``release(key)``.
-
-        (``slot()`` is the same as a context manager; the agent calls these two
-        directly: an async context manager costs more than the rest of a send.)
-        """
+        """A slot for the current command; give it back with ``release(key)`` (no async
+        context manager: on a broadcast it cost more than the rest of a send)."""
         key = COMMAND.get()
         await self._acquire(key)
         return key
-
-    def release(self, key: Hashable) -> None:
-        self._release(key)
 
     async def _acquire(self, key: Hashable) -> None:
         if self.free > 0 and self.held[key] < self.cap and not self.queues.get(key):
@@ -63,7 +49,7 @@ class FairSlots:
             await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
-                self._release(key)  # granted as we were cancelled: give it back
+                self.release(key)  # granted as we were cancelled: give it back
             else:
                 self._forget(key, waiter)
             raise
@@ -72,7 +58,7 @@ class FairSlots:
         self.free -= 1
         self.held[key] += 1
 
-    def _release(self, key: Hashable) -> None:
+    def release(self, key: Hashable) -> None:
         self.free += 1
         self.held[key] -= 1
         if self.held[key] <= 0:
