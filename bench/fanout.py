@@ -158,9 +158,9 @@ def reap_orphans(within: float = 2.0) -> None:
 
 async def agent_only(port: int, phones: int, in_flight: int) -> tuple[float, list[float]]:
     sys.path.insert(0, str(ROOT))
-    from deskbot.config import Sip
-    from deskbot.directory import Phone
+    from deskbot.directory.snapshot import Phone
     from deskbot.senders.sip.agent import SipAgent
+    from deskbot.settings.schema import Sip
 
     agent = SipAgent(Sip(listen="127.0.0.1:0", timeout=5.0, max_in_flight=in_flight))
     await agent.start()

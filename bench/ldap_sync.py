@@ -29,10 +29,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from slapd_server import BASE, BIND_DN, BIND_PASSWORD, Slapd  # noqa: E402
 
-from deskbot.config import Ldap  # noqa: E402
-from deskbot.directory import Directory  # noqa: E402
+from deskbot.directory.snapshot import Directory  # noqa: E402
 from deskbot.directory.sync import LdapSync, merge  # noqa: E402
-from deskbot.store import AuditLog  # noqa: E402
+from deskbot.settings.schema import Ldap  # noqa: E402
+from deskbot.store.audit import AuditLog  # noqa: E402
 
 BIG = 1000
 

@@ -19,10 +19,10 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from deskbot.config import Sip
-from deskbot.directory import Phone
+from deskbot.directory.snapshot import Phone
 from deskbot.senders.sip.agent import SipAgent
 from deskbot.senders.sip.phonesim import SimulatedPhone
+from deskbot.settings.schema import Sip
 
 
 async def soak(rounds: int, phones: int, gap: float) -> None:

@@ -34,7 +34,7 @@ SIPP_DIR = HERE / "sipp"
 for _name in list(os.environ):  # bolt and deskbot must not pick up a developer's settings
     if _name.startswith(("SLACK_", "DESKBOT_")):
         del os.environ[_name]
-# the settings cache of `deskbot send` (deskbot/settings_cache.py): this session's own
+# the settings cache of `deskbot send` (deskbot/settings/cache.py): this session's own
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="deskbot-test-cache-")
 
 
@@ -411,7 +411,7 @@ class Chat:
         self.shown: list[str] = []
 
     async def answer(self, answer: Any) -> None:
-        from deskbot import report
+        from deskbot.relay import report
 
         self.shown.append(report.answer_text(answer.text, answer.error))
 
@@ -419,6 +419,6 @@ class Chat:
         pass
 
     async def report(self, result: Any) -> None:
-        from deskbot import report
+        from deskbot.relay import report
 
         self.shown.append(report.plain(result))

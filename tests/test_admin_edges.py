@@ -8,10 +8,11 @@ import subprocess
 import tomllib
 from pathlib import Path
 
-from deskbot import config
 from deskbot.directory import loader
-from deskbot.relay import Answer, ChatUser, Policy, Relay, Request
+from deskbot.relay.relay import Relay
+from deskbot.relay.values import Answer, ChatUser, Policy, Request
 from deskbot.senders.recording import RecordingSender
+from deskbot.settings.load import parse
 
 ROOT = Path(__file__).parent.parent
 
@@ -29,7 +30,7 @@ phone = "486"
 
 
 def test_a_sender_who_is_not_allowed_is_told_both_entries_an_admin_must_add():
-    s = config.parse(tomllib.loads(DIRECTORY), Path("x"), {}).settings
+    s = parse(tomllib.loads(DIRECTORY), Path("x"), {}).settings
     relay = Relay(RecordingSender(), loader.from_settings(s), Policy.from_settings(s))
     answer = relay.prepare(Request(ChatUser("slack", "U0MALLORY"), "486 let me in"))
     assert isinstance(answer, Answer) and answer.error

@@ -18,10 +18,11 @@ import psutil
 import pytest
 from conftest import until, wait_for, write_config
 
-from deskbot.config import Registrar, Sip
-from deskbot.directory import Phone
-from deskbot.senders import Cause, Outcome, fair
+from deskbot.directory.snapshot import Phone
+from deskbot.senders import fair
+from deskbot.senders.base import Cause, Outcome
 from deskbot.senders.sip.agent import AgentError, SipAgent
+from deskbot.settings.schema import Registrar, Sip
 
 
 def to(uri: str) -> Phone:

@@ -18,12 +18,14 @@ import aiohttp
 import pytest
 from conftest import until
 
-from deskbot import config
 from deskbot.directory import loader
-from deskbot.relay import Policy, Relay
+from deskbot.relay.relay import Relay
+from deskbot.relay.values import Policy
 from deskbot.senders.recording import RecordingSender
+from deskbot.settings.load import parse
+from deskbot.settings.schema import Settings
 from deskbot.sources.api import MAX_BODY, ApiSource
-from deskbot.store import AuditLog
+from deskbot.store.audit import AuditLog
 
 TOKENS = {
     "TOKEN_MON": "mon-0123456789abcdef",
@@ -111,7 +113,7 @@ GRAFANA_PAYLOAD = {
 }
 
 
-def settings(**overrides) -> config.Settings:
+def settings(**overrides) -> Settings:
     raw = {
         "phones": {ext: {"uri": f"sip:{ext}@10.0.0.{ext[1:]}"} for ext in ("486", "487", "488")},
         "groups": {"ops": {"members": ["486", "487"]}, "all": {"members": ["486", "487", "488"]}},
@@ -126,7 +128,7 @@ def settings(**overrides) -> config.Settings:
         },
         **overrides,
     }
-    return config.parse(raw, Path("t.toml"), TOKENS).settings
+    return parse(raw, Path("t.toml"), TOKENS).settings
 
 
 class Api:
@@ -430,13 +432,13 @@ async def test_a_clients_targets_reload_with_the_policy(api_for, phones):
 
 
 def test_a_reload_asks_for_a_restart_for_the_listener_and_tokens_not_for_targets():
-    from deskbot.app import restart_changes
+    from deskbot.service.front import restart_changes
 
     running = settings()
     assert running.api is not None
     wider = {n: replace(c, targets=None) for n, c in running.api.clients.items()}
 
-    def edited(**change) -> config.Settings:
+    def edited(**change) -> Settings:
         return replace(running, api=replace(running.api, **change))
 
     assert restart_changes(running, edited(clients=wider)) == []

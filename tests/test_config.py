@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deskbot import config
+from deskbot.settings.load import ConfigError, load, parse
 
 ROOT = Path(__file__).parent.parent
 ENV = {"DESKBOT_MATRIX_TOKEN": "t", "SLACK_BOT_TOKEN": "xoxb-1", "SLACK_APP_TOKEN": "xapp-1"}
@@ -37,14 +37,14 @@ members = ["alice", "487"]
 
 def problems(text: str, env: dict[str, str] | None = None) -> list[str]:
     try:
-        config.parse(tomllib.loads(text), Path("deskbot.toml"), env if env is not None else ENV)
-    except config.ConfigError as exc:
+        parse(tomllib.loads(text), Path("deskbot.toml"), env if env is not None else ENV)
+    except ConfigError as exc:
         return exc.problems
     return []
 
 
 def test_the_example_config_is_valid_and_defaults_match_the_contract():
-    cfg = config.load(ROOT / "config.example.toml", ENV)
+    cfg = load(ROOT / "config.example.toml", ENV)
     s = cfg.settings
     assert (s.sip.timeout, s.sip.max_in_flight) == (6.0, 50)
     assert (s.message.max_chars, s.message.sender_prefix) == (160, True)
@@ -57,7 +57,7 @@ def test_the_example_config_is_valid_and_defaults_match_the_contract():
 
 
 def test_defaults_apply_when_keys_are_left_out():
-    s = config.parse({}, Path("x.toml"), {}).settings
+    s = parse({}, Path("x.toml"), {}).settings
     assert s.sip.timeout == 6.0 and s.access.senders == "*" and s.health.listen == "127.0.0.1:9120"
     assert s.slack is None and s.matrix is None
 
@@ -146,17 +146,17 @@ def test_senders_and_admins_must_be_people():
 def test_bad_toml_and_missing_file(tmp_path: Path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[sip\n")
-    with pytest.raises(config.ConfigError) as err:
-        config.load(bad, {})
+    with pytest.raises(ConfigError) as err:
+        load(bad, {})
     assert err.value.problems[0].startswith(f"{bad}: not valid TOML: ")
-    with pytest.raises(config.ConfigError) as err:
-        config.load(tmp_path / "none.toml", {})
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path / "none.toml", {})
     assert "file not found" in err.value.problems[0]
 
 
 def test_slack_api_url_gets_its_trailing_slash():
     text = BASE + '[slack]\napi_url = "http://127.0.0.1:9/api"\n'
-    cfg = config.parse(tomllib.loads(text), Path("x"), ENV)
+    cfg = parse(tomllib.loads(text), Path("x"), ENV)
     assert cfg.settings.slack and cfg.settings.slack.api_url == "http://127.0.0.1:9/api/"
 
 
@@ -173,7 +173,7 @@ def test_a_phone_transport_must_match_the_sip_transport():
 
 def check_config(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
     """`deskbot check-config -c PATH` in-process -> (exit code, the lines it printed)."""
-    from deskbot import cli
+    from deskbot.cli import commands as cli
 
     code = cli.main(["check-config", "-c", str(path)])
     out, err = capsys.readouterr()
@@ -339,11 +339,11 @@ def test_a_listen_address_without_port_gets_the_default_port_and_port_0_stays_an
 
     text = BASE.replace('listen = "127.0.0.1:0"', 'listen = "127.0.0.1"')
     text += '[health]\nlisten = "[::1]"\n[slack]\nhttp_listen = "0.0.0.0"\n'
-    s = config.parse(tomllib.loads(text), Path("x"), ENV).settings
+    s = parse(tomllib.loads(text), Path("x"), ENV).settings
     assert s.sip.listen == "127.0.0.1:5060"  # SIP's own port, as in a sip: URI without one
     assert s.health.listen == "[::1]:9120" and s.slack and s.slack.http_listen == "0.0.0.0:3000"
     assert SipAgent(s.sip)._start_settings()["port"] == 5060
-    s = config.parse(tomllib.loads(BASE), Path("x"), ENV).settings
+    s = parse(tomllib.loads(BASE), Path("x"), ENV).settings
     assert s.sip.listen == "127.0.0.1:0"
 
 
@@ -359,13 +359,13 @@ def test_relative_audit_and_matrix_store_paths_are_read_from_the_config_files_fo
     )
     monkeypatch.chdir(tmp_path)
     for config_path in (path, Path("etc/d.toml")):
-        s = config.load(config_path, ENV).settings
+        s = load(config_path, ENV).settings
         assert s.audit.path == str(etc / "data/a.sqlite3")
         assert s.matrix and s.matrix.store == str(etc / "state/matrix")
     path.write_text(BASE + '[audit]\npath = "/var/lib/deskbot/a.sqlite3"\n')
-    assert config.load(path, ENV).settings.audit.path == "/var/lib/deskbot/a.sqlite3"
+    assert load(path, ENV).settings.audit.path == "/var/lib/deskbot/a.sqlite3"
     path.write_text(BASE)
-    assert config.load(path, ENV).settings.audit.path == str(etc / "data/deskbot.sqlite3")
+    assert load(path, ENV).settings.audit.path == str(etc / "data/deskbot.sqlite3")
 
 
 def test_the_examples_api_block_is_valid_once_uncommented():
@@ -373,7 +373,7 @@ def test_the_examples_api_block_is_valid_once_uncommented():
     block = example[example.index("# [api]") : example.index("# The directory.")]
     text = "\n".join(line.removeprefix("# ") for line in block.splitlines())
     env = {**ENV, "DESKBOT_API_TOKEN_MONITORING": "0123456789abcdef"}
-    s = config.parse(tomllib.loads(BASE + text), Path("x.toml"), env).settings
+    s = parse(tomllib.loads(BASE + text), Path("x.toml"), env).settings
     assert s.api is not None and s.api.listen == "127.0.0.1:9121" and s.api.dedup_window == 900
     assert s.api.clients["monitoring"].targets == ["@sales", "486"]
 
@@ -427,12 +427,12 @@ def test_a_phone_format_defaults_to_the_fleet_format_and_a_wrong_one_names_its_k
             "487": {"uri": "sip:487@10.0.0.87", "format": "message"},
         },
     }
-    directory = loader.from_settings(config.parse(raw, Path("x.toml"), {}).settings)
+    directory = loader.from_settings(parse(raw, Path("x.toml"), {}).settings)
     assert [(p.extension, p.format) for p in directory.phones.values()] == [
         ("486", "snom-infobox"),
         ("487", "message"),
     ]
-    assert config.parse({}, Path("x.toml"), {}).settings.message.format == "message"
+    assert parse({}, Path("x.toml"), {}).settings.message.format == "message"
     [problem] = problems('[phones.486]\nuri = "sip:486@10.0.0.86"\nformat = "infobox"\n')
     assert problem.startswith("deskbot.toml: phones.486.format: ")
     assert "'message' or 'snom-infobox'" in problem

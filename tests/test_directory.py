@@ -11,8 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deskbot import commands, config
-from deskbot.directory import Directory, TargetError, loader
+from deskbot.directory import loader
+from deskbot.directory.snapshot import Directory, TargetError
+from deskbot.relay import grammar
+from deskbot.settings.checks import cross_check
+from deskbot.settings.load import parse, validate
+from deskbot.settings.schema import Group
 
 DIRECTORY = """
 [phones.486]
@@ -38,9 +42,7 @@ members = ["@sales", "bob", "486"]
 
 def directory(extra: str = "") -> Directory:
     text = DIRECTORY + extra
-    return loader.from_settings(
-        config.parse(tomllib.loads(text), Path("x"), {"P": "secret"}).settings
-    )
+    return loader.from_settings(parse(tomllib.loads(text), Path("x"), {"P": "secret"}).settings)
 
 
 def extensions(token: str, d: Directory | None = None) -> list[str]:
@@ -124,37 +126,37 @@ def test_resolver_raises_only_target_errors_and_never_builds_uris_from_text(toke
 
 
 def test_grammar():
-    assert commands.parse("help") == commands.Help()
-    assert commands.parse("who @sales") == commands.Who("@sales")
-    assert commands.parse("history") == commands.History(False)
-    assert commands.parse("history all") == commands.History(True)
-    assert commands.parse("486  meeting   moved ") == commands.Send("486", "meeting   moved")
-    assert commands.parse("486 line one\nline two") == commands.Send("486", "line one\nline two")
+    assert grammar.parse("help") == grammar.Help()
+    assert grammar.parse("who @sales") == grammar.Who("@sales")
+    assert grammar.parse("history") == grammar.History(False)
+    assert grammar.parse("history all") == grammar.History(True)
+    assert grammar.parse("486  meeting   moved ") == grammar.Send("486", "meeting   moved")
+    assert grammar.parse("486 line one\nline two") == grammar.Send("486", "line one\nline two")
 
 
 def test_grammar_errors_say_what_to_type():
-    with pytest.raises(commands.UsageError, match="usage: TARGETS TEXT"):
-        commands.parse("   ")
-    with pytest.raises(commands.UsageError, match="nothing to send to 486"):
-        commands.parse("486")
-    with pytest.raises(commands.UsageError, match="who TARGET"):
-        commands.parse("who")
-    with pytest.raises(commands.UsageError, match="history all"):
-        commands.parse("history everything")
+    with pytest.raises(grammar.UsageError, match="usage: TARGETS TEXT"):
+        grammar.parse("   ")
+    with pytest.raises(grammar.UsageError, match="nothing to send to 486"):
+        grammar.parse("486")
+    with pytest.raises(grammar.UsageError, match="who TARGET"):
+        grammar.parse("who")
+    with pytest.raises(grammar.UsageError, match="history all"):
+        grammar.parse("history everything")
 
 
 def test_control_characters_are_dropped_from_the_text():
-    assert commands.parse("486 a\x00b\x1b[31mc\u202ed\r\ne").text == "ab[31mcd\ne"
+    assert grammar.parse("486 a\x00b\x1b[31mc\u202ed\r\ne").text == "ab[31mcd\ne"
 
 
 @settings(max_examples=400, deadline=None)
 @given(st.text(max_size=400))
 def test_parser_raises_only_usage_errors(text: str):
     try:
-        command = commands.parse(text)
-    except commands.UsageError:
+        command = grammar.parse(text)
+    except grammar.UsageError:
         return
-    if isinstance(command, commands.Send):
+    if isinstance(command, grammar.Send):
         assert command.text and "\r" not in command.text and "\x00" not in command.text
 
 
@@ -176,8 +178,8 @@ def test_every_unknown_target_in_a_list_is_named_in_one_message():
 
 def groups_directory(groups: dict[str, list[str]]) -> Directory:
     """The directory's phones and people with these groups, cycles and all (not validated)."""
-    base = config.validate(tomllib.loads(DIRECTORY.split("[groups.sales]")[0]), Path("x"))
-    members = {name: config.Group(members=list(ms)) for name, ms in groups.items()}
+    base = validate(tomllib.loads(DIRECTORY.split("[groups.sales]")[0]), Path("x"))
+    members = {name: Group(members=list(ms)) for name, ms in groups.items()}
     return loader.from_settings(replace(base, groups=members))
 
 
@@ -234,8 +236,8 @@ def test_groups_resolve_like_the_recursive_walk_and_cycles_are_found_like_a_topo
     while leaves := [n for n, kids in inside.items() if not kids]:
         inside = {n: kids - set(leaves) for n, kids in inside.items() if n not in leaves}
     settings_ = replace(
-        config.validate(tomllib.loads(DIRECTORY.split("[groups.sales]")[0]), Path("x")),
-        groups={n: config.Group(members=ms) for n, ms in graph.items()},
+        validate(tomllib.loads(DIRECTORY.split("[groups.sales]")[0]), Path("x")),
+        groups={n: Group(members=ms) for n, ms in graph.items()},
     )
-    cycles = [msg for key, msg in config.cross_check(settings_) if "group cycle" in msg]
+    cycles = [msg for key, msg in cross_check(settings_) if "group cycle" in msg]
     assert bool(cycles) == bool(inside)

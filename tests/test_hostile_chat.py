@@ -9,10 +9,11 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deskbot import config
 from deskbot.directory import loader
-from deskbot.relay import ChatUser, Dispatch, Policy, Relay, Request
+from deskbot.relay.relay import Relay
+from deskbot.relay.values import ChatUser, Dispatch, Policy, Request
 from deskbot.senders.recording import RecordingSender
+from deskbot.settings.load import ConfigError, load, parse
 from deskbot.sources.matrix import wire
 
 
@@ -91,7 +92,7 @@ def relay(senders: str = "*") -> tuple[Relay, RecordingSender]:
         "people": {"alice": {"phone": "486", "matrix": "@alice:example.com", "name": "Alice"}},
         "access": {"senders": senders},
     }
-    s = config.parse(raw, Path("t.toml"), {}).settings
+    s = parse(raw, Path("t.toml"), {}).settings
     phones = RecordingSender()
     return Relay(phones, loader.from_settings(s), Policy.from_settings(s)), phones
 
@@ -123,8 +124,8 @@ def test_a_secret_pasted_where_an_env_name_belongs_is_refused_without_echoing_it
     path = tmp_path / "d.toml"
     path.write_text(f'[slack]\nbot_token_env = "{secret}"\n')
     try:
-        config.load(path, {})
-    except config.ConfigError as exc:
+        load(path, {})
+    except ConfigError as exc:
         problems = exc.problems
     else:
         raise AssertionError("accepted")

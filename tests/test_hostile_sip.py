@@ -28,8 +28,8 @@ from conftest import wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deskbot import config
 from deskbot.senders.sip import protocol
+from deskbot.settings.load import ConfigError, parse
 
 # -- the worker, over its line protocol ---------------------------------------
 
@@ -292,8 +292,8 @@ def test_reason_phrases_are_printable_and_bounded(
 def registrar_problems(username: str) -> list[str]:
     raw = {"sip": {"registrar": {"uri": "sip:pbx.test", "username": username, "password_env": "P"}}}
     try:
-        config.parse(raw, Path("deskbot.toml"), {"P": "s3cret"})
-    except config.ConfigError as exc:
+        parse(raw, Path("deskbot.toml"), {"P": "s3cret"})
+    except ConfigError as exc:
         return exc.problems
     return []
 

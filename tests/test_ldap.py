@@ -13,14 +13,15 @@ import pytest
 from conftest import run_deskbot, until, write_config
 from slapd_server import BIND_DN, BIND_PASSWORD, Slapd, group, person
 
-from deskbot import config, report
-from deskbot.app import Service
-from deskbot.config import Ldap
-from deskbot.directory import Directory, Person, Phone
 from deskbot.directory.ldap import build, extension_of, name_of
+from deskbot.directory.snapshot import Directory, Person, Phone
 from deskbot.directory.sync import LdapSync, judge, merge
-from deskbot.relay import ChatUser, Dispatch, Request
+from deskbot.relay import report
+from deskbot.relay.values import ChatUser, Dispatch, Request
 from deskbot.senders.sip.agent import SipAgent
+from deskbot.service.front import Service
+from deskbot.settings.load import ConfigError, load, parse
+from deskbot.settings.schema import Ldap
 
 ENV = {"DESKBOT_LDAP_PASSWORD": BIND_PASSWORD}
 CONFIG = """
@@ -104,7 +105,7 @@ async def test_a_person_a_group_and_a_changed_extension_from_slapd_reach_the_rig
     pbx = sipp(200)
     ou = slapd.subtree()
     slapd.add(people_ldif(ou))
-    cfg = config.load(write(tmp_path, slapd, ou, pbx.port, refresh=1), ENV)
+    cfg = load(write(tmp_path, slapd, ou, pbx.port, refresh=1), ENV)
     service = Service(cfg, SipAgent(cfg.settings.sip), sources=[AdminInbox()])
     runner = asyncio.create_task(service.run())
     try:
@@ -139,7 +140,7 @@ async def test_ldap_stopped_mid_run_keeps_the_last_good_directory_and_send_uses_
     pbx = sipp(200)
     own_slapd.add(people_ldif(own_slapd.subtree()))
     path = write(tmp_path, own_slapd, "dc=example,dc=com", pbx.port, refresh=1)
-    cfg = config.load(path, ENV)
+    cfg = load(path, ENV)
     caplog.set_level(logging.INFO)
     service = Service(cfg, SipAgent(cfg.settings.sip), sources=[AdminInbox()])
     runner = asyncio.create_task(service.run())
@@ -201,7 +202,7 @@ async def test_a_result_losing_more_than_half_the_people_is_refused_until_sighup
     pbx = sipp(200)
     ou = slapd.subtree()
     slapd.add(people_ldif(ou))
-    cfg = config.load(write(tmp_path, slapd, ou, pbx.port, refresh=1), ENV)
+    cfg = load(write(tmp_path, slapd, ou, pbx.port, refresh=1), ENV)
     inbox = AdminInbox()
     service = Service(cfg, SipAgent(cfg.settings.sip), sources=[inbox])
     runner = asyncio.create_task(service.run())
@@ -394,7 +395,7 @@ def test_an_empty_result_or_one_losing_more_than_half_the_people_is_refused():
 
 async def test_a_failed_sync_never_replaces_the_cached_directory(tmp_path: Path):
     from deskbot.directory.ldap import Fetched, LdapError
-    from deskbot.store import AuditLog
+    from deskbot.store.audit import AuditLog
 
     good = Directory({"486": Phone("486", "sip:486@pbx", "A")}, {"a": Person("a", "A", "486")}, {})
     answers: list[Fetched | LdapError] = [Fetched(good), LdapError("LDAP ldap://x: cannot connect")]
@@ -431,8 +432,8 @@ def test_a_bad_ldap_table_is_one_line_per_problem_naming_the_key(tmp_path: Path)
             }
         }
     }
-    with pytest.raises(config.ConfigError) as caught:
-        config.parse(raw, tmp_path / "d.toml", {})
+    with pytest.raises(ConfigError) as caught:
+        parse(raw, tmp_path / "d.toml", {})
     assert caught.value.problems == [
         f"{tmp_path}/d.toml: directory.ldap.url: 'http://dc1' is not an ldap:// or ldaps:// URL",
         f"{tmp_path}/d.toml: directory.ldap.phone_uri: must contain {{extension}}, "
@@ -442,8 +443,8 @@ def test_a_bad_ldap_table_is_one_line_per_problem_naming_the_key(tmp_path: Path)
     ]
     del raw["directory"]["ldap"]["prest"]
     raw["directory"]["ldap"].update(url="ldap://dc1", phone_uri="sip:{extension}@pbx")
-    with pytest.raises(config.ConfigError) as caught:
-        config.parse(raw, tmp_path / "d.toml", {})
+    with pytest.raises(ConfigError) as caught:
+        parse(raw, tmp_path / "d.toml", {})
     assert caught.value.problems == [
         f"{tmp_path}/d.toml: directory.ldap.password_env: environment variable "
         "DESKBOT_LDAP_PASSWORD is not set"
@@ -454,6 +455,6 @@ def test_the_examples_ldap_block_is_valid_once_uncommented():
     example = (Path(__file__).parent.parent / "config.example.toml").read_text()
     block = example[example.index("# [directory.ldap]") : example.index("# Matrix: runs")]
     text = "\n".join(line.removeprefix("# ") for line in block.splitlines())
-    s = config.parse(tomllib.loads(text), Path("x.toml"), {"DESKBOT_LDAP_PASSWORD": "x"}).settings
+    s = parse(tomllib.loads(text), Path("x.toml"), {"DESKBOT_LDAP_PASSWORD": "x"}).settings
     assert s.directory.ldap is not None and s.directory.ldap.refresh == 300
     assert s.directory.ldap.extension_digits == 3 and s.directory.ldap.preset == "openldap"

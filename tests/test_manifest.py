@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from deskbot.config import SlackSettings
+from deskbot.settings.schema import SlackSettings
 
 MANIFEST = Path(__file__).parent.parent / "slack-app-manifest.yaml"
 

@@ -13,14 +13,17 @@ from zoneinfo import ZoneInfo
 import pytest
 from conftest import Chat
 
-from deskbot import commands, config, notices
-from deskbot.commands import Later, Send, UsageError, UseTemplate
+from deskbot import notices
 from deskbot.directory import loader
-from deskbot.relay import ChatUser, Policy, Relay, Request
+from deskbot.relay import grammar
+from deskbot.relay.grammar import Later, Send, UsageError, UseTemplate
+from deskbot.relay.relay import Relay
+from deskbot.relay.values import ChatUser, Policy, Request
 from deskbot.senders.recording import RecordingSender
-from deskbot.sources import serve
+from deskbot.settings.load import ConfigError, parse
 from deskbot.sources.schedule import ScheduleSource
-from deskbot.store import AuditLog
+from deskbot.sources.serve import serve
+from deskbot.store.audit import AuditLog
 
 ALICE = ChatUser("matrix", "@alice:example.com", "Alice")
 BOB = ChatUser("matrix", "@bob:example.com", "Bob")
@@ -69,7 +72,7 @@ class World:
 
     def __init__(self, tmp_path: Path, **overrides: object):
         self.path = tmp_path / "audit.sqlite3"
-        self.settings = config.parse(raw(**overrides), Path("t.toml"), {}).settings
+        self.settings = parse(raw(**overrides), Path("t.toml"), {}).settings
         self.phones = RecordingSender()
         self.now = MONDAY
         self.chats = Chats()
@@ -108,24 +111,24 @@ async def world(tmp_path: Path) -> World:
 
 # -- grammar -------------------------------------------------------------------------
 def test_the_grammar_reads_templates_and_sends_later_and_leaves_other_texts_alone():
-    assert commands.parse("!firedrill time=3pm") == UseTemplate(
+    assert grammar.parse("!firedrill time=3pm") == UseTemplate(
         None, "firedrill", (("time", "3pm"),)
     )
-    assert commands.parse('487 !visitor who="Mr Smith"') == UseTemplate(
+    assert grammar.parse('487 !visitor who="Mr Smith"') == UseTemplate(
         "487", "visitor", (("who", "Mr Smith"),)
     )
-    assert commands.parse("in 15m @sales lunch") == Later("@sales lunch", delay=900)
-    assert commands.parse("at 9:05 !firedrill time=now") == Later(
+    assert grammar.parse("in 15m @sales lunch") == Later("@sales lunch", delay=900)
+    assert grammar.parse("at 9:05 !firedrill time=now") == Later(
         "!firedrill time=now", clock=(9, 5)
     )
-    assert commands.parse("486 !!important") == Send("486", "!important")
-    assert commands.parse("in the kitchen") == Send("in", "the kitchen")  # `in` may be a group
+    assert grammar.parse("486 !!important") == Send("486", "!important")
+    assert grammar.parse("in the kitchen") == Send("in", "the kitchen")  # `in` may be a group
     with pytest.raises(UsageError, match="not key=value"):
-        commands.parse("!firedrill 3pm")
+        grammar.parse("!firedrill 3pm")
     with pytest.raises(UsageError, match="needs a send after it"):
-        commands.parse("in 20s who 486")
+        grammar.parse("in 20s who 486")
     with pytest.raises(UsageError, match="from 1s to 30 days"):
-        commands.parse("in 0s 486 now")
+        grammar.parse("in 0s 486 now")
 
 
 def test_at_means_today_or_tomorrow_when_past_in_the_zone_given():
@@ -299,8 +302,8 @@ async def test_occurrences_missed_while_down_are_reported_not_sent_where_the_sch
 
 
 def test_check_config_names_a_bad_cron_zone_template_or_target_by_its_key():
-    with pytest.raises(config.ConfigError) as caught:
-        config.parse(
+    with pytest.raises(ConfigError) as caught:
+        parse(
             raw(
                 schedules={
                     "a": {"cron": "61 * * * *", "targets": "486", "text": "x"},

@@ -18,7 +18,10 @@ from pathlib import Path
 import pytest
 from conftest import SippPhone, run_deskbot, wait_for, write_config
 
-from deskbot import config, launch, settings_cache
+from deskbot.cli.main import command_of
+from deskbot.settings import cache
+from deskbot.settings.load import ConfigError, load, validate
+from deskbot.settings.schema import Settings
 
 
 def one_phone(tmp_path: Path, uri: str, extra: str = "") -> Path:
@@ -38,9 +41,9 @@ def one_phone(tmp_path: Path, uri: str, extra: str = "") -> Path:
 
 
 def cache_file(cfg: Path) -> Path:
-    where = settings_cache.folder()
+    where = cache.folder()
     assert where is not None  # conftest gives the session its own cache
-    return where / f"{settings_cache.key(cfg.read_bytes(), cfg.absolute().parent)}.pickle"
+    return where / f"{cache.key(cfg.read_bytes(), cfg.absolute().parent)}.pickle"
 
 
 def test_a_file_edited_after_a_send_is_validated_again(sipp, tmp_path):
@@ -59,9 +62,9 @@ def test_a_file_edited_after_a_send_is_validated_again(sipp, tmp_path):
     assert [m.body for m in phone.wait_received(2)] == [b"first", b"third"]
 
 
-def _settings_for(uri: str, tmp_path: Path) -> config.Settings:
+def _settings_for(uri: str, tmp_path: Path) -> Settings:
     raw = {"sip": {"listen": "127.0.0.1:0"}, "phones": {"486": {"uri": uri}}}
-    return config.validate(raw, tmp_path / "x.toml")
+    return validate(raw, tmp_path / "x.toml")
 
 
 def test_a_cache_file_others_may_write_is_not_believed(sipp, tmp_path):
@@ -109,12 +112,12 @@ def test_secrets_are_read_every_time_even_from_the_cache(tmp_path, monkeypatch):
         password_env = "PBX_PASSWORD"
         """,
     )
-    first = config.load(cfg, {"PBX_PASSWORD": "s3cret"}, cached=True)
+    first = load(cfg, {"PBX_PASSWORD": "s3cret"}, cached=True)
     assert first.secret("PBX_PASSWORD") == "s3cret"
     assert list((tmp_path / "cache").glob("*.pickle"))
     assert b"s3cret" not in b"".join(p.read_bytes() for p in (tmp_path / "cache").iterdir())
-    with pytest.raises(config.ConfigError) as missing:
-        config.load(cfg, {}, cached=True)
+    with pytest.raises(ConfigError) as missing:
+        load(cfg, {}, cached=True)
     assert missing.value.problems == [
         f"{cfg}: sip.registrar.password_env: environment variable PBX_PASSWORD is not set"
     ]
@@ -156,7 +159,7 @@ def test_a_send_that_sends_nothing_leaves_no_worker_behind(sipp, tmp_path):
     ],
 )
 def test_the_command_word_is_found_before_argparse_runs(argv, command):
-    assert launch.command_of(argv) == command
+    assert command_of(argv) == command
 
 
 def test_a_send_with_stdin_and_stdout_closed_still_sends_and_exits_by_the_answer(sipp, tmp_path):
@@ -175,3 +178,38 @@ def test_a_send_with_stdin_and_stdout_closed_still_sends_and_exits_by_the_answer
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert [m.body for m in phone.wait_received(1)] == [b"no terminal"]
+
+
+def test_the_cache_key_covers_every_module_that_validation_runs(tmp_path):
+    """A module validation imports but the key does not hash would let a stale cache stand."""
+    cfg = one_phone(
+        tmp_path,
+        "sip:486@127.0.0.1:9",
+        '[schedules.daily]\ncron = "0 9 * * 1-5"\n'
+        'targets = "486"\ntext = "stand-up"\n[templates.drill]\ntext = "drill"\n',
+    )
+    probe = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from deskbot.settings.load import load\n"
+        f"load(Path({str(cfg)!r}), environ={{}})\n"
+        "print('\\n'.join(sorted(m for m in sys.modules if m.startswith('deskbot'))))\n"
+    )
+    ran = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    package = Path(cache.__file__).parent.parent
+    hashed = set()
+    for name in cache._CODE:
+        parts = ["deskbot", *Path(name).with_suffix("").parts]
+        hashed.add(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+        assert (package / name).is_file()
+    assert set(ran.stdout.split()) - hashed == set()
+
+
+def test_the_cache_key_changes_with_a_library_version(tmp_path, monkeypatch):
+    cfg = one_phone(tmp_path, "sip:486@127.0.0.1:9")
+    before = cache.key(cfg.read_bytes(), tmp_path)
+    shadow = tmp_path / "site"
+    (shadow / "pydantic-99.0.0.dist-info").mkdir(parents=True)  # found before the real one
+    monkeypatch.syspath_prepend(str(shadow))
+    assert b"pydantic=pydantic-99.0.0.dist-info" in cache.versions()
+    assert cache.key(cfg.read_bytes(), tmp_path) != before

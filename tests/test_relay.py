@@ -9,13 +9,18 @@ from pathlib import Path
 import pytest
 from conftest import Chat, until
 
-from deskbot import config, report
 from deskbot.directory import loader
-from deskbot.relay import Answer, ChatUser, Dispatch, Policy, Relay, Request, SlidingWindow
+from deskbot.relay import report
+from deskbot.relay.relay import Relay
+from deskbot.relay.values import Answer, ChatUser, Dispatch, Policy, Request
+from deskbot.relay.window import SlidingWindow
 from deskbot.senders.recording import RecordingSender
-from deskbot.sources import serve
-from deskbot.store import Answer as Recorded
-from deskbot.store import AuditLog, Planned
+from deskbot.settings.load import parse
+from deskbot.settings.schema import Settings
+from deskbot.sources.serve import serve
+from deskbot.store.audit import AuditLog
+from deskbot.store.base import Answer as Recorded
+from deskbot.store.base import Planned
 
 ALICE = ChatUser("slack", "U0ALICE01", "Alice S")
 BOB = ChatUser("slack", "U0BOB0001", "bob")
@@ -23,7 +28,7 @@ STRANGER = ChatUser("matrix", "@eve:example.com", "Eve")
 EXTENSIONS = ("486", "487", "488")
 
 
-def settings(**overrides: dict) -> config.Settings:
+def settings(**overrides: dict) -> Settings:
     raw = {
         "phones": {
             ext: {"uri": f"sip:{ext}@10.0.0.{ext[1:]}", "label": f"Desk {ext}"}
@@ -37,7 +42,7 @@ def settings(**overrides: dict) -> config.Settings:
         "access": {"senders": ["alice", "bob"], "admins": ["alice"]},
         **overrides,
     }
-    return config.parse(raw, Path("t.toml"), {}).settings
+    return parse(raw, Path("t.toml"), {}).settings
 
 
 @pytest.fixture

@@ -12,11 +12,11 @@ from pathlib import Path
 import aiohttp
 from conftest import DeskbotRun, free_port, run_deskbot, until, wait_for, write_config
 
-from deskbot import config
-from deskbot.app import Service
-from deskbot.relay import ChatUser, Dispatch, Request
+from deskbot.relay.values import ChatUser, Dispatch, Request
 from deskbot.senders.recording import RecordingSender
 from deskbot.senders.sip.agent import SipAgent
+from deskbot.service.front import Service
+from deskbot.settings.load import load
 
 CONFIG = """
 [sip]
@@ -43,7 +43,7 @@ async def test_healthz_and_metrics_after_real_sends(sipp, tmp_path: Path):
         tmp_path / "d.toml",
         CONFIG.format(health=port, tmp=tmp_path, ok=ok.uri(), missing=missing.uri("487")),
     )
-    cfg = config.load(path, {})
+    cfg = load(path, {})
     service = Service(cfg, SipAgent(cfg.settings.sip), sources=[])
     runner = asyncio.create_task(service.run())
     base = f"http://127.0.0.1:{port}"
@@ -73,7 +73,7 @@ async def test_probe_every_shows_which_phones_answer_in_metrics(sipp, tmp_path: 
     port = free_port(kind=1)
     body = CONFIG.format(health=port, tmp=tmp_path, ok=up.uri(), missing=wrong.uri("487"))
     body = body.replace("[health]", "[health]\nprobe_every = 0.2")
-    cfg = config.load(write_config(tmp_path / "d.toml", body), {})
+    cfg = load(write_config(tmp_path / "d.toml", body), {})
     service = Service(cfg, SipAgent(cfg.settings.sip), sources=[])
     runner = asyncio.create_task(service.run())
     sample = service.metrics.registry.get_sample_value
@@ -157,7 +157,7 @@ async def test_the_config_watcher_survives_any_file_and_applies_the_next_good_on
     etc.mkdir()
     path = write_config(etc / "d.toml", body)
     caplog.set_level(logging.INFO)
-    service = Service(config.load(path, {}), RecordingSender(), sources=[])
+    service = Service(load(path, {}), RecordingSender(), sources=[])
     runner = asyncio.create_task(service.run())
 
     def logged(text: str) -> bool:
@@ -167,7 +167,7 @@ async def test_the_config_watcher_survives_any_file_and_applies_the_next_good_on
         await until(lambda: logged("deskbot running"), what="the service to start")
         path.write_text(body + "[limits]\nmax_group_size = 1" + "0" * 5000 + "\n")
         await until(lambda: logged("config change rejected"), what="the rejected edit")
-        real_load = config.load
+        real_load = load
         calls: list[Path] = []
 
         def load_once_broken(*args, **kwargs):
@@ -176,7 +176,7 @@ async def test_the_config_watcher_survives_any_file_and_applies_the_next_good_on
                 raise RuntimeError("a bug in the loader")
             return real_load(*args, **kwargs)
 
-        monkeypatch.setattr(config, "load", load_once_broken)
+        monkeypatch.setattr("deskbot.service.front.load", load_once_broken)
         path.write_text(body + "\n")
         await until(lambda: logged("config reload (file changed) failed"), what="the failure")
         path.write_text(body + '[phones.488]\nuri = "sip:488@127.0.0.1:9"\n')
@@ -231,7 +231,7 @@ def test_a_health_port_in_use_is_one_clean_line_and_exit_2(tmp_path: Path):
 async def test_reload_names_the_changed_restart_keys_compared_with_what_runs(tmp_path, caplog):
     body = CONFIG.format(health=0, tmp=tmp_path, ok="sip:486@127.0.0.1:9", missing="sip:487@x")
     path = write_config(tmp_path / "d.toml", body)
-    service = Service(config.load(path, {}), RecordingSender(), sources=[])
+    service = Service(load(path, {}), RecordingSender(), sources=[])
 
     def restart_warnings() -> list[str]:
         found = [r.getMessage() for r in caplog.records if "after a restart" in r.getMessage()]

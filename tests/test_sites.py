@@ -297,21 +297,21 @@ def test_nats_restarted_mid_run_front_and_edge_reconnect_and_in_flight_is_told_h
 
 
 def test_a_site_phone_without_nats_and_two_logins_are_refused_with_their_key_paths():
-    from deskbot import config
+    from deskbot.settings.load import ConfigError, parse
 
     raw = {
         "phones": {"486": {"uri": "sip:486@10.1.0.86", "site": "berlin"}},
         "edge": {"site": "berlin"},
     }
-    with pytest.raises(config.ConfigError) as refused:
-        config.parse(raw, Path("c.toml"), {})
+    with pytest.raises(ConfigError) as refused:
+        parse(raw, Path("c.toml"), {})
     assert refused.value.problems == [
         "c.toml: phones.486.site: a phone with a site is sent over NATS: add a [nats] table",
         "c.toml: edge: an edge takes its deliveries from NATS: add a [nats] table",
     ]
     raw["nats"] = {"url": "nats://hub:4222", "token_env": "T", "credentials_env": "C"}
-    with pytest.raises(config.ConfigError) as refused:
-        config.parse(raw, Path("c.toml"), {"T": "x", "C": "y"})
+    with pytest.raises(ConfigError) as refused:
+        parse(raw, Path("c.toml"), {"T": "x", "C": "y"})
     assert refused.value.problems == [
         "c.toml: nats: give one way to log in, not credentials_env and token_env"
     ]

@@ -19,8 +19,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from deskbot.config import EXTENSION_RE, NAME_RE, Ldap
-from deskbot.directory import Directory, Person, Phone
+from deskbot.directory.snapshot import Directory, Person, Phone
+from deskbot.settings.schema import EXTENSION_RE, NAME_RE, Ldap
 
 PAGE_SIZE = 500  # entries per page of the paged-results control (AD answers at most 1,000)
 

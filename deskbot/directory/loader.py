@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from deskbot.config import Settings
-from deskbot.directory import Directory, Person, Phone
+from deskbot.directory.snapshot import Directory, Person, Phone
+from deskbot.settings.schema import Settings
 
 SOURCES = ("slack", "matrix")  # the [people] keys that hold a chat id
 

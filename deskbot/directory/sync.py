@@ -17,11 +17,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from deskbot import config
-from deskbot.directory import Directory, Person, Phone
 from deskbot.directory.ldap import Fetched, LdapError, fetch
 from deskbot.directory.loader import from_settings
-from deskbot.store import AuditLog
+from deskbot.directory.snapshot import Directory, Person, Phone
+from deskbot.settings.checks import Names, cross_check
+from deskbot.settings.schema import Config, Ldap
+from deskbot.store.base import CommandLog
 
 log = logging.getLogger("deskbot.directory")
 
@@ -105,8 +106,8 @@ class LdapSync:
 
     def __init__(
         self,
-        store: AuditLog | None,
-        fetcher: Callable[[config.Ldap, str], Fetched] = fetch,
+        store: CommandLog | None,
+        fetcher: Callable[[Ldap, str], Fetched] = fetch,
         clock: Callable[[], float] = time.time,
     ):
         self.store = store
@@ -134,9 +135,7 @@ class LdapSync:
             return "none cached"
         return time.strftime("cached %Y-%m-%d %H:%M:%S", time.localtime(self.since))
 
-    async def sync(
-        self, settings: config.Ldap, password: str, accept_drop: bool = False
-    ) -> Outcome:
+    async def sync(self, settings: Ldap, password: str, accept_drop: bool = False) -> Outcome:
         """Fetch (in a thread: chat commands go on) and keep the result if it is good."""
         try:
             fetched, text = await asyncio.to_thread(self._fetch, settings, password)
@@ -168,7 +167,7 @@ class LdapSync:
             f"{len(d.groups)} groups{notes}",
         )
 
-    def _fetch(self, settings: config.Ldap, password: str) -> tuple[Fetched, str]:
+    def _fetch(self, settings: Ldap, password: str) -> tuple[Fetched, str]:
         fetched = self.fetcher(settings, password)
         return fetched, dumps(fetched.directory)  # serialised here too: off the event loop
 
@@ -179,7 +178,7 @@ class LdapSync:
         return f"keeping the last good LDAP directory ({people} people, {self.age()})"
 
 
-def check_config(cfg: config.Config) -> tuple[list[str], str]:
+def check_config(cfg: Config) -> tuple[list[str], str]:
     """``check-config`` with ``[directory.ldap]``: bind and search now, then the references.
 
     Problems as ``PATH: key: what is wrong`` lines, and a summary part when there are none.
@@ -191,8 +190,8 @@ def check_config(cfg: config.Config) -> tuple[list[str], str]:
     except LdapError as exc:
         return [f"{cfg.path}: directory.ldap: {exc}"], ""
     ldap = fetched.directory
-    names = config.Names(frozenset(ldap.phones), frozenset(ldap.people), frozenset(ldap.groups))
-    problems = [f"{cfg.path}: {key}: {msg}" for key, msg in config.cross_check(cfg.settings, names)]
+    names = Names(frozenset(ldap.phones), frozenset(ldap.people), frozenset(ldap.groups))
+    problems = [f"{cfg.path}: {key}: {msg}" for key, msg in cross_check(cfg.settings, names)]
     if not ldap.people:
         problems.append(f"{cfg.path}: directory.ldap: LDAP {settings.url}: {judge(None, ldap)}")
     if problems:

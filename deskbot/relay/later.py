@@ -9,24 +9,46 @@ through the same checks again (the sender may have lost access meanwhile).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from deskbot import commands, notices
-from deskbot.commands import Later, UseTemplate
-from deskbot.deferred import Deferred
-from deskbot.directory import Person
-from deskbot.relay.values import Answer, Dispatch, Request
-from deskbot.store import AuditError
+from deskbot import notices
+from deskbot.directory.snapshot import Person
+from deskbot.relay import grammar
+from deskbot.relay.grammar import Later, UseTemplate
+from deskbot.relay.values import Answer, Dispatch, Policy, Request
+from deskbot.store.base import AuditError, Deferred, LaterSends
 
-if TYPE_CHECKING:
-    from deskbot.relay import Relay
+
+class Planner(Protocol):
+    """What a later send needs of the relay: its policy and store, and its checks."""
+
+    policy: Policy
+    deferred: LaterSends | None
+    clock_wall: Callable[[], float]
+
+    def send_of(
+        self, request: Request, person: Person | None, admin: bool, command: grammar.Command
+    ) -> Answer | Dispatch: ...
+
+    def dispatch(
+        self,
+        request: Request,
+        person: Person | None,
+        admin: bool,
+        targets: str,
+        text: str,
+        probe: bool = False,
+        origin: str = "",
+    ) -> Answer | Dispatch: ...
+
 
 MAX_LISTED = 20
 
 
 def template_send(
-    relay: Relay, request: Request, person: Person | None, admin: bool, use: UseTemplate
+    relay: Planner, request: Request, person: Person | None, admin: bool, use: UseTemplate
 ) -> Answer | Dispatch:
     """A template's text filled from the command, to the command's or the template's targets."""
     template = relay.policy.templates.get(use.name)
@@ -52,7 +74,7 @@ def template_send(
     return relay.dispatch(request, person, admin, targets, text, origin=f"template:{use.name}")
 
 
-def templates_text(relay: Relay) -> Answer:
+def templates_text(relay: Planner) -> Answer:
     templates = relay.policy.templates
     if not templates:
         return Answer("no templates are configured ([templates.NAME] in the config file)")
@@ -65,12 +87,12 @@ def templates_text(relay: Relay) -> Answer:
 
 
 def defer(
-    relay: Relay, request: Request, person: Person | None, admin: bool, later: Later
+    relay: Planner, request: Request, person: Person | None, admin: bool, later: Later
 ) -> Answer:
     """Check the send now and keep it for its time; the answer names the time and the id."""
     if relay.deferred is None:
         return Answer("sends later need the audit log ([audit] path)", error=True, problem="usage")
-    checked = relay.send_of(request, person, admin, commands.parse(later.then))
+    checked = relay.send_of(request, person, admin, grammar.parse(later.then))
     if isinstance(checked, Answer):
         return checked
     now = relay.clock_wall()
@@ -107,7 +129,7 @@ def defer(
     return Answer(f"will send at {when} to {names}, id {deferred_id} (`cancel {deferred_id}`)")
 
 
-def scheduled_text(relay: Relay, request: Request, person: Person | None, admin: bool) -> Answer:
+def scheduled_text(relay: Planner, request: Request, person: Person | None, admin: bool) -> Answer:
     if relay.deferred is None:
         return Answer("sends later need the audit log ([audit] path)", error=True)
     user = request.user
@@ -129,7 +151,7 @@ def scheduled_text(relay: Relay, request: Request, person: Person | None, admin:
 
 
 def cancel(
-    relay: Relay, request: Request, person: Person | None, admin: bool, deferred_id: int
+    relay: Planner, request: Request, person: Person | None, admin: bool, deferred_id: int
 ) -> Answer:
     if relay.deferred is None:
         return Answer("sends later need the audit log ([audit] path)", error=True)

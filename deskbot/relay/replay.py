@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from deskbot import report
-from deskbot.directory import Phone
-from deskbot.senders import Cause, Delivery
-from deskbot.store import Seen
+from deskbot.directory.snapshot import Phone
+from deskbot.relay import report
+from deskbot.senders.base import Cause, Delivery
+from deskbot.store.base import Seen
 
 RESTARTED = "Not confirmed: deskbot restarted during the send"
 

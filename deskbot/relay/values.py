@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from deskbot import commands, report
-from deskbot.config import Access, Limits, Message, Schedule, Settings, Template
-from deskbot.directory import Person, Phone
+from deskbot.directory.snapshot import Person, Phone
+from deskbot.relay import grammar, report
+from deskbot.settings.schema import Access, Limits, Message, Schedule, Settings, Template
 
 SHELL = "shell"  # the operator at the shell: trusted like an admin
 API = "api"  # a client of the HTTP API, known by its token: may send, within its targets
@@ -129,7 +129,7 @@ class Dispatch:
     @property
     def title(self) -> str:
         user = self.user
-        who = self.person.display if self.person else commands.one_line(user.display_name)
+        who = self.person.display if self.person else grammar.one_line(user.display_name)
         names = ", ".join(p.title for p in self.phones)
         if self.probe:
             return f"{who or user.id} probes {names}"

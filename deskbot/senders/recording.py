@@ -11,8 +11,8 @@ import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from deskbot.directory import Phone
-from deskbot.senders import Delivery, Health
+from deskbot.directory.snapshot import Phone
+from deskbot.senders.base import Delivery, Health
 
 REASONS = {200: "OK", 404: "Not Found", 408: "Request Timeout", 486: "Busy Here"}
 

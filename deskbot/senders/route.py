@@ -8,9 +8,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from deskbot.config import Settings
-from deskbot.directory import Phone
-from deskbot.senders import Delivery, Health, Sender
+from deskbot.directory.snapshot import Phone
+from deskbot.senders.base import Delivery, Health, Sender
+from deskbot.settings.schema import Settings
 
 
 class RouteSender:
@@ -56,6 +56,6 @@ def for_settings(settings: Settings, secret: Callable[[str], str], local: Sender
     """The front's sender: ``local`` alone, or routed by site when ``[nats]`` is configured."""
     if settings.nats is None:
         return local
-    from deskbot.senders.edge import EdgeSender  # nats-py loads only where it is used
+    from deskbot.senders.sites.sender import EdgeSender  # nats-py loads only where it is used
 
     return RouteSender(local, EdgeSender(settings.nats, secret, settings.sip.timeout))

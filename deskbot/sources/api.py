@@ -27,23 +27,13 @@ from typing import Any
 
 from aiohttp import web
 
-from deskbot import report
-from deskbot.config import Api
-from deskbot.relay import API
+from deskbot.relay import report
+from deskbot.relay.relay import Relay
+from deskbot.relay.values import API, Accepted, Answer, ChatUser, Dispatch, Replay, Request
+from deskbot.settings.schema import Api
 from deskbot.sipuri import split_hostport
-from deskbot.sources import (
-    Accepted,
-    Answer,
-    ChatUser,
-    Dispatch,
-    Relay,
-    Replay,
-    Request,
-    alerts,
-    http,
-    serve,
-    take,
-)
+from deskbot.sources import alerts, http
+from deskbot.sources.serve import serve, take
 
 log = logging.getLogger("deskbot.api")
 

@@ -10,8 +10,10 @@ import asyncio
 import sys
 from typing import TextIO
 
-from deskbot import report
-from deskbot.sources import Answer, ChatUser, Dispatch, Relay, Request, serve
+from deskbot.relay import report
+from deskbot.relay.relay import Relay
+from deskbot.relay.values import Answer, ChatUser, Dispatch, Request
+from deskbot.sources.serve import serve
 
 PREFIXES = ("/deskphone", "!deskphone")
 

@@ -21,11 +21,14 @@ import shlex
 import time
 from collections.abc import Callable, Mapping
 
-from deskbot import notices, report
-from deskbot.config import Schedule
-from deskbot.deferred import Deferred, DeferredSends
-from deskbot.relay.values import SCHEDULE
-from deskbot.sources import Answer, ChatUser, Dispatch, Relay, Replier, Replies, Request, serve
+from deskbot import notices
+from deskbot.relay import report
+from deskbot.relay.relay import Relay
+from deskbot.relay.values import SCHEDULE, Answer, ChatUser, Dispatch, Request
+from deskbot.settings.schema import Schedule
+from deskbot.sources.base import Replier, Replies
+from deskbot.sources.serve import serve
+from deskbot.store.base import Deferred, LaterSends
 
 log = logging.getLogger("deskbot.schedule")
 
@@ -62,7 +65,7 @@ class ScheduleSource:
     def __init__(
         self,
         relay: Relay,
-        deferred: DeferredSends,
+        deferred: LaterSends,
         chats: Mapping[str, Replies],
         clock: Callable[[], float] = time.time,
         tick: float = TICK,

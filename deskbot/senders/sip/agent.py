@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deskbot import __version__
-from deskbot.config import Sip
-from deskbot.directory import INFOBOX, Phone
-from deskbot.senders import Cause, Delivery, Health, SenderError
+from deskbot.directory.snapshot import INFOBOX, Phone
+from deskbot.senders.base import Cause, Delivery, Health, SenderError
 from deskbot.senders.fair import FairSlots
 from deskbot.senders.sip import infobox, protocol
 from deskbot.senders.sip.spawn import WORKER_COMMAND, WorkerProcess, spawn_worker
+from deskbot.settings.schema import Sip
 from deskbot.sipuri import split_hostport
 
 log = logging.getLogger("deskbot.sip")

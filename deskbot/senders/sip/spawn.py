@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Protocol
 
-from deskbot.launch import WORKER_ARGV as WORKER_COMMAND
+from deskbot.senders.sip.early import WORKER_ARGV as WORKER_COMMAND
 
 
 class WorkerProcess(Protocol):

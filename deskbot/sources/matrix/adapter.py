@@ -45,11 +45,13 @@ from nio import (
     WhoamiResponse,
 )
 
-from deskbot import report
-from deskbot.config import MatrixSettings
-from deskbot.sources import Answer, ChatUser, Dispatch, Relay, Request, serve
+from deskbot.relay import report
+from deskbot.relay.relay import Relay
+from deskbot.relay.values import Answer, ChatUser, Dispatch, Request
+from deskbot.settings.schema import MatrixSettings
 from deskbot.sources.matrix import wire
 from deskbot.sources.matrix.sync import SyncPosition
+from deskbot.sources.serve import serve
 
 log = logging.getLogger("deskbot.matrix")
 

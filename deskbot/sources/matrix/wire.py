@@ -8,7 +8,7 @@ import re
 import urllib.parse
 from typing import Any
 
-from deskbot import report
+from deskbot.relay import report
 
 MAX_READ = 16_000  # characters of an event read for a command: a command is far shorter
 

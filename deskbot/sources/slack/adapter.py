@@ -30,8 +30,10 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from deskbot import notices
-from deskbot.config import SlackSettings
-from deskbot.sources import Answer, ChatUser, Relay, Request, serve
+from deskbot.relay.relay import Relay
+from deskbot.relay.values import Answer, ChatUser, Request
+from deskbot.settings.schema import SlackSettings
+from deskbot.sources.serve import serve
 from deskbot.sources.slack import listener, wire
 from deskbot.sources.slack.replies import Ack, Job, Poster, SlackReplier
 

@@ -20,8 +20,8 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from deskbot import report
-from deskbot.sources import Answer, ChatUser, Dispatch
+from deskbot.relay import report
+from deskbot.relay.values import Answer, ChatUser, Dispatch
 from deskbot.sources.slack import wire
 
 log = logging.getLogger("deskbot.slack")

@@ -7,8 +7,8 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from deskbot import report
-from deskbot.sources import Answer
+from deskbot.relay import report
+from deskbot.relay.values import Answer
 
 SECTION_CHARS = 2900  # a section block's text takes 3000 characters
 

@@ -1,4 +1,4 @@
-"""The `deskbot` command's first step: a one-shot command starts its SIP worker at once.
+"""A one-shot command's SIP worker, started before anything heavy is imported.
 
 `deskbot send` and `deskbot probe` spend most of their time starting two
 interpreters: this one (asyncio, the relay, the config) and the SIP worker's
@@ -23,8 +23,6 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 WORKER_ARGV = (sys.executable, "-m", "deskbot.senders.sip.worker")
-ONE_SHOT = ("send", "probe")
-_TAKES_VALUE = ("-c", "--config")
 
 
 class _Early:
@@ -35,19 +33,6 @@ class _Early:
 
 
 _early: _Early | None = None
-
-
-def command_of(argv: Sequence[str]) -> str | None:
-    """The command word of a `deskbot` command line (`-c x send ...` -> 'send')."""
-    skip = False
-    for word in argv:
-        if skip:
-            skip = False
-        elif word in _TAKES_VALUE:
-            skip = True
-        elif not word.startswith("-"):
-            return word
-    return None
 
 
 def start_worker(argv: Sequence[str] = WORKER_ARGV) -> None:
@@ -141,12 +126,3 @@ class AdoptedWorker:
         if self.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
-
-
-def main() -> int:
-    """The `deskbot` console script."""
-    if command_of(sys.argv[1:]) in ONE_SHOT:
-        start_worker()
-    from deskbot.cli import main as cli_main
-
-    return cli_main()

@@ -10,8 +10,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from deskbot import report
-from deskbot.senders import Outcome
+from deskbot.relay import report
+from deskbot.senders.base import Outcome
 from deskbot.sipuri import split_hostport
 
 log = logging.getLogger("deskbot.health")

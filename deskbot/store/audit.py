@@ -15,8 +15,13 @@ import logging
 import sqlite3
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from deskbot.store.base import Answer, AuditError, HistoryEntry, Planned, Seen
+
+if TYPE_CHECKING:
+    from deskbot.store.deferred import DeferredSends
 
 log = logging.getLogger("deskbot.audit")
 
@@ -67,51 +72,6 @@ MIGRATE_3 = ("ALTER TABLE commands ADD COLUMN origin TEXT",)
 BUSY_TIMEOUT = 2.0  # seconds to wait for another process's lock before saying so
 
 
-class AuditError(Exception):
-    """The audit log cannot be written; the message says why."""
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryEntry:
-    ts: float
-    who: str
-    targets: str
-    text_chars: int
-    phones: int
-    delivered: int
-    answers: str  # "200 OK, 404 Not Found"
-
-
-@dataclass(frozen=True, slots=True)
-class Planned:
-    """A phone a command goes to, as recorded before sending."""
-
-    extension: str
-    uri: str
-    label: str
-    skipped: str  # why it is not sent (rate limit); "" when it is
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    extension: str
-    uri: str
-    code: int
-    reason: str
-    elapsed_ms: float
-    cause: str = "answered"
-
-
-@dataclass(frozen=True, slots=True)
-class Seen:
-    """What the log knows of a command key that came in before."""
-
-    answered: bool  # its reply reached the chat
-    command_id: int | None  # None: it sent nothing (help, a refusal)
-    plan: tuple[Planned, ...] = ()
-    answers: tuple[Answer, ...] = ()
-
-
 class AuditLog:
     def __init__(self, path: str | Path):
         self.path = str(path)
@@ -151,6 +111,12 @@ class AuditLog:
 
     def close(self) -> None:
         self.db.close()
+
+    def deferred_sends(self) -> DeferredSends:
+        """The deferred sends kept in the same file."""
+        from deskbot.store.deferred import DeferredSends
+
+        return DeferredSends(self)
 
     def _write(
         self,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from deskbot import notices
 
 if TYPE_CHECKING:
-    from deskbot.config import Settings
+    from deskbot.settings.schema import Settings
 
 NAME_RE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 REPORT_TO_RE = re.compile(r"(matrix:![^\s]+|slack:[CGD][A-Z0-9]{2,}|console)")

@@ -28,16 +28,18 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
-from deskbot import config, sipuri
-from deskbot.directory import Phone
-from deskbot.metrics import HealthServer, Metrics
-from deskbot.senders import Cause, Delivery, Sender, SenderError, sites
+from deskbot import sipuri
+from deskbot.directory.snapshot import Phone
+from deskbot.senders.base import Cause, Delivery, Sender, SenderError
+from deskbot.senders.sites import wire
+from deskbot.service.health import HealthServer, Metrics
+from deskbot.settings.schema import Config
 
 log = logging.getLogger("deskbot.edge")
 
 FETCH_WAIT = 1.0  # seconds one pull waits for deliveries
 RETRY = 1.0  # seconds before pulling again after NATS went away
-KEEP_EVERY = sites.ACK_WAIT / 3  # in_progress() while the phone answers
+KEEP_EVERY = wire.ACK_WAIT / 3  # in_progress() while the phone answers
 
 
 class EdgeStartError(RuntimeError):
@@ -45,7 +47,7 @@ class EdgeStartError(RuntimeError):
 
 
 class Edge:
-    def __init__(self, cfg: config.Config, agent: Sender):
+    def __init__(self, cfg: Config, agent: Sender):
         s = cfg.settings
         assert s.edge is not None and s.nats is not None
         self.cfg = cfg
@@ -94,7 +96,7 @@ class Edge:
                 return
             js = nc.jetstream()
             kv, psub = await self._consume(js)
-            await nc.subscribe(sites.PING.format(site=self.site), queue="edges", cb=self._pong)
+            await nc.subscribe(wire.PING.format(site=self.site), queue="edges", cb=self._pong)
             log.info("edge of site %s ready (%s)", self.site, self.name)
             await self._pull(psub, kv, nc)
             if self._tasks:  # let the phones answer what was started
@@ -109,7 +111,7 @@ class Edge:
         """NATS, retried until it answers: an edge may boot before the WAN is up."""
         while not self.stopping.is_set():
             try:
-                return await sites.connect(
+                return await wire.connect(
                     self.nats_settings, self.cfg.secret, f"deskbot-edge-{self.site}-{self.name}"
                 )
             except Exception as exc:
@@ -125,21 +127,21 @@ class Edge:
     ) -> tuple[KeyValue, JetStreamContext.PullSubscription]:
         while True:
             try:
-                await sites.ensure_stream(js)
-                kv = await sites.claims(js)
+                await wire.ensure_stream(js)
+                kv = await wire.claims(js)
                 psub = await js.pull_subscribe(
-                    sites.SEND.format(site=self.site),
-                    durable=sites.consumer(self.site),
-                    stream=sites.STREAM,
+                    wire.SEND.format(site=self.site),
+                    durable=wire.consumer(self.site),
+                    stream=wire.STREAM,
                     config=api.ConsumerConfig(
                         ack_policy=api.AckPolicy.EXPLICIT,
-                        ack_wait=sites.ACK_WAIT,
-                        max_deliver=sites.MAX_DELIVER,
+                        ack_wait=wire.ACK_WAIT,
+                        max_deliver=wire.MAX_DELIVER,
                         deliver_policy=api.DeliverPolicy.ALL,
                     ),
                 )
                 return kv, psub
-            except sites.ERRORS as exc:
+            except wire.ERRORS as exc:
                 log.warning(
                     "NATS: cannot set up site %s yet: %s", self.site, exc or type(exc).__name__
                 )
@@ -162,7 +164,7 @@ class Edge:
                 msgs = await psub.fetch(batch=self.free, timeout=FETCH_WAIT)
             except (nats.errors.TimeoutError, TimeoutError):
                 continue
-            except sites.ERRORS as exc:
+            except wire.ERRORS as exc:
                 log.debug("NATS pull: %s", exc or type(exc).__name__)
                 await asyncio.sleep(RETRY if not nc.is_connected else 0.1)
                 continue
@@ -183,20 +185,20 @@ class Edge:
     async def _deliver(self, msg: Msg, kv: KeyValue, nc: Client) -> None:
         reply = (msg.headers or {}).get("Deskbot-Reply", "")
         try:
-            job = sites.Job.decode(msg.data)
+            job = wire.Job.decode(msg.data)
         except (ValueError, KeyError, TypeError):
             log.warning("site %s: an unreadable delivery; dropped", self.site)
             await msg.term()
             return
-        if not reply.startswith(sites.REPLY.format(site=self.site, front="")):
+        if not reply.startswith(wire.REPLY.format(site=self.site, front="")):
             log.warning("site %s: delivery %s has no reply subject of this site", self.site, job.id)
             await msg.term()
             return
         key = f"{self.site}.{job.id}"
 
         async def answer(d: Delivery) -> None:
-            with contextlib.suppress(*sites.ERRORS):
-                await nc.publish(reply, sites.encode_answer(job.id, d))
+            with contextlib.suppress(*wire.ERRORS):
+                await nc.publish(reply, wire.encode_answer(job.id, d))
 
         if not sipuri.is_valid(job.uri):
             refused = "Not sent: the edge takes only valid sip: URIs"
@@ -205,12 +207,12 @@ class Edge:
             return
         # too late: the front answered "not sent", or is about to
         late = time.time() > job.deadline
-        claimed = await self._claim(kv, key, sites.EXPIRED if late else sites.STARTED)
+        claimed = await self._claim(kv, key, wire.EXPIRED if late else wire.STARTED)
         if claimed is None:  # NATS is away: the delivery comes again, or expires
             return
         won, holder = claimed
-        if holder == sites.EXPIRED:
-            with contextlib.suppress(*sites.ERRORS):
+        if holder == wire.EXPIRED:
+            with contextlib.suppress(*wire.ERRORS):
                 await msg.term()
             return
         if not won:
@@ -219,7 +221,7 @@ class Edge:
             )
             why = f"Not confirmed: an edge of site {self.site} restarted while the message was out"
             await answer(Delivery(job.uri, 0, why, 0.0, Cause.UNCONFIRMED))
-            with contextlib.suppress(*sites.ERRORS):
+            with contextlib.suppress(*wire.ERRORS):
                 await msg.ack()
             return
         keep = asyncio.create_task(self._keep(msg))
@@ -231,24 +233,24 @@ class Edge:
         self.sent += 1
         log.info("site %s: delivery %s: %d %s", self.site, job.id, delivery.code, delivery.reason)
         await answer(delivery)
-        with contextlib.suppress(*sites.ERRORS):
+        with contextlib.suppress(*wire.ERRORS):
             await msg.ack()
 
     async def _claim(self, kv: KeyValue, key: str, what: bytes) -> tuple[bool, bytes] | None:
         try:
-            return await sites.claim(kv, key, what, self.name)
-        except sites.ERRORS as exc:
+            return await wire.claim(kv, key, what, self.name)
+        except wire.ERRORS as exc:
             log.warning("NATS: cannot claim %s: %s", key, exc or type(exc).__name__)
             return None
 
     async def _keep(self, msg: Msg) -> None:
         while True:
             await asyncio.sleep(KEEP_EVERY)
-            with contextlib.suppress(*sites.ERRORS):
+            with contextlib.suppress(*wire.ERRORS):
                 await msg.in_progress()
 
 
-def run(cfg: config.Config) -> None:
+def run(cfg: Config) -> None:
     from deskbot.senders.sip.agent import SipAgent
 
     async def main() -> None:

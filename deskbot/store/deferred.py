@@ -12,9 +12,12 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from deskbot.store import AuditError, AuditLog
+from deskbot.store.base import AuditError, Deferred
+
+if TYPE_CHECKING:
+    from deskbot.store.audit import AuditLog
 
 log = logging.getLogger("deskbot.deferred")
 
@@ -41,24 +44,6 @@ CREATE TABLE IF NOT EXISTS marks (
 );
 """
 COLUMNS = "id, due, zone, chat, sender_id, display_name, person, place, thread, command"
-
-
-@dataclass(frozen=True, slots=True)
-class Deferred:
-    id: int
-    due: float  # epoch seconds
-    zone: str  # the time zone it was planned in ("" the host's), for showing its time
-    chat: str
-    sender_id: str
-    display_name: str
-    person: str | None
-    place: str
-    thread: str  # the source's reference to the command's thread
-    command: str  # the send, as typed after `in 20s` / `at 14:55`
-
-    @property
-    def key(self) -> str:
-        return f"deferred:{self.id}"
 
 
 class DeferredSends:

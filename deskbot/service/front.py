@@ -12,15 +12,20 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from deskbot import config, report
-from deskbot.directory import Directory, loader
+from deskbot.directory import loader
+from deskbot.directory.snapshot import Directory
 from deskbot.directory.sync import LdapSync, merge
-from deskbot.metrics import HealthServer, Metrics
-from deskbot.relay import Policy, Relay
-from deskbot.senders import Sender, SenderError
-from deskbot.sources import Replies, Source
+from deskbot.relay import report
+from deskbot.relay.relay import Relay
+from deskbot.relay.values import Policy
+from deskbot.senders.base import Sender, SenderError
+from deskbot.service.health import HealthServer, Metrics
+from deskbot.settings.load import ConfigError, load
+from deskbot.settings.schema import Config, Settings, counts
+from deskbot.sources.base import Replies, Source
 from deskbot.sources.schedule import ScheduleSource
-from deskbot.store import AuditError, AuditLog
+from deskbot.store.audit import AuditLog
+from deskbot.store.base import AuditError
 
 log = logging.getLogger("deskbot")
 
@@ -31,7 +36,7 @@ LIVE_KEYS = re.compile(r"api\.clients\.[^.]+\.targets")
 WATCH_RETRY = 5.0  # seconds before watching the config's folder again after a watcher error
 
 
-def restart_changes(running: config.Settings, new: config.Settings) -> list[str]:
+def restart_changes(running: Settings, new: Settings) -> list[str]:
     """The keys under RESTART_KEYS that differ, like ``sip.listen`` (a table: ``matrix``)."""
     found: list[str] = []
 
@@ -54,15 +59,15 @@ def restart_changes(running: config.Settings, new: config.Settings) -> list[str]
 _ABSENT = object()
 
 
-def build_sources(cfg: config.Config, relay: Relay) -> list[Source]:
+def build_sources(cfg: Config, relay: Relay) -> list[Source]:
     sources: list[Source] = []
     s = cfg.settings
     if s.slack is not None:
-        from deskbot.sources.slack import SlackSource
+        from deskbot.sources.slack.adapter import SlackSource
 
         sources.append(SlackSource(s.slack, relay, cfg.secret))
     if s.matrix is not None:
-        from deskbot.sources.matrix import MatrixSource
+        from deskbot.sources.matrix.adapter import MatrixSource
 
         sources.append(MatrixSource(s.matrix, relay, cfg.secret))
     if s.api is not None:
@@ -79,7 +84,7 @@ class StartError(RuntimeError):
 class Service:
     """Everything ``deskbot run`` starts, in the order it starts."""
 
-    def __init__(self, cfg: config.Config, sender: Sender, sources: list[Source] | None = None):
+    def __init__(self, cfg: Config, sender: Sender, sources: list[Source] | None = None):
         self.cfg = cfg
         s = cfg.settings
         self.sender = sender
@@ -129,8 +134,8 @@ class Service:
     async def _reload(self, reason: str) -> bool:
         self._loaded_stamp = _stamp(self.cfg.path)
         try:  # in a thread: a large file must not stall the chats or /healthz
-            new = await asyncio.to_thread(config.load, self.cfg.path)
-        except config.ConfigError as exc:
+            new = await asyncio.to_thread(load, self.cfg.path)
+        except ConfigError as exc:
             self.metrics.reloads.labels("rejected").inc()
             log.error(
                 "config change rejected (%s); keeping the last good directory:\n%s",
@@ -150,10 +155,10 @@ class Service:
         self.relay.use(self._directory(new.settings), Policy.from_settings(new.settings))
         self.cfg = new
         self.metrics.reloads.labels("applied").inc()
-        log.info("directory reloaded (%s): %s", reason, config.counts(new.settings))
+        log.info("directory reloaded (%s): %s", reason, counts(new.settings))
         return True
 
-    def _directory(self, s: config.Settings) -> Directory:
+    def _directory(self, s: Settings) -> Directory:
         """The file's directory, with the last good LDAP one merged in (the file wins)."""
         file = loader.from_settings(s)
         if s.directory.ldap is None or self.ldap is None:
@@ -311,7 +316,7 @@ def _stamp(path: Path) -> tuple[int, int] | None:
     return st.st_mtime_ns, st.st_size
 
 
-def run(cfg: config.Config) -> None:
+def run(cfg: Config) -> None:
     from deskbot.senders import route
     from deskbot.senders.sip.agent import SipAgent
 

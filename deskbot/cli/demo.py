@@ -14,13 +14,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from deskbot import config
 from deskbot.directory import loader
-from deskbot.relay import ChatUser, Policy, Relay
+from deskbot.relay.relay import Relay
+from deskbot.relay.values import ChatUser, Policy
 from deskbot.senders.sip.agent import SipAgent
 from deskbot.senders.sip.phonesim import SimulatedPhone
+from deskbot.settings.load import parse
 from deskbot.sources.console import ConsoleSource
-from deskbot.store import AuditLog
+from deskbot.store.audit import AuditLog
 
 PHONES = [("486", "Reception", False), ("487", "Warehouse", False), ("488", "Lab", True)]
 INFOBOX = ("487",)  # a Snom phone taking Infobox notifications (SIP NOTIFY)
@@ -78,7 +79,7 @@ async def run_demo(as_user: str, out: Any = sys.stdout) -> None:
     ]
     with tempfile.TemporaryDirectory(prefix="deskbot-demo-") as tmp:
         raw = demo_settings({p.extension: p.port for p in phones}, Path(tmp) / "audit.sqlite3")
-        settings = config.parse(raw, Path("(demo)"), {}).settings
+        settings = parse(raw, Path("(demo)"), {}).settings
         agent = SipAgent(settings.sip)
         audit = AuditLog(Path(tmp) / "audit.sqlite3")
         try:

@@ -26,9 +26,9 @@ from nats.aio.client import Client, RawCredentials
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
-from deskbot.config import Nats
-from deskbot.directory import FORMATS, MESSAGE
-from deskbot.senders import Cause, Delivery
+from deskbot.directory.snapshot import FORMATS, MESSAGE
+from deskbot.senders.base import Cause, Delivery
+from deskbot.settings.schema import Nats
 
 log = logging.getLogger("deskbot.nats")
 

@@ -26,10 +26,11 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.js.kv import KeyValue
 
-from deskbot.config import Nats
-from deskbot.directory import Phone
-from deskbot.senders import Cause, Delivery, Health, sites
+from deskbot.directory.snapshot import Phone
+from deskbot.senders.base import Cause, Delivery, Health
 from deskbot.senders.sip import protocol
+from deskbot.senders.sites import wire
+from deskbot.settings.schema import Nats
 
 log = logging.getLogger("deskbot.nats")
 
@@ -77,13 +78,11 @@ class EdgeSender:
     async def _connect(self) -> None:
         while True:
             try:
-                nc = await sites.connect(
-                    self.settings, self._secret, f"deskbot-front-{self._front}"
-                )
+                nc = await wire.connect(self.settings, self._secret, f"deskbot-front-{self._front}")
                 js = nc.jetstream()
-                await sites.ensure_stream(js)
-                self._kv = await sites.claims(js)
-                await nc.subscribe(sites.REPLY.format(site="*", front=self._front), cb=self._answer)
+                await wire.ensure_stream(js)
+                self._kv = await wire.claims(js)
+                await nc.subscribe(wire.REPLY.format(site="*", front=self._front), cb=self._answer)
                 self._nc = nc
                 log.info("NATS: front connected to %s", self.settings.url)
                 return
@@ -146,38 +145,38 @@ class EdgeSender:
         job_id = f"{self._front}-{next(self._ids)}-{phone.extension}"
         deadline = time.time() + self.settings.take_within
         give_up = time.monotonic() + self.settings.take_within
-        job = sites.Job(job_id, phone.uri, text, deadline, phone.format)
+        job = wire.Job(job_id, phone.uri, text, deadline, phone.format)
         future = asyncio.get_running_loop().create_future()
         self._waiting[job_id] = future
         try:
             headers = {
                 "Nats-Msg-Id": job_id,
-                "Deskbot-Reply": sites.REPLY.format(site=site, front=self._front),
+                "Deskbot-Reply": wire.REPLY.format(site=site, front=self._front),
             }
             # a publish whose acknowledgement was lost is repeated; the server drops the copy
             while not future.done() and time.monotonic() < give_up:
                 try:
                     await nc.jetstream().publish(
-                        sites.SEND.format(site=site),
+                        wire.SEND.format(site=site),
                         job.encode(),
                         timeout=max(0.1, min(1.0, give_up - time.monotonic())),
                         headers=headers,
                     )
                     break
-                except sites.ERRORS:
+                except wire.ERRORS:
                     await asyncio.sleep(0.2)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(future), max(0.0, give_up - time.monotonic()))
             if future.done():
                 return done(*future.result())
             try:
-                _, holder = await sites.claim(kv, f"{site}.{job_id}", sites.EXPIRED, "front")
-            except sites.ERRORS as exc:
+                _, holder = await wire.claim(kv, f"{site}.{job_id}", wire.EXPIRED, "front")
+            except wire.ERRORS as exc:
                 log.warning("NATS: cannot settle delivery %s: %s", job_id, type(exc).__name__)
                 return done(
                     0, f"Not confirmed: site {site} did not answer and NATS is unreachable", UNSURE
                 )
-            if holder == sites.EXPIRED:
+            if holder == wire.EXPIRED:
                 wait = self.settings.take_within
                 return done(
                     503, f"site {site}'s edges did not take it within {wait:g} s: not sent", DOWN
@@ -194,7 +193,7 @@ class EdgeSender:
 
     async def _answer(self, msg: Msg) -> None:
         try:
-            job_id, code, reason, cause = sites.decode_answer(msg.data)
+            job_id, code, reason, cause = wire.decode_answer(msg.data)
         except (ValueError, KeyError, TypeError):
             log.warning("NATS: an unreadable answer on %s", msg.subject)
             return
@@ -213,11 +212,11 @@ class EdgeSender:
 
     async def _ping(self, nc: Client, site: str) -> bool:
         try:
-            await nc.request(sites.PING.format(site=site), b"", timeout=PING_TIMEOUT)
+            await nc.request(wire.PING.format(site=site), b"", timeout=PING_TIMEOUT)
         except NoRespondersError:
             self._online.pop(site, None)
             return False
-        except sites.ERRORS:
+        except wire.ERRORS:
             self._online.pop(site, None)
             return False
         self._online[site] = time.monotonic() + ONLINE_FOR

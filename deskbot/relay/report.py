@@ -7,9 +7,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from deskbot.directory import INFOBOX, Directory, Phone
-from deskbot.senders import Cause, Delivery, Outcome
-from deskbot.store import HistoryEntry
+from deskbot.directory.snapshot import INFOBOX, Directory, Phone
+from deskbot.senders.base import Cause, Delivery, Outcome
+from deskbot.store.base import HistoryEntry
 
 MARK = {
     Outcome.DELIVERED: "✅",

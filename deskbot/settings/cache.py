@@ -1,15 +1,16 @@
 """Validated settings kept between one-shot commands, so `deskbot send` skips pydantic.
 
 A file is validated once; its Settings are kept under a key made of the
-file's bytes, its folder (relative paths in it are taken from there) and the
-source of the code that validates it, so any change to either is validated
-afresh. Secrets are never kept: they are read from the environment each time.
+file's bytes, its folder (relative paths in it are taken from there), the
+source of every module that validation runs and the installed versions of the
+libraries it uses, so any change to one of them is validated afresh.
+Secrets are never kept: they are read from the environment each time.
 
 The cache is ``$XDG_CACHE_HOME/deskbot`` (else ``~/.cache/deskbot``, or
 ``DESKBOT_CACHE_DIR``; ``DESKBOT_CACHE_DIR=off`` turns it off). A cached file
 is read only if this user owns it and its folder and nobody else may write
-either, and it is read with an unpickler that builds only deskbot.config's
-own tables: a planted file can name no other class or function. Anything
+either, and it is read with an unpickler that builds only the settings
+schema's own tables: a planted file can name no other class or function. Anything
 unexpected (no home, a full disk, a stranger's file) means "not cached": the
 file is validated as if the cache did not exist.
 """
@@ -22,18 +23,41 @@ import logging
 import os
 import pickle
 import stat
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from deskbot.config import Settings
+    from deskbot.settings.schema import Settings
 
 log = logging.getLogger("deskbot.config")
 
 KEEP = 16  # files; the oldest beyond this are removed when one is written
 MAX_BYTES = 64 << 20  # a 16 MB config pickles to far less
-_CODE = ("config.py", "plans.py", "sipuri.py", "settings_cache.py", "__init__.py")
-_FORMAT = b"deskbot-settings-1"
+# every module that validation runs, relative to the deskbot package
+_CODE = (
+    "__init__.py",
+    "sipuri.py",
+    "notices.py",
+    "settings/__init__.py",
+    "settings/schema.py",
+    "settings/fields.py",
+    "settings/load.py",
+    "settings/checks.py",
+    "settings/plans.py",
+    "settings/cache.py",
+)
+# the libraries validation uses (pydantic's own, cronsim for schedules, tzdata for zones)
+_LIBRARIES = (
+    "pydantic",
+    "pydantic_core",
+    "annotated_types",
+    "typing_extensions",
+    "typing_inspection",
+    "cronsim",
+    "tzdata",
+)
+_FORMAT = b"deskbot-settings-2"
 
 
 def folder() -> Path | None:
@@ -52,12 +76,33 @@ def folder() -> Path | None:
 def key(data: bytes, config_folder: Path) -> str:
     """The cache file's name: what the Settings depend on, hashed."""
     digest = hashlib.sha256(_FORMAT)
-    code = Path(__file__).parent
+    code = Path(__file__).parent.parent
     for name in _CODE:
         digest.update((code / name).read_bytes())
+    digest.update(versions())
     digest.update(os.fsencode(config_folder) + b"\0")
     digest.update(data)
     return digest.hexdigest()
+
+
+def versions() -> bytes:
+    """The installed versions of ``_LIBRARIES``, from their dist-info folders' names.
+
+    Nothing is imported: the first folder on ``sys.path`` that has a library's
+    ``NAME-VERSION.dist-info`` is the one Python would import it from.
+    """
+    found: dict[str, str] = {}
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:  # a zip file, a folder that is gone
+            continue
+        for name in names:
+            if name.endswith(".dist-info"):
+                project = name.split("-", 1)[0].lower().replace(".", "_")
+                if project in _LIBRARIES:
+                    found.setdefault(project, name)
+    return "\n".join(f"{lib}={found.get(lib, '-')}" for lib in _LIBRARIES).encode()
 
 
 def get(name: str) -> Settings | None:
@@ -81,7 +126,7 @@ def get(name: str) -> Settings | None:
         except Exception as exc:
             log.warning("not using the settings cache %s: %s", where, type(exc).__name__)
             return None
-    from deskbot.config import Settings
+    from deskbot.settings.schema import Settings
 
     return settings if isinstance(settings, Settings) else None
 
@@ -118,12 +163,12 @@ def _private(info: os.stat_result) -> bool:
 
 
 class _Tables(pickle.Unpickler):
-    """An unpickler that can build deskbot.config's dataclasses and nothing else."""
+    """An unpickler that can build the settings schema's dataclasses and nothing else."""
 
     def find_class(self, module: str, name: str) -> Any:
-        from deskbot import config
+        from deskbot.settings import schema
 
-        wanted = getattr(config, name, None) if module == "deskbot.config" else None
+        wanted = getattr(schema, name, None) if module == "deskbot.settings.schema" else None
         if isinstance(wanted, type) and hasattr(wanted, "__dataclass_fields__"):
             return wanted
         raise pickle.UnpicklingError(f"{module}.{name} is not a settings table")

@@ -1,0 +1,220 @@
+"""`deskbot send` and `deskbot probe`: one command as the operator at the shell, like sipsak.
+
+The SIP worker was started by the console script before anything heavy was
+imported (``deskbot.senders.sip.early``); it is adopted here, or spawned now.
+The command ends without interpreter teardown once its lines are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import pwd
+import signal
+import sys
+import time
+from typing import TYPE_CHECKING, NoReturn
+
+from deskbot.cli.check import load
+from deskbot.cli.exits import EXIT_NOTHING_SENT, exit_code
+from deskbot.senders.sip import early
+from deskbot.senders.sip.spawn import spawn_worker
+
+# The rest is imported where it is used: the SIP worker starts first, so its
+# start-up overlaps the import of the relay.
+if TYPE_CHECKING:
+    from deskbot.relay.relay import report
+    from deskbot.relay.values import Answer, Dispatch
+    from deskbot.senders.sip.spawn import WorkerProcess
+    from deskbot.settings.schema import Config
+
+log = logging.getLogger("deskbot")
+
+
+class ShellReplier:
+    """The shell's answer: one line per phone on stdout once every phone answered."""
+
+    waiting_after = None
+
+    def __init__(self, as_json: bool):
+        self.as_json = as_json
+
+    async def answer(self, answer: Answer) -> None:
+        print(f"deskbot: {answer.text}", file=sys.stderr)
+
+    async def waiting(self, job: Dispatch) -> None:
+        pass
+
+    async def report(self, result: report.Report) -> None:
+        if result.lines:  # one write: 10,000 phones are 10,000 lines (print: no stdout, no-op)
+            print("".join(f"{_shell_line(ln, self.as_json)}\n" for ln in result.lines), end="")
+
+
+async def run(args: argparse.Namespace, command: str) -> int:
+    """`send` or `probe`: the worker starts at once; it is killed if nothing is sent."""
+    worker = await early.adopt() or await spawn_worker()
+    # chat tokens are not needed here; the LDAP and NATS secrets are
+    cfg = load(args.config, secrets_for=("sip", "directory", "nats"), cached=True)
+    if cfg is None:
+        worker.kill()
+        await worker.wait()
+        return EXIT_NOTHING_SENT
+    exit_now(await _send(cfg, command, args.json, worker, args.targets))  # no loop teardown
+
+
+async def _send(
+    cfg: Config, command: str, as_json: bool, worker: WorkerProcess, targets: str
+) -> int:
+    """Run one command (`TARGETS TEXT` or `probe TARGETS`) as the operator at the shell."""
+    from deskbot.directory import loader
+    from deskbot.relay import report
+    from deskbot.relay.relay import Relay
+    from deskbot.relay.values import SHELL, Answer, ChatUser, Dispatch, Policy, Request
+    from deskbot.senders.route import RouteSender
+    from deskbot.senders.sip.agent import AgentError, SipAgent
+    from deskbot.sipuri import split_hostport
+    from deskbot.sources.serve import carry_out
+    from deskbot.store.audit import AuditLog
+    from deskbot.store.base import AuditError
+
+    s = cfg.settings
+    password = cfg.secret(s.sip.registrar.password_env) if s.sip.registrar else None
+    agent = SipAgent(s.sip, password, worker=worker)  # close() ends the worker if unused
+    directory = loader.from_settings(s)
+    opened: AuditLog | None = None
+    if s.directory.ldap is not None:
+        # LDAP's last good result while it is younger than `refresh`, as `deskbot run` has
+        # it, unless the targets are not in it; else LDAP now, else that result anyway
+        from deskbot.directory.snapshot import TargetError
+        from deskbot.directory.sync import LdapSync, merge
+
+        try:
+            opened = AuditLog(s.audit.path)
+        except AuditError as exc:
+            print(f"deskbot: cannot open {exc}; nothing was sent", file=sys.stderr)
+            await agent.close()
+            return EXIT_NOTHING_SENT
+        ldap = LdapSync(opened)
+        merged = merge(directory, ldap.current)[0]
+        fresh = ldap.since is not None and time.time() - ldap.since < s.directory.ldap.refresh
+        if fresh:
+            try:
+                merged.resolve(targets)
+            except TargetError:
+                fresh = False  # somebody new in LDAP, perhaps: ask it
+        if not fresh:
+            outcome = await ldap.sync(s.directory.ldap, cfg.secret(s.directory.ldap.password_env))
+            if not outcome.applied:
+                print(f"deskbot: {outcome.message}", file=sys.stderr)
+            merged = merge(directory, ldap.current)[0]
+        directory = merged
+    relay = Relay(agent, directory, Policy.from_settings(s))
+    replier = ShellReplier(as_json)
+    user = ChatUser(SHELL, _login_name())
+    prepared = relay.prepare(Request(user, command))
+    if isinstance(prepared, Answer):
+        await replier.answer(prepared)
+        if opened is not None:
+            opened.close()
+        await agent.close()
+        return EXIT_NOTHING_SENT
+    assert isinstance(prepared, Dispatch)  # the shell's requests have no key to replay
+    audit = opened
+    if not prepared.probe:  # a probe shows nothing and is not recorded
+        try:
+            audit = relay.audit = opened or AuditLog(s.audit.path)
+        except AuditError as exc:
+            print(f"deskbot: cannot open {exc}; nothing was sent", file=sys.stderr)
+            await agent.close()
+            return EXIT_NOTHING_SENT
+    try:
+        await agent.start()
+    except AgentError as exc:
+        host, port = split_hostport(s.sip.listen)
+        if "in use" not in str(exc) or not port:
+            print(f"deskbot: cannot start the SIP agent on {s.sip.listen}: {exc}", file=sys.stderr)
+            return EXIT_NOTHING_SENT
+        # `deskbot run` has the port: a one-shot send goes out from any free one, like sipsak
+        log.info("SIP port %d is in use (deskbot run?): sending from a free port", port)
+        agent = SipAgent(dataclasses.replace(s.sip, listen=f"{host}:0"), password)
+        relay.sender = agent
+        try:
+            await agent.start()
+        except AgentError as again:
+            print(f"deskbot: cannot start the SIP agent: {again}", file=sys.stderr)
+            return EXIT_NOTHING_SENT
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, agent.abandon)
+    sites = None
+    if s.nats is not None and any(p.site for p in prepared.phones):
+        from deskbot.senders.sites.sender import EdgeSender
+
+        sites = EdgeSender(s.nats, cfg.secret, s.sip.timeout)
+        relay.sender = RouteSender(agent, sites)
+        await sites.start()
+    try:
+        if s.sip.registrar:
+            await agent.wait_registration(timeout=5.0)  # send with a known registration
+        if sites is not None:
+            await sites.wait_connected(timeout=5.0)
+        result = await carry_out(relay, prepared, replier)
+    finally:
+        await agent.close(orderly=s.sip.registrar is not None)  # unREGISTER before leaving
+        if sites is not None:
+            await sites.close()
+        if audit is not None:
+            audit.close()
+    return exit_code(result) if isinstance(result, report.Report) else EXIT_NOTHING_SENT
+
+
+def _login_name() -> str:
+    """Who is at the shell, for the audit log: $USER, else the password database's name."""
+    try:
+        return os.environ.get("USER") or pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:  # a uid without a passwd entry (containers)
+        return f"uid {os.getuid()}"
+
+
+def targets_problem(targets: str) -> str | None:
+    """TARGETS is one word: `deskbot send "486 487" hi` must not send "487 hi" to 486."""
+    if not targets.strip():
+        return "TARGETS is empty: give an extension, person or group, like 486 or @sales"
+    if any(c.isspace() for c in targets):
+        shown = repr(targets) if len(targets) <= 40 else repr(targets[:39] + "…")
+        return (
+            f"TARGETS is one word, but {shown} has a space in it: separate targets "
+            f"with commas, like {','.join(targets.replace(',', ' ').split())}"
+        )
+    return None
+
+
+def _shell_line(line: report.Line, as_json: bool) -> str:
+    from deskbot.relay import report
+
+    phone, d = line.phone, line.delivery
+    if as_json:
+        return json.dumps(report.delivery_record(line), ensure_ascii=False)
+    if d is None:
+        return f"{phone.extension}\t{phone.label or '-'}\tnot sent\t{line.skipped}"
+    tip = report.hint(d, phone, line.probe)
+    text = f"{phone.extension}\t{phone.label or '-'}\t{d.code} {d.reason}\t{d.elapsed_ms:.0f} ms"
+    return f"{text}\t{tip}" if tip else text
+
+
+def exit_now(code: int) -> NoReturn:
+    """End a one-shot command without interpreter teardown (20-40 ms, more than a send).
+
+    By now every phone has answered, the audit log is closed and the worker is
+    stopped or killed; only our output is left to flush.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, AttributeError):  # `| head` went away; `>&-`: None
+            stream.flush()
+    os._exit(code)

@@ -1,0 +1,111 @@
+"""Ways out: what a phone answered, and the one interface deskbot sends through.
+
+The relay asks a ``Sender`` to deliver a text to a ``Phone`` and gets a
+``Delivery`` back; it never learns how (a SIP MESSAGE or a Snom Infobox
+NOTIFY, by the phone's ``format``; an OPTIONS for a probe; a router by site
+can sit behind the same protocol, as httpx picks a transport per URL). A
+``Delivery`` says why it ended in a ``Cause``, so wording a failure never
+depends on a sender's error strings.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from deskbot.directory.snapshot import INFOBOX, Phone
+
+
+def wire_bytes(format: str, text: str) -> int:
+    """The bytes ``text`` takes as a request body in a phone ``format``: as it is for a
+    MESSAGE; for an Infobox, the XML around it and every ``&`` or ``<`` escaped."""
+    if format == INFOBOX:
+        from deskbot.senders.sip import infobox
+
+        return len(infobox.body(text).encode())
+    return len(text.encode())
+
+
+class SenderError(RuntimeError):
+    """A sender could not start; the message says why and what to check."""
+
+
+class Outcome(enum.StrEnum):
+    DELIVERED = "delivered"  # the phone answered 2xx
+    REFUSED = "refused"  # the phone (or PBX) answered a final non-2xx code
+    NO_ANSWER = "no-answer"  # timeout, unreachable, transport error
+    UNCONFIRMED = "unconfirmed"  # the sender died while the message was out
+
+
+class Cause(enum.StrEnum):
+    """Why a delivery ended the way it did."""
+
+    ANSWERED = "answered"  # the phone (or its PBX) sent this final answer
+    TIMEOUT = "timeout"  # no answer in time
+    TRANSPORT = "transport"  # no connection: refused, unreachable, network error
+    TOO_LONG = "too-long"  # the body does not fit one message
+    TOO_MANY = "too-many"  # the sender has too many connections or messages open
+    AGENT_DOWN = "agent-down"  # the sender gave up and cannot send at all
+    UNCONFIRMED = "unconfirmed"  # the sender restarted or stopped while the message was out
+    SITE_DOWN = "site-down"  # no edge of the phone's site took it (or NATS is away): not sent
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    uri: str
+    code: int  # the SIP code; 0 when nobody can say what the phone got
+    reason: str
+    elapsed_ms: float
+    cause: Cause = Cause.ANSWERED
+
+    @property
+    def local(self) -> bool:
+        """The answer was made by our own sender, not by the phone."""
+        return self.cause is not Cause.ANSWERED
+
+    @property
+    def outcome(self) -> Outcome:
+        if self.cause is Cause.UNCONFIRMED:
+            return Outcome.UNCONFIRMED
+        if self.cause is Cause.ANSWERED and 200 <= self.code < 300:
+            return Outcome.DELIVERED
+        if self.cause is not Cause.ANSWERED or self.code == 408:
+            return Outcome.NO_ANSWER
+        return Outcome.REFUSED
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """What /healthz shows of a sender."""
+
+    alive: bool
+    details: dict[str, Any] = field(default_factory=dict)  # shown as is under "sip"
+    in_flight: int = 0
+    restarts: int = 0
+
+
+class Sender(Protocol):
+    """Delivers one text to one phone; ``send`` never raises for delivery failures."""
+
+    @property
+    def max_body_bytes(self) -> int:
+        """The largest body (UTF-8 bytes) one message takes."""
+
+    @property
+    def timeout(self) -> float:
+        """Seconds after which a send has its answer at the latest."""
+
+    async def start(self) -> None:
+        """Get ready to send; raise with a clear message if that is impossible."""
+
+    async def close(self) -> None:
+        """Finish or report what is in flight, then release everything."""
+
+    def health(self) -> Health: ...
+
+    async def send(self, phone: Phone, text: str) -> Delivery:
+        """Show `text` on the phone, in the phone's ``format``."""
+
+    async def probe(self, phone: Phone) -> Delivery:
+        """Ask whether the phone answers at all; nothing is displayed."""

@@ -1,0 +1,2 @@
+"""Sites over NATS: the wire shared with the edges (``wire``) and the front's sender
+(``sender``)."""

@@ -1,0 +1,1 @@
+"""The long-running processes: ``front`` (`deskbot run`), ``edge`` (`deskbot edge`), ``health``."""

@@ -1,0 +1,138 @@
+"""What the store keeps and gives back, and the interface a backend implements.
+
+The relay, the sources and the directory sync use ``CommandLog`` and
+``LaterSends``; SQLite (``audit``, ``deferred``) is the backend today. A
+second one (PostgreSQL) implements the same two protocols with the same
+values, and nothing above the store changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class AuditError(Exception):
+    """The audit log cannot be written; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    ts: float
+    who: str
+    targets: str
+    text_chars: int
+    phones: int
+    delivered: int
+    answers: str  # "200 OK, 404 Not Found"
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """A phone a command goes to, as recorded before sending."""
+
+    extension: str
+    uri: str
+    label: str
+    skipped: str  # why it is not sent (rate limit); "" when it is
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    extension: str
+    uri: str
+    code: int
+    reason: str
+    elapsed_ms: float
+    cause: str = "answered"
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """What the log knows of a command key that came in before."""
+
+    answered: bool  # its reply reached the chat
+    command_id: int | None  # None: it sent nothing (help, a refusal)
+    plan: tuple[Planned, ...] = ()
+    answers: tuple[Answer, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    id: int
+    due: float  # epoch seconds
+    zone: str  # the time zone it was planned in ("" the host's), for showing its time
+    chat: str
+    sender_id: str
+    display_name: str
+    person: str | None
+    place: str
+    thread: str  # the source's reference to the command's thread
+    command: str  # the send, as typed after `in 20s` / `at 14:55`
+
+    @property
+    def key(self) -> str:
+        return f"deferred:{self.id}"
+
+
+class LaterSends(Protocol):
+    """Deferred sends (`in 20s ...`, `at 14:55 ...`) and the schedules' marks."""
+
+    def mark(self, name: str, value: float) -> None: ...
+
+    def marked(self, name: str) -> float | None: ...
+
+    def add(self, key: str, plan: Deferred) -> int: ...
+
+    def get(self, deferred_id: int) -> Deferred | None: ...
+
+    def due(self, now: float) -> list[Deferred]: ...
+
+    def pending(
+        self, chat: str | None, sender_id: str | None, person: str | None
+    ) -> list[Deferred]: ...
+
+    def close(self, deferred_id: int, state: str) -> bool: ...
+
+
+class CommandLog(Protocol):
+    """Commands, each phone's answer, idempotency keys, and the LDAP directory's last result."""
+
+    path: str
+
+    def command(
+        self,
+        *,
+        key: str | None,
+        chat: str,
+        sender_id: str,
+        person: str | None,
+        place: str,
+        targets: str,
+        text_chars: int,
+        plan: list[Planned],
+        reuse_before: float | None = None,
+        origin: str = "",
+    ) -> int: ...
+
+    def delivery(self, command_id: int, answer: Answer) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def finish(self, command_id: int) -> None: ...
+
+    def answered(self, key: str) -> None: ...
+
+    def seen(self, key: str, within: float | None = None) -> Seen | None: ...
+
+    def history(
+        self, *, chat: str | None, sender_id: str | None, person: str | None, limit: int = 10
+    ) -> list[HistoryEntry]: ...
+
+    def cache_directory(self, source: str, ts: float, data: str) -> None: ...
+
+    def cached_directory(self, source: str) -> tuple[float, str] | None: ...
+
+    def deferred_sends(self) -> LaterSends: ...
+
+    def close(self) -> None: ...
