@@ -12,12 +12,20 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Protocol
 
 from deskbot.store.base import AuditError, Deferred
 
-if TYPE_CHECKING:
-    from deskbot.store.audit import AuditLog
+
+class Database(Protocol):
+    """What the deferred sends use of the audit log's SQLite file (``audit.AuditLog``)."""
+
+    path: str
+    db: sqlite3.Connection
+
+    def _write(self, what: str, statements: Sequence[tuple[str, tuple[object, ...]]]) -> int: ...
+
 
 log = logging.getLogger("deskbot.deferred")
 
@@ -47,7 +55,7 @@ COLUMNS = "id, due, zone, chat, sender_id, display_name, person, place, thread, 
 
 
 class DeferredSends:
-    def __init__(self, audit: AuditLog):
+    def __init__(self, audit: Database):
         self.audit = audit
         try:
             with audit.db:
