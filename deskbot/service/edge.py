@@ -62,7 +62,15 @@ class Edge:
         self.sent = 0
         self.nc: Client | None = None
         # the image's HEALTHCHECK asks this: SIP agent alive and NATS connected
-        self.health = HealthServer(s.health.listen, Metrics(), self.status)
+        self.metrics = Metrics()
+        self.health = HealthServer(
+            s.health.listen, self.metrics, self.status, refresh=[self._refresh_gauges]
+        )
+
+    def _refresh_gauges(self) -> None:
+        health = self.agent.health()
+        self.metrics.in_flight.set(health.in_flight)
+        self.metrics.agent_restarts.set(health.restarts)
 
     def status(self) -> dict[str, Any]:
         sip = self.agent.health()

@@ -11,10 +11,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from deskbot.relay import report
+from deskbot.relay.values import Answer
 from deskbot.senders.base import Outcome
 from deskbot.sipuri import split_hostport
 
 log = logging.getLogger("deskbot.health")
+
+PHONE_RATE = "phone-rate-limited"  # a phone over per_phone_per_minute was skipped
 
 
 class Metrics:
@@ -51,16 +54,93 @@ class Metrics:
             ["extension"],
             registry=r,
         )
+        # The operator's questions (README "Metrics"); labels stay few: no phone, no person.
+        self.routed = Counter(
+            "deskbot_deliveries_by_route",
+            "Messages by outcome, the phone's format and site (local: this deskbot's SIP agent)",
+            ["outcome", "format", "site"],
+            registry=r,
+        )
+        self.command_seconds = Histogram(
+            "deskbot_command_seconds",
+            "Time from taking a send command to its last phone's answer",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80),
+            registry=r,
+        )
+        self.refusals = Counter(
+            "deskbot_refusals",
+            "Commands refused before anything was sent, and phones skipped, by problem",
+            ["problem"],
+            registry=r,
+        )
+        for problem in ("rate-limited", PHONE_RATE):  # 0 from the start: rate() works at once
+            self.refusals.labels(problem)
+        self.site_edge_up = Gauge(
+            "deskbot_site_edge_up",
+            "1 if an edge of the site answered the last ping over NATS, else 0",
+            ["site"],
+            registry=r,
+        )
+        self.sync_age = Gauge(
+            "deskbot_directory_sync_age_seconds",
+            "Seconds since the LDAP directory in use was fetched (0 without [directory.ldap])",
+            registry=r,
+        )
+        self.sync_ok = Gauge(
+            "deskbot_directory_sync_ok",
+            "0 if the last LDAP sync failed or was refused, else 1",
+            registry=r,
+        )
+        self.sync_ok.set(1)
+        self.sync_failures = Counter(
+            "deskbot_directory_sync_failures", "LDAP syncs that failed or were refused", registry=r
+        )
+        self.audit_seconds = Histogram(
+            "deskbot_audit_write_seconds",
+            "Time of one audit log transaction (a command, answers, the end of a send)",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=r,
+        )
+        self.audit_errors = Counter(
+            "deskbot_audit_write_errors", "Audit log transactions that failed", registry=r
+        )
+        self.api_requests = Counter(
+            "deskbot_api_requests",
+            "HTTP API and webhook requests by client (-: no valid token) and status code",
+            ["client", "code"],
+            registry=r,
+        )
+        # Confirmations (issue 23) go here: deskbot_confirmations_total{outcome}.
 
     def record(self, chat: str, result: report.Report) -> None:
         self.commands.labels(chat).inc()
+        self.command_seconds.observe(result.seconds)
         for line in result.lines:
             if line.delivery is None:
                 self.deliveries.labels("0", "skipped").inc()
+                self.refusals.labels(PHONE_RATE).inc()
                 continue
             d = line.delivery
             self.deliveries.labels(str(d.code), d.outcome.value).inc()
+            site = line.phone.site or "local"
+            self.routed.labels(d.outcome.value, line.phone.format, site).inc()
             self.latency.observe(d.elapsed_ms / 1000)
+
+    def record_refusal(self, answer: Answer) -> None:
+        self.refusals.labels(answer.problem or "other").inc()
+
+    def record_audit_write(self, seconds: float, ok: bool) -> None:
+        self.audit_seconds.observe(seconds)
+        if not ok:
+            self.audit_errors.inc()
+
+    def record_api_request(self, client: str, code: int) -> None:
+        self.api_requests.labels(client, str(code)).inc()
+
+    def record_sync(self, applied: bool) -> None:
+        self.sync_ok.set(1 if applied else 0)
+        if not applied:
+            self.sync_failures.inc()
 
     def record_probe(self, result: report.Report) -> None:
         """The answers of one probe of every phone; phones gone from the directory drop out."""
