@@ -21,6 +21,7 @@ from conftest import DeskbotRun, SippPhone, free_port, until, wait_for, write_co
 from nats_server import NatsServer
 from prometheus_client.parser import text_string_to_metric_families
 from slapd_server import Slapd
+from test_deploy_grafana import dashboard_queries, rule_queries
 from test_ldap import ENV, people_ldif, send, write
 
 from deskbot.directory.snapshot import Phone
@@ -193,3 +194,16 @@ async def test_a_failing_ldap_sync_shows_in_the_sync_metrics(
     finally:
         service.stopping.set()
         await asyncio.wait_for(runner, 20)
+
+
+def test_every_metric_the_rules_and_the_dashboard_use_is_served_by_deskbot_run(live):
+    run, _phone, base = live
+    traffic(base)
+    used = set()
+    for query in rule_queries() + dashboard_queries():
+        used |= set(re.findall(r"\b(deskbot_[a-z0-9_]+)", query))
+    assert len(used) >= 15
+    wait_for(lambda: value(scrape(run), "deskbot_site_edge_up", site="berlin") is not None)
+    wait_for(lambda: "deskbot_phone_up" in scrape(run), what="the first probe round")
+    served = set(scrape(run))
+    assert used - served == set()  # `up` is Prometheus's own, not deskbot's
