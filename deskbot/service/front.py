@@ -98,6 +98,9 @@ class Service:
         except AuditError as exc:  # nothing may be sent that cannot be recorded
             raise StartError(str(exc)) from None
         self.audit.on_write.append(self.metrics.record_audit_write)
+        self._store_ok = True  # the audit log's last transaction was written
+        self.audit.on_write.append(self._note_store)
+        self._started = False  # every source started: commands can come in
         self.ldap = LdapSync(self.audit) if s.directory.ldap else None  # the cached one, if any
         self._sync_now = asyncio.Event()  # SIGHUP or a changed [directory.ldap]: sync at once
         self._accept_drop = False  # SIGHUP: an admin vouches for a smaller LDAP result
@@ -112,8 +115,15 @@ class Service:
         # deferred sends and [schedules]: the clock as a source, answering through the chats
         chats = {source.name: source for source in self.sources if isinstance(source, Replies)}
         self.schedule = ScheduleSource(self.relay, self.relay.deferred, chats)
+        token_env = s.health.reload_token_env
         self.health = HealthServer(
-            s.health.listen, self.metrics, self.status, refresh=[self._refresh_gauges]
+            s.health.listen,
+            self.metrics,
+            self.status,
+            refresh=[self._refresh_gauges],
+            ready=self.readiness,
+            reload=self._reload_requested,
+            reload_token=cfg.secret(token_env) if token_env else "",
         )
         self.stopping = asyncio.Event()
         self.running = s  # what the sender, sources, health and audit were started with
@@ -129,6 +139,22 @@ class Service:
         if self.ldap is not None:  # a failed sync keeps the last good directory: still ok
             status["directory"] = {"ldap": self.ldap.health()}
         return status
+
+    def readiness(self) -> dict[str, Any]:
+        """/-/ready: started, the audit log writes, the SIP agent is alive, every chat is on."""
+        status = self.status()
+        ready = self._started and self._store_ok and status["ok"]
+        return {**status, "ok": ready, "started": self._started, "store": self._store_ok}
+
+    def _note_store(self, _seconds: float, ok: bool) -> None:
+        self._store_ok = ok
+
+    async def _reload_requested(self) -> bool:
+        """POST /-/reload: what SIGHUP does (the file again, LDAP at once); True if applied."""
+        applied = await self.reload("POST /-/reload")
+        self._accept_drop = True
+        self._sync_now.set()
+        return applied
 
     def _refresh_gauges(self) -> None:
         health = self.sender.health()
@@ -324,6 +350,7 @@ class Service:
                 log.warning(
                     "no [slack], [matrix] or [api] table in %s: nothing to serve", self.cfg.path
                 )
+            self._started = True
             log.info("deskbot running: %s", ", ".join(a.name for a in self.sources) or "no chat")
             await self.stopping.wait()
             log.info("stopping")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -159,11 +161,17 @@ class HealthServer:
         metrics: Metrics,
         checks: Callable[[], dict[str, Any]],
         refresh: Sequence[Callable[[], None]] = (),
+        ready: Callable[[], dict[str, Any]] | None = None,
+        reload: Callable[[], Awaitable[bool]] | None = None,
+        reload_token: str = "",
     ):
         self.listen = listen
         self.metrics = metrics
         self.checks = checks
         self.refresh = refresh
+        self.ready = ready or checks  # /-/ready: able to take commands now
+        self.reload = reload
+        self.reload_token = reload_token
         self.runner: web.AppRunner | None = None
         self.port = 0
 
@@ -171,6 +179,10 @@ class HealthServer:
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/-/healthy", self._healthy)
+        app.router.add_get("/-/ready", self._ready)
+        if self.reload is not None:
+            app.router.add_post("/-/reload", self._reload)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         host, port = split_hostport(self.listen)
@@ -189,6 +201,39 @@ class HealthServer:
     async def _healthz(self, request: web.Request) -> web.Response:
         status = self.checks()
         return web.json_response(status, status=200 if status["ok"] else 503)
+
+    async def _healthy(self, request: web.Request) -> web.Response:
+        return web.json_response({"healthy": True})  # the process serves: alive
+
+    async def _ready(self, request: web.Request) -> web.Response:
+        status = self.ready()
+        return web.json_response(status, status=200 if status["ok"] else 503)
+
+    async def _reload(self, request: web.Request) -> web.Response:
+        """What SIGHUP does; only from loopback, or (with reload_token_env) with the token."""
+        if not self._may_reload(request):
+            log.warning("POST /-/reload from %s refused", request.remote)
+            why = "a bearer token ([health] reload_token_env)" if self.reload_token else "loopback"
+            return web.json_response({"reloaded": False, "error": f"needs {why}"}, status=403)
+        assert self.reload is not None
+        if await self.reload():
+            return web.json_response({"reloaded": True})
+        error = "config change rejected, the last good directory stays: see the log"
+        return web.json_response({"reloaded": False, "error": error}, status=500)
+
+    def _may_reload(self, request: web.Request) -> bool:
+        if self.reload_token:
+            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+            expected = self.reload_token.encode()
+            return scheme.lower() == "bearer" and hmac.compare_digest(
+                given.strip().encode(), expected
+            )
+        try:
+            peer = ipaddress.ip_address(request.remote or "")
+        except ValueError:  # a Unix socket, or no peer address at all
+            return False
+        mapped = getattr(peer, "ipv4_mapped", None)  # ::ffff:127.0.0.1 on a dual-stack socket
+        return (mapped or peer).is_loopback
 
     async def _metrics(self, request: web.Request) -> web.Response:
         for refresh in self.refresh:
