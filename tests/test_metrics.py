@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import socket
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -111,6 +114,43 @@ def live(sipp, hub: NatsServer, tmp_path: Path) -> Iterator[tuple[DeskbotRun, Si
         yield run, phone, f"http://127.0.0.1:{port}"
     finally:
         assert run.stop() == 0
+
+
+def test_a_site_is_up_while_its_edge_answers_and_down_once_it_stops(live, hub, tmp_path):
+    run, _phone, _base = live
+    berlin = lambda: value(scrape(run), "deskbot_site_edge_up", site="berlin")  # noqa: E731
+    wait_for(lambda: berlin() == 0, what="berlin without an edge")
+    edge_config = write_config(
+        tmp_path / "edge-berlin.toml",
+        EDGE.format(nats=hub.url),
+    )
+    env = {**os.environ, "DESKBOT_NATS_TOKEN": "unused"}
+    edge = subprocess.Popen(
+        [str(Path(sys.executable).parent / "deskbot"), "edge", "-c", str(edge_config)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: berlin() == 1, timeout=30, what="berlin's edge to answer pings")
+    finally:
+        edge.terminate()
+        assert edge.wait(20) == 0
+    wait_for(lambda: berlin() == 0, what="berlin without an edge again")
+
+
+EDGE = """
+[sip]
+listen = "127.0.0.1:0"
+[health]
+listen = "127.0.0.1:0"
+[nats]
+url = "{nats}"
+token_env = "DESKBOT_NATS_TOKEN"
+[edge]
+site = "berlin"
+"""
 
 
 def traffic(base: str) -> None:

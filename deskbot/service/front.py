@@ -37,7 +37,7 @@ RESTART_KEYS = ("sip", "matrix", "slack", "health", "audit", "api", "nats")
 # ...except an API client's targets: they are policy, and reload with it.
 LIVE_KEYS = re.compile(r"api\.clients\.[^.]+\.targets")
 WATCH_RETRY = 5.0  # seconds before watching the config's folder again after a watcher error
-SITES_EVERY = 15.0  # seconds between pings of each site's edges (deskbot_site_edge_up)
+SITES_EVERY = 15.0  # seconds between pings of each site's edges, or probe_every if shorter
 
 
 def restart_changes(running: Settings, new: Settings) -> list[str]:
@@ -268,6 +268,8 @@ class Service:
 
     async def _watch_sites(self, edges: SiteEdges) -> None:
         """[nats]: ping each site's edges in turn, answers as deskbot_site_edge_up."""
+        probe_every = self.cfg.settings.health.probe_every
+        every = min(SITES_EVERY, probe_every) if probe_every > 0 else SITES_EVERY
         while not self.stopping.is_set():
             sites = sorted({p.site for p in self.relay.directory.phones.values() if p.site})
             up = [await self._edge_online(edges, site) for site in sites]
@@ -275,7 +277,7 @@ class Service:
             for site, online in zip(sites, up, strict=True):
                 self.metrics.site_edge_up.labels(site).set(1 if online else 0)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), SITES_EVERY)
+                await asyncio.wait_for(self.stopping.wait(), every)
 
     @staticmethod
     async def _edge_online(edges: SiteEdges, site: str) -> bool:
