@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -125,15 +126,19 @@ def test_a_site_is_up_while_its_edge_answers_and_down_once_it_stops(live, hub, t
         EDGE.format(nats=hub.url),
     )
     env = {**os.environ, "DESKBOT_NATS_TOKEN": "unused"}
+    log = tmp_path / "edge.log"
     edge = subprocess.Popen(
         [str(Path(sys.executable).parent / "deskbot"), "edge", "-c", str(edge_config)],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:
         wait_for(lambda: berlin() == 1, timeout=30, what="berlin's edge to answer pings")
+        edge.send_signal(signal.SIGHUP)  # kill -HUP by habit, a log rotation: no stop
+        wait_for(lambda: "SIGHUP: nothing of an edge's config reloads live" in log.read_text())
+        assert edge.poll() is None and berlin() == 1
     finally:
         edge.terminate()
         assert edge.wait(20) == 0

@@ -85,6 +85,8 @@ class Edge:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
+        # a habit from `deskbot run` (or a log rotation) must not end an edge
+        loop.add_signal_handler(signal.SIGHUP, _no_reload)
         try:
             await self.agent.start()
         except SenderError as exc:
@@ -267,3 +269,7 @@ def run(cfg: Config) -> None:
         await Edge(cfg, SipAgent(s.sip, password)).run()
 
     asyncio.run(main())
+
+
+def _no_reload() -> None:
+    log.warning("SIGHUP: nothing of an edge's config reloads live; restart it to apply changes")
