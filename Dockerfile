@@ -27,10 +27,11 @@ USER deskbot
 WORKDIR /data
 VOLUME ["/data"]
 # 5070: SIP (UDP and TCP, [sip] listen); 3000: Slack HTTP mode ([slack] http_listen);
-# (`deskbot edge` serves /healthz on [health] listen too: the same HEALTHCHECK fits it.)
-# 9120: /healthz and /metrics ([health] listen; set it to 0.0.0.0:9120 to scrape from outside).
+# (`deskbot edge` serves /-/ready on [health] listen too: the same HEALTHCHECK fits it.)
+# 9120: /healthz, /-/ready and /metrics ([health] listen; set it to 0.0.0.0:9120 to scrape from outside).
 EXPOSE 5070/udp 5070/tcp 3000/tcp 9120/tcp
+# healthy = ready to take commands: started, the audit log writes, the SIP agent lives, chats connected
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-  CMD ["python", "-c", "import sys, urllib.request as u; sys.exit(0 if u.urlopen('http://127.0.0.1:9120/healthz', timeout=4).status == 200 else 1)"]
+  CMD ["python", "-c", "import sys, urllib.request as u; sys.exit(0 if u.urlopen('http://127.0.0.1:9120/-/ready', timeout=4).status == 200 else 1)"]
 ENTRYPOINT ["deskbot"]
 CMD ["run"]

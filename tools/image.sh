@@ -211,6 +211,9 @@ while time.monotonic() < end:
         time.sleep(0.05)
 sys.exit(\"no /healthz within 30 s\")
 " || { cat /tmp/run.log; exit 10; }
+    # as Docker does within --start-period: ask again until ready (the sources start after
+    # the health port opens), at most 100 times
+    for _ in $(seq 100); do "$@" 2>/dev/null && break; done
     "$@"; hc=$?
     echo "healthcheck exit $hc"
     kill -TERM $pid; wait $pid; echo "run exit $?"

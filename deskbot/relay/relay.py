@@ -68,6 +68,7 @@ class Relay:
         self.audit = audit
         self.deferred: LaterSends | None = audit.deferred_sends() if audit else None
         self.on_report: list[Callable[[Dispatch, report.Report], None]] = []
+        self.on_refusal: list[Callable[[Answer], None]] = []  # a check refused a command
         self.sender_limit = SlidingWindow(policy.limits.per_sender_per_minute, clock=clock)
         self.phone_limit = SlidingWindow(policy.limits.per_phone_per_minute, clock=clock)
         self.checks: tuple[checks.Check, ...] = checks.IN_ORDER
@@ -234,6 +235,8 @@ class Relay:
         for check in self.checks:
             refusal = check(self, job)
             if refusal is not None:
+                for listener in self.on_refusal:
+                    listener(refusal)
                 return refusal
         return job
 
@@ -292,14 +295,18 @@ class Relay:
         lines = [
             report.Line(p, sent.get(p.extension), skipped.get(p.extension, "")) for p in job.phones
         ]
-        result = report.Report(summary_wanted=len(job.phones) > 1 or bool(job.groups), lines=lines)
+        result = report.Report(
+            summary_wanted=len(job.phones) > 1 or bool(job.groups),
+            lines=lines,
+            seconds=time.perf_counter() - accepted.started,
+        )
         log.info(
             "command %d from %s:%s: %s in %.1f ms",
             command_id,
             request.user.chat,
             request.user.id,
             report.summary_text(result),
-            (time.perf_counter() - accepted.started) * 1000,
+            result.seconds * 1000,
         )
         for listener in self.on_report:
             listener(job, result)

@@ -138,6 +138,7 @@ class Report:
     summary_wanted: bool
     lines: list[Line] = field(default_factory=list)
     probe: bool = False  # the answers to `probe TARGETS`
+    seconds: float = 0.0  # from taking the command to its last phone's answer
 
     @property
     def delivered(self) -> int:

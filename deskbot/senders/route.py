@@ -7,10 +7,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 from deskbot.directory.snapshot import Phone
 from deskbot.senders.base import Delivery, Health, Sender
 from deskbot.settings.schema import Settings
+
+
+@runtime_checkable
+class SiteEdges(Protocol):
+    """The sites' sender as far as the front's watch of its edges needs it."""
+
+    async def edge_online(self, site: str) -> bool: ...
 
 
 class RouteSender:
@@ -50,6 +58,10 @@ class RouteSender:
     async def probe(self, phone: Phone) -> Delivery:
         sender = self.sites if phone.site else self.local
         return await sender.probe(phone)
+
+    async def edge_online(self, site: str) -> bool:
+        sites = self.sites
+        return isinstance(sites, SiteEdges) and await sites.edge_online(site)
 
 
 def for_settings(settings: Settings, secret: Callable[[str], str], local: Sender) -> Sender:

@@ -62,7 +62,15 @@ class Edge:
         self.sent = 0
         self.nc: Client | None = None
         # the image's HEALTHCHECK asks this: SIP agent alive and NATS connected
-        self.health = HealthServer(s.health.listen, Metrics(), self.status)
+        self.metrics = Metrics()
+        self.health = HealthServer(
+            s.health.listen, self.metrics, self.status, refresh=[self._refresh_gauges]
+        )
+
+    def _refresh_gauges(self) -> None:
+        health = self.agent.health()
+        self.metrics.in_flight.set(health.in_flight)
+        self.metrics.agent_restarts.set(health.restarts)
 
     def status(self) -> dict[str, Any]:
         sip = self.agent.health()
@@ -77,6 +85,8 @@ class Edge:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
+        # a habit from `deskbot run` (or a log rotation) must not end an edge
+        loop.add_signal_handler(signal.SIGHUP, _no_reload)
         try:
             await self.agent.start()
         except SenderError as exc:
@@ -259,3 +269,7 @@ def run(cfg: Config) -> None:
         await Edge(cfg, SipAgent(s.sip, password)).run()
 
     asyncio.run(main())
+
+
+def _no_reload() -> None:
+    log.warning("SIGHUP: nothing of an edge's config reloads live; restart it to apply changes")

@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,11 @@ from deskbot.relay import report
 from deskbot.relay.relay import Relay
 from deskbot.relay.values import Policy
 from deskbot.senders.base import Sender, SenderError
+from deskbot.senders.route import SiteEdges
 from deskbot.service.health import HealthServer, Metrics
 from deskbot.settings.load import ConfigError, load
 from deskbot.settings.schema import Config, Settings, counts
+from deskbot.sources.api import ApiSource
 from deskbot.sources.base import Replies, Source
 from deskbot.sources.schedule import ScheduleSource
 from deskbot.store.audit import AuditLog
@@ -34,6 +37,7 @@ RESTART_KEYS = ("sip", "matrix", "slack", "health", "audit", "api", "nats")
 # ...except an API client's targets: they are policy, and reload with it.
 LIVE_KEYS = re.compile(r"api\.clients\.[^.]+\.targets")
 WATCH_RETRY = 5.0  # seconds before watching the config's folder again after a watcher error
+SITES_EVERY = 15.0  # seconds between pings of each site's edges, or probe_every if shorter
 
 
 def restart_changes(running: Settings, new: Settings) -> list[str]:
@@ -93,18 +97,33 @@ class Service:
             self.audit = AuditLog(s.audit.path)
         except AuditError as exc:  # nothing may be sent that cannot be recorded
             raise StartError(str(exc)) from None
+        self.audit.on_write.append(self.metrics.record_audit_write)
+        self._store_ok = True  # the audit log's last transaction was written
+        self.audit.on_write.append(self._note_store)
+        self._started = False  # every source started: commands can come in
         self.ldap = LdapSync(self.audit) if s.directory.ldap else None  # the cached one, if any
         self._sync_now = asyncio.Event()  # SIGHUP or a changed [directory.ldap]: sync at once
         self._accept_drop = False  # SIGHUP: an admin vouches for a smaller LDAP result
         self.relay = Relay(sender, self._directory(s), Policy.from_settings(s), self.audit)
         self.relay.on_report.append(lambda job, result: self.metrics.record(job.user.chat, result))
+        self.relay.on_refusal.append(self.metrics.record_refusal)
         self.sources = sources if sources is not None else build_sources(cfg, self.relay)
+        for source in self.sources:
+            if isinstance(source, ApiSource):
+                source.on_request.append(self.metrics.record_api_request)
         assert self.relay.deferred is not None  # there is always an audit log here
         # deferred sends and [schedules]: the clock as a source, answering through the chats
         chats = {source.name: source for source in self.sources if isinstance(source, Replies)}
         self.schedule = ScheduleSource(self.relay, self.relay.deferred, chats)
+        token_env = s.health.reload_token_env
         self.health = HealthServer(
-            s.health.listen, self.metrics, self.status, refresh=[self._refresh_gauges]
+            s.health.listen,
+            self.metrics,
+            self.status,
+            refresh=[self._refresh_gauges],
+            ready=self.readiness,
+            reload=self._reload_requested,
+            reload_token=cfg.secret(token_env) if token_env else "",
         )
         self.stopping = asyncio.Event()
         self.running = s  # what the sender, sources, health and audit were started with
@@ -121,10 +140,28 @@ class Service:
             status["directory"] = {"ldap": self.ldap.health()}
         return status
 
+    def readiness(self) -> dict[str, Any]:
+        """/-/ready: started, the audit log writes, the SIP agent is alive, every chat is on."""
+        status = self.status()
+        ready = self._started and self._store_ok and status["ok"]
+        return {**status, "ok": ready, "started": self._started, "store": self._store_ok}
+
+    def _note_store(self, _seconds: float, ok: bool) -> None:
+        self._store_ok = ok
+
+    async def _reload_requested(self) -> bool:
+        """POST /-/reload: what SIGHUP does (the file again, LDAP at once); True if applied."""
+        applied = await self.reload("POST /-/reload")
+        self._accept_drop = True
+        self._sync_now.set()
+        return applied
+
     def _refresh_gauges(self) -> None:
         health = self.sender.health()
         self.metrics.in_flight.set(health.in_flight)
         self.metrics.agent_restarts.set(health.restarts)
+        since = self.ldap.since if self.ldap is not None else None
+        self.metrics.sync_age.set(time.time() - since if since is not None else 0)
 
     async def reload(self, reason: str) -> bool:
         """Re-read the config; apply the directory and policy, or keep the last good one."""
@@ -180,6 +217,7 @@ class Service:
         outcome = await self.ldap.sync(
             settings, self.cfg.secret(settings.password_env), accept_drop
         )
+        self.metrics.record_sync(outcome.applied)
         if outcome.applied:
             async with self._reloading:  # after a file reload in progress, with its settings
                 self.relay.use(self._directory(self.cfg.settings), self.relay.policy)
@@ -204,6 +242,7 @@ class Service:
             try:
                 await self.sync_directory(accept)
             except Exception:
+                self.metrics.record_sync(False)
                 log.exception("LDAP sync failed; the last good directory stays")
 
     async def _on_sighup(self) -> None:
@@ -226,6 +265,27 @@ class Service:
             log.debug("probe of every phone: %s", report.summary_text(result))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), every)
+
+    async def _watch_sites(self, edges: SiteEdges) -> None:
+        """[nats]: ping each site's edges in turn, answers as deskbot_site_edge_up."""
+        probe_every = self.cfg.settings.health.probe_every
+        every = min(SITES_EVERY, probe_every) if probe_every > 0 else SITES_EVERY
+        while not self.stopping.is_set():
+            sites = sorted({p.site for p in self.relay.directory.phones.values() if p.site})
+            up = [await self._edge_online(edges, site) for site in sites]
+            self.metrics.site_edge_up.clear()  # sites gone from the directory drop out
+            for site, online in zip(sites, up, strict=True):
+                self.metrics.site_edge_up.labels(site).set(1 if online else 0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), every)
+
+    @staticmethod
+    async def _edge_online(edges: SiteEdges, site: str) -> bool:
+        try:
+            return await edges.edge_online(site)
+        except Exception as exc:  # NATS going away mid-ping: no edge reachable now
+            log.debug("ping of site %s's edges: %s", site, exc)
+            return False
 
     async def _watch(self) -> None:
         from watchfiles import awatch
@@ -282,6 +342,9 @@ class Service:
             await self.schedule.start()
             self._tasks.append(loop.create_task(self.schedule.run(), name="schedule"))
             self._tasks.append(loop.create_task(self._watch(), name="config-watch"))
+            if self.cfg.settings.nats is not None and isinstance(self.sender, SiteEdges):
+                edges = self._watch_sites(self.sender)
+                self._tasks.append(loop.create_task(edges, name="site-edges"))
             if self.cfg.settings.health.probe_every > 0:
                 every = self.cfg.settings.health.probe_every
                 self._tasks.append(loop.create_task(self._probe(every), name="phone-probe"))
@@ -289,6 +352,7 @@ class Service:
                 log.warning(
                     "no [slack], [matrix] or [api] table in %s: nothing to serve", self.cfg.path
                 )
+            self._started = True
             log.info("deskbot running: %s", ", ".join(a.name for a in self.sources) or "no chat")
             await self.stopping.wait()
             log.info("stopping")

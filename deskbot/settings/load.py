@@ -43,7 +43,7 @@ def find_path(cli_path: str | None) -> Path:
     return Path("config.toml")
 
 
-ALL_SECRETS = ("sip", "matrix", "slack", "api", "directory", "nats")
+ALL_SECRETS = ("sip", "matrix", "slack", "api", "directory", "nats", "health")
 
 
 def load(
@@ -183,7 +183,7 @@ def _secrets(
         value = environ.get(env_name, "")
         if not value:
             problems.append(_line(f"{path}: {key}: environment variable {env_name} is not set"))
-        elif key.startswith("api.") and len(value) < MIN_TOKEN_CHARS:
+        elif key.startswith(("api.", "health.")) and len(value) < MIN_TOKEN_CHARS:
             problems.append(
                 f"{path}: {key}: the token in {env_name} has {len(value)} characters; use at "
                 f"least {MIN_TOKEN_CHARS} (for example `openssl rand -hex 32`)"
@@ -253,6 +253,8 @@ def _secret_names(s: Settings) -> list[tuple[str, str]]:
     if s.api:
         for name, client in s.api.clients.items():
             names.append((f"api.clients.{name}.token_env", client.token_env))
+    if s.health.reload_token_env:
+        names.append(("health.reload_token_env", s.health.reload_token_env))
     if s.nats:
         for key in ("credentials_env", "password_env", "token_env"):
             if env_name := getattr(s.nats, key):

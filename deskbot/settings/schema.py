@@ -115,6 +115,8 @@ class Health:
     listen: Annotated[str, hostport(9120)] = "127.0.0.1:9120"
     # seconds between SIP OPTIONS to every phone (deskbot_phone_up in /metrics); 0 = off
     probe_every: Annotated[float, Field(ge=0, le=86400)] = 0
+    # POST /-/reload: without it only from loopback; with it every request needs the token
+    reload_token_env: EnvName | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

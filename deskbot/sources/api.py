@@ -21,7 +21,7 @@ import hmac
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,8 @@ from deskbot.settings.schema import Api
 from deskbot.sipuri import split_hostport
 from deskbot.sources import alerts, http
 from deskbot.sources.serve import serve, take
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 log = logging.getLogger("deskbot.api")
 
@@ -132,6 +134,8 @@ class ApiSource:
         self.listener: asyncio.Server | None = None
         self.port = 0
         self.sending: set[asyncio.Task[None]] = set()
+        # each request's client ("-": no valid token) and status code (/metrics)
+        self.on_request: list[Callable[[str, int], None]] = []
 
     # -- lifecycle -------------------------------------------------------------
     @property
@@ -139,7 +143,7 @@ class ApiSource:
         return self.runner is not None
 
     async def start(self) -> None:
-        app = web.Application(client_max_size=MAX_BODY)
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[self._counted])
         app.router.add_post("/v1/send", self._send)
         app.router.add_post("/v1/alertmanager", self._alertmanager)
         app.router.add_post("/v1/grafana", self._grafana)
@@ -174,6 +178,20 @@ class ApiSource:
         pass  # an API has nobody to tell; the log has it
 
     # -- requests --------------------------------------------------------------
+    @web.middleware
+    async def _counted(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:  # aiohttp's own answers: 404, 405, 413, ...
+            status = exc.status
+            raise
+        finally:
+            for listener in self.on_request:
+                listener(request.get("client", "-"), status)
+
     def _client(self, request: web.Request) -> Client | None:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -183,6 +201,8 @@ class ApiSource:
         for client in self.clients:  # every client compared: the time says nothing
             if hmac.compare_digest(given, client.token_digest):
                 found = client
+        if found is not None:
+            request["client"] = found.name
         return found
 
     def _unauthorized(self, request: web.Request) -> web.Response:

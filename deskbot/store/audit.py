@@ -14,7 +14,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -87,6 +87,8 @@ class AuditLog:
         except (OSError, sqlite3.Error) as exc:
             raise AuditError(f"the audit log {self.path}: {exc}") from None
         self._pending: list[tuple[int, float, str, str, int, str, float, str]] = []
+        # each transaction's seconds and whether it was written (/metrics)
+        self.on_write: list[Callable[[float, bool], None]] = []
 
     def _migrate(self) -> None:
         with self.db:
@@ -126,6 +128,7 @@ class AuditLog:
     ) -> int:
         """Run statements (after the phones' answers) in one transaction; AuditError if the
         log cannot take them. Returns the last row id the statements inserted."""
+        started, ok = time.perf_counter(), False
         try:
             with self.db:
                 self.db.execute("BEGIN IMMEDIATE")
@@ -134,9 +137,13 @@ class AuditLog:
                 last = 0
                 for sql, args in statements:
                     last = self.db.execute(sql, args).lastrowid or last
+                ok = True
                 return int(last)
         except sqlite3.Error as exc:
             raise AuditError(f"the audit log {self.path} cannot record {what}: {exc}") from None
+        finally:
+            for listener in self.on_write:
+                listener(time.perf_counter() - started, ok)
 
     def command(
         self,

@@ -201,6 +201,13 @@ class EdgeSender:
         if future is not None and not future.done():
             future.set_result((code, reason, cause))
 
+    async def edge_online(self, site: str) -> bool:
+        """Whether an edge of the site answers a ping now (/metrics: deskbot_site_edge_up)."""
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            return False
+        return await self._edge_online(nc, site)
+
     async def _edge_online(self, nc: Client, site: str) -> bool:
         if self._online.get(site, 0.0) > time.monotonic():
             return True
