@@ -361,3 +361,19 @@ async def test_a_copy_of_a_command_arriving_while_it_is_sent_is_neither_sent_nor
     await running
     assert phones.texts("486") == ["alice: fire drill"]
     assert len(first.shown) == 1 and second.shown == []
+
+
+async def test_screens_are_titled_with_who_sends(relay_for):
+    from deskbot.senders.base import TITLE, Delivery
+
+    titles: list[str] = []
+
+    def answer(phone, text):
+        titles.append(TITLE.get())
+        return Delivery(phone.uri, 200, "OK", 1.0)
+
+    relay = relay_for(access={"senders": "*", "admins": []})
+    relay.sender = RecordingSender(answers={"486": answer, "487": answer})
+    await handle(relay, ALICE, "486 hi")
+    await handle(relay, STRANGER, "487 hi")
+    assert titles == ["alice", "Eve"]

@@ -10,21 +10,40 @@ depends on a sender's error strings.
 
 from __future__ import annotations
 
+import contextvars
 import enum
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from deskbot.directory.snapshot import INFOBOX, Phone
+from deskbot.directory.snapshot import MESSAGE, Phone
+
+# The title of the screens of one fan-out (who sends; "" shows "deskbot"), set by the relay
+# beside fair.COMMAND: every send task of one ``gather`` inherits it.
+TITLE: contextvars.ContextVar[str] = contextvars.ContextVar("deskbot_title", default="")
 
 
-def wire_bytes(format: str, text: str) -> int:
+def wire_bytes(format: str, text: str, title: str = "") -> int:
     """The bytes ``text`` takes as a request body in a phone ``format``: as it is for a
-    MESSAGE; for an Infobox, the XML around it and every ``&`` or ``<`` escaped."""
-    if format == INFOBOX:
-        from deskbot.senders.sip import infobox
+    MESSAGE; for a maker's screen, the XML around it, titled, every ``&`` or ``<`` escaped."""
+    if format == MESSAGE:
+        return len(text.encode())
+    from deskbot.senders.screens import catalog
 
-        return len(infobox.body(text).encode())
-    return len(text.encode())
+    return catalog.size(format, text, title)
+
+
+def body_limit(format: str, sip_bytes: int) -> int:
+    """The largest body a phone ``format`` takes, where one SIP message takes ``sip_bytes``."""
+    from deskbot.senders.screens import catalog
+
+    return catalog.limit(format, sip_bytes)
+
+
+def maker_of(format: str) -> str:
+    """Whose screen a phone ``format`` is ("Yealink"), for answers; "" for a plain MESSAGE."""
+    from deskbot.senders.screens import catalog
+
+    return catalog.spec(format).maker
 
 
 class SenderError(RuntimeError):

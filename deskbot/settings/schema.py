@@ -41,8 +41,9 @@ EXTENSION_RE = re.compile(r"[0-9]{1,15}")  # whole keys only: fullmatch
 NAME_RE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 
 
-# "message": SIP MESSAGE, text/plain; "snom-infobox": SIP NOTIFY, Snom Infobox XML
-Format = Literal["message", "snom-infobox"]
+# "message": SIP MESSAGE, text/plain; "snom-infobox", "snom-xml", "yealink-xml": SIP NOTIFY
+# with that maker's XML; "poly-push", "cisco-xml": HTTP push ([push], and [desk] for Cisco)
+Format = Literal["message", "snom-infobox", "snom-xml", "yealink-xml", "poly-push", "cisco-xml"]
 
 
 # Every table is a frozen, keyword-only dataclass; pydantic reads __pydantic_config__
