@@ -444,3 +444,13 @@ class Chat:
         from deskbot.relay import report
 
         self.shown.append(report.plain(result))
+
+
+@pytest.fixture
+def http_phones() -> Iterator[Any]:
+    """Fake Poly and Cisco phones on 127.0.0.1 (tests/http_phones.py), any number of them."""
+    from http_phones import HttpPhones
+
+    phones = HttpPhones().start()
+    yield phones
+    phones.stop()

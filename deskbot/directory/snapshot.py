@@ -43,6 +43,7 @@ class Phone:
     label: str = ""
     format: str = MESSAGE  # one of FORMATS; the sender picks the request by it
     site: str = ""  # "" = this deskbot's own SIP agent, else the office whose edge sends it
+    http: str = ""  # HTTP formats: the phone's web address; "": http:// + the uri's host
 
     @property
     def title(self) -> str:

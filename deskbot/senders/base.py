@@ -68,6 +68,7 @@ class Cause(enum.StrEnum):
     AGENT_DOWN = "agent-down"  # the sender gave up and cannot send at all
     UNCONFIRMED = "unconfirmed"  # the sender restarted or stopped while the message was out
     SITE_DOWN = "site-down"  # no edge of the phone's site took it (or NATS is away): not sent
+    PHONE_ERROR = "phone-error"  # the phone answered 2xx with an error in its body (Cisco)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,12 +82,14 @@ class Delivery:
     @property
     def local(self) -> bool:
         """The answer was made by our own sender, not by the phone."""
-        return self.cause is not Cause.ANSWERED
+        return self.cause not in (Cause.ANSWERED, Cause.PHONE_ERROR)
 
     @property
     def outcome(self) -> Outcome:
         if self.cause is Cause.UNCONFIRMED:
             return Outcome.UNCONFIRMED
+        if self.cause is Cause.PHONE_ERROR:
+            return Outcome.REFUSED
         if self.cause is Cause.ANSWERED and 200 <= self.code < 300:
             return Outcome.DELIVERED
         if self.cause is not Cause.ANSWERED or self.code == 408:

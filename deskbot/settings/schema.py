@@ -125,6 +125,29 @@ class Phone:
     label: str = ""
     format: Format | None = None  # None: [message] format
     site: SiteName | Literal[""] = ""  # "" = sent by this deskbot's own SIP agent
+    http: HttpUrl | None = None  # HTTP formats: the phone's web address; None: http:// + uri's host
+
+
+@dataclass(frozen=True, kw_only=True)
+class Push:
+    """``[push]``: the phones' push account for the HTTP formats (poly-push, cisco-xml)."""
+
+    __pydantic_config__ = _STRICT
+    username: DigestUsername
+    password_env: EnvName
+    ca_file: str | None = None  # PEM of the CA that signed https:// phones' certificates
+    timeout: Annotated[float, Field(gt=0, le=32)] | None = None  # None: [sip] timeout
+    max_in_flight: Annotated[int, Field(ge=1, le=1000)] = 50  # concurrent pushes
+
+
+@dataclass(frozen=True, kw_only=True)
+class Desk:
+    """``[desk]``: deskbot's HTTP endpoint for phones (Cisco screens, confirm keys)."""
+
+    __pydantic_config__ = _STRICT
+    listen: Annotated[str, hostport(9122)] = "0.0.0.0:9122"
+    url: HttpUrl | None = None  # the address phones use to reach it; cisco-xml needs it
+    expire: Annotated[float, Field(ge=5, le=86400)] = 600  # seconds a pushed screen is served
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -281,6 +304,8 @@ class Settings:
     matrix: MatrixSettings | None = None
     slack: SlackSettings | None = None
     api: Api | None = None
+    push: Push | None = None
+    desk: Desk | None = None
     nats: Nats | None = None
     edge: Edge | None = None
     templates: dict[str, Template] = field(default_factory=dict)
