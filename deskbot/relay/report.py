@@ -240,7 +240,7 @@ def who_text(target: str, phones: Sequence[Phone], show_uris: bool, most: int = 
     lines = [f"{target} → {len(phones)} phone(s):"]
     for p in phones[:most]:
         where = f" at {p.uri}" if show_uris else ""
-        lines.append(f"• {p.title}{where}" + (" (Snom Infobox)" if p.format == INFOBOX else ""))
+        lines.append(f"• {p.title}{where} ({screenhints.FORMAT_NAMES.get(p.format, p.format)})")
     if len(phones) > most:
         lines.append(f"… and {len(phones) - most} more")
     if any(p.format == INFOBOX for p in phones):

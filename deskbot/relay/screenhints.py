@@ -6,9 +6,26 @@ answer leaves the general SIP hint.
 
 from __future__ import annotations
 
-from deskbot.directory.snapshot import CISCO_XML, POLY_PUSH, SNOM_XML, YEALINK_XML, Phone
+from deskbot.directory.snapshot import (
+    CISCO_XML,
+    INFOBOX,
+    MESSAGE,
+    POLY_PUSH,
+    SNOM_XML,
+    YEALINK_XML,
+    Phone,
+)
 from deskbot.senders.base import Cause, Delivery
 
+# how `who` names each format
+FORMAT_NAMES = {
+    MESSAGE: "SIP message",
+    INFOBOX: "Snom Infobox",
+    SNOM_XML: "Snom XML screen",
+    YEALINK_XML: "Yealink XML screen",
+    POLY_PUSH: "Poly push",
+    CISCO_XML: "Cisco XML push",
+}
 PUSH_ACCOUNT = {
     POLY_PUSH: "apps.push.username and apps.push.password on the phone",
     CISCO_XML: "the phone's authenticationURL (or MPP's XML user name and password)",

@@ -196,6 +196,8 @@ class HttpSender:
         if status is not None and status.group(1) != b"0":
             why = f"CiscoIPPhoneResponse Status {int(status.group(1))}"
             return code, why, Cause.PHONE_ERROR, None
+        if lost := cisco.unshowable(text):  # said, not lost silently
+            reason = f"{reason}, {lost} character{'s' if lost > 1 else ''} shown as ?"
         return code, reason, Cause.ANSWERED, entry
 
     async def _request(
