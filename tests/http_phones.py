@@ -88,7 +88,7 @@ class HttpPhones:
         app.router.add_post("/{ext}/push", self._poly)
         app.router.add_post("/{ext}/CGI/Execute", self._cisco)
         app.router.add_get("/{ext}/", self._root)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
         await site.start()
@@ -100,8 +100,9 @@ class HttpPhones:
 
     async def _hostile(self, request: web.Request, ext: str) -> web.StreamResponse | None:
         how = self.behave.get(ext, "")
-        if how == "silent":
-            await asyncio.sleep(3600)
+        if how == "silent":  # until the test ends
+            await self._stopping.wait()
+            return web.Response(status=503)
         if how == "huge":
             resp = web.StreamResponse(status=200)
             await resp.prepare(request)
@@ -114,8 +115,10 @@ class HttpPhones:
             resp.content_length = 1000
             await resp.prepare(request)
             for _ in range(1000):
+                if self._stopping.is_set():
+                    break
                 await resp.write(b"x")
-                await asyncio.sleep(1)
+                await asyncio.sleep(0.5)
             return resp
         if how == "html500":
             return web.Response(

@@ -51,7 +51,12 @@ def _quote(value: str) -> str:
 
 
 def authorization(
-    challenge: dict[str, str], method: str, path: str, username: str, password: str
+    challenge: dict[str, str],
+    method: str,
+    path: str,
+    username: str,
+    password: str,
+    cnonce: str = "",
 ) -> str:
     """The ``Authorization`` header answering ``challenge`` for one request."""
     algorithm = challenge.get("algorithm", "MD5")
@@ -63,7 +68,7 @@ def authorization(
         return HASHES[hash_name](text.encode()).hexdigest()
 
     realm, nonce = challenge["realm"], challenge["nonce"]
-    cnonce = os.urandom(8).hex()
+    cnonce = cnonce or os.urandom(8).hex()
     ha1 = h(f"{username}:{realm}:{password}")
     if algorithm.upper().endswith("-SESS"):
         ha1 = h(f"{ha1}:{nonce}:{cnonce}")
