@@ -231,3 +231,15 @@ def test_check_config_names_the_missing_push_and_desk_tables(tmp_path):
         in problems
     )
     assert "phones.602.http: is used by poly-push and cisco-xml only" in problems
+
+
+async def test_a_sip_agent_alone_never_sends_an_http_phone_a_message_instead():
+    """deskbot run started without [push], a reload added a Poly phone: refused, not MESSAGEd."""
+    from deskbot.directory.snapshot import Phone
+    from deskbot.senders.sip.agent import SipAgent
+    from deskbot.settings.schema import Sip
+
+    agent = SipAgent(Sip())  # not started: nothing may reach the worker
+    delivery = await agent.send(Phone("486", "sip:486@127.0.0.1:9", format="poly-push"), "hi")
+    assert (delivery.code, delivery.outcome) == (503, "no-answer")
+    assert "restart" not in delivery.reason and "[push]" in delivery.reason

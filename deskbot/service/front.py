@@ -30,7 +30,7 @@ from deskbot.store.base import AuditError
 log = logging.getLogger("deskbot")
 
 # Changing these needs a restart; the directory and policy reload live.
-RESTART_KEYS = ("sip", "matrix", "slack", "health", "audit", "api", "nats")
+RESTART_KEYS = ("sip", "matrix", "slack", "health", "audit", "api", "nats", "push", "desk")
 # ...except an API client's targets: they are policy, and reload with it.
 LIVE_KEYS = re.compile(r"api\.clients\.[^.]+\.targets")
 WATCH_RETRY = 5.0  # seconds before watching the config's folder again after a watcher error

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deskbot import __version__
-from deskbot.directory.snapshot import Phone
+from deskbot.directory.snapshot import HTTP_FORMATS, Phone
 from deskbot.senders.base import TITLE, Cause, Delivery, Health, SenderError
 from deskbot.senders.fair import FairSlots
 from deskbot.senders.screens import catalog
@@ -172,6 +172,9 @@ class SipAgent:
 
     # -- sending ------------------------------------------------------------
     async def send(self, phone: Phone, text: str) -> Delivery:
+        if phone.format in HTTP_FORMATS:  # never a MESSAGE instead: no HTTP sender runs here
+            why = f"{phone.format} is pushed over HTTP: deskbot started without [push]"
+            return Delivery(phone.uri, 503, why, 0.0, Cause.TRANSPORT)
         if phone.format in protocol.NOTIFY_KINDS:  # a maker's screen by NOTIFY, titled
             body = catalog.spec(phone.format).build(text, TITLE.get(), ())
             return await self._request(phone.uri, body, phone.format)
