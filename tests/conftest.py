@@ -184,6 +184,13 @@ class SippPhone:
         self.proc.wait()
 
 
+# format -> (Event, Content-Type, root element) the SIPp phone insists on (screen.xml.in)
+SCREENS = {
+    "snom-xml": ("xml", "application/snomxml", "SnomIPPhoneText"),
+    "yealink-xml": ("Yealink-xml", "application/xml", "YealinkIPPhoneTextScreen"),
+}
+
+
 @pytest.fixture
 def sipp(tmp_path: Path) -> Iterator[Callable[..., SippPhone]]:
     """sipp(code=200) starts a phone answering `code`; sipp(silent=True) one that never answers.
@@ -216,8 +223,23 @@ def sipp(tmp_path: Path) -> Iterator[Callable[..., SippPhone]]:
         pbx_password: str | None = None,
         delay_ms: int = 0,
         method: str = "MESSAGE",
+        screen: str = "",
     ) -> SippPhone:
-        if silent:
+        if screen:  # a maker's XML screen by NOTIFY: "snom-xml" or "yealink-xml"
+            event, content_type, root = SCREENS[screen]
+            scenario = tmp_path / f"screen-{screen}-{code}.xml"
+            text = (SIPP_DIR / "screen.xml.in").read_text()
+            for key, value in {
+                "@CODE@": str(code),
+                "@REASON@": reasons[code],
+                "@EVENT@": event,
+                "@TYPE@": content_type,
+                "@ROOT@": root,
+            }.items():
+                text = text.replace(key, value)
+            scenario.write_text(text)
+            method = "NOTIFY"
+        elif silent:
             scenario = SIPP_DIR / "silent.xml"
         elif pbx_password is not None:
             scenario = tmp_path / "pbx.xml"
@@ -422,3 +444,13 @@ class Chat:
         from deskbot.relay import report
 
         self.shown.append(report.plain(result))
+
+
+@pytest.fixture
+def http_phones() -> Iterator[Any]:
+    """Fake Poly and Cisco phones on 127.0.0.1 (tests/http_phones.py), any number of them."""
+    from http_phones import HttpPhones
+
+    phones = HttpPhones().start()
+    yield phones
+    phones.stop()

@@ -435,4 +435,7 @@ def test_a_phone_format_defaults_to_the_fleet_format_and_a_wrong_one_names_its_k
     assert parse({}, Path("x.toml"), {}).settings.message.format == "message"
     [problem] = problems('[phones.486]\nuri = "sip:486@10.0.0.86"\nformat = "infobox"\n')
     assert problem.startswith("deskbot.toml: phones.486.format: ")
-    assert "'message' or 'snom-infobox'" in problem
+    assert (
+        "'message', 'snom-infobox', 'snom-xml', 'yealink-xml', 'poly-push' or 'cisco-xml'"
+        in problem
+    )

@@ -168,9 +168,9 @@ async def test_who_names_the_phones_and_shows_addresses_to_admins_only(relay_for
     assert isinstance(for_bob, Answer) and not for_bob.error
     assert for_bob.text.splitlines() == [
         "@all → 3 phone(s):",
-        "• 486 (Desk 486)",
-        "• 487 (Desk 487)",
-        "• 488 (Desk 488)",
+        "• 486 (Desk 486) (SIP message)",
+        "• 487 (Desk 487) (SIP message)",
+        "• 488 (Desk 488) (SIP message)",
     ]
     for_alice = ask(relay, ALICE, "who bob")
     assert isinstance(for_alice, Answer)
@@ -361,3 +361,34 @@ async def test_a_copy_of_a_command_arriving_while_it_is_sent_is_neither_sent_nor
     await running
     assert phones.texts("486") == ["alice: fire drill"]
     assert len(first.shown) == 1 and second.shown == []
+
+
+async def test_screens_are_titled_with_who_sends(relay_for):
+    from deskbot.senders.base import TITLE, Delivery
+
+    titles: list[str] = []
+
+    def answer(phone, text):
+        titles.append(TITLE.get())
+        return Delivery(phone.uri, 200, "OK", 1.0)
+
+    relay = relay_for(access={"senders": "*", "admins": []})
+    relay.sender = RecordingSender(answers={"486": answer, "487": answer})
+    await handle(relay, ALICE, "486 hi")
+    await handle(relay, STRANGER, "487 hi")
+    assert titles == ["alice", "Eve"]
+
+
+async def test_who_shows_each_phones_format(relay_for):
+    relay = relay_for(
+        phones={
+            "486": {"uri": "sip:486@10.0.0.86", "format": "snom-xml"},
+            "487": {"uri": "sip:487@10.0.0.87", "format": "yealink-xml"},
+        },
+        people={},
+        groups={},
+        access={"senders": "*", "admins": []},
+    )
+    who = ask(relay, BOB, "who 486,487")
+    assert isinstance(who, Answer)
+    assert who.text.splitlines()[1:] == ["• 486 (Snom XML screen)", "• 487 (Yealink XML screen)"]

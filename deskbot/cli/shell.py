@@ -18,6 +18,7 @@ import pwd
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, NoReturn
 
 from deskbot.cli.check import load
@@ -28,7 +29,7 @@ from deskbot.senders.sip.spawn import spawn_worker
 # The rest is imported where it is used: the SIP worker starts first, so its
 # start-up overlaps the import of the relay.
 if TYPE_CHECKING:
-    from deskbot.relay.relay import report
+    from deskbot.relay.relay import Relay, report
     from deskbot.relay.values import Answer, Dispatch
     from deskbot.senders.sip.spawn import WorkerProcess
     from deskbot.settings.schema import Config
@@ -58,8 +59,8 @@ class ShellReplier:
 async def run(args: argparse.Namespace, command: str) -> int:
     """`send` or `probe`: the worker starts at once; it is killed if nothing is sent."""
     worker = await early.adopt() or await spawn_worker()
-    # chat tokens are not needed here; the LDAP and NATS secrets are
-    cfg = load(args.config, secrets_for=("sip", "directory", "nats"), cached=True)
+    # chat tokens are not needed here; the LDAP, NATS and push secrets are
+    cfg = load(args.config, secrets_for=("sip", "directory", "nats", "push"), cached=True)
     if cfg is None:
         worker.kill()
         await worker.wait()
@@ -158,6 +159,7 @@ async def _send(
         sites = EdgeSender(s.nats, cfg.secret, s.sip.timeout)
         relay.sender = RouteSender(agent, sites)
         await sites.start()
+    pushing = await _http_push(cfg, relay, prepared)
     try:
         if s.sip.registrar:
             await agent.wait_registration(timeout=5.0)  # send with a known registration
@@ -168,9 +170,46 @@ async def _send(
         await agent.close(orderly=s.sip.registrar is not None)  # unREGISTER before leaving
         if sites is not None:
             await sites.close()
+        for closing in pushing:
+            await closing()
         if audit is not None:
             audit.close()
     return exit_code(result) if isinstance(result, report.Report) else EXIT_NOTHING_SENT
+
+
+async def _http_push(
+    cfg: Config, relay: Relay, job: Dispatch
+) -> list[Callable[[], Awaitable[object]]]:
+    """Poly and Cisco phones in the job: an HTTP sender beside the SIP one and, for Cisco,
+    the ``[desk]`` endpoint for as long as the send lasts. What to close afterwards."""
+    from deskbot.directory.snapshot import CISCO_XML, HTTP_FORMATS
+
+    s = cfg.settings
+    formats = {p.format for p in job.phones}
+    if job.probe or s.push is None or not formats & set(HTTP_FORMATS):
+        return []
+    from deskbot.senders.formats import FormatSender
+    from deskbot.senders.http.board import Board
+    from deskbot.senders.http.sender import HttpSender
+
+    closing: list[Callable[[], Awaitable[object]]] = []
+    board = None
+    if CISCO_XML in formats and s.desk is not None and s.desk.url:
+        from deskbot.sources.desk import DeskSource
+
+        board = Board(s.desk.url, s.desk.expire)
+        desk = DeskSource(s.desk, board)
+        try:
+            await desk.start()
+            closing.append(desk.stop)
+        except RuntimeError as exc:  # `deskbot run` has the port, say: its board is not ours
+            print(f"deskbot: {exc}; Cisco phones cannot fetch their screens", file=sys.stderr)
+            board = None
+    http = HttpSender(s.push, cfg.secret(s.push.password_env), timeout=s.sip.timeout, board=board)
+    await http.start()
+    closing.insert(0, http.close)
+    relay.sender = FormatSender(relay.sender, http)
+    return closing
 
 
 def _login_name() -> str:

@@ -11,7 +11,7 @@ SOURCES = ("slack", "matrix")  # the [people] keys that hold a chat id
 def from_settings(settings: Settings) -> Directory:
     fleet = settings.message.format
     phones = {
-        ext: Phone(ext, p.uri, p.label, format=p.format or fleet, site=p.site)
+        ext: Phone(ext, p.uri, p.label, format=p.format or fleet, site=p.site, http=p.http or "")
         for ext, p in settings.phones.items()
     }
     people = {

@@ -28,9 +28,12 @@ class TargetError(ValueError):
     """A target that does not resolve; the message names the part and what to do."""
 
 
-# how a phone is sent text: a SIP MESSAGE, or a Snom Infobox notification (SIP NOTIFY)
+# how a phone is sent text: a SIP MESSAGE, a maker's screen by SIP NOTIFY (Snom Infobox,
+# Snom XML, Yealink XML), or by HTTP push (Poly, Cisco); deskbot.senders.screens builds them
 MESSAGE, INFOBOX = "message", "snom-infobox"
-FORMATS = (MESSAGE, INFOBOX)
+SNOM_XML, YEALINK_XML, POLY_PUSH, CISCO_XML = "snom-xml", "yealink-xml", "poly-push", "cisco-xml"
+FORMATS = (MESSAGE, INFOBOX, SNOM_XML, YEALINK_XML, POLY_PUSH, CISCO_XML)
+HTTP_FORMATS = (POLY_PUSH, CISCO_XML)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,7 @@ class Phone:
     label: str = ""
     format: str = MESSAGE  # one of FORMATS; the sender picks the request by it
     site: str = ""  # "" = this deskbot's own SIP agent, else the office whose edge sends it
+    http: str = ""  # HTTP formats: the phone's web address; "": http:// + the uri's host
 
     @property
     def title(self) -> str:

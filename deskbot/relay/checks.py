@@ -12,10 +12,10 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
-from deskbot.directory.snapshot import INFOBOX, MESSAGE, Directory, TargetError
+from deskbot.directory.snapshot import Directory, TargetError
 from deskbot.relay.values import API, SHELL, Answer, Dispatch, Policy
 from deskbot.relay.window import SlidingWindow
-from deskbot.senders.base import Sender, wire_bytes
+from deskbot.senders.base import Sender, body_limit, maker_of, wire_bytes
 
 log = logging.getLogger("deskbot.relay")
 
@@ -83,14 +83,20 @@ def group_size(relay: Scope, job: Dispatch) -> Answer | None:
 
 def body_fits(relay: Scope, job: Dispatch) -> Answer | None:
     """Every phone's body fits, in its own format: else none is sent (not a 413 for some)."""
-    most = relay.sender.max_body_bytes
-    sizes = {f: wire_bytes(f, job.body) for f in {p.format for p in job.phones}}
-    fmt, size = max(sizes.items(), key=lambda item: item[1], default=(MESSAGE, 0))
-    if size <= most:
+    sip_most = relay.sender.max_body_bytes
+    over = []
+    for fmt in dict.fromkeys(p.format for p in job.phones):
+        size, most = wire_bytes(fmt, job.body, job.sender_name), body_limit(fmt, sip_most)
+        if size > most:
+            over.append((size - most, fmt, size, most))
+    if not over:
         return None
-    on = " on Snom Infobox phones, escaped as XML," if fmt == INFOBOX else ""
+    _, fmt, size, most = max(over)
+    maker = maker_of(fmt)
+    on = f" on {maker} phones, escaped as XML," if maker else ""
+    where = "a SIP message" if most == sip_most else f"a {maker} screen"
     return Answer(
-        f"text too long: {size} bytes{on} where a SIP message takes {most}. "
+        f"text too long: {size} bytes{on} where {where} takes {most}. "
         "Shorten it; nothing was sent.",
         error=True,
         problem="too-long",

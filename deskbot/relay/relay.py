@@ -46,7 +46,7 @@ from deskbot.relay.values import (
 )
 from deskbot.relay.window import SlidingWindow
 from deskbot.senders import fair
-from deskbot.senders.base import Delivery, Sender
+from deskbot.senders.base import TITLE, Delivery, Sender
 from deskbot.store.base import Answer as Recorded
 from deskbot.store.base import AuditError, CommandLog, LaterSends, Planned
 
@@ -284,6 +284,7 @@ class Relay:
         request = job.request
         to_send = [p for p in job.phones if p.extension not in skipped]
         fair.COMMAND.set(object())  # this fan-out's sends share the sender's slots with others
+        TITLE.set(job.sender_name)  # the title of its screens, for formats that have one
         try:
             results = await asyncio.gather(*(self._send(command_id, p, job.body) for p in to_send))
             if self.audit:

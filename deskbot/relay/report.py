@@ -7,7 +7,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from deskbot.directory.snapshot import INFOBOX, Directory, Phone
+from deskbot.directory.snapshot import HTTP_FORMATS, INFOBOX, Directory, Phone
+from deskbot.relay import screenhints
 from deskbot.senders.base import Cause, Delivery, Outcome
 from deskbot.store.base import HistoryEntry
 
@@ -31,6 +32,12 @@ def hint(delivery: Delivery, phone: Phone | None = None, probe: bool = False) ->
     ext = phone.extension if phone else "this extension"
     if outcome is Outcome.DELIVERED:
         return ""
+    if phone is not None and not probe and phone.format in HTTP_FORMATS:
+        return screenhints.push_hint(delivery, phone)
+    if phone is not None and not probe and delivery.cause is Cause.ANSWERED:
+        found = screenhints.notify_hint(code, phone.format)
+        if found:
+            return found
     match delivery.cause:
         case Cause.UNCONFIRMED:
             return (
@@ -234,7 +241,7 @@ def who_text(target: str, phones: Sequence[Phone], show_uris: bool, most: int = 
     lines = [f"{target} → {len(phones)} phone(s):"]
     for p in phones[:most]:
         where = f" at {p.uri}" if show_uris else ""
-        lines.append(f"• {p.title}{where}" + (" (Snom Infobox)" if p.format == INFOBOX else ""))
+        lines.append(f"• {p.title}{where} ({screenhints.FORMAT_NAMES.get(p.format, p.format)})")
     if len(phones) > most:
         lines.append(f"… and {len(phones) - most} more")
     if any(p.format == INFOBOX for p in phones):

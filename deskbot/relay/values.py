@@ -127,6 +127,15 @@ class Dispatch:
         return self.request.user
 
     @property
+    def sender_name(self) -> str:
+        """The title of the screens this send shows: who sends, "" (deskbot) from the shell."""
+        user = self.user
+        if user.chat == SHELL:
+            return ""
+        who = self.person.display if self.person else grammar.one_line(user.display_name)
+        return grammar.one_line(who) or grammar.one_line(user.id)
+
+    @property
     def title(self) -> str:
         user = self.user
         who = self.person.display if self.person else grammar.one_line(user.display_name)

@@ -10,21 +10,40 @@ depends on a sender's error strings.
 
 from __future__ import annotations
 
+import contextvars
 import enum
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from deskbot.directory.snapshot import INFOBOX, Phone
+from deskbot.directory.snapshot import MESSAGE, Phone
+
+# The title of the screens of one fan-out (who sends; "" shows "deskbot"), set by the relay
+# beside fair.COMMAND: every send task of one ``gather`` inherits it.
+TITLE: contextvars.ContextVar[str] = contextvars.ContextVar("deskbot_title", default="")
 
 
-def wire_bytes(format: str, text: str) -> int:
+def wire_bytes(format: str, text: str, title: str = "") -> int:
     """The bytes ``text`` takes as a request body in a phone ``format``: as it is for a
-    MESSAGE; for an Infobox, the XML around it and every ``&`` or ``<`` escaped."""
-    if format == INFOBOX:
-        from deskbot.senders.sip import infobox
+    MESSAGE; for a maker's screen, the XML around it, titled, every ``&`` or ``<`` escaped."""
+    if format == MESSAGE:
+        return len(text.encode())
+    from deskbot.senders.screens import catalog
 
-        return len(infobox.body(text).encode())
-    return len(text.encode())
+    return catalog.size(format, text, title)
+
+
+def body_limit(format: str, sip_bytes: int) -> int:
+    """The largest body a phone ``format`` takes, where one SIP message takes ``sip_bytes``."""
+    from deskbot.senders.screens import catalog
+
+    return catalog.limit(format, sip_bytes)
+
+
+def maker_of(format: str) -> str:
+    """Whose screen a phone ``format`` is ("Yealink"), for answers; "" for a plain MESSAGE."""
+    from deskbot.senders.screens import catalog
+
+    return catalog.spec(format).maker
 
 
 class SenderError(RuntimeError):
@@ -49,6 +68,7 @@ class Cause(enum.StrEnum):
     AGENT_DOWN = "agent-down"  # the sender gave up and cannot send at all
     UNCONFIRMED = "unconfirmed"  # the sender restarted or stopped while the message was out
     SITE_DOWN = "site-down"  # no edge of the phone's site took it (or NATS is away): not sent
+    PHONE_ERROR = "phone-error"  # the phone answered 2xx with an error in its body (Cisco)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +82,14 @@ class Delivery:
     @property
     def local(self) -> bool:
         """The answer was made by our own sender, not by the phone."""
-        return self.cause is not Cause.ANSWERED
+        return self.cause not in (Cause.ANSWERED, Cause.PHONE_ERROR)
 
     @property
     def outcome(self) -> Outcome:
         if self.cause is Cause.UNCONFIRMED:
             return Outcome.UNCONFIRMED
+        if self.cause is Cause.PHONE_ERROR:
+            return Outcome.REFUSED
         if self.cause is Cause.ANSWERED and 200 <= self.code < 300:
             return Outcome.DELIVERED
         if self.cause is not Cause.ANSWERED or self.code == 408:

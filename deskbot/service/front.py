@@ -33,7 +33,7 @@ from deskbot.store.base import AuditError
 log = logging.getLogger("deskbot")
 
 # Changing these needs a restart; the directory and policy reload live.
-RESTART_KEYS = ("sip", "matrix", "slack", "health", "audit", "api", "nats")
+RESTART_KEYS = ("sip", "matrix", "slack", "health", "audit", "api", "nats", "push", "desk")
 # ...except an API client's targets: they are policy, and reload with it.
 LIVE_KEYS = re.compile(r"api\.clients\.[^.]+\.targets")
 WATCH_RETRY = 5.0  # seconds before watching the config's folder again after a watcher error
@@ -387,7 +387,24 @@ def run(cfg: Config) -> None:
     async def main() -> None:
         s = cfg.settings
         password = cfg.secret(s.sip.registrar.password_env) if s.sip.registrar else None
-        sender = route.for_settings(s, cfg.secret, SipAgent(s.sip, password))
-        await Service(cfg, sender).run()
+        local: Sender = SipAgent(s.sip, password)
+        board = None
+        if s.push is not None:  # Poly and Cisco phones: HTTP push beside the SIP agent
+            from deskbot.senders.formats import FormatSender
+            from deskbot.senders.http.board import Board
+            from deskbot.senders.http.sender import HttpSender
+
+            if s.desk is not None and s.desk.url:
+                board = Board(s.desk.url, s.desk.expire)
+            password_push = cfg.secret(s.push.password_env)
+            http = HttpSender(s.push, password_push, timeout=s.sip.timeout, board=board)
+            local = FormatSender(local, http)
+        sender = route.for_settings(s, cfg.secret, local)
+        service = Service(cfg, sender)
+        if board is not None and s.desk is not None:
+            from deskbot.sources.desk import DeskSource
+
+            service.sources.append(DeskSource(s.desk, board))
+        await service.run()
 
     return asyncio.run(main())

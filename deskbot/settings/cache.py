@@ -44,6 +44,7 @@ _CODE = (
     "settings/fields.py",
     "settings/load.py",
     "settings/checks.py",
+    "settings/formats.py",
     "settings/plans.py",
     "settings/cache.py",
 )

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from deskbot.settings import plans
+from deskbot.settings import formats, plans
 from deskbot.settings.schema import EXTENSION_RE, NAME_RE
 
 if TYPE_CHECKING:
@@ -101,6 +101,7 @@ def cross_check(s: Settings, ldap: Names | None = None) -> list[tuple[str, str]]
     problems += _api_problems(s, known)
     problems += _nats_problems(s)
     problems += plans.problems(s)
+    problems += formats.problems(s)
     if s.sip.transport == "tcp" and s.sip.max_in_flight > 60:
         problems.append(("sip.max_in_flight", "over TCP at most 60 (pjsip handles ~64 sockets)"))
     return problems

@@ -43,7 +43,7 @@ def find_path(cli_path: str | None) -> Path:
     return Path("config.toml")
 
 
-ALL_SECRETS = ("sip", "matrix", "slack", "api", "directory", "nats", "health")
+ALL_SECRETS = ("sip", "matrix", "slack", "api", "directory", "nats", "push", "health")
 
 
 def load(
@@ -255,6 +255,8 @@ def _secret_names(s: Settings) -> list[tuple[str, str]]:
             names.append((f"api.clients.{name}.token_env", client.token_env))
     if s.health.reload_token_env:
         names.append(("health.reload_token_env", s.health.reload_token_env))
+    if s.push:
+        names.append(("push.password_env", s.push.password_env))
     if s.nats:
         for key in ("credentials_env", "password_env", "token_env"):
             if env_name := getattr(s.nats, key):

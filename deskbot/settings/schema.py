@@ -41,8 +41,9 @@ EXTENSION_RE = re.compile(r"[0-9]{1,15}")  # whole keys only: fullmatch
 NAME_RE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 
 
-# "message": SIP MESSAGE, text/plain; "snom-infobox": SIP NOTIFY, Snom Infobox XML
-Format = Literal["message", "snom-infobox"]
+# "message": SIP MESSAGE, text/plain; "snom-infobox", "snom-xml", "yealink-xml": SIP NOTIFY
+# with that maker's XML; "poly-push", "cisco-xml": HTTP push ([push], and [desk] for Cisco)
+Format = Literal["message", "snom-infobox", "snom-xml", "yealink-xml", "poly-push", "cisco-xml"]
 
 
 # Every table is a frozen, keyword-only dataclass; pydantic reads __pydantic_config__
@@ -126,6 +127,29 @@ class Phone:
     label: str = ""
     format: Format | None = None  # None: [message] format
     site: SiteName | Literal[""] = ""  # "" = sent by this deskbot's own SIP agent
+    http: HttpUrl | None = None  # HTTP formats: the phone's web address; None: http:// + uri's host
+
+
+@dataclass(frozen=True, kw_only=True)
+class Push:
+    """``[push]``: the phones' push account for the HTTP formats (poly-push, cisco-xml)."""
+
+    __pydantic_config__ = _STRICT
+    username: DigestUsername
+    password_env: EnvName
+    ca_file: str | None = None  # PEM of the CA that signed https:// phones' certificates
+    timeout: Annotated[float, Field(gt=0, le=32)] | None = None  # None: [sip] timeout
+    max_in_flight: Annotated[int, Field(ge=1, le=1000)] = 50  # concurrent pushes
+
+
+@dataclass(frozen=True, kw_only=True)
+class Desk:
+    """``[desk]``: deskbot's HTTP endpoint for phones (Cisco screens, confirm keys)."""
+
+    __pydantic_config__ = _STRICT
+    listen: Annotated[str, hostport(9122)] = "0.0.0.0:9122"
+    url: HttpUrl | None = None  # the address phones use to reach it; cisco-xml needs it
+    expire: Annotated[float, Field(ge=5, le=86400)] = 600  # seconds a pushed screen is served
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -282,6 +306,8 @@ class Settings:
     matrix: MatrixSettings | None = None
     slack: SlackSettings | None = None
     api: Api | None = None
+    push: Push | None = None
+    desk: Desk | None = None
     nats: Nats | None = None
     edge: Edge | None = None
     templates: dict[str, Template] = field(default_factory=dict)

@@ -2,8 +2,8 @@
 
 The rest of the program sees the ``Sender`` protocol: ``await agent.send(phone, text)
 -> Delivery`` and ``await agent.probe(phone)``. The phone's ``format`` picks the
-request here: a SIP MESSAGE, or a Snom Infobox NOTIFY whose XML ``infobox``
-builds; a probe is an OPTIONS.
+request here: a SIP MESSAGE, or a NOTIFY carrying a maker's screen (Snom Infobox,
+Snom XML, Yealink XML) that ``deskbot.senders.screens`` builds; a probe is an OPTIONS.
 If the worker dies, every message it had is reported as unconfirmed (code 0),
 the worker is restarted with back-off, and the next send works.
 """
@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deskbot import __version__
-from deskbot.directory.snapshot import INFOBOX, Phone
-from deskbot.senders.base import Cause, Delivery, Health, SenderError
+from deskbot.directory.snapshot import HTTP_FORMATS, Phone
+from deskbot.senders.base import TITLE, Cause, Delivery, Health, SenderError
 from deskbot.senders.fair import FairSlots
-from deskbot.senders.sip import infobox, protocol
+from deskbot.senders.screens import catalog
+from deskbot.senders.sip import protocol
 from deskbot.senders.sip.spawn import WORKER_COMMAND, WorkerProcess, spawn_worker
 from deskbot.settings.schema import Sip
 from deskbot.sipuri import split_hostport
@@ -171,8 +172,12 @@ class SipAgent:
 
     # -- sending ------------------------------------------------------------
     async def send(self, phone: Phone, text: str) -> Delivery:
-        if phone.format == INFOBOX:
-            return await self._request(phone.uri, infobox.body(text), protocol.INFOBOX)
+        if phone.format in HTTP_FORMATS:  # never a MESSAGE instead: no HTTP sender runs here
+            why = f"{phone.format} is pushed over HTTP: deskbot started without [push]"
+            return Delivery(phone.uri, 503, why, 0.0, Cause.TRANSPORT)
+        if phone.format in protocol.NOTIFY_KINDS:  # a maker's screen by NOTIFY, titled
+            body = catalog.spec(phone.format).build(text, TITLE.get(), ())
+            return await self._request(phone.uri, body, phone.format)
         return await self._request(phone.uri, text, protocol.MESSAGE)
 
     async def probe(self, phone: Phone) -> Delivery:

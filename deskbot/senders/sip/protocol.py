@@ -22,7 +22,9 @@ from typing import Any
 
 VERSION = 2
 MESSAGE, INFOBOX, OPTIONS = "message", "snom-infobox", "options"
-KINDS = (MESSAGE, INFOBOX, OPTIONS)
+SNOM_XML, YEALINK_XML = "snom-xml", "yealink-xml"
+NOTIFY_KINDS = (INFOBOX, SNOM_XML, YEALINK_XML)  # a NOTIFY whose content type and Event
+KINDS = (MESSAGE, OPTIONS, *NOTIFY_KINDS)  # the worker takes from the kind alone
 MAX_BODY_BYTES = 1200  # over ~1300 bytes pjsip switches UDP to TCP silently
 MAX_PENDING = 200  # transactions the worker keeps open at once
 MAX_REASON_CHARS = 120  # a phone's reason phrase as reported; longer ones are cut

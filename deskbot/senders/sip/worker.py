@@ -22,12 +22,19 @@ import threading
 import unicodedata
 from typing import Any
 
+from deskbot.senders.screens import snom, yealink
 from deskbot.senders.sip import infobox, protocol
 
 MAX_SENDS_PER_TURN = 32  # larger bursts overflow the UDP receive buffer
 MAX_DRAIN = 64  # extra event polls per turn while events keep coming
 TIMER_K_MS = 200  # pjsip's T4 (see create)
 WAKE = b"\0"  # pjsip ignores datagrams of 32 bytes or less
+# kind -> (Content-Type, headers) of its NOTIFY: fixed here, never from what a send carries
+NOTIFY: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
+    protocol.INFOBOX: (infobox.CONTENT_TYPE, infobox.HEADERS),
+    protocol.SNOM_XML: (snom.CONTENT_TYPE, snom.HEADERS),
+    protocol.YEALINK_XML: (yealink.CONTENT_TYPE, yealink.HEADERS),
+}
 
 
 def _die_with_parent() -> None:
@@ -206,8 +213,9 @@ class Worker:
             return
         if kind == protocol.MESSAGE:
             self.message(send_id, uri, text)
-        elif kind == protocol.INFOBOX:
-            self.request(send_id, "NOTIFY", uri, infobox.CONTENT_TYPE, text, infobox.HEADERS)
+        elif kind in NOTIFY:
+            content_type, headers = NOTIFY[kind]
+            self.request(send_id, "NOTIFY", uri, content_type, text, headers)
         else:
             self.request(send_id, "OPTIONS", uri)
 

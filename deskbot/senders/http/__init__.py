@@ -1,0 +1,1 @@
+"""HTTP push to desk phones (Poly, Cisco): a sender beside the SIP one, behind the same protocol."""

@@ -1,0 +1,82 @@
+"""The ``[desk]`` endpoint: what phones fetch from deskbot (Cisco screens), and nothing else.
+
+Open to whoever reaches the port, so it is hardened like the API listener:
+connection caps and lifetimes (``sources.http``), GET and HEAD only, no
+request body, a short path, no directory listing. A path is a screen's
+unguessable token from ``senders.http.board``; anything else, an expired
+token included, is the same bare 404. In ``deskbot run`` it is a source
+(it takes no commands), and ``deskbot send`` runs it for the duration of a send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from deskbot.senders.http.board import Board
+from deskbot.settings.schema import Desk
+from deskbot.sipuri import split_hostport
+from deskbot.sources import http
+
+log = logging.getLogger("deskbot.desk")
+
+MAX_PATH = 128
+LIFETIME = 10.0  # seconds a phone's connection may stay open
+HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+
+
+class DeskSource:
+    name = "desk"
+
+    def __init__(self, desk: Desk, board: Board):
+        self.desk = desk
+        self.board = board
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._server is not None
+
+    async def start(self) -> None:
+        host, port = split_hostport(self.desk.listen)
+        app = web.Application(client_max_size=1024, handler_args={"max_line_size": 1024})
+        app.router.add_route("*", "/{tail:.*}", self._serve)
+        try:
+            self._runner, self._server, self.port = await http.listen(
+                app, host.strip("[]"), port or 0, lifetime=LIFETIME
+            )
+        except OSError as exc:
+            raise RuntimeError(
+                f"cannot listen on [desk] listen {self.desk.listen}: {exc}"
+            ) from None
+        log.info("desk endpoint on port %d for %s", self.port, self.desk.url)
+
+    async def run(self) -> None:
+        await asyncio.Event().wait()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def notify_admins(self, text: str) -> None:
+        pass
+
+    async def _serve(self, request: web.Request) -> web.StreamResponse:
+        if request.method not in ("GET", "HEAD"):
+            return web.Response(status=405, headers={**HEADERS, "Allow": "GET, HEAD"})
+        path = request.raw_path.partition("?")[0]
+        screen = self.board.take(path) if len(path) <= MAX_PATH else None
+        if screen is None:
+            return web.Response(status=404, headers=HEADERS)
+        log.debug("phone %s fetched its screen", screen.extension)
+        return web.Response(
+            body=screen.body, headers={**HEADERS, "Content-Type": screen.content_type}
+        )
