@@ -347,14 +347,22 @@ async def until(condition: Callable[[], object], timeout: float = 10.0, what: st
     return value
 
 
-def healthz(log: str) -> dict:
-    """GET /healthz on the port a deskbot process logged (configs ask for any free port)."""
+def healthz_status(log: str) -> tuple[int, dict]:
+    """GET /healthz on the port a deskbot process logged: (HTTP status, JSON).
+
+    The status is what the image's HEALTHCHECK reads: 200 healthy, 503 not.
+    """
     url = re.findall(r"health and metrics on (http://\S+/healthz)", log)[-1]
     try:
         with urllib.request.urlopen(url, timeout=5) as resp:
-            return json.load(resp)
+            return resp.status, json.load(resp)
     except urllib.error.HTTPError as exc:  # 503 while something is down: the same JSON
-        return json.load(exc)
+        return exc.code, json.load(exc)
+
+
+def healthz(log: str) -> dict:
+    """The JSON of /healthz whatever its status (healthz_status also gives the status)."""
+    return healthz_status(log)[1]
 
 
 class DeskbotRun:
@@ -390,6 +398,9 @@ class DeskbotRun:
 
     def health(self) -> dict:
         return healthz(self.log())
+
+    def health_status(self) -> tuple[int, dict]:
+        return healthz_status(self.log())
 
     def stop(self) -> int | None:
         if self.proc and self.proc.poll() is None:

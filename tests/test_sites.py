@@ -280,6 +280,9 @@ def test_nats_restarted_mid_run_front_and_edge_reconnect_and_in_flight_is_told_h
         slow.wait_received(1)
         hub.stop()  # the phone is answering; the edge's answer has nowhere to go yet
         down = post("951", "while down")
+        status, health = run.health_status()
+        assert health["sip"]["nats"]["connected"] is False
+        assert status == 200 and health["ok"] is True  # a NATS outage keeps the front healthy
         hub.start()
         thread.join(60)
 
