@@ -110,6 +110,24 @@ def parse_sipp_trace(text: str, method: str = "MESSAGE") -> list[ReceivedMessage
     return found
 
 
+def distinct_requests(copies: list[ReceivedMessage]) -> list[ReceivedMessage]:
+    """One per request, first copy, in arrival order: UDP retransmissions share Call-ID and CSeq.
+
+    A phone shows a retransmitted MESSAGE once; a new request (a new Call-ID, or the
+    same dialog's next CSeq) is a new text on the screen.
+    """
+    seen: dict[tuple[str, str], ReceivedMessage] = {}
+    for message in copies:
+        ident = (message.headers.get("call-id", ""), message.headers.get("cseq", ""))
+        seen.setdefault(ident, message)
+    return list(seen.values())
+
+
+def phone_got(phone: SippPhone) -> list[ReceivedMessage]:
+    """What a SIPp phone got: its requests of its method, each once (the one way to count)."""
+    return phone.received()
+
+
 class SippPhone:
     """A SIPp UAS on 127.0.0.1 playing a desk phone (or a PBX)."""
 
@@ -169,8 +187,13 @@ class SippPhone:
         suffix = ";transport=tcp" if self.transport == "tcp" else ""
         return f"sip:{extension}@127.0.0.1:{self.port}{suffix}"
 
-    def received(self) -> list[ReceivedMessage]:
+    def copies(self) -> list[ReceivedMessage]:
+        """Every copy SIPp traced, UDP retransmissions included."""
         return parse_sipp_trace(self.trace.read_text(errors="replace"), self.method)
+
+    def received(self) -> list[ReceivedMessage]:
+        """What the phone got: each request once (see distinct_requests)."""
+        return distinct_requests(self.copies())
 
     def wait_received(self, count: int = 1, timeout: float = 10.0) -> list[ReceivedMessage]:
         return wait_for(
