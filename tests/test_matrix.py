@@ -354,7 +354,9 @@ async def test_a_broken_config_edit_reaches_the_admin_in_a_direct_room(
     body = notices[0]["content"]["body"]
     assert body.startswith("deskbot: config change rejected")
     assert "people.bob.phone: phone '999' is not in [phones]" in body
-    # carol, in the shared room, sees none of it
+    # carol, in the shared room, sees none of it: checked once a later command there is answered
+    barrier = await alice.say(shared, "!deskphone help")
+    await alice.reply_to(barrier)
     assert not [e for r, e in alice.events if r == shared and "rejected" in str(e)]
 
 

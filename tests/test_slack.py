@@ -551,6 +551,14 @@ def test_what_a_reply_echoes_cannot_ping_the_channel(sipp, slack, deskbot):
     payload = ack_of(slack, envelope).payload
     assert "<!channel>" not in payload["text"] and "&lt;!channel&gt;" in payload["text"]
     assert all("<!channel>" not in b["text"]["text"] for b in payload["blocks"])
+    # the in-channel anchor of a genuine send echoes the text, and its thread the answer
+    slack.push_command("486 <!channel> <!here> <@U0BOB> lunch", ALICE, DESK)
+    anchor, [reply] = thread_of(slack, DESK)
+    for post in (anchor, reply):
+        shown = post.text + block_text(post)
+        for ping in ("<!channel>", "<!here>", "<@U0BOB>"):
+            assert ping not in shown, post
+    assert anchor.text.endswith(": @channel @here @U0BOB lunch")  # readable, and no ping
 
 
 def test_at_a_time_reads_the_senders_slack_time_zone(sipp, slack, deskbot):
