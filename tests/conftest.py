@@ -207,6 +207,26 @@ class SippPhone:
         self.proc.wait()
 
 
+def answer_scenario(
+    workdir: Path, code: int = 200, reason: str = "OK", delay_ms: int = 0, method: str = "MESSAGE"
+) -> Path:
+    """SIPp's answer.xml.in filled in: take `method`, wait `delay_ms`, answer `code reason`.
+
+    The one place the template's placeholders are filled (the benches use it too).
+    """
+    scenario = workdir / f"answer-{method}-{code}-{delay_ms}.xml"
+    text = (SIPP_DIR / "answer.xml.in").read_text()
+    pause = f'<pause milliseconds="{delay_ms}" />' if delay_ms else ""
+    scenario.write_text(
+        text.replace("@CODE@", str(code))
+        .replace("@REASON@", reason)
+        .replace("@PAUSE@", pause)
+        .replace("@METHOD@", method)
+    )
+    assert not re.search(r"@[A-Z]+@", scenario.read_text()), f"{scenario}: a placeholder left"
+    return scenario
+
+
 @pytest.fixture
 def sipp(tmp_path: Path) -> Iterator[Callable[..., SippPhone]]:
     """sipp(code=200) starts a phone answering `code`; sipp(silent=True) one that never answers.
@@ -254,15 +274,7 @@ def sipp(tmp_path: Path) -> Iterator[Callable[..., SippPhone]]:
             text = text.replace("@CODE@", str(code)).replace("@REASON@", reasons[code])
             scenario.write_text(text)
         else:
-            scenario = tmp_path / f"answer-{method}-{code}-{delay_ms}.xml"
-            text = (SIPP_DIR / "answer.xml.in").read_text()
-            pause = f'<pause milliseconds="{delay_ms}" />' if delay_ms else ""
-            scenario.write_text(
-                text.replace("@CODE@", str(code))
-                .replace("@REASON@", reasons[code])
-                .replace("@PAUSE@", pause)
-                .replace("@METHOD@", method)
-            )
+            scenario = answer_scenario(tmp_path, code, reasons[code], delay_ms, method)
         phone = SippPhone(scenario, tmp_path, transport, method)
         phones.append(phone)
         return phone
