@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from peers import PeerDidNotStart, die_with_parent, start_on_free_port  # noqa: F401
 
 HERE = Path(__file__).parent
 # the session's Synapse, people at Matrix clients and slapd, for the tests that ask for them
@@ -173,6 +174,7 @@ class SippPhone:
             stderr=errors.open("wb"),
             cwd=workdir,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         kind = socket.SOCK_DGRAM if self.transport == "udp" else socket.SOCK_STREAM
         wait_for(
@@ -319,6 +321,7 @@ class Baresip:
                 stdout=self.log.open("wb"),
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=die_with_parent,
             )
             wait_for(
                 lambda: self.proc.poll() is not None or port_taken(self.port, socket.SOCK_DGRAM),
@@ -416,6 +419,7 @@ class DeskbotRun:
             stdout=self.log_path.open("ab"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         wait_for(
             lambda: self.alive() and ready in self.log(offset), timeout=30, what="deskbot to start"

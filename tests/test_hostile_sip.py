@@ -27,6 +27,7 @@ import pytest
 from conftest import wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from peers import die_with_parent
 
 from deskbot.senders.sip import protocol
 from deskbot.settings.load import ConfigError, parse
@@ -44,6 +45,7 @@ class WorkerProcess:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.stderr_path.open("wb"),
+            preexec_fn=die_with_parent,
         )
         self.messages: list[dict[str, Any]] = []
         self.bad_lines: list[bytes] = []
