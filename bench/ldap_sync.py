@@ -61,7 +61,7 @@ def ldif(people: int, groups: int) -> str:
     return "\n".join(out)
 
 
-async def measure(slapd: Slapd, workdir: Path, runs: int) -> None:
+async def measure(slapd: Slapd, workdir: Path, runs: int, people: int) -> None:
     proc = psutil.Process()
     settings = Ldap(
         url=slapd.url,
@@ -121,7 +121,7 @@ async def measure(slapd: Slapd, workdir: Path, runs: int) -> None:
         t = time.perf_counter()
         phones = merged.resolve("@g000").phones
         resolve.append(time.perf_counter() - t)
-    assert len(phones) == BIG
+    assert len(phones) == min(BIG, people)  # @g000 has BIG members, or everybody
     print(
         f"resolve @g000 ({len(phones)} phones): median {statistics.median(resolve) * 1000:.2f} ms, "
         f"max {max(resolve) * 1000:.2f} ms (100 runs)"
@@ -152,7 +152,7 @@ def main() -> None:
         )
         slapd.start()
         try:
-            asyncio.run(measure(slapd, workdir, args.runs))
+            asyncio.run(measure(slapd, workdir, args.runs, args.people))
         finally:
             slapd.stop()
 

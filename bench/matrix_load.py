@@ -18,20 +18,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import SIPP_DIR, SippPhone  # noqa: E402
+from conftest import SippPhone, answer_scenario  # noqa: E402
 from matrix_people import DEVICE, Deskbot, Person, config_text  # noqa: E402
 from matrix_server import Synapse  # noqa: E402
 from test_load import DELAYS_MS, LIMITS, Outcome, crowd, load  # noqa: E402
 
 
 def phone(tmp: Path, delay_ms: int) -> SippPhone:
-    scenario = tmp / f"answer-{delay_ms}.xml"
-    pause = f'<pause milliseconds="{delay_ms}" />' if delay_ms else ""
-    template = (SIPP_DIR / "answer.xml.in").read_text()
-    scenario.write_text(
-        template.replace("@CODE@", "200").replace("@REASON@", "OK").replace("@PAUSE@", pause)
-    )
-    return SippPhone(scenario, tmp)
+    return SippPhone(answer_scenario(tmp, delay_ms=delay_ms), tmp)
 
 
 async def run_once(tmp: Path, server: Synapse) -> Outcome:

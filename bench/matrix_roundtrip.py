@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import SIPP_DIR, SippPhone  # noqa: E402
+from conftest import SippPhone, answer_scenario  # noqa: E402
 from matrix_people import DEVICE, Deskbot, Person, config_text, join  # noqa: E402
 from matrix_server import Synapse  # noqa: E402
 
@@ -35,10 +35,7 @@ async def measure(runs: int, warmup: int) -> tuple[list[float], list[float]]:
         tmp = Path(name)
         server = Synapse(tmp / "synapse")
         server.start()
-        scenario = tmp / "answer-200.xml"
-        template = (SIPP_DIR / "answer.xml.in").read_text()
-        scenario.write_text(template.replace("@CODE@", "200").replace("@REASON@", "OK"))
-        phone = SippPhone(scenario, tmp)
+        phone = SippPhone(answer_scenario(tmp), tmp)
         deskbot = None
         alice = None
         try:

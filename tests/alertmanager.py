@@ -18,6 +18,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from peers import die_with_parent
+
 CONFIG = """\
 route:
   receiver: desks
@@ -78,6 +80,7 @@ class Alertmanager:
             stdout=subprocess.DEVNULL,
             stderr=self.log.open("wb"),
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         _wait(self.ready, 20, f"Alertmanager on port {self.port}")
 

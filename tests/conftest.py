@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from peers import PeerDidNotStart, die_with_parent, start_on_free_port  # noqa: F401
 
 HERE = Path(__file__).parent
 # the session's Synapse, people at Matrix clients and slapd, for the tests that ask for them
@@ -110,6 +111,24 @@ def parse_sipp_trace(text: str, method: str = "MESSAGE") -> list[ReceivedMessage
     return found
 
 
+def distinct_requests(copies: list[ReceivedMessage]) -> list[ReceivedMessage]:
+    """One per request, first copy, in arrival order: UDP retransmissions share Call-ID and CSeq.
+
+    A phone shows a retransmitted MESSAGE once; a new request (a new Call-ID, or the
+    same dialog's next CSeq) is a new text on the screen.
+    """
+    seen: dict[tuple[str, str], ReceivedMessage] = {}
+    for message in copies:
+        ident = (message.headers.get("call-id", ""), message.headers.get("cseq", ""))
+        seen.setdefault(ident, message)
+    return list(seen.values())
+
+
+def phone_got(phone: SippPhone) -> list[ReceivedMessage]:
+    """What a SIPp phone got: its requests of its method, each once (the one way to count)."""
+    return phone.received()
+
+
 class SippPhone:
     """A SIPp UAS on 127.0.0.1 playing a desk phone (or a PBX)."""
 
@@ -155,6 +174,7 @@ class SippPhone:
             stderr=errors.open("wb"),
             cwd=workdir,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         kind = socket.SOCK_DGRAM if self.transport == "udp" else socket.SOCK_STREAM
         wait_for(
@@ -169,8 +189,13 @@ class SippPhone:
         suffix = ";transport=tcp" if self.transport == "tcp" else ""
         return f"sip:{extension}@127.0.0.1:{self.port}{suffix}"
 
-    def received(self) -> list[ReceivedMessage]:
+    def copies(self) -> list[ReceivedMessage]:
+        """Every copy SIPp traced, UDP retransmissions included."""
         return parse_sipp_trace(self.trace.read_text(errors="replace"), self.method)
+
+    def received(self) -> list[ReceivedMessage]:
+        """What the phone got: each request once (see distinct_requests)."""
+        return distinct_requests(self.copies())
 
     def wait_received(self, count: int = 1, timeout: float = 10.0) -> list[ReceivedMessage]:
         return wait_for(
@@ -189,6 +214,26 @@ SCREENS = {
     "snom-xml": ("xml", "application/snomxml", "SnomIPPhoneText"),
     "yealink-xml": ("Yealink-xml", "application/xml", "YealinkIPPhoneTextScreen"),
 }
+
+
+def answer_scenario(
+    workdir: Path, code: int = 200, reason: str = "OK", delay_ms: int = 0, method: str = "MESSAGE"
+) -> Path:
+    """SIPp's answer.xml.in filled in: take `method`, wait `delay_ms`, answer `code reason`.
+
+    The one place the template's placeholders are filled (the benches use it too).
+    """
+    scenario = workdir / f"answer-{method}-{code}-{delay_ms}.xml"
+    text = (SIPP_DIR / "answer.xml.in").read_text()
+    pause = f'<pause milliseconds="{delay_ms}" />' if delay_ms else ""
+    scenario.write_text(
+        text.replace("@CODE@", str(code))
+        .replace("@REASON@", reason)
+        .replace("@PAUSE@", pause)
+        .replace("@METHOD@", method)
+    )
+    assert not re.search(r"@[A-Z]+@", scenario.read_text()), f"{scenario}: a placeholder left"
+    return scenario
 
 
 @pytest.fixture
@@ -253,15 +298,7 @@ def sipp(tmp_path: Path) -> Iterator[Callable[..., SippPhone]]:
             text = text.replace("@CODE@", str(code)).replace("@REASON@", reasons[code])
             scenario.write_text(text)
         else:
-            scenario = tmp_path / f"answer-{method}-{code}-{delay_ms}.xml"
-            text = (SIPP_DIR / "answer.xml.in").read_text()
-            pause = f'<pause milliseconds="{delay_ms}" />' if delay_ms else ""
-            scenario.write_text(
-                text.replace("@CODE@", str(code))
-                .replace("@REASON@", reasons[code])
-                .replace("@PAUSE@", pause)
-                .replace("@METHOD@", method)
-            )
+            scenario = answer_scenario(tmp_path, code, reasons[code], delay_ms, method)
         phone = SippPhone(scenario, tmp_path, transport, method)
         phones.append(phone)
         return phone
@@ -306,6 +343,7 @@ class Baresip:
                 stdout=self.log.open("wb"),
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=die_with_parent,
             )
             wait_for(
                 lambda: self.proc.poll() is not None or port_taken(self.port, socket.SOCK_DGRAM),
@@ -369,14 +407,22 @@ async def until(condition: Callable[[], object], timeout: float = 10.0, what: st
     return value
 
 
-def healthz(log: str) -> dict:
-    """GET /healthz on the port a deskbot process logged (configs ask for any free port)."""
+def healthz_status(log: str) -> tuple[int, dict]:
+    """GET /healthz on the port a deskbot process logged: (HTTP status, JSON).
+
+    The status is what the image's HEALTHCHECK reads: 200 healthy, 503 not.
+    """
     url = re.findall(r"health and metrics on (http://\S+/healthz)", log)[-1]
     try:
         with urllib.request.urlopen(url, timeout=5) as resp:
-            return json.load(resp)
+            return resp.status, json.load(resp)
     except urllib.error.HTTPError as exc:  # 503 while something is down: the same JSON
-        return json.load(exc)
+        return exc.code, json.load(exc)
+
+
+def healthz(log: str) -> dict:
+    """The JSON of /healthz whatever its status (healthz_status also gives the status)."""
+    return healthz_status(log)[1]
 
 
 class DeskbotRun:
@@ -395,6 +441,7 @@ class DeskbotRun:
             stdout=self.log_path.open("ab"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         wait_for(
             lambda: self.alive() and ready in self.log(offset), timeout=30, what="deskbot to start"
@@ -412,6 +459,9 @@ class DeskbotRun:
 
     def health(self) -> dict:
         return healthz(self.log())
+
+    def health_status(self) -> tuple[int, dict]:
+        return healthz_status(self.log())
 
     def stop(self) -> int | None:
         if self.proc and self.proc.poll() is None:

@@ -7,54 +7,48 @@ one on PATH. The store directory outlives a restart, as on a real hub.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
 
-
-def _free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
+from peers import PeerDidNotStart, die_with_parent, listening, start_on_free_port, wait_ready
 
 
 class NatsServer:
     def __init__(self, workdir: Path):
         self.workdir = workdir
-        self.port = _free_tcp_port()
-        self.url = f"nats://127.0.0.1:{self.port}"
+        self.port = 0  # chosen at the first start; a restart keeps it (clients reconnect there)
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 10.0) -> NatsServer:
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def _log(self) -> str:
+        path = self.workdir / "nats-server.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def _start(self, port: int) -> subprocess.Popen[bytes]:
         binary = shutil.which("nats-server", path="/usr/sbin:/usr/bin:/usr/local/bin")
         if binary is None:
-            raise RuntimeError("nats-server is not installed: run `make test`, which installs it")
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                "-js",
-                "-sd",
-                str(self.workdir / "js"),
-                "-a",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-            ],
+            raise PeerDidNotStart(
+                "nats-server is not installed: run `make test`, which installs it"
+            )
+        return subprocess.Popen(
+            [binary, "-js", "-sd", str(self.workdir / "js"), "-a", "127.0.0.1", "-p", str(port)],
             stdout=subprocess.DEVNULL,
             stderr=(self.workdir / "nats-server.log").open("ab"),
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
-        deadline = time.monotonic() + timeout
-        while not _listening(self.port):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"nats-server did not start: see {self.workdir}/nats-server.log")
-            time.sleep(0.02)
+
+    def start(self, timeout: float = 10.0) -> NatsServer:
+        if self.port == 0:
+            self.port, self.proc = start_on_free_port(
+                self._start, "nats-server", why=self._log, timeout=timeout
+            )
+        else:
+            self.proc = self._start(self.port)
+            wait_ready(self.proc, lambda: listening(self.port), "nats-server", timeout, self._log)
         return self
 
     def stop(self) -> None:

@@ -80,6 +80,7 @@ class Workspace:
     users: dict[str, dict[str, Any]] = field(default_factory=dict)
     not_in_channel: set[str] = field(default_factory=set)
     rate_limit_once: set[str] = field(default_factory=set)  # method names
+    socket_refused: bool = False  # apps.connections.open fails: Socket Mode cannot connect
 
 
 class SlackStandIn:
@@ -191,6 +192,8 @@ class SlackStandIn:
         )
 
     async def _api_apps_connections_open(self, args: dict[str, Any]) -> web.Response:
+        if self.workspace.socket_refused:
+            return self._error("internal_error")
         return web.json_response({"ok": True, "url": f"ws://127.0.0.1:{self.port}/socket"})
 
     async def _api_chat_postMessage(self, args: dict[str, Any]) -> web.Response:

@@ -73,3 +73,36 @@ def test_the_license_is_an_spdx_expression_that_setuptools_reads_without_a_warni
     assert pyproject["project"]["license-files"] == ["COPYING"]
     # PEP 639 license expressions need setuptools 77
     assert "setuptools>=77" in pyproject["build-system"]["requires"]
+
+
+def test_the_wheel_builds_without_a_warning_and_carries_the_license(tmp_path):
+    """Build the wheel with the backend pyproject.toml names, from a copy of the sources."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "COPYING"):
+        shutil.copy(ROOT / name, source)
+    shutil.copytree(
+        ROOT / "deskbot", source / "deskbot", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    build = "import setuptools.build_meta as b; print(b.build_wheel('../out'))"
+    built = subprocess.run(
+        [sys.executable, "-W", "always", "-c", build],
+        cwd=source,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert built.returncode == 0, built.stderr[-3000:]
+    output = built.stdout + built.stderr
+    assert "Warning" not in output and "deprecat" not in output.lower(), output[-3000:]
+    wheel = tmp_path / "out" / built.stdout.split()[-1]
+    with zipfile.ZipFile(wheel) as archive:
+        metadata = archive.read("deskbot-0.1.0.dist-info/METADATA").decode()
+        assert "deskbot-0.1.0.dist-info/licenses/COPYING" in archive.namelist()
+    assert "License-Expression: GPL-2.0-or-later" in metadata.splitlines()
+    assert "License-File: COPYING" in metadata.splitlines()

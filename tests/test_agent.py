@@ -73,13 +73,25 @@ async def test_a_worker_that_dies_at_start_up_three_times_gives_a_clear_error():
     assert time.monotonic() - started < 5
 
 
-async def test_a_port_in_use_is_reported_without_retrying():
+async def test_a_port_in_use_is_reported_without_retrying(monkeypatch):
+    from deskbot.senders.sip import agent as agent_module
+
     first = SipAgent(Sip(listen="127.0.0.1:0"))
     await first.start()
+    spawned = []
+    real_spawn = agent_module.spawn_worker
+
+    async def counted(*args, **kwargs):
+        spawned.append(1)
+        return await real_spawn(*args, **kwargs)
+
+    monkeypatch.setattr(agent_module, "spawn_worker", counted)
     try:
         second = SipAgent(Sip(listen=f"127.0.0.1:{first.state.port}"))
         with pytest.raises(AgentError, match="ddress already in use"):
             await second.start()
+        assert second.state.restarts == 0 and len(spawned) == 1  # one worker, never restarted
+        assert second.health().alive is False
     finally:
         await first.close()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from alertmanager import Alertmanager
-from conftest import DeskbotRun, SippPhone, free_port, wait_for, write_config
+from conftest import DeskbotRun, SippPhone, free_port, phone_got, wait_for, write_config
 
 TOKEN = "am-token-0123456789abcdef"
 FREEZER = ({"alertname": "FreezerWarm", "severity": "critical"}, {"summary": "Freezer 2 at -12 C"})
@@ -38,11 +38,8 @@ name = "Alerts"
 
 
 def texts(phone: SippPhone) -> list[str]:
-    """What the phone was sent, once per MESSAGE (retransmissions share a Call-ID)."""
-    seen: dict[str, str] = {}
-    for message in phone.received():
-        seen.setdefault(message.headers["call-id"], message.body.decode())
-    return list(seen.values())
+    """What the phone was sent, once per MESSAGE (conftest's phone_got)."""
+    return [message.body.decode() for message in phone_got(phone)]
 
 
 @pytest.fixture

@@ -315,11 +315,21 @@ async def test_an_alertmanager_notification_is_answered_once_recorded_and_sent_a
 ):
     held = phones
     held.gate = asyncio.Event()  # the phones answer only when the test lets them
+    asked: list[str] = []
+    answer = held.send
+
+    async def send(phone, text):
+        asked.append(phone.extension)  # before the gate: the phone has the request
+        return await answer(phone, text)
+
+    held.send = send
     api = await api_for()
-    status, body, _ = await api.post("/v1/alertmanager?targets=@ops", AM_PAYLOAD, MON)
+    post = api.post("/v1/alertmanager?targets=@ops", AM_PAYLOAD, MON)
+    status, body, _ = await asyncio.wait_for(post, 10)  # a webhook that waits for phones hangs
     assert status == 202 and body["status"] == "accepted" and body["phones"] == ["486", "487"]
     assert api.commands() == [("api", "monitoring", "alertmanager", "@ops")]
-    assert held.sent == []  # the phones have not been asked yet
+    await until(lambda: sorted(asked) == ["486", "487"], what="both phones asked")
+    assert held.sent == []  # and neither has answered: the 202 did not wait for them
     held.gate.set()
     await until(lambda: len(held.sent) == 2, what="the alert on both phones")
     assert held.texts("486") == ["Alerts: FIRING: FreezerWarm: Freezer 2 at -12 °C"]

@@ -128,11 +128,22 @@ def test_extension_keys_must_be_digits():
 
 
 def test_every_problem_is_reported_at_once():
-    text = BASE.replace('phone = "486"', 'phone = "999"') + "[limits]\nmax_group_size = 0\n"
-    found = problems(text)
-    assert any(p.startswith("deskbot.toml: limits.max_group_size: ") for p in found)
-    # cross-references are checked only once the types are right
-    assert len(found) == 1
+    wrong_types = (
+        "[limits]\nmax_group_size = 0\nper_sender_per_minute = -1\n[message]\nmax_chars = 0\n"
+    )
+    text = BASE.replace('phone = "486"', 'phone = "999"') + wrong_types
+    # every type problem at once; cross-references are checked only once the types are right
+    assert problems(text) == [
+        "deskbot.toml: message.max_chars: Input should be greater than or equal to 1",
+        "deskbot.toml: limits.per_sender_per_minute: Input should be greater than or equal to 1",
+        "deskbot.toml: limits.max_group_size: Input should be greater than or equal to 1",
+    ]
+    # and every cross-reference problem at once
+    text = BASE.replace('phone = "486"', 'phone = "999"') + '[access]\nsenders = ["mallory"]\n'
+    assert problems(text) == [
+        "deskbot.toml: people.alice.phone: phone '999' is not in [phones]",
+        "deskbot.toml: access.senders[0]: 'mallory' is not in [people]",
+    ]
 
 
 def test_senders_and_admins_must_be_people():

@@ -27,6 +27,7 @@ import pytest
 from conftest import wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from peers import die_with_parent
 
 from deskbot.senders.sip import protocol
 from deskbot.settings.load import ConfigError, parse
@@ -44,6 +45,7 @@ class WorkerProcess:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.stderr_path.open("wb"),
+            preexec_fn=die_with_parent,
         )
         self.messages: list[dict[str, Any]] = []
         self.bad_lines: list[bytes] = []
@@ -262,8 +264,9 @@ def test_an_unknown_kind_of_request_is_refused_by_the_worker_and_it_lives_on(
     phone = hostile_phone(answering(b"SIP/2.0 200 OK"))
     refused = worker.result(worker.send(phone.uri(), "x", "INVITE\r\nX-Evil: 1"))
     assert refused[1] == 501 and refused[3] is True and printable(refused[2])
-    assert phone.requests == []
+    # the next send's round trip is the barrier: had the INVITE gone out, it came first
     assert worker.result(worker.send(phone.uri()))[1:] == [200, "OK", False]
+    assert [data.split(b" ", 1)[0] for data, _ in phone.requests] == [b"MESSAGE"]
     worker.assert_healthy()
 
 

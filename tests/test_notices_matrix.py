@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+from datetime import datetime
+from itertools import pairwise
 
 from matrix_people import alice_in_a_room_with_the_bot, text_of
 from matrix_server import Account, Synapse
@@ -84,9 +86,16 @@ async def test_a_schedule_fires_each_occurrence_once_and_reports_to_its_room(
         ]
 
     await alice.wait("two runs reported in the room", lambda: len(notices()) >= 2)
-    run.stop()
+    run.stop()  # a clean stop finishes the send in flight
     with sqlite3.connect(tmp_path / "audit.sqlite3") as db:
         keys = [k for (k,) in db.execute("SELECT key FROM commands ORDER BY id")]
-    assert len(keys) == len(set(keys)) >= 2
-    assert all(k.startswith("schedule:standup:20") for k in keys)
-    assert 2 <= len(phone.received()) <= len(keys)  # never more messages than recorded runs
+        sent = db.execute("SELECT command_id, code FROM deliveries ORDER BY command_id").fetchall()
+    occurrences = [datetime.fromisoformat(k.removeprefix("schedule:standup:")) for k in keys]
+    assert len(occurrences) >= 2 and all(k.startswith("schedule:standup:20") for k in keys)
+    # one run per occurrence: each a cron time of its own (even seconds), none fired twice
+    gaps = [(b - a).total_seconds() for a, b in pairwise(occurrences)]
+    assert all(gap > 0 and gap % 2 == 0 for gap in gaps), occurrences
+    # at most one delivery per occurrence (past ones caught up at start may be rate-limited)
+    assert len({command for command, _ in sent}) == len(sent) >= 2
+    assert {code for _, code in sent} == {200}
+    assert len(phone.received()) == len(sent)  # and the phone got each delivered one once

@@ -46,6 +46,95 @@ def cache_file(cfg: Path) -> Path:
     return where / f"{cache.key(cfg.read_bytes(), cfg.absolute().parent)}.pickle"
 
 
+def plant(cfg: Path, settings: Settings, mode: int = 0o600) -> Path:
+    """Put `settings` in the cache under the key of `cfg` as it is now, as this user."""
+    planted = cache_file(cfg)
+    planted.parent.mkdir(parents=True, exist_ok=True)
+    planted.write_bytes(pickle.dumps(settings))
+    planted.chmod(mode)
+    return planted
+
+
+def decoy(cfg: Path, wrong: SippPhone, tmp_path: Path) -> Path:
+    """Cache settings that name another phone: a send that reaches `wrong` used the cache."""
+    return plant(cfg, _settings_for(wrong.uri("486"), tmp_path))
+
+
+def test_a_file_validated_once_is_read_from_the_cache_without_validation(sipp, tmp_path):
+    """The cached settings are used as they are: the decoy, not the file, says where 486 is."""
+    right, wrong = sipp(200), sipp(200)
+    cfg = one_phone(tmp_path, right.uri("486"))
+    assert run_deskbot("send", "-c", str(cfg), "486", "validated").returncode == 0
+    assert [m.body for m in right.wait_received(1)] == [b"validated"]
+    assert cache_file(cfg).exists()
+
+    decoy(cfg, wrong, tmp_path)
+    result = run_deskbot("send", "-c", str(cfg), "486", "from the cache")
+    assert result.returncode == 0, result.stderr
+    assert [m.body for m in wrong.wait_received(1)] == [b"from the cache"]
+    assert [m.body for m in right.received()] == [b"validated"]
+
+
+def test_a_cache_hit_in_process_runs_no_validation(tmp_path, monkeypatch):
+    from deskbot.settings import load as loading
+
+    monkeypatch.setenv("DESKBOT_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = one_phone(tmp_path, "sip:486@127.0.0.1:9")
+    runs = []
+    real_parse = loading.parse
+    monkeypatch.setattr(loading, "parse", lambda *a: runs.append(1) or real_parse(*a))
+    first = load(cfg, {}, cached=True)
+    again = load(cfg, {}, cached=True)
+    assert len(runs) == 1
+    assert again.settings == first.settings
+    cfg.write_text(cfg.read_text() + "\n# edited\n")
+    load(cfg, {}, cached=True)
+    assert len(runs) == 2
+
+
+def test_an_edited_file_is_not_read_from_the_cache_of_its_old_bytes(sipp, tmp_path):
+    right, wrong = sipp(200), sipp(200)
+    cfg = one_phone(tmp_path, right.uri("486"))
+    decoy(cfg, wrong, tmp_path)
+    cfg.write_text(cfg.read_text() + "\n# only a comment changed\n")
+    result = run_deskbot("send", "-c", str(cfg), "486", "edited")
+    assert result.returncode == 0, result.stderr
+    assert [m.body for m in right.wait_received(1)] == [b"edited"]
+    assert wrong.received() == []
+
+
+def test_a_library_upgrade_is_not_read_from_the_cache_of_the_old_version(sipp, tmp_path):
+    right, wrong = sipp(200), sipp(200)
+    cfg = one_phone(tmp_path, right.uri("486"))
+    decoy(cfg, wrong, tmp_path)
+    shadow = tmp_path / "site"
+    (shadow / "pydantic_core-99.0.0.dist-info").mkdir(parents=True)  # an "upgrade" of it
+    result = run_deskbot("send", "-c", str(cfg), "486", "upgraded", env={"PYTHONPATH": str(shadow)})
+    assert result.returncode == 0, result.stderr
+    assert [m.body for m in right.wait_received(1)] == [b"upgraded"]
+    assert wrong.received() == []
+
+
+def test_a_deskbot_upgrade_is_not_read_from_the_cache_of_the_old_code(sipp, tmp_path):
+    """A copy of deskbot with one validating module changed, imported before the installed one."""
+    right, wrong = sipp(200), sipp(200)
+    cfg = one_phone(tmp_path, right.uri("486"))
+    decoy(cfg, wrong, tmp_path)
+    import shutil
+
+    upgraded = tmp_path / "upgraded"
+    package = Path(cache.__file__).parent.parent
+    shutil.copytree(package, upgraded / "deskbot", ignore=shutil.ignore_patterns("__pycache__"))
+    fields = upgraded / "deskbot" / "settings" / "fields.py"
+    fields.write_text(fields.read_text() + "\n# the next release\n")
+    result = run_deskbot(
+        "send", "-c", str(cfg), "486", "new code", env={"PYTHONPATH": str(upgraded)}
+    )
+    assert result.returncode == 0, result.stderr
+    assert [m.body for m in right.wait_received(1)] == [b"new code"]
+    assert wrong.received() == []
+
+
 def test_a_file_edited_after_a_send_is_validated_again(sipp, tmp_path):
     phone: SippPhone = sipp(200)
     cfg = one_phone(tmp_path, phone.uri("486"))
@@ -70,15 +159,19 @@ def _settings_for(uri: str, tmp_path: Path) -> Settings:
 def test_a_cache_file_others_may_write_is_not_believed(sipp, tmp_path):
     right, wrong = sipp(200), sipp(200)
     cfg = one_phone(tmp_path, right.uri("486"))
-    planted = cache_file(cfg)
-    planted.parent.mkdir(parents=True, exist_ok=True)
-    planted.write_bytes(pickle.dumps(_settings_for(wrong.uri("486"), tmp_path)))
+    planted = decoy(cfg, wrong, tmp_path)
     planted.chmod(0o666)  # anyone could have written it
 
     result = run_deskbot("send", "-c", str(cfg), "486", "to the right phone")
     assert result.returncode == 0, result.stderr
+    assert "not using the settings cache" in result.stderr
     assert [m.body for m in right.wait_received(1)] == [b"to the right phone"]
     assert wrong.received() == []
+
+    planted.write_bytes(pickle.dumps(_settings_for(wrong.uri("486"), tmp_path)))
+    planted.chmod(0o600)  # the same file as this user's own is believed: the mode decided
+    assert run_deskbot("send", "-c", str(cfg), "486", "now cached").returncode == 0
+    assert [m.body for m in wrong.wait_received(1)] == [b"now cached"]
 
 
 def test_a_planted_pickle_runs_nothing_and_the_file_is_validated(sipp, tmp_path):
@@ -97,6 +190,8 @@ def test_a_planted_pickle_runs_nothing_and_the_file_is_validated(sipp, tmp_path)
 
     result = run_deskbot("send", "-c", str(cfg), "486", "hello")
     assert result.returncode == 0, result.stderr
+    assert "not using the settings cache" in result.stderr
+    assert "UnpicklingError" in result.stderr  # read and refused, not merely missed
     assert [m.body for m in phone.wait_received(1)] == [b"hello"]
     assert not marker.exists()
 

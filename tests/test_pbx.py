@@ -20,6 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import Baresip, free_port, port_taken, require, run_deskbot, wait_for, write_config
+from peers import die_with_parent
 
 HERE = Path(__file__).parent
 
@@ -52,6 +53,7 @@ def kamailio(tmp_path: Path) -> Iterator[int]:
         stdout=subprocess.DEVNULL,
         stderr=(tmp_path / "kamailio.log").open("wb"),
         start_new_session=True,
+        preexec_fn=die_with_parent,
     )
     wait_for(
         lambda: proc.poll() is not None or port_taken(port, socket.SOCK_DGRAM),

@@ -7,10 +7,19 @@ import logging
 import os
 import signal
 import socket
+import threading
 from pathlib import Path
 
 import aiohttp
-from conftest import DeskbotRun, free_port, run_deskbot, until, wait_for, write_config
+from conftest import (
+    DeskbotRun,
+    free_port,
+    healthz_status,
+    run_deskbot,
+    until,
+    wait_for,
+    write_config,
+)
 
 from deskbot.relay.values import ChatUser, Dispatch, Request
 from deskbot.senders.recording import RecordingSender
@@ -197,12 +206,31 @@ def test_a_sighup_reload_of_26_levels_of_diamond_groups_does_not_stall_deskbot(t
     try:
         groups = diamonds(26).split("\n", 2)[2]  # the groups, below the phone of their own
         path.write_text(body + groups.replace('["486"]', '["486", "487"]'))
-        deskbot.proc.send_signal(signal.SIGHUP)
-        wait_for(
-            lambda: "directory reloaded" in deskbot.log() and "53 groups" in deskbot.log(),
-            timeout=15,
-            what="the reload",
-        )
+        answers: list[int] = []
+        problems: list[str] = []
+        reloaded = threading.Event()
+
+        def probe_health() -> None:  # /healthz all through the reload: each answered
+            while not reloaded.is_set():
+                try:
+                    answers.append(healthz_status(deskbot.log())[0])
+                except OSError as exc:  # a 5 s timeout: the event loop stalled
+                    problems.append(repr(exc))
+
+        prober = threading.Thread(target=probe_health)
+        prober.start()
+        try:
+            wait_for(lambda: answers, what="healthz answered before the reload")
+            deskbot.proc.send_signal(signal.SIGHUP)
+            wait_for(
+                lambda: "directory reloaded" in deskbot.log() and "53 groups" in deskbot.log(),
+                timeout=15,
+                what="the reload",
+            )
+        finally:
+            reloaded.set()
+            prober.join()
+        assert problems == [] and set(answers) == {200}
         assert deskbot.health()["ok"] is True
     finally:
         assert deskbot.stop() == 0

@@ -20,8 +20,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DeskbotRun, SippPhone, free_port, healthz, run_deskbot, wait_for, write_config
+from conftest import (
+    DeskbotRun,
+    SippPhone,
+    free_port,
+    healthz,
+    phone_got,
+    run_deskbot,
+    wait_for,
+    write_config,
+)
 from nats_server import NatsServer
+from peers import die_with_parent
 
 DESKBOT = str(Path(sys.executable).parent / "deskbot")
 TOKEN = "t" * 32
@@ -44,6 +54,7 @@ class Edge:
             stdout=self.log_path.open("ab"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
 
     def log(self) -> str:
@@ -114,9 +125,8 @@ def answers(result: subprocess.CompletedProcess[str]) -> dict[str, dict]:
 
 
 def texts(phone: SippPhone) -> list[bytes]:
-    """What the phone's screen showed: SIP retransmissions of one MESSAGE count once."""
-    shown = {(m.headers["call-id"], m.headers["cseq"]): m.body for m in phone.received()}
-    return list(shown.values())
+    """What the phone's screen showed (conftest's phone_got: retransmissions once)."""
+    return [m.body for m in phone_got(phone)]
 
 
 def test_a_site_phone_is_sent_by_its_edge_and_answers_in_the_same_report_and_audit(
@@ -280,6 +290,9 @@ def test_nats_restarted_mid_run_front_and_edge_reconnect_and_in_flight_is_told_h
         slow.wait_received(1)
         hub.stop()  # the phone is answering; the edge's answer has nowhere to go yet
         down = post("951", "while down")
+        status, health = run.health_status()
+        assert health["sip"]["nats"]["connected"] is False
+        assert status == 200 and health["ok"] is True  # a NATS outage keeps the front healthy
         hub.start()
         thread.join(60)
 

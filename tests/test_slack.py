@@ -143,6 +143,20 @@ def block_text(message: Posted) -> str:
     return "\n".join(parts)
 
 
+def barrier(slack: SlackStandIn, phone) -> None:
+    """A genuine command answered after the ones before it: whatever they would do is done.
+
+    Afterwards the only anchor in the channel and the only text at the phone are its own.
+    """
+    slack.push_command("486 barrier", ALICE, DESK)
+    _anchor, [reply] = thread_of(slack, DESK)
+    assert "486 (Desk 486): 200 OK" in reply.text
+    assert [p.text for p in slack.posts if not p.thread_ts] == [
+        "Alice Liddell → 486 (Desk 486): barrier"
+    ]
+    assert [m.body for m in phone.wait_received(1)] == [b"Alice Liddell: barrier"]
+
+
 # -- slash commands in Socket Mode ---------------------------------------------------------
 
 
@@ -204,7 +218,7 @@ def test_usage_error_is_shown_only_to_the_sender(sipp, slack, deskbot):
     help_answer = ack_of(slack, slack.push_command("help", ALICE, DESK)).payload
     assert help_answer["response_type"] == "ephemeral"
     assert "TARGETS TEXT" in help_answer["text"]
-    assert slack.posts == [] and phone.received() == []
+    barrier(slack, phone)  # asserts nothing but the barrier was posted or sent
 
 
 def test_sender_outside_access_senders_is_refused_privately(sipp, slack, deskbot):
@@ -213,7 +227,7 @@ def test_sender_outside_access_senders_is_refused_privately(sipp, slack, deskbot
     answer = ack_of(slack, slack.push_command("486 let me in", MALLORY, DESK)).payload
     assert answer["response_type"] == "ephemeral"
     assert "you are not allowed to send to desk phones" in answer["text"]
-    assert slack.posts == [] and phone.received() == []
+    barrier(slack, phone)  # asserts nothing but the barrier was posted or sent
 
 
 def test_channel_outside_the_allowed_list_is_refused_privately(sipp, slack, deskbot):
@@ -222,7 +236,7 @@ def test_channel_outside_the_allowed_list_is_refused_privately(sipp, slack, desk
     answer = ack_of(slack, slack.push_command("486 hello", ALICE, ELSEWHERE)).payload
     assert answer["response_type"] == "ephemeral"
     assert "does not take commands in this channel" in answer["text"]
-    assert slack.posts == [] and phone.received() == []
+    barrier(slack, phone)  # asserts nothing but the barrier was posted or sent
 
 
 def test_channel_the_bot_is_not_in_gets_the_result_through_response_url(sipp, slack, deskbot):
@@ -234,7 +248,10 @@ def test_channel_the_bot_is_not_in_gets_the_result_through_response_url(sipp, sl
     assert post["response_type"] == "in_channel"
     assert post["text"].startswith("Alice Liddell → 486 (Desk 486): lunch is here\n")
     assert "486 (Desk 486): 200 OK" in post["text"]
-    assert not [p for p in slack.posts if p.channel == NOBOT]
+    # the stand-in keeps only accepted posts: the calls show what deskbot tried in the channel
+    tried = [args for method, args in slack.calls if method == "chat.postMessage"]
+    assert [args["channel"] for args in tried] == [NOBOT]  # the anchor, refused; no reply tried
+    assert "thread_ts" not in tried[0]
 
 
 def test_rate_limited_post_is_retried_after_retry_after(sipp, slack, deskbot):
@@ -259,6 +276,23 @@ def test_socket_reconnects_after_disconnect_and_drop_without_losing_a_command(si
     envelope = slack.push_command("487 after the drop", BOB, DESK)
     assert ack_of(slack, envelope).seconds < 3
     wait_for(lambda: any("487 (Desk 487): 200 OK" in p.text for p in slack.posts), what="answer")
+
+
+def test_healthz_answers_503_while_slack_is_disconnected_and_200_once_it_is_back(
+    sipp, slack, deskbot
+):
+    bot = deskbot({"486": sipp(200).uri()})
+    status, health = bot.health_status()
+    assert status == 200 and health["ok"] is True
+    slack.workspace.socket_refused = True
+    slack.drop_sockets()
+    status, health = wait_for(
+        lambda: (answer := bot.health_status())[0] == 503 and answer, what="healthz 503"
+    )
+    assert health["ok"] is False and health["chat"]["slack"]["connected"] is False
+    slack.workspace.socket_refused = False
+    wait_for(lambda: bot.health_status()[0] == 200, timeout=30, what="healthz 200 again")
+    assert bot.health()["chat"]["slack"]["connected"] is True
 
 
 def test_send_in_flight_at_shutdown_is_finished_before_deskbot_exits(sipp, slack, deskbot):
@@ -517,6 +551,14 @@ def test_what_a_reply_echoes_cannot_ping_the_channel(sipp, slack, deskbot):
     payload = ack_of(slack, envelope).payload
     assert "<!channel>" not in payload["text"] and "&lt;!channel&gt;" in payload["text"]
     assert all("<!channel>" not in b["text"]["text"] for b in payload["blocks"])
+    # the in-channel anchor of a genuine send echoes the text, and its thread the answer
+    slack.push_command("486 <!channel> <!here> <@U0BOB> lunch", ALICE, DESK)
+    anchor, [reply] = thread_of(slack, DESK)
+    for post in (anchor, reply):
+        shown = post.text + block_text(post)
+        for ping in ("<!channel>", "<!here>", "<@U0BOB>"):
+            assert ping not in shown, post
+    assert anchor.text.endswith(": @channel @here @U0BOB lunch")  # readable, and no ping
 
 
 def test_at_a_time_reads_the_senders_slack_time_zone(sipp, slack, deskbot):
