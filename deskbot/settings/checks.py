@@ -141,6 +141,22 @@ def _nats_problems(s: Settings) -> list[tuple[str, str]]:
             problems.append(("edge", "an edge takes its deliveries from NATS: add a [nats] table"))
         return problems
     ways = [k for k in ("credentials_env", "password_env", "token_env") if getattr(s.nats, k)]
+    if not ways:
+        problems.append(
+            (
+                "nats",
+                "no login: give credentials_env, user with password_env, or token_env "
+                "(on a NATS server without authentication anyone could ring the phones)",
+            )
+        )
+    if s.nats.key_env is None:
+        problems.append(
+            (
+                "nats.key_env",
+                "required: the variable holding the secret jobs and answers are signed with "
+                "(for example `openssl rand -hex 32`), the same at the front and the site's edges",
+            )
+        )
     if len(ways) > 1:
         problems.append(("nats", f"give one way to log in, not {' and '.join(ways)}"))
     if (s.nats.user is None) != (s.nats.password_env is None):

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from deskbot.settings import cache, schema
-from deskbot.settings.schema import MIN_TOKEN_CHARS, Config, Settings
+from deskbot.settings.schema import MIN_KEY_CHARS, MIN_TOKEN_CHARS, Config, Settings
 
 MAX_FILE_BYTES = 16 << 20  # a directory of 100,000 phones is about 5 MB
 MAX_LINE_CHARS = 300  # one problem, one readable line
@@ -188,6 +188,11 @@ def _secrets(
                 f"{path}: {key}: the token in {env_name} has {len(value)} characters; use at "
                 f"least {MIN_TOKEN_CHARS} (for example `openssl rand -hex 32`)"
             )
+        elif key.startswith(("nats.key_env", "nats.site_keys_env")) and len(value) < MIN_KEY_CHARS:
+            problems.append(
+                f"{path}: {key}: the key in {env_name} has {len(value)} characters; use at "
+                f"least {MIN_KEY_CHARS} (for example `openssl rand -hex 32`)"
+            )
         else:
             secrets[env_name] = value
     return secrets, problems
@@ -254,7 +259,9 @@ def _secret_names(s: Settings) -> list[tuple[str, str]]:
         for name, client in s.api.clients.items():
             names.append((f"api.clients.{name}.token_env", client.token_env))
     if s.nats:
-        for key in ("credentials_env", "password_env", "token_env"):
+        for key in ("credentials_env", "password_env", "token_env", "key_env"):
             if env_name := getattr(s.nats, key):
                 names.append((f"nats.{key}", env_name))
+        for site, env_name in s.nats.site_keys_env.items():
+            names.append((f"nats.site_keys_env.{site}", env_name))
     return names

@@ -134,6 +134,10 @@ class Nats:
     user: DigestUsername | None = None
     password_env: EnvName | None = None
     token_env: EnvName | None = None
+    # the secret whose MAC every job and answer carries (an edge: its site's key)
+    key_env: EnvName | None = None
+    # the front: a key of its own per site (site -> variable); other sites use key_env
+    site_keys_env: dict[SiteName, EnvName] = field(default_factory=dict)
     # seconds a site's edge has to take a delivery; later it is not sent, ever
     take_within: Annotated[float, Field(gt=0, le=60)] = 5.0
 
@@ -190,6 +194,7 @@ class SlackSettings:
 
 
 MIN_TOKEN_CHARS = 16
+MIN_KEY_CHARS = 32  # a site key signs jobs that ring phones: 128 bits of hex at least
 
 
 @dataclass(frozen=True, kw_only=True)
