@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -13,6 +14,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from deskbot.relay import report
 from deskbot.senders.base import Outcome
 from deskbot.sipuri import split_hostport
+from deskbot.sources import http
 
 log = logging.getLogger("deskbot.health")
 
@@ -85,24 +87,30 @@ class HealthServer:
         self.checks = checks
         self.refresh = refresh
         self.runner: web.AppRunner | None = None
+        self.listener: asyncio.Server | None = None
         self.port = 0
 
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
         host, port = split_hostport(self.listen)
-        site = web.TCPSite(self.runner, host.strip("[]"), port or 0)
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None)  # port 0: learn the one the OS chose
-        if sockets:
-            self.port = sockets[0].getsockname()[1]
+        # behind the same guard as the API: a flood of idle connections cannot use up the
+        # process's descriptors; a probe connects, asks and goes
+        self.runner, self.listener, self.port = await http.listen(
+            app,
+            host.strip("[]"),
+            port or 0,
+            lifetime=10.0,
+            guard={"max_connections": 64, "per_peer": 16, "reserved": 0},
+            keepalive_timeout=5.0,
+        )
         log.info("health and metrics on http://%s:%d/healthz", host, self.port)
 
     async def stop(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
         if self.runner:
             await self.runner.cleanup()
 

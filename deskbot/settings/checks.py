@@ -113,7 +113,7 @@ def _api_problems(s: Settings, known: Names | None) -> list[tuple[str, str]]:
         return [("api.clients", "no clients: add [api.clients.NAME] with a token_env")]
     problems: list[tuple[str, str]] = []
     for name, client in s.api.clients.items():
-        if not NAME_RE.match(name):
+        if not NAME_RE.fullmatch(name):  # "team:ops" must not share keys with "team"
             problems.append((f"api.clients.{name}", "names are lower-case letters, digits, . _ -"))
         for i, target in enumerate(client.targets or []):
             for part in target.split(","):

@@ -195,7 +195,27 @@ def _secrets(
             )
         else:
             secrets[env_name] = value
+    problems += _shared_tokens(settings, path, secrets)
     return secrets, problems
+
+
+def _shared_tokens(s: Settings, path: Path, secrets: Mapping[str, str]) -> list[str]:
+    """Two API clients with one token would be one client with two names: refused."""
+    if s.api is None:
+        return []
+    first: dict[str, str] = {}  # token -> the client that has it
+    problems = []
+    for name, client in s.api.clients.items():
+        token = secrets.get(client.token_env)
+        if token is None:
+            continue
+        if token in first:
+            problems.append(
+                f"{path}: api.clients.{name}.token_env: the same token as "
+                f"api.clients.{first[token]}: give each client its own"
+            )
+        first.setdefault(token, name)
+    return problems
 
 
 def _beside(s: Settings, folder: Path) -> Settings:
