@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     DigestUsername: TypeAlias = str
     SiteName: TypeAlias = str
     NatsUrl: TypeAlias = str
+    LdapUrl: TypeAlias = str
     AlertTemplate: TypeAlias = str
     PhoneUriTemplate: TypeAlias = str
 
@@ -200,7 +201,7 @@ MIN_KEY_CHARS = 32  # a site key signs jobs that ring phones: 128 bits of hex at
 @dataclass(frozen=True, kw_only=True)
 class ApiClient:
     __pydantic_config__ = _STRICT
-    token_env: str  # Authorization: Bearer TOKEN
+    token_env: EnvName  # Authorization: Bearer TOKEN
     targets: list[str] | None = None  # what this client may reach; None: any target
     name: Annotated[str, Field(min_length=1, max_length=40)] | None = None  # shown on phones
 
@@ -220,9 +221,7 @@ class Ldap:
     """``[directory.ldap]``: people, extensions and groups from LDAP / Active Directory."""
 
     __pydantic_config__ = _STRICT
-    url: Annotated[
-        str, matching(r"ldaps?://[^\s/]+/?", "{value!r} is not an ldap:// or ldaps:// URL")
-    ]
+    url: LdapUrl
     bind_dn: Annotated[str, Field(min_length=1)]
     password_env: EnvName
     base: Annotated[str, Field(min_length=1)]
