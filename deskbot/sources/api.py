@@ -285,7 +285,9 @@ class ApiSource:
         except BadRequest as exc:
             return error(exc.status, exc.problem, str(exc))
         except alerts.ValidationError as exc:
-            return error(400, "bad-payload", f"not a {kind} notification: {alerts.problem(exc)}")
+            article = "an" if kind[0] in "aeiou" else "a"  # "an alertmanager", "a grafana"
+            why = f"not {article} {kind} notification: {alerts.problem(exc)}"
+            return error(400, "bad-payload", why)
         text = alerts.text(
             notification, self.relay.policy.message.max_chars, self.settings.alert_template
         )
