@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -56,7 +58,9 @@ def write_configs(workdir: Path, url: str, local_port: int, site_ports: list[int
         "[nats]",
         f'url = "{url}"',
     ]
-    lines = [*common]
+    keys = ", ".join(f'{site} = "BENCH_KEY_{site.upper()}"' for site in SITES)
+    lines = [*common, 'user = "front"', 'password_env = "BENCH_NATS_FRONT"']
+    lines += ['key_env = "BENCH_KEY_BERLIN"', f"site_keys_env = {{ {keys} }}"]
     local, remote = [], []
     for i in range(n):
         ext = str(10000 + i)
@@ -75,7 +79,9 @@ def write_configs(workdir: Path, url: str, local_port: int, site_ports: list[int
     front = workdir / "front.toml"
     front.write_text("\n".join(lines) + "\n")
     for site in SITES:
-        edge = [*common, "[edge]", f'site = "{site}"']
+        login = [f'user = "edge-{site}"', f'password_env = "BENCH_NATS_{site.upper()}"']
+        edge = [*common, *login, f'key_env = "BENCH_KEY_{site.upper()}"', "[edge]"]
+        edge.append(f'site = "{site}"')
         (workdir / f"edge-{site}.toml").write_text("\n".join(edge) + "\n")
     return front
 
@@ -93,7 +99,11 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        hub = NatsServer(workdir).start()
+        hub = NatsServer(workdir, sites=SITES).start()  # authentication on, per-site users
+        os.environ["BENCH_NATS_FRONT"] = hub.password("front")
+        for site in SITES:
+            os.environ[f"BENCH_NATS_{site.upper()}"] = hub.password(f"edge-{site}")
+            os.environ[f"BENCH_KEY_{site.upper()}"] = secrets.token_hex(32)
         sipps = []
         for i in range(1 + len(SITES)):  # the local phones' SIPp, then one per site
             (workdir / f"p{i}").mkdir()

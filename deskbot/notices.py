@@ -129,6 +129,28 @@ def occurrences(expr: str, where: tzinfo, after: float, until: float) -> Iterato
             yield when
 
 
-def shown(when: datetime, seconds: bool = False) -> str:
-    """'14:55 CET'; with seconds '14:55:20 CET'; another day adds its date."""
-    return when.strftime("%H:%M:%S %Z" if seconds else "%H:%M %Z")
+def shown(when: datetime, seconds: bool = False, now: float | None = None) -> str:
+    """'at 14:55 CET' (with seconds 'at 14:55:20 CET'); a day other than ``now``'s says
+    which: 'tomorrow at 06:55 CET', 'on Fri 2025-03-07 at 06:55 CET'."""
+    clock = "at " + when.strftime("%H:%M:%S %Z" if seconds else "%H:%M %Z")
+    if now is None:
+        return clock
+    today = datetime.fromtimestamp(now, when.tzinfo).date()
+    if when.date() == today:
+        return clock
+    if when.date() == today + timedelta(days=1):
+        return f"tomorrow {clock}"
+    return f"on {when.strftime('%a %Y-%m-%d')} {clock}"
+
+
+def known_zone(name: str | None, fallback: str | None) -> tuple[tzinfo, str, bool]:
+    """(zone, its name, whether ``name`` was known): an unknown or malformed name from a
+    platform gives way to ``fallback`` (``[message] timezone``, else the host's)."""
+    from zoneinfo import ZoneInfoNotFoundError
+
+    if name:
+        try:
+            return zone(name), name, True
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            return zone(fallback), fallback or "", False
+    return zone(fallback), fallback or "", True

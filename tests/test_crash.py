@@ -70,6 +70,7 @@ async def test_a_crash_at_any_point_answers_once_and_sends_each_phone_at_most_on
     audit = tmp_path / "audit.sqlite3"
     if point != "mid-send":
         run.env["DESKBOT_FAILPOINT"] = point
+        run.env["DESKBOT_FAILPOINT_TEST"] = "1"  # a test asks: armed
     run.start()
 
     command = await alice.say(room, "!deskphone 486,487 evacuate by the stairs")

@@ -89,6 +89,7 @@ class Front:
 
     def start(self, failpoint: str = "") -> Front:
         self.run.env["DESKBOT_FAILPOINT"] = failpoint
+        self.run.env["DESKBOT_FAILPOINT_TEST"] = "1"  # a test asks: armed
         connections = self.slack.connections
         self.run.start()
         wait_for(

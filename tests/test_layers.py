@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "deskbot"
 
 # Lowest first: a module may import its own layer and the ones before it.
 LAYERS = (
-    ("deskbot", "deskbot.sipuri", "deskbot.notices", "deskbot.failpoints"),
+    ("deskbot", "deskbot.sipuri", "deskbot.notices", "deskbot.failpoints", "deskbot.loglimit"),
     ("deskbot.settings",),
     ("deskbot.store",),
     ("deskbot.directory",),

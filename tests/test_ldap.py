@@ -211,7 +211,7 @@ async def test_a_result_losing_more_than_half_the_people_is_refused_until_sighup
         slapd.delete(f"cn=Sales Team,{ou}", *(f"uid={u},{ou}" for u in ("bob", "carol", "dave")))
         await until(lambda: inbox.notices, what="the admins' notice")
         assert inbox.notices == [
-            f"deskbot: LDAP {slapd.url}: sync refused: it has 1 people, the last good one 4 "
+            f"deskbot: LDAP {slapd.url}: sync refused: it has 1 person, the last good one 4 "
             "(more than half would be gone); keeping the last good LDAP directory (4 people, "
             f"cached {inbox.notices[0].split('cached ')[1][:19]}). If the directory is right, "
             "send deskbot SIGHUP (systemctl reload deskbot) to take it."
@@ -244,7 +244,7 @@ def test_check_config_names_ldap_when_it_cannot_bind_and_summarises_when_it_can(
     ]
     right = run_deskbot("check-config", "-c", str(path), env=ENV)
     assert right.returncode == 0, right.stdout
-    assert f"{path}: ok: 1 phone, 1 person, 0 groups; LDAP: 4 people, 4 phones, 1 groups;" in (
+    assert f"{path}: ok: 1 phone, 1 person, 0 groups; LDAP: 4 people, 4 phones, 1 group;" in (
         right.stdout
     )
     write_config(path, path.read_text().replace('admins = ["root"]', 'admins = ["alice", "eve"]'))
@@ -335,8 +335,8 @@ def test_an_active_directory_result_maps_sam_account_names_ip_phones_and_nested_
     assert d.phones == {"486": Phone("486", "sip:486@pbx", "Alice A")}
     assert d.groups == {"sales": ("alice", "@emea"), "emea": ("bob",)}
     assert fetched.skipped == [
-        "1 people without a usable sAMAccountName",
-        "1 people without an extension in ipPhone",
+        "1 person without a usable sAMAccountName",
+        "1 person without an extension in ipPhone",
     ]
     assert [p.extension for p in d.resolve("@sales").phones] == ["486"]
     assert d.person_by("slack", "U0ALICE") is d.people["alice"]

@@ -39,7 +39,7 @@ TOKEN = "t" * 32
 
 @pytest.fixture(scope="module")
 def nats_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    server = NatsServer(tmp_path_factory.mktemp("nats")).start()
+    server = NatsServer(tmp_path_factory.mktemp("nats"), sites=SITES).start()
     yield server
     server.stop()
 
@@ -81,6 +81,23 @@ class Edge:
                 self.kill()
 
 
+SITES = ("berlin", "lyon", "austin", "paris", "rome", "oslo")
+KEYS = {site: site[0] * 64 for site in SITES}  # each site's own key (`openssl rand -hex 32`)
+
+
+@pytest.fixture(autouse=True)
+def nats_secrets(monkeypatch: pytest.MonkeyPatch, nats_hub: NatsServer) -> None:
+    """The passwords and site keys the configs name, as a service manager sets them."""
+    for user in ("front", "intruder", *(f"edge-{site}" for site in SITES)):
+        monkeypatch.setenv(env_name(user), nats_hub.password(user))
+    for site, key in KEYS.items():
+        monkeypatch.setenv(f"DESKBOT_TEST_KEY_{site.upper()}", key)
+
+
+def env_name(user: str) -> str:
+    return "DESKBOT_TEST_NATS_" + user.replace("-", "_").upper()
+
+
 @pytest.fixture
 def edges() -> Iterator[list[Edge]]:
     started: list[Edge] = []
@@ -108,11 +125,21 @@ def configs(
         url = "{url}"
         take_within = {take_within}
         """
-    front = write_config(tmp_path / "front.toml", common)
+    keys = ", ".join(f'{site} = "DESKBOT_TEST_KEY_{site.upper()}"' for site in KEYS)
+    front = write_config(
+        tmp_path / "front.toml",
+        common
+        + f'user = "front"\npassword_env = "{env_name("front")}"\n'
+        + f'key_env = "DESKBOT_TEST_KEY_BERLIN"\nsite_keys_env = {{ {keys} }}\n',
+    )
     with front.open("a") as f:
         f.write(table)
     for site in {site for _, site in phones.values() if site}:
-        write_config(tmp_path / f"edge-{site}.toml", common + f'[edge]\nsite = "{site}"\n')
+        login = f'user = "edge-{site}"\npassword_env = "{env_name(f"edge-{site}")}"\n'
+        key = f'key_env = "DESKBOT_TEST_KEY_{site.upper()}"\n'
+        write_config(
+            tmp_path / f"edge-{site}.toml", common + login + key + f'[edge]\nsite = "{site}"\n'
+        )
     return front
 
 
@@ -149,6 +176,7 @@ def test_a_site_phone_is_sent_by_its_edge_and_answers_in_the_same_report_and_aud
         rows = db.execute("SELECT extension, code FROM deliveries ORDER BY extension").fetchall()
     assert rows == [("486", 200), ("487", 404)]
     assert "lunch is here" not in edges[0].log()  # no body in the edge's log
+    assert "Violation" not in (nats_hub.workdir / "nats-server.log").read_text()
     health = edges[0].health()
     assert health["ok"] is True and health["nats"] == {"connected": True, "site": "berlin"}
 
@@ -255,7 +283,7 @@ def test_an_edge_killed_mid_send_and_restarted_sends_nothing_twice_and_says_not_
 def test_nats_restarted_mid_run_front_and_edge_reconnect_and_in_flight_is_told_honestly(
     tmp_path, sipp, edges
 ):
-    hub = NatsServer(tmp_path).start()
+    hub = NatsServer(tmp_path, sites=SITES).start()
     slow, fast = sipp(200, delay_ms=1500), sipp(200)
     front = configs(
         tmp_path,
@@ -322,9 +350,14 @@ def test_a_site_phone_without_nats_and_two_logins_are_refused_with_their_key_pat
         "c.toml: phones.486.site: a phone with a site is sent over NATS: add a [nats] table",
         "c.toml: edge: an edge takes its deliveries from NATS: add a [nats] table",
     ]
-    raw["nats"] = {"url": "nats://hub:4222", "token_env": "T", "credentials_env": "C"}
+    raw["nats"] = {
+        "url": "nats://hub:4222",
+        "token_env": "T",
+        "credentials_env": "C",
+        "key_env": "K",
+    }
     with pytest.raises(ConfigError) as refused:
-        parse(raw, Path("c.toml"), {"T": "x", "C": "y"})
+        parse(raw, Path("c.toml"), {"T": "x", "C": "y", "K": "k" * 32})
     assert refused.value.problems == [
         "c.toml: nats: give one way to log in, not credentials_env and token_env"
     ]

@@ -240,10 +240,20 @@ def _shell_line(line: report.Line, as_json: bool) -> str:
     if as_json:
         return json.dumps(report.delivery_record(line), ensure_ascii=False)
     if d is None:
-        return f"{phone.extension}\t{phone.label or '-'}\tnot sent\t{line.skipped}"
-    tip = report.hint(d, phone, line.probe)
-    text = f"{phone.extension}\t{phone.label or '-'}\t{d.code} {d.reason}\t{d.elapsed_ms:.0f} ms"
-    return f"{text}\t{tip}" if tip else text
+        fields = [phone.extension, phone.label or "-", "not sent", line.skipped]
+    else:
+        tip = report.hint(d, phone, line.probe)
+        fields = [phone.extension, phone.label or "-", f"{d.code} {d.reason}"]
+        fields += [f"{d.elapsed_ms:.0f} ms", *([tip] if tip else [])]
+    return "\t".join(map(_plain, fields))
+
+
+def _plain(field: str) -> str:
+    """One field of a terminal line: a control character (ESC, CR, LF, TAB, bidi) cannot
+    move the cursor, forge a line or split a field; it shows escaped."""
+    if field.isprintable():
+        return field
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in field)
 
 
 def exit_now(code: int) -> NoReturn:

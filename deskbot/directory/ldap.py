@@ -162,12 +162,12 @@ def build(
         for name, members in members_of.items()
     }
     skipped = [
-        f"{n} {what}"
-        for n, what in (
-            (bad_name, f"people without a usable {name_key}"),
-            (twice, f"people with a {name_key} already taken"),
-            (no_extension, f"people without an extension in {ext_key}"),
-            (bad_group, f"groups without a usable, unique {group_key}"),
+        f"{n} {(one if n == 1 else many)} {what}"
+        for n, one, many, what in (
+            (bad_name, "person", "people", f"without a usable {name_key}"),
+            (twice, "person", "people", f"with a {name_key} already taken"),
+            (no_extension, "person", "people", f"without an extension in {ext_key}"),
+            (bad_group, "group", "groups", f"without a usable, unique {group_key}"),
         )
         if n
     ]

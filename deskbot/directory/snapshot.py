@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from deskbot import sipuri
 
@@ -34,6 +34,21 @@ MESSAGE, INFOBOX = "message", "snom-infobox"
 SNOM_XML, YEALINK_XML, POLY_PUSH, CISCO_XML = "snom-xml", "yealink-xml", "poly-push", "cisco-xml"
 FORMATS = (MESSAGE, INFOBOX, SNOM_XML, YEALINK_XML, POLY_PUSH, CISCO_XML)
 HTTP_FORMATS = (POLY_PUSH, CISCO_XML)
+
+
+MAX_LABEL_CHARS = 64  # a phone's label or a person's name, as reports show it
+
+
+def label(text: str) -> str:
+    """A label or name as one plain line: control, format and bidi characters dropped,
+    whitespace (CR, LF, TAB) one space, at most MAX_LABEL_CHARS characters."""
+    text = text[: MAX_LABEL_CHARS * 4]  # 200 KB from LDAP is not walked character by character
+    kept = "".join(c if c.isprintable() else " " if c.isspace() else "" for c in text)
+    return " ".join(kept.split())[:MAX_LABEL_CHARS].strip()
+
+
+def _clean(text: str) -> bool:
+    return len(text) <= MAX_LABEL_CHARS and text.isprintable() and text == text.strip()
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +90,16 @@ class Directory:
         domain: str | None = None,
         default_format: str = MESSAGE,
     ):
-        self.phones = dict(phones)
+        # labels and display names come from TOML and LDAP: cleaned here, once for all uses
+        self.phones = {
+            ext: p if _clean(p.label) else replace(p, label=label(p.label))
+            for ext, p in phones.items()
+        }
         self.default_format = default_format  # for extensions placed by `domain`
-        self.people = dict(people)
+        self.people = {
+            name: p if _clean(p.display) else replace(p, display=label(p.display) or name)
+            for name, p in people.items()
+        }
         self.groups = dict(groups)
         self.domain = domain
         self._by_id = {

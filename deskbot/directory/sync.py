@@ -59,13 +59,25 @@ def merge(file: Directory, ldap: Directory | None) -> tuple[Directory, list[str]
     return Directory(phones, people, groups, file.domain, fleet), overridden
 
 
+def sized(d: Directory, all_three: bool = False) -> str:
+    """'1 person' / '3 people' (and phones and groups): counts as a person reads them."""
+
+    def count(n: int, one: str, many: str) -> str:
+        return f"{n} {one if n == 1 else many}"
+
+    parts = [count(len(d.people), "person", "people")]
+    if all_three:
+        parts += [count(len(d.phones), "phone", "phones"), count(len(d.groups), "group", "groups")]
+    return ", ".join(parts)
+
+
 def judge(last: Directory | None, new: Directory, accept_drop: bool = False) -> str | None:
     """Why ``new`` must not replace ``last``, or None when it may."""
     if not new.people:
         return "it has no people (a wrong filter or base, or an empty server)"
     if last is not None and not accept_drop and len(new.people) * 2 < len(last.people):
         return (
-            f"it has {len(new.people)} people, the last good one {len(last.people)} "
+            f"it has {sized(new)}, the last good one {len(last.people)} "
             "(more than half would be gone)"
         )
     return None
@@ -163,8 +175,7 @@ class LdapSync:
         notes = f" (left out: {', '.join(fetched.skipped)})" if fetched.skipped else ""
         return Outcome(
             True,
-            f"LDAP {settings.url}: {len(d.people)} people, {len(d.phones)} phones, "
-            f"{len(d.groups)} groups{notes}",
+            f"LDAP {settings.url}: {sized(d, all_three=True)}{notes}",
         )
 
     def _fetch(self, settings: Ldap, password: str) -> tuple[Fetched, str]:
@@ -174,8 +185,7 @@ class LdapSync:
     def _kept(self) -> str:
         if self.current is None:
             return "no LDAP directory yet: only the file's phones, people and groups"
-        people = len(self.current.people)
-        return f"keeping the last good LDAP directory ({people} people, {self.age()})"
+        return f"keeping the last good LDAP directory ({sized(self.current)}, {self.age()})"
 
 
 def check_config(cfg: Config) -> tuple[list[str], str]:
@@ -197,7 +207,7 @@ def check_config(cfg: Config) -> tuple[list[str], str]:
     if problems:
         return problems, ""
     _, overridden = merge(from_settings(cfg.settings), ldap)
-    parts = [f"{len(ldap.people)} people, {len(ldap.phones)} phones, {len(ldap.groups)} groups"]
+    parts = [sized(ldap, all_three=True)]
     if overridden:
         shown = ", ".join(overridden[:5]) + (
             f" and {len(overridden) - 5} more" if len(overridden) > 5 else ""

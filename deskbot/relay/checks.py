@@ -29,6 +29,7 @@ class Scope(Protocol):
     sender_limit: SlidingWindow
     phone_limit: SlidingWindow
     clock_wall: Callable[[], float]
+    reachable: dict[str, frozenset[str]]  # API client -> its extensions, per directory snapshot
 
 
 def within_scope(relay: Scope, job: Dispatch) -> Answer | None:
@@ -36,12 +37,15 @@ def within_scope(relay: Scope, job: Dispatch) -> Answer | None:
     if job.user.chat != API or job.user.id not in relay.policy.scopes:
         return None
     allowed = relay.policy.scopes[job.user.id]
-    reachable: set[str] = set()
-    for target in allowed:
-        try:
-            reachable.update(p.extension for p in relay.directory.resolve(target).phones)
-        except TargetError:
-            log.warning("api client %s: its target %r does not resolve", job.user.id, target)
+    reachable = relay.reachable.get(job.user.id)
+    if reachable is None:  # once per client and directory snapshot, not once per request
+        found: set[str] = set()
+        for target in allowed:
+            try:
+                found.update(p.extension for p in relay.directory.resolve(target).phones)
+            except TargetError:
+                log.warning("api client %s: its target %r does not resolve", job.user.id, target)
+        reachable = relay.reachable[job.user.id] = frozenset(found)
     outside = [p.extension for p in job.phones if p.extension not in reachable]
     if not outside:
         return None
@@ -107,18 +111,26 @@ def sender_rate(relay: Scope, job: Dispatch) -> Answer | None:
     """The last check: a command that passes it takes its slot, since it will be sent."""
     if job.user.chat == SHELL:
         return None
-    key = f"{job.user.chat}:{job.user.id}"
-    wait = relay.sender_limit.retry_after(key)
-    if wait > 0:
-        return Answer(
-            f"slow down: you may send {relay.sender_limit.limit} commands a "
-            f"minute; try again in {wait:.0f} s. Nothing was sent.",
-            error=True,
-            problem="rate-limited",
-            retry_after=wait,
-        )
-    relay.sender_limit.add(key)
-    return None
+    refused = over_rate(relay, job)
+    if refused is None:
+        relay.sender_limit.add(f"{job.user.chat}:{job.user.id}")
+    return refused
+
+
+def over_rate(relay: Scope, job: Dispatch) -> Answer | None:
+    """The sender's rate refusal, if any, without taking a slot."""
+    if job.user.chat == SHELL:
+        return None
+    wait = relay.sender_limit.retry_after(f"{job.user.chat}:{job.user.id}")
+    if wait <= 0:
+        return None
+    return Answer(
+        f"slow down: you may send {relay.sender_limit.limit} commands a "
+        f"minute; try again in {wait:.0f} s. Nothing was sent.",
+        error=True,
+        problem="rate-limited",
+        retry_after=wait,
+    )
 
 
 def phone_rate(relay: Scope, job: Dispatch) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 import unicodedata
 from dataclasses import dataclass
@@ -151,11 +152,24 @@ def parse(text: str) -> Command:
     return Send(head, body)
 
 
+# what a person writes meaning a time the grammar does not take: told, not sent to "at"
+ALMOST_CLOCK = re.compile(
+    r"[0-9]{1,2}([:.h][0-9]{1,2})?\s?[ap]\.?m\.?|[0-9]{1,2}[.h:][0-9]{1,2}", re.I
+)
+ALMOST_DELAY = re.compile(
+    r"[0-9]{1,6}\s?(sec|secs|seconds?|mins?|minutes?|hrs?|hours?|d|days?)", re.I
+)
+
+
 def _later(keyword: str, when: str, then: str) -> Later | None:
     """None when `when` is no time (`in` or `at` may then be a target's name)."""
     seconds = notices.delay(when) if keyword == "in" else None
     hour_minute = notices.clock(when) if keyword == "at" else None
     if seconds is None and hour_minute is None:
+        if keyword == "at" and ALMOST_CLOCK.fullmatch(when):
+            raise UsageError(f"`at {when}`: write the time as HH:MM, 24-hour, like `at 15:00`")
+        if keyword == "in" and ALMOST_DELAY.fullmatch(when):
+            raise UsageError(f"`in {when}`: write the delay like `in 20s`, `in 15m` or `in 2h`")
         return None
     if seconds is not None and not 0 < seconds <= notices.MAX_DELAY:
         raise UsageError(f"`in {when}`: give a delay from 1s to {notices.MAX_DELAY // 86400} days")

@@ -45,6 +45,8 @@ class Planner(Protocol):
 
 
 MAX_LISTED = 20
+MAX_PENDING = 20  # later sends one sender may have planned at once
+MAX_PENDING_ADMIN = 200
 
 
 def template_send(
@@ -95,15 +97,30 @@ def defer(
     checked = relay.send_of(request, person, admin, grammar.parse(later.then))
     if isinstance(checked, Answer):
         return checked
+    user = request.user
+    mine = relay.deferred.pending(user.chat, user.id, person.name if person else None)
+    most = MAX_PENDING_ADMIN if admin else MAX_PENDING
+    if len(mine) >= most:
+        return Answer(
+            f"not planned: you have {len(mine)} sends planned, the most is {most}. "
+            "`scheduled` lists them, `cancel ID` frees one.",
+            error=True,
+            problem="too-many-planned",
+        )
     now = relay.clock_wall()
-    zone_name = request.timezone or relay.policy.message.timezone or ""
-    where = notices.zone(zone_name)
+    fallback = relay.policy.message.timezone
+    where, zone_name, known = notices.known_zone(request.timezone, fallback)
+    note = ""
+    if not known:
+        theirs = grammar.one_line(request.timezone or "", 40)
+        note = (
+            f" (your time zone {theirs!r} is unknown here: read in {zone_name or 'the host zone'})"
+        )
     if later.delay is not None:
         due = datetime.fromtimestamp(now + later.delay, where)
     else:
         assert later.clock is not None
         due = notices.next_at(*later.clock, now, where)
-    user = request.user
     plan = Deferred(
         0,
         due.timestamp(),
@@ -125,8 +142,8 @@ def defer(
             problem="unrecorded",
         )
     names = ", ".join(p.title for p in checked.phones)
-    when = notices.shown(due, seconds=later.delay is not None and later.delay < 3600)
-    return Answer(f"will send at {when} to {names}, id {deferred_id} (`cancel {deferred_id}`)")
+    when = notices.shown(due, seconds=later.delay is not None and later.delay < 3600, now=now)
+    return Answer(f"will send {when} to {names}, id {deferred_id} (`cancel {deferred_id}`){note}")
 
 
 def scheduled_text(relay: Planner, request: Request, person: Person | None, admin: bool) -> Answer:
@@ -142,9 +159,10 @@ def scheduled_text(relay: Planner, request: Request, person: Person | None, admi
         return Answer("nothing is scheduled" + (" (by anyone)" if admin else " by you"))
     lines = [f"{len(pending)} scheduled send(s):"]
     for d in pending[:MAX_LISTED]:
-        due = notices.shown(datetime.fromtimestamp(d.due, notices.zone(d.zone)), seconds=True)
+        where = notices.known_zone(d.zone, relay.policy.message.timezone)[0]
+        due = notices.shown(datetime.fromtimestamp(d.due, where), True, relay.clock_wall())
         who = f" by {d.person or d.display_name or d.sender_id}" if admin else ""
-        lines.append(f"• id {d.id} at {due}{who}: {d.command}")
+        lines.append(f"• id {d.id} {due}{who}: {d.command}")
     if len(pending) > MAX_LISTED:
         lines.append(f"… and {len(pending) - MAX_LISTED} more")
     return Answer("\n".join(lines))

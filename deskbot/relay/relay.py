@@ -52,6 +52,7 @@ from deskbot.store.base import AuditError, CommandLog, LaterSends, Planned
 
 log = logging.getLogger("deskbot.relay")
 
+MAX_RAW_TIMES = 4  # a text over 4x max_chars (before cleaning) is refused uncleaned
 FLUSH_AFTER = 0.02  # seconds a phone's answer may wait to be written with others
 
 
@@ -81,6 +82,7 @@ class Relay:
         """Take a new directory snapshot and policy (live reload); rate history is kept."""
         self.directory = directory
         self.policy = policy
+        self.reachable: dict[str, frozenset[str]] = {}  # filled by checks.within_scope
         self.sender_limit.limit = policy.limits.per_sender_per_minute
         self.phone_limit.limit = policy.limits.per_phone_per_minute
 
@@ -149,6 +151,8 @@ class Relay:
             )
         admin = self.is_admin(user, person)
         if request.targets is not None:
+            if len(request.text) > MAX_RAW_TIMES * self.policy.message.max_chars + 100:
+                return self.too_long(len(request.text))  # not cleaned character by character
             text = grammar.clean_text(request.text)
             if not text:
                 return Answer(
@@ -208,14 +212,8 @@ class Relay:
         origin: str = "",
     ) -> Answer | Dispatch:
         """A send (or probe) command through each check in turn; the first refusal is the answer."""
-        limit = self.policy.message.max_chars
-        if len(text) > limit:
-            return Answer(
-                f"text too long: {len(text)} characters, the limit is {limit}. "
-                "Shorten it; nothing was sent.",
-                error=True,
-                problem="too-long",
-            )
+        if len(text) > self.policy.message.max_chars:
+            return self.too_long(len(text))
         try:
             resolution = self.directory.resolve(targets)
         except TargetError as exc:
@@ -239,6 +237,30 @@ class Relay:
                     listener(refusal)
                 return refusal
         return job
+
+    def too_long(self, length: int) -> Answer:
+        return Answer(
+            f"text too long: {length} characters, the limit is {self.policy.message.max_chars}. "
+            "Shorten it; nothing was sent.",
+            error=True,
+            problem="too-long",
+        )
+
+    def screen(self, request: Request) -> Answer | None:
+        """The cheap refusals, before a source does costly work for ``request`` (an alert
+        notification's text): may the sender send, may it reach the targets, is it over its
+        rate. Nothing is taken; ``prepare`` checks everything again."""
+        person = self.person_of(request.user)
+        if not self.may_send(request.user, person):
+            why = f"{request.user.id} may not send: nothing was sent"
+            return Answer(why, error=True, problem="not-allowed")
+        try:
+            resolution = self.directory.resolve(request.targets or "")
+        except TargetError as exc:
+            return Answer(f"{exc}. Nothing was sent.", error=True, problem="unknown-target")
+        admin = self.is_admin(request.user, person)
+        job = Dispatch(request, person, admin, request.targets or "", "", "", resolution.phones, ())
+        return checks.within_scope(self, job) or checks.over_rate(self, job)
 
     @staticmethod
     def _scheduled_by(request: Request) -> str:

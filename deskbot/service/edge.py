@@ -30,8 +30,9 @@ from nats.js.kv import KeyValue
 
 from deskbot import sipuri
 from deskbot.directory.snapshot import Phone
+from deskbot.loglimit import RateLimitedLog
 from deskbot.senders.base import Cause, Delivery, Sender, SenderError
-from deskbot.senders.sites import wire
+from deskbot.senders.sites import seal, wire
 from deskbot.service.health import HealthServer, Metrics
 from deskbot.settings.schema import Config
 
@@ -53,6 +54,8 @@ class Edge:
         self.cfg = cfg
         self.site = s.edge.site
         self.nats_settings = s.nats
+        self.key = seal.site_key(s.nats, cfg.secret, self.site)
+        self.refused = RateLimitedLog(log)
         self.agent = agent
         self.name = f"{socket.gethostname()}-{os.getpid()}"
         self.stopping = asyncio.Event()
@@ -104,8 +107,12 @@ class Edge:
             nc = self.nc = await self._connect()
             if nc is None:
                 return
-            js = nc.jetstream()
-            kv, psub = await self._consume(js)
+            consuming = await self._consume(nc.jetstream())
+            if consuming is None:  # stopped before NATS could be used
+                with contextlib.suppress(Exception):
+                    await nc.close()
+                return
+            kv, psub = consuming
             await nc.subscribe(wire.PING.format(site=self.site), queue="edges", cb=self._pong)
             log.info("edge of site %s ready (%s)", self.site, self.name)
             await self._pull(psub, kv, nc)
@@ -119,23 +126,28 @@ class Edge:
 
     async def _connect(self) -> Client | None:
         """NATS, retried until it answers: an edge may boot before the WAN is up."""
+        said = ""
         while not self.stopping.is_set():
             try:
                 return await wire.connect(
-                    self.nats_settings, self.cfg.secret, f"deskbot-edge-{self.site}-{self.name}"
+                    self.nats_settings,
+                    self.cfg.secret,
+                    f"deskbot-edge-{self.site}-{self.name}",
+                    inbox=f"_INBOX_{self.site}",
                 )
             except Exception as exc:
-                log.warning(
-                    "NATS %s: %s; trying again", self.nats_settings.url, exc or type(exc).__name__
-                )
+                if wire.why(exc) != said:  # once per reason
+                    said = wire.why(exc)
+                    log.warning("NATS %s: %s; trying again", self.nats_settings.url, said)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), RETRY * 2)
         return None
 
     async def _consume(
         self, js: JetStreamContext
-    ) -> tuple[KeyValue, JetStreamContext.PullSubscription]:
-        while True:
+    ) -> tuple[KeyValue, JetStreamContext.PullSubscription] | None:
+        said = ""
+        while not self.stopping.is_set():
             try:
                 await wire.ensure_stream(js)
                 kv = await wire.claims(js)
@@ -152,10 +164,12 @@ class Edge:
                 )
                 return kv, psub
             except wire.ERRORS as exc:
-                log.warning(
-                    "NATS: cannot set up site %s yet: %s", self.site, exc or type(exc).__name__
-                )
-                await asyncio.sleep(RETRY)
+                if wire.why(exc) != said:  # once per reason, not once a second forever
+                    said = wire.why(exc)
+                    log.error("NATS: cannot set up site %s: %s; trying again", self.site, said)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), RETRY * 2)
+        return None
 
     async def _pong(self, msg: Msg) -> None:
         if self.agent.health().alive and not self.stopping.is_set():
@@ -193,22 +207,18 @@ class Edge:
             log.error("edge delivery failed", exc_info=task.exception())
 
     async def _deliver(self, msg: Msg, kv: KeyValue, nc: Client) -> None:
-        reply = (msg.headers or {}).get("Deskbot-Reply", "")
         try:
-            job = wire.Job.decode(msg.data)
-        except (ValueError, KeyError, TypeError):
-            log.warning("site %s: an unreadable delivery; dropped", self.site)
-            await msg.term()
-            return
-        if not reply.startswith(wire.REPLY.format(site=self.site, front="")):
-            log.warning("site %s: delivery %s has no reply subject of this site", self.site, job.id)
-            await msg.term()
+            job = wire.Job.decode(msg.data, self.key, self.site, time.time())
+        except seal.Refused as exc:  # forged, altered, another site's, or malformed: never sent
+            self.refused.warning("site %s: a delivery refused, not sent: %s", self.site, exc)
+            with contextlib.suppress(*wire.ERRORS):
+                await msg.term()
             return
         key = f"{self.site}.{job.id}"
 
         async def answer(d: Delivery) -> None:
             with contextlib.suppress(*wire.ERRORS):
-                await nc.publish(reply, wire.encode_answer(job.id, d))
+                await nc.publish(job.reply, wire.encode_answer(self.key, self.site, job.id, d))
 
         if not sipuri.is_valid(job.uri):
             refused = "Not sent: the edge takes only valid sip: URIs"

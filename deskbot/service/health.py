@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import logging
@@ -16,6 +17,7 @@ from deskbot.relay import report
 from deskbot.relay.values import Answer
 from deskbot.senders.base import Outcome
 from deskbot.sipuri import split_hostport
+from deskbot.sources import http
 
 log = logging.getLogger("deskbot.health")
 
@@ -173,6 +175,7 @@ class HealthServer:
         self.reload = reload
         self.reload_token = reload_token
         self.runner: web.AppRunner | None = None
+        self.listener: asyncio.Server | None = None
         self.port = 0
 
     async def start(self) -> None:
@@ -183,18 +186,23 @@ class HealthServer:
         app.router.add_get("/-/ready", self._ready)
         if self.reload is not None:
             app.router.add_post("/-/reload", self._reload)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
         host, port = split_hostport(self.listen)
-        site = web.TCPSite(self.runner, host.strip("[]"), port or 0)
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None)  # port 0: learn the one the OS chose
-        if sockets:
-            self.port = sockets[0].getsockname()[1]
+        # behind the same guard as the API: a flood of idle connections cannot use up the
+        # process's descriptors; a probe connects, asks and goes
+        self.runner, self.listener, self.port = await http.listen(
+            app,
+            host.strip("[]"),
+            port or 0,
+            lifetime=10.0,
+            guard={"max_connections": 64, "per_peer": 16, "reserved": 0},
+            keepalive_timeout=5.0,
+        )
         log.info("health and metrics on http://%s:%d/healthz", host, self.port)
 
     async def stop(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
         if self.runner:
             await self.runner.cleanup()
 

@@ -114,7 +114,7 @@ def _api_problems(s: Settings, known: Names | None) -> list[tuple[str, str]]:
         return [("api.clients", "no clients: add [api.clients.NAME] with a token_env")]
     problems: list[tuple[str, str]] = []
     for name, client in s.api.clients.items():
-        if not NAME_RE.match(name):
+        if not NAME_RE.fullmatch(name):  # "team:ops" must not share keys with "team"
             problems.append((f"api.clients.{name}", "names are lower-case letters, digits, . _ -"))
         for i, target in enumerate(client.targets or []):
             for part in target.split(","):
@@ -142,6 +142,22 @@ def _nats_problems(s: Settings) -> list[tuple[str, str]]:
             problems.append(("edge", "an edge takes its deliveries from NATS: add a [nats] table"))
         return problems
     ways = [k for k in ("credentials_env", "password_env", "token_env") if getattr(s.nats, k)]
+    if not ways:
+        problems.append(
+            (
+                "nats",
+                "no login: give credentials_env, user with password_env, or token_env "
+                "(on a NATS server without authentication anyone could ring the phones)",
+            )
+        )
+    if s.nats.key_env is None:
+        problems.append(
+            (
+                "nats.key_env",
+                "required: the variable holding the secret jobs and answers are signed with "
+                "(for example `openssl rand -hex 32`), the same at the front and the site's edges",
+            )
+        )
     if len(ways) > 1:
         problems.append(("nats", f"give one way to log in, not {' and '.join(ways)}"))
     if (s.nats.user is None) != (s.nats.password_env is None):

@@ -78,13 +78,32 @@ def _phone_uri(value: str) -> str:
     return value
 
 
+USERINFO = re.compile(r"[a-z]+://[^/?#]*@")  # scheme://user:password@host
+
+
+def no_userinfo(value: str) -> str:
+    """A URL is logged on every connect: a user or password in it is refused, unechoed."""
+    if any(USERINFO.match(part.strip()) for part in value.split(",")):
+        raise ValueError(
+            "has a user or password in it (user:password@): the URL is logged, so give the "
+            "login in the table's user and password_env (or token_env) instead"
+        )
+    return value
+
+
+def _str_no_userinfo(value: Any) -> Any:
+    return no_userinfo(value) if isinstance(value, str) else value
+
+
 def annotated() -> dict[str, Any]:
     """The names the settings' annotations use, with pydantic's validators in them."""
-    from pydantic import AfterValidator, Field
+    from pydantic import AfterValidator, BeforeValidator, Field
 
-    http_url = Annotated[
-        str, matching(r"https?://[^\s/]+(/.*)?", "{value!r} is not an http(s) URL")
-    ]
+    def url(regex: str, message: str) -> Any:
+        # userinfo first: the format message below names the value
+        return Annotated[str, BeforeValidator(_str_no_userinfo), matching(regex, message)]
+
+    http_url = url(r"https?://[^\s/]+(/.*)?", "{value!r} is not an http(s) URL")
     return {
         "AfterValidator": AfterValidator,
         "Field": Field,
@@ -122,12 +141,14 @@ def annotated() -> dict[str, Any]:
             ),
         ],
         # The value is never echoed: a secret pasted here by mistake must not reach a log or a DM.
+        # Upper case only: a token pasted here (hex, base64, xoxb-...) is refused, not taken
+        # as a variable's name and then echoed in "variable ... is not set".
         "EnvName": Annotated[
             str,
             matching(
-                r"[A-Za-z_][A-Za-z0-9_]{0,63}",
-                "must name an environment variable (like SLACK_BOT_TOKEN) that holds the "
-                "secret, not the secret itself",
+                r"[A-Z_][A-Z0-9_]{0,63}",
+                "must name an environment variable (upper-case letters, digits and _, like "
+                "SLACK_BOT_TOKEN) that holds the secret, not the secret itself",
             ),
         ],
         # The user name goes into the Authorization header as a quoted string: no CR/LF,
@@ -147,14 +168,11 @@ def annotated() -> dict[str, Any]:
                 "{value!r}: a site is 1-32 lower-case letters, digits, _ or -",
             ),
         ],
-        "NatsUrl": Annotated[
-            str,
-            matching(
-                r"(nats|tls)://[^\s/?#]+(,(nats|tls)://[^\s/?#]+)*",
-                "{value!r} is not a NATS server URL (like nats://hub.example.com:4222 or "
-                "tls://...)",
-            ),
-        ],
+        "NatsUrl": url(
+            r"(nats|tls)://[^\s/?#]+(,(nats|tls)://[^\s/?#]+)*",
+            "{value!r} is not a NATS server URL (like nats://hub.example.com:4222 or tls://...)",
+        ),
+        "LdapUrl": url(r"ldaps?://[^\s/]+/?", "{value!r} is not an ldap:// or ldaps:// URL"),
         "AlertTemplate": Annotated[str, AfterValidator(_alert_template)],
         "PhoneUriTemplate": Annotated[str, AfterValidator(_phone_uri)],
     }

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from deskbot.settings import cache, schema
-from deskbot.settings.schema import MIN_TOKEN_CHARS, Config, Settings
+from deskbot.settings.schema import MIN_KEY_CHARS, MIN_TOKEN_CHARS, Config, Settings
 
 MAX_FILE_BYTES = 16 << 20  # a directory of 100,000 phones is about 5 MB
 MAX_LINE_CHARS = 300  # one problem, one readable line
@@ -188,9 +188,34 @@ def _secrets(
                 f"{path}: {key}: the token in {env_name} has {len(value)} characters; use at "
                 f"least {MIN_TOKEN_CHARS} (for example `openssl rand -hex 32`)"
             )
+        elif key.startswith(("nats.key_env", "nats.site_keys_env")) and len(value) < MIN_KEY_CHARS:
+            problems.append(
+                f"{path}: {key}: the key in {env_name} has {len(value)} characters; use at "
+                f"least {MIN_KEY_CHARS} (for example `openssl rand -hex 32`)"
+            )
         else:
             secrets[env_name] = value
+    problems += _shared_tokens(settings, path, secrets)
     return secrets, problems
+
+
+def _shared_tokens(s: Settings, path: Path, secrets: Mapping[str, str]) -> list[str]:
+    """Two API clients with one token would be one client with two names: refused."""
+    if s.api is None:
+        return []
+    first: dict[str, str] = {}  # token -> the client that has it
+    problems = []
+    for name, client in s.api.clients.items():
+        token = secrets.get(client.token_env)
+        if token is None:
+            continue
+        if token in first:
+            problems.append(
+                f"{path}: api.clients.{name}.token_env: the same token as "
+                f"api.clients.{first[token]}: give each client its own"
+            )
+        first.setdefault(token, name)
+    return problems
 
 
 def _beside(s: Settings, folder: Path) -> Settings:
@@ -258,7 +283,9 @@ def _secret_names(s: Settings) -> list[tuple[str, str]]:
     if s.push:
         names.append(("push.password_env", s.push.password_env))
     if s.nats:
-        for key in ("credentials_env", "password_env", "token_env"):
+        for key in ("credentials_env", "password_env", "token_env", "key_env"):
             if env_name := getattr(s.nats, key):
                 names.append((f"nats.{key}", env_name))
+        for site, env_name in s.nats.site_keys_env.items():
+            names.append((f"nats.site_keys_env.{site}", env_name))
     return names

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     DigestUsername: TypeAlias = str
     SiteName: TypeAlias = str
     NatsUrl: TypeAlias = str
+    LdapUrl: TypeAlias = str
     AlertTemplate: TypeAlias = str
     PhoneUriTemplate: TypeAlias = str
 
@@ -160,6 +161,10 @@ class Nats:
     user: DigestUsername | None = None
     password_env: EnvName | None = None
     token_env: EnvName | None = None
+    # the secret whose MAC every job and answer carries (an edge: its site's key)
+    key_env: EnvName | None = None
+    # the front: a key of its own per site (site -> variable); other sites use key_env
+    site_keys_env: dict[SiteName, EnvName] = field(default_factory=dict)
     # seconds a site's edge has to take a delivery; later it is not sent, ever
     take_within: Annotated[float, Field(gt=0, le=60)] = 5.0
 
@@ -216,12 +221,13 @@ class SlackSettings:
 
 
 MIN_TOKEN_CHARS = 16
+MIN_KEY_CHARS = 32  # a site key signs jobs that ring phones: 128 bits of hex at least
 
 
 @dataclass(frozen=True, kw_only=True)
 class ApiClient:
     __pydantic_config__ = _STRICT
-    token_env: str  # Authorization: Bearer TOKEN
+    token_env: EnvName  # Authorization: Bearer TOKEN
     targets: list[str] | None = None  # what this client may reach; None: any target
     name: Annotated[str, Field(min_length=1, max_length=40)] | None = None  # shown on phones
 
@@ -241,9 +247,7 @@ class Ldap:
     """``[directory.ldap]``: people, extensions and groups from LDAP / Active Directory."""
 
     __pydantic_config__ = _STRICT
-    url: Annotated[
-        str, matching(r"ldaps?://[^\s/]+/?", "{value!r} is not an ldap:// or ldaps:// URL")
-    ]
+    url: LdapUrl
     bind_dn: Annotated[str, Field(min_length=1)]
     password_env: EnvName
     base: Annotated[str, Field(min_length=1)]

@@ -61,6 +61,24 @@ class Notification(_Payload):
     alerts: list[Alert] = Field(min_length=1)
 
 
+MAX_ALERTS = 1000  # alerts of one notification looked at; the rest count as "+N more"
+
+
+def bounded(payload: object) -> object:
+    """A notification cut to its first MAX_ALERTS alerts, the others added to
+    ``truncatedAlerts`` (as Alertmanager's own ``max_alerts`` does): 50,000 alerts in
+    one body cost no more than a thousand."""
+    if not isinstance(payload, dict):
+        return payload
+    alerts, untold = payload.get("alerts"), payload.get("truncatedAlerts", 0)
+    if not isinstance(alerts, list) or len(alerts) <= MAX_ALERTS:
+        return payload
+    if isinstance(untold, bool) or not isinstance(untold, int):
+        return payload  # validation says what is wrong with it
+    rest = len(alerts) - MAX_ALERTS
+    return {**payload, "alerts": alerts[:MAX_ALERTS], "truncatedAlerts": untold + rest}
+
+
 def problem(exc: ValidationError) -> str:
     """The first thing wrong with a payload, as a person reads it: 'alerts[0].status: ...'."""
     error = exc.errors()[0]
@@ -136,16 +154,30 @@ def _fill(template: str, alert: Alert) -> str:
 
 
 def _fit(head: str, items: list[str], untold: int, most: int) -> str:
-    """head + items joined by '; ', as many as fit, then '+N more'; else cut with '…'."""
-    whole = head + "; ".join(items)
-    if untold == 0 and len(whole) <= most:
-        return whole
-    for shown in range(len(items), 0, -1):
+    """head + items joined by '; ', as many as fit, then '+N more'; else cut with '…'.
+
+    Linear: lengths are added up once, and no text longer than ``most`` is built."""
+    shown, length = 0, len(head)
+    for item in items:  # the longest run of items that fits without a "+N more"
+        grown = length + len(item) + (2 if shown else 0)
+        if grown > most:
+            break
+        shown, length = shown + 1, grown
+    if shown == len(items) and untold == 0:
+        return head + "; ".join(items)
+    while shown > 0:  # make room for "; +N more"
         more = len(items) - shown + untold
-        candidate = head + "; ".join(items[:shown]) + (f"; +{more} more" if more else "")
-        if len(candidate) <= most:
-            return candidate
-    return _cut(whole, most)
+        if length + len(f"; +{more} more") <= most:
+            return head + "; ".join(items[:shown]) + f"; +{more} more"
+        shown -= 1
+        length -= len(items[shown]) + (2 if shown else 0)
+    start, size = [head], len(head)
+    for item in items:  # what the cut keeps: a little more than ``most``
+        if size > most:
+            break
+        start.append(item if len(start) == 1 else "; " + item)
+        size += len(start[-1])
+    return _cut("".join(start)[: most + 1], most)
 
 
 def _cut(text: str, most: int) -> str:

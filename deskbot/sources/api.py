@@ -21,12 +21,14 @@ import hmac
 import json
 import logging
 import re
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
+from deskbot.loglimit import RateLimitedLog
 from deskbot.relay import report
 from deskbot.relay.relay import Relay
 from deskbot.relay.values import API, Accepted, Answer, ChatUser, Dispatch, Replay, Request
@@ -43,6 +45,7 @@ MAX_BODY = 1024 * 1024  # bytes; an Alertmanager notification of a few hundred a
 BODY_TIMEOUT = 10.0  # seconds to receive a request body
 KEEPALIVE = 15.0  # seconds an idle connection stays open
 MAX_TARGETS_CHARS = 1000
+MAX_KEYS_KEPT = 10_000  # Idempotency-Keys whose body is remembered, newest
 
 # What a refusal from the relay means in HTTP. Webhooks differ in one place: a rate
 # limit is "not now" (503: Alertmanager retries), where a script gets 429 and Retry-After.
@@ -136,6 +139,9 @@ class ApiSource:
         self.sending: set[asyncio.Task[None]] = set()
         # each request's client ("-": no valid token) and status code (/metrics)
         self.on_request: list[Callable[[str, int], None]] = []
+        self._refusals = RateLimitedLog(log)
+        # Idempotency-Key -> a digest of the body it was first used with (this process)
+        self._bodies: OrderedDict[str, bytes] = OrderedDict()
 
     # -- lifecycle -------------------------------------------------------------
     @property
@@ -203,11 +209,15 @@ class ApiSource:
                 found = client
         if found is not None:
             request["client"] = found.name
+            request.app[http.GUARD].trust(request.remote)
         return found
 
     def _unauthorized(self, request: web.Request) -> web.Response:
-        log.warning(
-            "api: %s %s from %s without a valid token", request.method, request.path, request.remote
+        self._refusals.warning(
+            "api: %s %s from %s without a valid token",
+            request.method,
+            request.path[:100],
+            request.remote,
         )
         return error(
             401,
@@ -244,6 +254,17 @@ class ApiSource:
                 400, "bad-idempotency-key", "Idempotency-Key: 1-200 of A-Z a-z 0-9 . _ : -"
             )
         key = f"api-send:{client.name}:{idempotency}" if idempotency else ""
+        body = hashlib.sha256(json.dumps([targets, text]).encode()).digest()
+        if key and self._bodies.setdefault(key, body) != body:
+            return error(
+                422,
+                "idempotency-key-reused",
+                "this Idempotency-Key was used with another body: use a new key for a new send",
+            )
+        if key:
+            self._bodies.move_to_end(key)
+            while len(self._bodies) > MAX_KEYS_KEPT:
+                self._bodies.popitem(last=False)
         replier = HttpReplier()
         sent = Request(user, text, "api", key, targets=targets, answer_repeats=True)
         await serve(self.relay, sent, replier)
@@ -251,6 +272,8 @@ class ApiSource:
             return web.json_response(deliveries(replier.result))
         if replier.answer_given is None:  # the relay is still sending the first of this key
             return error(409, "in-progress", "a send with this Idempotency-Key is still going on")
+        if key:
+            self._bodies.pop(key, None)  # a refusal is not kept: the key may be used afresh
         return refusal(replier.answer_given)
 
     async def _alertmanager(self, request: web.Request) -> web.Response:
@@ -271,19 +294,26 @@ class ApiSource:
                 f"say where the alerts go: /v1/{kind}?targets=486,@ops "
                 f"(1 to {MAX_TARGETS_CHARS} characters)",
             )
+        user = ChatUser(API, client.name, client.display)
+        refused = self.relay.screen(Request(user, "", place=kind, targets=targets))
+        if refused is not None:  # scope and rate first: a refused client costs no parsing
+            return refusal(refused, webhook=True)
         try:
-            notification = alerts.Notification.model_validate(await self._json(request))
+            payload = alerts.bounded(await self._json(request))
+            notification = alerts.Notification.model_validate(payload)
         except BadRequest as exc:
             return error(exc.status, exc.problem, str(exc))
         except alerts.ValidationError as exc:
-            return error(400, "bad-payload", f"not a {kind} notification: {alerts.problem(exc)}")
+            article = "an" if kind[0] in "aeiou" else "a"  # "an alertmanager", "a grafana"
+            why = f"not {article} {kind} notification: {alerts.problem(exc)}"
+            return error(400, "bad-payload", why)
         text = alerts.text(
             notification, self.relay.policy.message.max_chars, self.settings.alert_template
         )
         taken = take(
             self.relay,
             Request(
-                ChatUser(API, client.name, client.display),
+                user,
                 text,
                 place=kind,
                 key=alerts.key(kind, client.name, targets, notification),

@@ -37,6 +37,7 @@ RETRY = 30.0  # seconds before a send whose answer failed is tried again (answer
 CATCH_UP = 60.0  # seconds looked back at start when max_age is off
 LOOK_BACK = 7 * 86400.0  # at most this far back to the last time the schedules ran
 MARK_EVERY = 30.0  # seconds between notes of "handled up to" in the store
+MAX_FIRING = 50  # later sends started at once; more due wait for the next tick
 
 
 class LogReplier:
@@ -78,9 +79,12 @@ class ScheduleSource:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopped = False
         self._marked_at = 0.0
+        self._born_at: dict[str, float] = {}  # schedule -> when deskbot first had it
 
     async def start(self) -> None:
         now, max_age = self.clock(), self.relay.policy.message.max_age
+        for name in self.relay.policy.schedules:  # the schedules there are: born now at latest
+            self._born_at.setdefault(name, self._born(name, now))
         # A restart looks back max_age: an occurrence in that window that was not sent yet
         # goes out now (its key keeps one that was sent from going twice). With max_age
         # set it looks back further, to when the schedules last ran: the occurrences
@@ -115,18 +119,43 @@ class ScheduleSource:
     def fire_due(self) -> None:
         """Start every send whose time has come; each runs on its own."""
         now = self.clock()
-        for planned in self.deferred.due(now):
+        room = MAX_FIRING - len(self._firing)  # a thousand due at once go out in batches
+        for planned in self.deferred.due(now)[: max(0, room)]:
             self._fire(planned.key, self._deferred_request(planned), self._replier_of(planned))
         for name, schedule in self.relay.policy.schedules.items():  # live reload: read anew
             zone = notices.zone(schedule.timezone or self.relay.policy.message.timezone)
-            for when in notices.occurrences(schedule.cron, zone, self._since, now):
-                key = f"schedule:{name}:{when.isoformat()}"
-                request = self._schedule_request(name, schedule, key, when.timestamp())
-                self._fire(key, request, self._report_to(name, schedule, key))
+            born = self._born_at.get(name)
+            if born is None:  # added by a reload: from this look at the clock on
+                born = self._born_at[name] = self._born(name, self._since)
+            # after downtime only the latest missed occurrence counts (max_age may still
+            # refuse it); never one from before the schedule existed
+            latest, missed = None, 0
+            for when in notices.occurrences(schedule.cron, zone, max(self._since, born), now):
+                latest, missed = when, missed + 1
+            if latest is None:
+                continue
+            if missed > 1:
+                log.info(
+                    "schedule %s: %d occurrences were missed; only the latest (%s) is handled",
+                    name,
+                    missed,
+                    latest.isoformat(),
+                )
+            key = f"schedule:{name}:{latest.isoformat()}"
+            request = self._schedule_request(name, schedule, key, latest.timestamp())
+            self._fire(key, request, self._report_to(name, schedule, key))
         self._since = now
         if now - self._marked_at >= MARK_EVERY:
             self.deferred.mark("schedules", now)
             self._marked_at = now
+
+    def _born(self, name: str, now: float) -> float:
+        """When this deskbot first had the schedule (kept in the store), else ``now``."""
+        born = self.deferred.marked(f"schedule-born:{name}")
+        if born is None:
+            born = now
+            self.deferred.mark(f"schedule-born:{name}", now)
+        return born
 
     def _fire(self, key: str, request: Request, replier: Replier) -> None:
         if key in self._firing or self._retry_at.get(key, 0.0) > self.clock():

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from deskbot.store import private
 from deskbot.store.base import Answer, AuditError, HistoryEntry, Planned, Seen
 
 if TYPE_CHECKING:
@@ -76,8 +77,7 @@ class AuditLog:
     def __init__(self, path: str | Path):
         self.path = str(path)
         try:
-            if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            private.prepare(self.path)  # folder 0700, file 0600 before SQLite opens it
             self.db = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT
             )

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
+import secrets
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -27,9 +26,10 @@ from nats.errors import NoRespondersError
 from nats.js.kv import KeyValue
 
 from deskbot.directory.snapshot import Phone
+from deskbot.loglimit import RateLimitedLog
 from deskbot.senders.base import Cause, Delivery, Health
 from deskbot.senders.sip import protocol
-from deskbot.senders.sites import wire
+from deskbot.senders.sites import seal, wire
 from deskbot.settings.schema import Nats
 
 log = logging.getLogger("deskbot.nats")
@@ -49,11 +49,12 @@ class EdgeSender:
         self.settings = settings
         self._secret = secret
         self._sip_timeout = sip_timeout
-        self._front = uuid.uuid4().hex[:12]  # this process's reply subject and id prefix
-        self._ids = itertools.count(1)
+        self._front = secrets.token_hex(6)  # this process's reply subject
         self._nc: Client | None = None
         self._kv: KeyValue | None = None
         self._waiting: dict[str, asyncio.Future[tuple[int, str, Cause]]] = {}
+        self._site_of: dict[str, str] = {}  # job id -> its site: only that site may answer
+        self._refused = RateLimitedLog(log)
         self._online: dict[str, float] = {}  # site -> until when it is believed online
         self._pings: dict[str, asyncio.Task[bool]] = {}
         self._connector: asyncio.Task[None] | None = None
@@ -77,6 +78,7 @@ class EdgeSender:
 
     async def _connect(self) -> None:
         while True:
+            nc = None
             try:
                 nc = await wire.connect(self.settings, self._secret, f"deskbot-front-{self._front}")
                 js = nc.jetstream()
@@ -89,8 +91,12 @@ class EdgeSender:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self._error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                log.warning("NATS %s: %s; trying again", self.settings.url, self._error)
+                if nc is not None:  # connected but not usable (JetStream off, not allowed)
+                    with contextlib.suppress(Exception):
+                        await nc.close()
+                if wire.why(exc) != self._error:  # said once, not every two seconds
+                    self._error = wire.why(exc)
+                    log.warning("NATS %s: %s; trying again", self.settings.url, self._error)
                 await asyncio.sleep(RETRY_CONNECT)
 
     async def close(self) -> None:
@@ -139,26 +145,28 @@ class EdgeSender:
 
         nc, kv = self._nc, self._kv
         if nc is None or kv is None or not nc.is_connected:
-            return done(503, f"site {site} is unreachable (NATS is not connected): not sent", DOWN)
+            off = self._error == wire.JETSTREAM_OFF
+            why = "JetStream is off" if off else "NATS is not connected"
+            return done(503, f"site {site} is unreachable ({why}): not sent", DOWN)
         if not await self._edge_online(nc, site):
             return done(503, f"site {site} has no edge online: not sent", DOWN)
-        job_id = f"{self._front}-{next(self._ids)}-{phone.extension}"
+        job_id = wire.new_job_id()
         deadline = time.time() + self.settings.take_within
         give_up = time.monotonic() + self.settings.take_within
-        job = wire.Job(job_id, phone.uri, text, deadline, phone.format)
+        reply = wire.REPLY.format(site=site, front=self._front)
+        job = wire.Job(job_id, site, phone.uri, text, deadline, reply, phone.format)
         future = asyncio.get_running_loop().create_future()
         self._waiting[job_id] = future
+        self._site_of[job_id] = site
         try:
-            headers = {
-                "Nats-Msg-Id": job_id,
-                "Deskbot-Reply": wire.REPLY.format(site=site, front=self._front),
-            }
+            headers = {"Nats-Msg-Id": job_id}
+            sealed = job.encode(seal.site_key(self.settings, self._secret, site))
             # a publish whose acknowledgement was lost is repeated; the server drops the copy
             while not future.done() and time.monotonic() < give_up:
                 try:
                     await nc.jetstream().publish(
                         wire.SEND.format(site=site),
-                        job.encode(),
+                        sealed,
                         timeout=max(0.1, min(1.0, give_up - time.monotonic())),
                         headers=headers,
                     )
@@ -190,12 +198,18 @@ class EdgeSender:
             )
         finally:
             self._waiting.pop(job_id, None)
+            self._site_of.pop(job_id, None)
 
     async def _answer(self, msg: Msg) -> None:
+        """An edge's answer; only one its job's site signed becomes a report."""
+        site = msg.subject.split(".")[2] if msg.subject.count(".") == 3 else ""
         try:
-            job_id, code, reason, cause = wire.decode_answer(msg.data)
-        except (ValueError, KeyError, TypeError):
-            log.warning("NATS: an unreadable answer on %s", msg.subject)
+            key = seal.site_key(self.settings, self._secret, site)
+            job_id, code, reason, cause = wire.decode_answer(msg.data, key, site)
+            if self._site_of.get(job_id) != site:
+                raise seal.Refused("not a job of this site that is waiting")
+        except seal.Refused as exc:
+            self._refused.warning("NATS: an answer on %s refused: %s", msg.subject[:120], exc)
             return
         future = self._waiting.get(job_id)
         if future is not None and not future.done():

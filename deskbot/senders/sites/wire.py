@@ -14,8 +14,10 @@ filter subject per consumer.
 
 from __future__ import annotations
 
-import json
 import logging
+import math
+import re
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +29,9 @@ from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
 from deskbot.directory.snapshot import FORMATS, MESSAGE
+from deskbot.loglimit import RateLimitedLog
 from deskbot.senders.base import Cause, Delivery
+from deskbot.senders.sites import seal
 from deskbot.settings.schema import Nats
 
 log = logging.getLogger("deskbot.nats")
@@ -46,13 +50,32 @@ STARTED, EXPIRED = b"started", b"expired"
 ERRORS = (nats.errors.Error, OSError, TimeoutError)  # what a NATS call raises when NATS is away
 
 
+JETSTREAM_OFF = (
+    "the NATS server has JetStream off: start nats-server with -js "
+    "(or a jetstream {} block in its config)"
+)
+
+
+def why(exc: BaseException) -> str:
+    """What went wrong with NATS, in words a person can act on."""
+    if isinstance(exc, nats.js.errors.ServiceUnavailableError):  # no JetStream API responds
+        return JETSTREAM_OFF
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 def consumer(site: str) -> str:
     return f"edge_{site}"
 
 
-async def connect(settings: Nats, secret: Callable[[str], str], name: str) -> Client:
-    """Connect once; afterwards the client reconnects by itself, forever."""
+async def connect(
+    settings: Nats, secret: Callable[[str], str], name: str, inbox: str = "_INBOX"
+) -> Client:
+    """Connect once; afterwards the client reconnects by itself, forever.
+
+    An edge's replies come to an inbox of its site's own (``_INBOX_SITE``), so
+    per-site permissions need not let one office read every inbox."""
     options: dict[str, Any] = {}
+    errors = RateLimitedLog(log)  # a refused login is reported on every reconnect
     if settings.credentials_env:
         creds = secret(settings.credentials_env)
         options["user_credentials"] = RawCredentials(creds) if "-----BEGIN" in creds else creds
@@ -62,7 +85,7 @@ async def connect(settings: Nats, secret: Callable[[str], str], name: str) -> Cl
         options["token"] = secret(settings.token_env)
 
     async def error_cb(exc: Exception) -> None:
-        log.warning("NATS: %s", exc or type(exc).__name__)
+        errors.warning("NATS: %s", why(exc))
 
     client = Client()
 
@@ -76,6 +99,7 @@ async def connect(settings: Nats, secret: Callable[[str], str], name: str) -> Cl
     await client.connect(
         settings.url.split(","),
         name=name,
+        inbox_prefix=inbox,
         connect_timeout=3,
         reconnect_time_wait=1,
         max_reconnect_attempts=-1,
@@ -126,43 +150,102 @@ async def claim(kv: KeyValue, key: str, what: bytes, who: str) -> tuple[bool, by
         return False, (entry.value or b"").split(b" ")[0]
 
 
+JOB_ID = re.compile(r"[0-9a-f]{32}")  # secrets.token_hex(16): not guessable, not counted
+FRONT_ID = re.compile(r"[0-9a-f]{12}")
+MAX_TEXT_CHARS = 4000  # far over what fits one SIP body; the edge's agent refuses the rest
+MAX_URI_CHARS = 512
+MAX_REASON_CHARS = 200
+MAX_AHEAD = 120.0  # seconds: no job's deadline lies further ahead (take_within is at most 60)
+
+
+def new_job_id() -> str:
+    return secrets.token_hex(16)
+
+
+def _text(raw: dict[str, Any], key: str, most: int) -> str:
+    value = raw.get(key)
+    if not isinstance(value, str) or len(value) > most:
+        raise seal.Refused(f"{key}: not a string of at most {most} characters")
+    return value
+
+
+def printable(text: str, most: int = MAX_REASON_CHARS) -> str:
+    """Text from another process, as one line: control, format and bidi characters become
+    spaces, and it is cut to ``most`` characters."""
+    text = text[:most]
+    return text if text.isprintable() else "".join(c if c.isprintable() else " " for c in text)
+
+
 @dataclass(frozen=True, slots=True)
 class Job:
-    """One delivery as it travels to the edge (JSON; the text is never logged)."""
+    """One delivery as it travels to the edge (signed JSON; the text is never logged)."""
 
     id: str
+    site: str
     uri: str
     text: str
     deadline: float  # wall clock: an edge does not start it later
+    reply: str  # the front's reply subject for this site
     format: str = MESSAGE  # how the phone takes text (SIP MESSAGE or Snom Infobox NOTIFY)
 
-    def encode(self) -> bytes:
-        record = {"id": self.id, "uri": self.uri, "text": self.text, "deadline": self.deadline}
-        return json.dumps({**record, "format": self.format}).encode()
+    def encode(self, key: bytes) -> bytes:
+        record = {
+            "id": self.id,
+            "site": self.site,
+            "uri": self.uri,
+            "text": self.text,
+            "deadline": self.deadline,
+            "reply": self.reply,
+            "format": self.format,
+        }
+        return seal.seal(seal.JOB, key, self.site, record)
 
     @classmethod
-    def decode(cls, data: bytes) -> Job:
-        raw = json.loads(data)
-        job = cls(
-            str(raw["id"]),
-            str(raw["uri"]),
-            str(raw["text"]),
-            float(raw["deadline"]),
-            str(raw.get("format", MESSAGE)),
-        )
-        if not job.id or len(job.id) > 200:
-            raise ValueError("bad id")
-        if job.format not in FORMATS:
-            raise ValueError("bad format")
-        return job
+    def decode(cls, data: bytes, key: bytes, site: str, now: float) -> Job:
+        """A job for ``site`` signed with its key, every field checked; else seal.Refused."""
+        raw = seal.unseal(seal.JOB, key, site, data)
+        job_id = _text(raw, "id", 32)
+        if not JOB_ID.fullmatch(job_id):
+            raise seal.Refused("id: not a job id")
+        if raw.get("site") != site:
+            raise seal.Refused("site: another site's job")
+        reply = _text(raw, "reply", 100)
+        front = reply.removeprefix(REPLY.format(site=site, front=""))
+        if front == reply or not FRONT_ID.fullmatch(front):
+            raise seal.Refused("reply: not a reply subject of this site")
+        deadline = raw.get("deadline")
+        if isinstance(deadline, bool) or not isinstance(deadline, int | float):
+            raise seal.Refused("deadline: not a number")
+        if not math.isfinite(deadline) or deadline > now + MAX_AHEAD:
+            raise seal.Refused("deadline: not a time in the next two minutes or before")
+        format = raw.get("format")
+        if format not in FORMATS:
+            raise seal.Refused("format: not a phone format")
+        uri = _text(raw, "uri", MAX_URI_CHARS)
+        text = _text(raw, "text", MAX_TEXT_CHARS)
+        return cls(job_id, site, uri, text, float(deadline), reply, str(format))
 
 
-def encode_answer(job_id: str, d: Delivery) -> bytes:
-    return json.dumps(
-        {"id": job_id, "code": d.code, "reason": d.reason, "cause": d.cause.value}
-    ).encode()
+def encode_answer(key: bytes, site: str, job_id: str, d: Delivery) -> bytes:
+    record = {"id": job_id, "site": site, "code": d.code, "reason": d.reason}
+    return seal.seal(seal.ANSWER, key, site, {**record, "cause": d.cause.value})
 
 
-def decode_answer(data: bytes) -> tuple[str, int, str, Cause]:
-    raw = json.loads(data)
-    return str(raw["id"]), int(raw["code"]), str(raw["reason"])[:200], Cause(raw["cause"])
+def decode_answer(data: bytes, key: bytes, site: str) -> tuple[str, int, str, Cause]:
+    """(job id, code, reason, cause) of an answer ``site``'s key signed; else seal.Refused.
+
+    Bounded as the SIP worker's answers are: a code is a SIP code (or 0), a reason one
+    printable line."""
+    raw = seal.unseal(seal.ANSWER, key, site, data)
+    job_id = _text(raw, "id", 32)
+    if not JOB_ID.fullmatch(job_id) or raw.get("site") != site:
+        raise seal.Refused("id or site: not a job of this site")
+    code = raw.get("code")
+    if isinstance(code, bool) or not isinstance(code, int) or not (code == 0 or 100 <= code <= 699):
+        raise seal.Refused("code: not a SIP code")
+    reason = printable(_text(raw, "reason", 4 * MAX_REASON_CHARS))
+    try:
+        cause = Cause(str(raw.get("cause")))
+    except ValueError:
+        raise seal.Refused("cause: unknown") from None
+    return job_id, code, reason, cause
