@@ -25,6 +25,7 @@ SMOKE = {
     "matrix_roundtrip.py": ["--runs", "1", "--warmup", "0"],
     "matrix_load.py": ["--runs", "1"],
     "soak.py": ["--rounds", "1", "--gap", "0", "--phones", "5"],
+    "push.py": ["--phones", "4", "--runs", "1"],
 }
 
 
