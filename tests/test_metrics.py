@@ -58,13 +58,18 @@ label = "Berlin desk"
 site = "berlin"
 [nats]
 url = "{nats}"
-token_env = "DESKBOT_NATS_TOKEN"
+user = "front"
+password_env = "DESKBOT_NATS_PASSWORD"
+key_env = "DESKBOT_NATS_KEY"
 take_within = 1.0
 [api]
 listen = "127.0.0.1:{api}"
 [api.clients.monitoring]
 token_env = "DESKBOT_API_TOKEN_MONITORING"
 """
+
+
+SITE_KEY = "0123456789abcdef" * 4  # signs berlin's jobs and answers (front and edge)
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +113,11 @@ def live(sipp, hub: NatsServer, tmp_path: Path) -> Iterator[tuple[DeskbotRun, Si
     phone = sipp(200)
     port = free_port(socket.SOCK_STREAM)
     body = CONFIG.format(tmp=tmp_path, phone=phone.uri(), nats=hub.url, api=port)
-    env = {"DESKBOT_API_TOKEN_MONITORING": TOKEN, "DESKBOT_NATS_TOKEN": "unused"}
+    env = {
+        "DESKBOT_API_TOKEN_MONITORING": TOKEN,
+        "DESKBOT_NATS_PASSWORD": hub.password("front"),
+        "DESKBOT_NATS_KEY": SITE_KEY,
+    }
     run = DeskbotRun(write_config(tmp_path / "deskbot.toml", body), env, tmp_path / "run.log")
     run.start()
     try:
@@ -125,7 +134,11 @@ def test_a_site_is_up_while_its_edge_answers_and_down_once_it_stops(live, hub, t
         tmp_path / "edge-berlin.toml",
         EDGE.format(nats=hub.url),
     )
-    env = {**os.environ, "DESKBOT_NATS_TOKEN": "unused"}
+    env = {
+        **os.environ,
+        "DESKBOT_NATS_PASSWORD": hub.password("edge-berlin"),
+        "DESKBOT_NATS_KEY": SITE_KEY,
+    }
     log = tmp_path / "edge.log"
     edge = subprocess.Popen(
         [str(Path(sys.executable).parent / "deskbot"), "edge", "-c", str(edge_config)],
@@ -152,7 +165,9 @@ listen = "127.0.0.1:0"
 listen = "127.0.0.1:0"
 [nats]
 url = "{nats}"
-token_env = "DESKBOT_NATS_TOKEN"
+user = "edge-berlin"
+password_env = "DESKBOT_NATS_PASSWORD"
+key_env = "DESKBOT_NATS_KEY"
 [edge]
 site = "berlin"
 """
