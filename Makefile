@@ -47,7 +47,8 @@ $(TEST_STAMP): $(RUN_STAMP)
 
 # SIPp and baresip are the test phones, Kamailio the test PBX, Alertmanager the
 # test monitoring system, slapd the test LDAP server, nats-server (JetStream) the sites'
-# hub; apt-get installs whichever is missing.
+# hub, Chromium the browser the web console's tests drive (Playwright, from pip, cannot
+# download its own here); apt-get installs whichever is missing.
 system-deps:
 	@missing=""; \
 	command -v sipp >/dev/null || missing="$$missing sip-tester"; \
@@ -57,6 +58,7 @@ system-deps:
 	[ -x /usr/sbin/slapd ] || missing="$$missing slapd"; \
 	command -v ldapadd >/dev/null || missing="$$missing ldap-utils"; \
 	command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || missing="$$missing nats-server"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

@@ -1,0 +1,308 @@
+"""The web console in a real browser (Debian's Chromium through Playwright), against the
+installed `deskbot run`, SIPp phones and the audit log: what a person at a desk sees.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import pytest
+from conftest import SIPP_DIR, DeskbotRun, SippPhone, sipp_answering, wait_for, write_config
+from playwright.sync_api import Page, expect
+
+PASSWORDS = {"alice": "correct horse battery", "bob": "bob's own pass", "carol": "carol pw 123"}
+CONFIG = """
+[sip]
+listen = "127.0.0.1:0"
+timeout = 2.0
+[health]
+listen = "127.0.0.1:0"
+[audit]
+path = "{tmp}/audit.sqlite3"
+[limits]
+per_sender_per_minute = 100
+per_phone_per_minute = 100
+[access]
+senders = ["alice", "bob", "dave"]
+admins = ["alice"]
+[web]
+listen = "127.0.0.1:0"
+[web.users]
+alice = "{alice}"
+bob = "{bob}"
+carol = "{carol}"
+dave = "{dave}"
+[phones.486]
+uri = "{ok}"
+label = "Reception"
+[phones.487]
+uri = "{missing}"
+label = "Store <room>"
+[phones.488]
+uri = "{silent}"
+label = "Lab"
+[people.alice]
+phone = "486"
+name = "Alice"
+[people.bob]
+phone = "487"
+[people.carol]
+phone = "488"
+[people.dave]
+phone = "486"
+[groups.desk]
+members = ["486", "487", "488"]
+[templates.drill]
+text = "Fire drill at {{time}}: leave by the stairs"
+targets = "486"
+"""
+
+
+def hash_password(password: str) -> str:
+    """`deskbot hash-password`, as an admin runs it: the password on stdin."""
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "deskbot"), "hash-password"],
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@dataclass
+class Console:
+    url: str
+    deskbot: DeskbotRun
+    ok: SippPhone
+    audit: Path
+
+    def sign_ins(self) -> list[tuple[str, str]]:
+        with sqlite3.connect(self.audit) as db:
+            return db.execute("SELECT name, outcome FROM sign_ins ORDER BY id").fetchall()
+
+
+@pytest.fixture(scope="module")
+def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
+    tmp = tmp_path_factory.mktemp("web")
+    ok, missing = sipp_answering(tmp, 200), sipp_answering(tmp, 404)
+    silent = SippPhone(SIPP_DIR / "silent.xml", tmp)
+    fast = {n: bcrypt.hashpw(p.encode(), bcrypt.gensalt(4)).decode() for n, p in PASSWORDS.items()}
+    body = CONFIG.format(
+        tmp=tmp,
+        alice=hash_password(PASSWORDS["alice"]),
+        bob=fast["bob"],
+        carol=fast["carol"],
+        dave=bcrypt.hashpw(b"dave's pass", bcrypt.gensalt(4)).decode(),
+        ok=ok.uri("486"),
+        missing=missing.uri("487"),
+        silent=silent.uri("488"),
+    )
+    path = write_config(tmp / "deskbot.toml", body)
+    deskbot = DeskbotRun(path, {}, tmp / "run.log").start()
+    port = re.findall(r"web console on http://127\.0\.0\.1:(\d+)/", deskbot.log())[-1]
+    yield Console(f"http://127.0.0.1:{port}", deskbot, ok, tmp / "audit.sqlite3")
+    deskbot.stop()
+    for phone in (ok, missing, silent):
+        phone.stop()
+
+
+@pytest.fixture
+def page(chromium: Any, console: Console) -> Iterator[Page]:
+    context = chromium.new_context(base_url=console.url)
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def sign_in(page: Page, name: str, password: str | None = None) -> None:
+    page.goto("/")
+    page.get_by_label("Name").fill(name)
+    page.get_by_label("Password").fill(password if password is not None else PASSWORDS[name])
+    page.get_by_role("button", name="Sign in").click()
+
+
+def send(page: Page, targets: str, message: str) -> None:
+    page.get_by_label("Targets").fill(targets)
+    page.get_by_label("Message").fill(message)
+    page.get_by_role("button", name="Send").click()
+
+
+def test_a_wrong_password_and_an_unknown_name_get_the_same_words_and_are_audited(page, console):
+    sign_in(page, "alice", "not her password")
+    wrong = page.get_by_role("alert")
+    expect(wrong).to_have_text("Wrong name or password.")
+    sign_in(page, "mallory", "anything")
+    expect(page.get_by_role("alert")).to_have_text("Wrong name or password.")
+    assert page.get_by_label("Targets").count() == 0  # still not signed in
+    sign_in(page, "alice")
+    expect(page.get_by_label("Targets")).to_be_visible()
+    expect(page.get_by_role("button", name="Send")).to_be_visible()
+    seen = console.sign_ins()
+    assert ("alice", "wrong-password") in seen
+    assert ("mallory", "wrong-password") in seen
+    assert seen[-1] == ("alice", "signed-in")
+    assert PASSWORDS["alice"] not in console.audit.read_bytes().decode(errors="replace")
+
+
+def test_failed_sign_ins_are_limited_per_name_even_with_the_right_password_then(page, console):
+    for _ in range(5):
+        sign_in(page, "dave", "guess")
+        expect(page.get_by_role("alert")).to_have_text("Wrong name or password.")
+    sign_in(page, "dave", "dave's pass")
+    expect(page.get_by_role("alert")).to_contain_text("Too many failed sign-ins: try again in")
+    assert console.sign_ins()[-1] == ("dave", "rate-limited")
+
+
+def test_a_group_send_fills_in_one_row_per_phone_as_each_answers(page, console):
+    sign_in(page, "alice")
+    send(page, "@desk", "lunch is here")
+    rows = page.get_by_role("row")
+    silent = rows.filter(has_text="488")
+    # the silent phone is still waiting while the others have answered: rows fill in live
+    expect(rows.filter(has_text="486")).to_contain_text("200 OK")
+    expect(rows.filter(has_text="487")).to_contain_text("404 Not Found")
+    expect(rows.filter(has_text="487")).to_contain_text("has no identity 487")  # the hint
+    expect(silent).to_contain_text("waiting for the phone")
+    expect(silent).to_contain_text("408", timeout=10_000)
+    expect(silent).to_contain_text("no answer: the phone is off")
+    expect(page.get_by_role("status")).to_have_text("1/3 delivered")
+    got = console.ok.wait_received()
+    assert got[-1].body.decode() == "Alice: lunch is here"
+
+
+def test_refusals_are_shown_in_the_chat_words(page, console):
+    sign_in(page, "carol")  # a web user, but not among [access] senders
+    send(page, "486", "hello")
+    expect(page.get_by_role("alert")).to_have_text(
+        "you are not allowed to send to desk phones: ask an admin to add you to [people] "
+        "with your Web id carol, and to [access] senders"
+    )
+    page.get_by_role("button", name="Sign out").click()
+    sign_in(page, "bob")
+    send(page, "486", "x" * 161)
+    expect(page.get_by_role("alert")).to_have_text(
+        "text too long: 161 characters, the limit is 160. Shorten it; nothing was sent."
+    )
+    expect(page.get_by_label("Message")).to_have_value("x" * 161)  # kept to shorten it
+    expect(page.locator("#count")).to_have_text("161/160 characters: 1 too many")
+    send(page, "nosuch", "hello")
+    expect(page.get_by_role("alert")).to_have_text(
+        "unknown target 'nosuch': not an extension, person or group; try `who` or `help`. "
+        "Nothing was sent."
+    )
+
+
+def test_the_preview_names_the_phones_before_sending(page, console):
+    sign_in(page, "bob")
+    page.get_by_label("Targets").fill("@desk")
+    expect(page.locator("#preview")).to_contain_text("@desk → 3 phone(s):")
+    expect(page.locator("#preview")).to_contain_text("487 (Store <room>)")
+    assert "127.0.0.1" not in page.locator("#preview").inner_text()  # no addresses for bob
+
+
+def test_typed_html_shows_as_text_and_runs_nothing(page, console):
+    sign_in(page, "alice")
+    typed = '<img src=x onerror="window.pwned=1"><b>bold</b>'
+    page.get_by_label("Targets").fill("<script>alert(1)</script>")
+    expect(page.locator("#preview")).to_contain_text("unknown target '<script>alert(1)</script>'")
+    send(page, "486", typed)
+    expect(page.get_by_role("row").filter(has_text="486")).to_contain_text("200 OK")
+    expect(page.locator(".title")).to_have_text(f"486 (Reception): {typed}")
+    assert page.locator(".title b").count() == 0 and page.locator(".title img").count() == 0
+    assert page.evaluate("window.pwned") is None
+    expect(page.get_by_role("row").filter(has_text="487")).to_have_count(0)
+    page.goto("/phones")
+    expect(page.get_by_role("row").filter(has_text="487")).to_contain_text("Store <room>")
+
+
+def test_a_post_from_another_sites_page_is_refused_even_with_the_cookie(page, console):
+    sign_in(page, "alice")
+    expect(page.get_by_label("Targets")).to_be_visible()
+    before = len(console.ok.received())
+    # a page on another port of the same host: same site, so the browser sends the cookie
+    evil = "http://127.0.0.1:9/evil.html"
+    form = (
+        f'<form method="post" action="{console.url}/send">'
+        '<input name="targets" value="486"><input name="message" value="evil">'
+        '<input name="csrf" value="guessed"></form>'
+        "<script>document.forms[0].submit()</script>"
+    )
+    page.route(evil, lambda route: route.fulfill(body=form, content_type="text/html"))
+    page.goto(evil)
+    expect(page.get_by_role("alert")).to_contain_text("(CSRF check), so nothing was done")
+    # the cookie without the page's token: refused too
+    answer = page.request.post("/send", form={"targets": "486", "message": "evil"})
+    assert answer.status == 403
+    page.goto("/")
+    send(page, "486", "still works")
+    expect(page.get_by_role("row").filter(has_text="486")).to_contain_text("200 OK")
+    bodies = [m.body for m in console.ok.received()[before:]]
+    assert bodies == [b"Alice: still works"]
+
+
+def test_history_lists_ones_own_sends_and_admins_see_everyones(page, console):
+    sign_in(page, "bob")
+    send(page, "486", "from bob")
+    expect(page.get_by_role("row").filter(has_text="486")).to_contain_text("200 OK")
+    page.get_by_role("link", name="History").click()
+    mine = page.get_by_role("row").filter(has_text="486")
+    expect(mine.first).to_contain_text("1/1")
+    expect(mine.first).to_contain_text("200 OK")
+    expect(page.get_by_role("row").filter(has_text="@desk")).to_have_count(0)  # alice's
+    page.get_by_role("button", name="Sign out").click()
+    sign_in(page, "alice")
+    page.get_by_role("link", name="History").click()
+    expect(page.get_by_role("row").filter(has_text="bob").first).to_contain_text("486")
+    expect(page.get_by_role("row").filter(has_text="@desk").first).to_contain_text("1/3")
+
+
+def test_a_later_send_is_listed_and_can_be_cancelled(page, console):
+    sign_in(page, "bob")
+    page.get_by_label("Later").fill("in 2h")
+    send(page, "486", "much later")
+    planned = page.locator("#answer")
+    expect(planned).to_contain_text("will send at")
+    found = re.search(r"id (\d+)", planned.inner_text())
+    assert found, planned.inner_text()
+    page.get_by_role("link", name="Scheduled").click()
+    row = page.get_by_role("row").filter(has_text="much later")
+    expect(row).to_contain_text("486")
+    row.get_by_role("button", name=f"Cancel send {found.group(1)}").click()
+    expect(page.locator(".notice")).to_contain_text(f"cancelled send {found.group(1)}")
+    expect(page.get_by_role("row").filter(has_text="much later")).to_have_count(0)
+
+
+def test_sign_out_ends_the_session_on_the_server(page, console):
+    sign_in(page, "bob")
+    expect(page.get_by_label("Targets")).to_be_visible()
+    cookie = next(c for c in page.context.cookies() if c["name"] == "deskbot_session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    page.context.add_cookies([cookie])  # the old cookie, kept by someone
+    page.goto("/history")
+    expect(page).to_have_url(f"{console.url}/signin")
+
+
+def test_every_answer_has_a_csp_without_inline_script_and_assets_come_from_deskbot(page, console):
+    outside: list[str] = []
+    page.on("request", lambda r: None if r.url.startswith(console.url) else outside.append(r.url))
+    sign_in(page, "bob")
+    expect(page.get_by_label("Targets")).to_be_visible()
+    for path in ("/", "/static/app.js", "/signin", "/nothing-here"):
+        headers = page.request.get(path).headers
+        assert "script-src 'self'" in headers["content-security-policy"]
+        assert "unsafe-inline" not in headers["content-security-policy"]
+        assert headers["x-content-type-options"] == "nosniff"
+    assert outside == []
+    wait_for(lambda: console.deskbot.alive(), what="deskbot still running")
