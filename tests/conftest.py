@@ -421,9 +421,13 @@ class DeskbotRun:
 CHROMIUM = "/usr/bin/chromium"  # Debian's; Playwright cannot download its own browser here
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    """Playwright driving Debian's Chromium (headless); `make test` installs both."""
+    """Playwright driving Debian's Chromium (headless); `make test` installs both.
+
+    Per module: Playwright's sync API holds an event loop while it runs, and the
+    asyncio tests of the next module need the thread without one.
+    """
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: run `make test`, which installs chromium")
     from playwright.sync_api import sync_playwright

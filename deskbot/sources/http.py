@@ -88,14 +88,19 @@ class Guard:
 
 
 async def listen(
-    app: web.Application, host: str, port: int, lifetime: float = LIFETIME, **runner: Any
+    app: web.Application,
+    host: str,
+    port: int,
+    lifetime: float = LIFETIME,
+    per_peer: int = PER_PEER,
+    **runner: Any,
 ) -> tuple[web.AppRunner, asyncio.Server, int]:
     """Serve ``app`` on host:port behind a Guard; the runner, the server and the port bound."""
     app_runner = web.AppRunner(app, access_log=None, handle_signals=False, **runner)
     await app_runner.setup()
     assert app_runner.server is not None
     server = await asyncio.get_running_loop().create_server(
-        Guard(app_runner.server, lifetime=lifetime), host, port
+        Guard(app_runner.server, per_peer=per_peer, lifetime=lifetime), host, port
     )
     bound = int(server.sockets[0].getsockname()[1]) if server.sockets else port
     return app_runner, server, bound

@@ -38,7 +38,10 @@ log = logging.getLogger("deskbot.web")
 
 CHAT = "web"  # the source name in the audit log and in ChatUser
 MAX_BODY = 64 * 1024  # bytes of a form: a message is at most 1000 characters
-KEEPALIVE = 15.0
+KEEPALIVE = 5.0  # seconds an idle connection stays open: an open page holds none after that
+# Browsers open several connections each, and behind a TLS proxy everyone comes from one
+# address: more per peer than the API allows, within the same total.
+PER_PEER = http.MAX_CONNECTIONS // 2
 OPEN = ("/signin", "/static/")  # what needs no session
 NAME_CHARS = 64
 CSRF_REFUSED = (
@@ -90,6 +93,7 @@ class WebSource:
             host.strip("[]"),
             port or 0,
             lifetime=self.relay.patience + http.LIFETIME,
+            per_peer=PER_PEER,
             keepalive_timeout=KEEPALIVE,
             shutdown_timeout=2.0,
         )
@@ -143,9 +147,11 @@ class WebSource:
                 log.warning("web: cross-site %s %s refused", request.method, request.path)
                 return render("refused.html", session, 403, message=CSRF_REFUSED)
             if request.path != "/signin":
+                if session is None:  # signed out or expired meanwhile: sign in again
+                    raise web.HTTPSeeOther("/signin")
                 form = await request.post()
                 token = str(form.get("csrf", ""))
-                if session is None or not hmac.compare_digest(token, session.csrf):
+                if not hmac.compare_digest(token, session.csrf):
                     log.warning("web: %s without a valid CSRF token refused", request.path)
                     return render("refused.html", session, 403, message=CSRF_REFUSED)
         elif session is None and not request.path.startswith(OPEN):
