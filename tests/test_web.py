@@ -49,6 +49,9 @@ label = "Store <room>"
 [phones.488]
 uri = "{silent}"
 label = "Lab"
+[phones.489]
+uri = "{prober}"
+label = "Answers OPTIONS"
 [people.alice]
 phone = "486"
 name = "Alice"
@@ -96,6 +99,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     tmp = tmp_path_factory.mktemp("web")
     ok, missing = sipp_answering(tmp, 200), sipp_answering(tmp, 404)
     silent = SippPhone(SIPP_DIR / "silent.xml", tmp)
+    prober = sipp_answering(tmp, 200, "OPTIONS")
     fast = {n: bcrypt.hashpw(p.encode(), bcrypt.gensalt(4)).decode() for n, p in PASSWORDS.items()}
     body = CONFIG.format(
         tmp=tmp,
@@ -106,13 +110,14 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
         ok=ok.uri("486"),
         missing=missing.uri("487"),
         silent=silent.uri("488"),
+        prober=prober.uri("489"),
     )
     path = write_config(tmp / "deskbot.toml", body)
     deskbot = DeskbotRun(path, {}, tmp / "run.log").start()
     port = re.findall(r"web console on http://127\.0\.0\.1:(\d+)/", deskbot.log())[-1]
     yield Console(f"http://127.0.0.1:{port}", deskbot, ok, tmp / "audit.sqlite3")
     deskbot.stop()
-    for phone in (ok, missing, silent):
+    for phone in (ok, missing, silent, prober):
         phone.stop()
 
 
@@ -311,3 +316,95 @@ def test_every_answer_has_a_csp_without_inline_script_and_assets_come_from_deskb
         assert headers["x-content-type-options"] == "nosniff"
     assert outside == []
     wait_for(lambda: console.deskbot.alive(), what="deskbot still running")
+
+
+def test_a_template_send_fills_in_the_values_and_goes_to_its_own_targets(page, console):
+    sign_in(page, "alice")
+    page.get_by_label("Template", exact=True).select_option("drill")
+    page.get_by_label("Template values").fill("time=14:00")
+    page.get_by_role("button", name="Send").click()
+    expect(page.get_by_role("row").filter(has_text="486")).to_contain_text("200 OK")
+    got = console.ok.wait_received()
+    assert got[-1].body.decode() == "Alice: Fire drill at 14:00: leave by the stairs"
+
+
+def test_a_send_page_is_its_senders_and_the_admins(page, console):
+    sign_in(page, "bob")
+    send(page, "486", "bob's own")
+    expect(page.get_by_role("row").filter(has_text="486")).to_contain_text("200 OK")
+    mine = page.url
+    page.get_by_role("button", name="Sign out").click()
+    sign_in(page, "carol")
+    assert page.goto(mine).status == 404
+    page.goto("/")
+    page.get_by_role("button", name="Sign out").click()
+    sign_in(page, "alice")  # an admin
+    page.goto(mine)
+    expect(page.get_by_role("row").filter(has_text="486")).to_contain_text("200 OK")
+
+
+def test_admins_probe_from_the_phones_page_and_others_are_told_why_not(page, console):
+    sign_in(page, "alice")
+    page.get_by_role("link", name="Phones").click()
+    page.get_by_label("Probe targets").fill("489")
+    page.get_by_role("button", name="Probe", exact=True).click()
+    answers = page.locator("#probe-answers")
+    expect(answers.get_by_role("row").filter(has_text="489")).to_contain_text("200 OK")
+    expect(answers).to_contain_text("1/1 phones answer")
+    token = page.locator("input[name=csrf]").first.get_attribute("value") or ""
+    page.get_by_role("button", name="Sign out").click()
+    sign_in(page, "bob")
+    page.goto("/phones")
+    expect(page.get_by_label("Probe targets")).to_have_count(0)
+    token = page.locator("input[name=csrf]").first.get_attribute("value") or ""
+    answer = page.request.post("/phones/probe", form={"targets": "489", "csrf": token})
+    assert answer.status == 422
+    assert "only admins may probe phones" in answer.text()
+
+
+def test_hostile_forms_are_refused_in_words_and_deskbot_keeps_sending(page, console):
+    sign_in(page, "bob")
+    token = page.locator("input[name=csrf]").first.get_attribute("value") or ""
+    before = len(console.ok.received())
+
+    def post(path: str, **form: str) -> Any:
+        return page.request.post(path, form={"csrf": token, **form}, max_redirects=0)
+
+    spaced = post("/send", targets="486\r\nX-Evil: 1", message="hi")
+    assert spaced.status == 422 and "Targets are one word without spaces" in spaced.text()
+    later = post("/send", targets="486", message="hi", later="in 5m 487 owned")
+    assert later.status == 422 and "Later: write `in 20s`" in later.text()
+    assert post("/send", targets="486", message="hi", template="../../x").status == 422
+    huge = post("/send", targets="486", message="x" * 200_000)
+    assert huge.status == 413
+    assert page.request.get("/sends/999999999999").status == 404
+    assert page.request.get("/sends/999999999999/events").status == 404
+    assert page.request.get("/sends/-1").status == 404
+    assert page.request.get("/preview?targets=" + "a," * 1500).ok
+    assert post("/scheduled/99999/cancel").status == 303  # answered in words on the page
+    forged = page.context.request.get(
+        "/", headers={"Cookie": "deskbot_session=" + "x" * 10_000}, max_redirects=0
+    )
+    assert forged.status in (303, 400, 431)
+    assert console.ok.received()[before:] == []
+    page.goto("/")
+    send(page, "486", "after all that")
+    expect(page.get_by_role("row").filter(has_text="486")).to_contain_text("200 OK")
+
+
+def test_history_can_be_searched_and_sorted(page, console):
+    sign_in(page, "alice")
+    page.get_by_role("link", name="History").click()
+    table = page.locator("#history-table")
+    rows = table.locator("tbody tr")
+    expect(rows.first).to_be_visible()
+    page.get_by_label("Search").fill("@desk")
+    expect(table.locator("tbody tr:visible")).to_have_count(1)
+    page.get_by_label("Search").fill("")
+    table.get_by_role("button", name="When").click()  # oldest first
+    expect(table.get_by_role("columnheader", name="When")).to_have_attribute(
+        "aria-sort", "ascending"
+    )
+    first = rows.first.locator("td").first.get_attribute("data-sort") or "0"
+    last = rows.last.locator("td").first.get_attribute("data-sort") or "0"
+    assert float(first) <= float(last)
