@@ -408,3 +408,42 @@ def test_history_can_be_searched_and_sorted(page, console):
     first = rows.first.locator("td").first.get_attribute("data-sort") or "0"
     last = rows.last.locator("td").first.get_attribute("data-sort") or "0"
     assert float(first) <= float(last)
+
+
+def test_signing_in_and_sending_work_with_the_keyboard_alone(page, console):
+    page.goto("/")
+    page.keyboard.type("bob")  # the Name field has the focus
+    page.keyboard.press("Tab")
+    page.keyboard.type(PASSWORDS["bob"])
+    page.keyboard.press("Enter")
+    targets = page.get_by_label("Targets")
+    expect(targets).to_be_visible()
+    targets.focus()
+    page.keyboard.type("486")
+    page.keyboard.press("Tab")
+    page.keyboard.type("typed, not clicked")
+    for _ in range(10):  # through the template, its values and Later to the button
+        if page.evaluate("document.activeElement.textContent") == "Send":
+            break
+        page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("row").filter(has_text="486")).to_contain_text("200 OK")
+
+
+def test_times_are_shown_in_the_browsers_zone(chromium, console):
+    context = chromium.new_context(base_url=console.url, timezone_id="Pacific/Kiritimati")
+    page = context.new_page()
+    try:
+        sign_in(page, "bob")
+        page.get_by_role("link", name="History").click()
+        shown = page.locator("#history-table time").first
+        expect(shown).not_to_contain_text("UTC")
+        stamp = shown.get_attribute("datetime") or ""
+        # UTC+14: the browser's clock, not the server's, names the hour
+        local = page.evaluate(
+            "(s) => new Date(s).toLocaleTimeString([], {hour: '2-digit', minute: '2-digit'})",
+            stamp,
+        )
+        expect(shown).to_contain_text(local)
+    finally:
+        context.close()
