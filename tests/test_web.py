@@ -447,3 +447,17 @@ def test_times_are_shown_in_the_browsers_zone(chromium, console):
         expect(shown).to_contain_text(local)
     finally:
         context.close()
+
+
+def test_the_pages_fit_a_phone_sized_screen(chromium, console):
+    context = chromium.new_context(base_url=console.url, viewport={"width": 360, "height": 740})
+    page = context.new_page()
+    try:
+        sign_in(page, "alice")
+        for path in ("/", "/history", "/scheduled", "/phones"):
+            page.goto(path)
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 360, f"{path} is {width} px wide on a 360 px screen"
+        expect(page.get_by_role("link", name="History")).to_be_visible()
+    finally:
+        context.close()
