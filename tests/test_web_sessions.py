@@ -87,3 +87,50 @@ def test_web_users_must_be_people_with_a_bcrypt_hash():
     plain = problems(BASE + '[web.users]\nalice = "plain"\n')
     assert any("web.users.alice" in p and "not a bcrypt hash" in p for p in plain), plain
     assert any("web.users: nobody can sign in" in p for p in problems(BASE + "[web]\n"))
+
+
+async def test_behind_tls_the_cookie_is_secure_and_one_address_is_limited_across_names(tmp_path):
+    import aiohttp
+
+    from deskbot.directory import loader
+    from deskbot.relay.relay import Relay
+    from deskbot.relay.values import Policy
+    from deskbot.senders.recording import RecordingSender
+    from deskbot.settings.load import parse
+    from deskbot.sources.web.app import WebSource
+    from deskbot.sources.web.sessions import FAILURES_PER_ADDRESS
+    from deskbot.store.audit import AuditLog
+    from deskbot.store.signins import SignInLog
+
+    hashed = bcrypt.hashpw(b"right one", bcrypt.gensalt(4)).decode()
+    raw = {
+        "phones": {"486": {"uri": "sip:486@127.0.0.1:9"}},
+        "people": {"alice": {"phone": "486"}},
+        "web": {"listen": "127.0.0.1:0", "users": {"alice": hashed}, "secure_cookie": True},
+    }
+    s = parse(raw, Path("x.toml"), {}).settings
+    audit = AuditLog(tmp_path / "audit.sqlite3")
+    relay = Relay(RecordingSender(), loader.from_settings(s), Policy.from_settings(s), audit)
+    assert s.web is not None
+    source = WebSource(s.web, relay, SignInLog(audit))
+    await source.start()
+    url = f"http://127.0.0.1:{source.port}/signin"
+    try:
+        async with aiohttp.ClientSession() as http:
+            form = {"name": "alice", "password": "right one"}
+            async with http.post(url, data=form, allow_redirects=False) as resp:
+                assert resp.status == 303
+                cookie = resp.headers["Set-Cookie"]
+            assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+            for i in range(FAILURES_PER_ADDRESS):  # a different name each time
+                async with http.post(url, data={"name": f"u{i}", "password": "x"}) as resp:
+                    assert resp.status == 401
+            async with http.post(url, data=form, allow_redirects=False) as resp:
+                assert resp.status == 429
+                assert "Too many failed sign-ins" in await resp.text()
+    finally:
+        await source.stop()
+    outcomes = [o for _, _, _, o in SignInLog(audit).recent(100)]
+    assert outcomes.count("wrong-password") == FAILURES_PER_ADDRESS
+    assert outcomes[0] == "rate-limited" and outcomes[-1] == "signed-in"
+    audit.close()
