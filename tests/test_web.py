@@ -412,15 +412,19 @@ def test_history_can_be_searched_and_sorted(page, console):
 
 def test_signing_in_and_sending_work_with_the_keyboard_alone(page, console):
     page.goto("/")
-    page.keyboard.type("bob")  # the Name field has the focus
+    expect(page.get_by_label("Name")).to_be_focused()
+    page.keyboard.type("bob")
     page.keyboard.press("Tab")
+    expect(page.get_by_label("Password")).to_be_focused()
     page.keyboard.type(PASSWORDS["bob"])
     page.keyboard.press("Enter")
     targets = page.get_by_label("Targets")
     expect(targets).to_be_visible()
     targets.focus()
     page.keyboard.type("486")
+    page.keyboard.press("Escape")  # closes the suggestions, as a person would
     page.keyboard.press("Tab")
+    expect(page.get_by_label("Message")).to_be_focused()
     page.keyboard.type("typed, not clicked")
     for _ in range(10):  # through the template, its values and Later to the button
         if page.evaluate("document.activeElement.textContent") == "Send":

@@ -30,7 +30,14 @@ from deskbot.sipuri import split_hostport
 from deskbot.sources import http
 from deskbot.sources.web import look, passwords, send
 from deskbot.sources.web.pages import HEADERS, redirect, render
-from deskbot.sources.web.sessions import COOKIE, Session, Sessions, SignInGuard
+from deskbot.sources.web.sessions import (
+    COOKIE,
+    SESSION,
+    Session,
+    Sessions,
+    SignInGuard,
+    signed_in,
+)
 from deskbot.sources.web.watch import Watches
 from deskbot.store.signins import SignInLog
 
@@ -141,7 +148,7 @@ class WebSource:
         if session is not None and self.person(session) is None:  # removed since sign-in
             self.sessions.end(session)
             session = None
-        request["session"] = session
+        request[SESSION] = session
         if request.method == "POST":
             if not _same_origin(request):
                 log.warning("web: cross-site %s %s refused", request.method, request.path)
@@ -160,7 +167,7 @@ class WebSource:
 
     # -- signing in and out ------------------------------------------------------
     async def _signin_page(self, request: web.Request) -> web.StreamResponse:
-        if request["session"] is not None:
+        if request[SESSION] is not None:
             raise web.HTTPSeeOther("/")
         return render("signin.html", None, problem="", name="")
 
@@ -200,7 +207,7 @@ class WebSource:
         return response
 
     async def _signout(self, request: web.Request) -> web.StreamResponse:
-        session: Session = request["session"]
+        session = signed_in(request)
         self.sessions.end(session)
         self._record(session.name, request.remote or "", "signed-out")
         response = redirect("/signin")

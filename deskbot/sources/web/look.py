@@ -16,6 +16,7 @@ from deskbot.relay import report
 from deskbot.relay.values import Answer, Request
 from deskbot.sources.serve import serve
 from deskbot.sources.web.pages import redirect, render
+from deskbot.sources.web.sessions import signed_in
 from deskbot.sources.web.watch import row_of
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ class LookPages:
         self.relay = source.relay
 
     async def history(self, request: web.Request) -> web.StreamResponse:
-        session: Session = request["session"]
+        session = signed_in(request)
         admin = self.source.is_admin(session)
         entries = []
         if self.relay.audit is not None:
@@ -74,7 +75,7 @@ class LookPages:
         return render("history.html", session, entries=entries, everyone=admin)
 
     async def scheduled(self, request: web.Request) -> web.StreamResponse:
-        session: Session = request["session"]
+        session = signed_in(request)
         admin = self.source.is_admin(session)
         deferred = self.relay.deferred
         pending = []
@@ -90,7 +91,7 @@ class LookPages:
         )
 
     async def cancel(self, request: web.Request) -> web.StreamResponse:
-        session: Session = request["session"]
+        session = signed_in(request)
         command = f"cancel {int(request.match_info['id'])}"
         kept = Kept()
         await serve(self.relay, Request(self.source.user(session), command, place="web"), kept)
@@ -119,10 +120,10 @@ class LookPages:
         )
 
     async def phones(self, request: web.Request) -> web.StreamResponse:
-        return self._phones(request["session"])
+        return self._phones(signed_in(request))
 
     async def probe(self, request: web.Request) -> web.StreamResponse:
-        session: Session = request["session"]
+        session = signed_in(request)
         targets = str((await request.post()).get("targets", "")).strip()
         if not TARGETS.fullmatch(targets):
             refused = Answer("give the targets as one word, like 486,@sales", error=True)

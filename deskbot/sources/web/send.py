@@ -21,6 +21,7 @@ from aiohttp import web
 from deskbot.relay.values import Accepted, Answer, Dispatch, Replay, Request
 from deskbot.sources.serve import take
 from deskbot.sources.web.pages import redirect, render
+from deskbot.sources.web.sessions import signed_in
 from deskbot.sources.web.watch import Watched, row_of
 
 if TYPE_CHECKING:
@@ -83,10 +84,10 @@ class SendPages:
         return found[:MAX_SUGGESTIONS]
 
     async def form(self, request: web.Request) -> web.StreamResponse:
-        return self._page(request["session"])
+        return self._page(signed_in(request))
 
     async def send(self, request: web.Request) -> web.StreamResponse:
-        session: Session = request["session"]
+        session = signed_in(request)
         form = await request.post()
         given = {k: str(form.get(k, "")) for k in ("targets", "message", "later", "template")}
         given["vars"] = SPACE.sub(" ", str(form.get("vars", ""))).strip()
@@ -151,7 +152,7 @@ class SendPages:
         self.relay.answered(accepted.job.request)
 
     def _watched(self, request: web.Request) -> Watched:
-        session: Session = request["session"]
+        session = signed_in(request)
         watched = self.source.watches.get(int(request.match_info["id"]))
         if watched is None or not (watched.owner == session.name or self.source.is_admin(session)):
             raise web.HTTPNotFound(text="no such send of yours: History lists them")
@@ -159,7 +160,7 @@ class SendPages:
 
     async def watch(self, request: web.Request) -> web.StreamResponse:
         watched = self._watched(request)
-        return render("sent.html", request["session"], watched=watched)
+        return render("sent.html", signed_in(request), watched=watched)
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         """Server-sent events: a ``row`` per phone now and as each answers, then ``done``."""

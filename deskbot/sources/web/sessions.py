@@ -1,4 +1,4 @@
-"""Signed-in sessions and the guard on sign-in failures (pure, no HTTP).
+"""Signed-in sessions, the request key that carries one, and the guard on sign-in failures.
 
 A session lives on the server (so sign-out and expiry end it for sure); the
 browser holds only its id, signed with a key made at start (a restart signs
@@ -17,6 +17,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from aiohttp import web
+
 from deskbot.relay.window import SlidingWindow
 
 COOKIE = "deskbot_session"
@@ -33,6 +35,18 @@ class Session:
     created: float
     seen: float
     notices: list[str] = field(default_factory=list)  # shown once on the next page
+
+
+# the request's session (None: not signed in), set by the web source's guard
+SESSION: web.RequestKey[Session | None] = web.RequestKey("session")
+
+
+def signed_in(request: web.Request) -> Session:
+    """The session of a request the guard let through to a page that needs one."""
+    session = request[SESSION]
+    if session is None:
+        raise web.HTTPSeeOther("/signin")
+    return session
 
 
 class Sessions:
