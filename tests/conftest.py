@@ -236,6 +236,36 @@ def answer_scenario(
     return scenario
 
 
+SIPP_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    407: "Proxy Authentication Required",
+    415: "Unsupported Media Type",
+    481: "Call/Transaction Does Not Exist",
+    489: "Bad Event",
+    501: "Not Implemented",
+    486: "Busy Here",
+    503: "Service Unavailable",
+    480: "Temporarily Unavailable",
+    603: "Decline",
+}
+
+
+def sipp_answering(workdir: Path, code: int = 200, method: str = "MESSAGE") -> SippPhone:
+    """A SIPp phone answering every `method` with `code`, for fixtures wider than one test."""
+    scenario = workdir / f"answer-{method}-{code}.xml"
+    text = (SIPP_DIR / "answer.xml.in").read_text()
+    scenario.write_text(
+        text.replace("@CODE@", str(code))
+        .replace("@REASON@", SIPP_REASONS[code])
+        .replace("@PAUSE@", "")
+        .replace("@METHOD@", method)
+    )
+    return SippPhone(scenario, workdir, "udp", method)
+
+
 @pytest.fixture
 def sipp(tmp_path: Path) -> Iterator[Callable[..., SippPhone]]:
     """sipp(code=200) starts a phone answering `code`; sipp(silent=True) one that never answers.
@@ -244,21 +274,7 @@ def sipp(tmp_path: Path) -> Iterator[Callable[..., SippPhone]]:
     that answers only a NOTIFY with the Infobox headers and body, see notify.xml.in).
     """
     phones: list[SippPhone] = []
-    reasons = {
-        200: "OK",
-        400: "Bad Request",
-        404: "Not Found",
-        405: "Method Not Allowed",
-        407: "Proxy Authentication Required",
-        415: "Unsupported Media Type",
-        481: "Call/Transaction Does Not Exist",
-        489: "Bad Event",
-        501: "Not Implemented",
-        486: "Busy Here",
-        503: "Service Unavailable",
-        480: "Temporarily Unavailable",
-        603: "Decline",
-    }
+    reasons = SIPP_REASONS
 
     def start(
         code: int = 200,
@@ -472,6 +488,26 @@ class DeskbotRun:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode if self.proc else None
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's; Playwright cannot download its own browser here
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    """Playwright driving Debian's Chromium (headless); `make test` installs both.
+
+    Per module: Playwright's sync API holds an event loop while it runs, and the
+    asyncio tests of the next module need the thread without one.
+    """
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make test`, which installs chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
 
 
 class Chat:

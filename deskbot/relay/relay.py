@@ -70,6 +70,9 @@ class Relay:
         self.deferred: LaterSends | None = audit.deferred_sends() if audit else None
         self.on_report: list[Callable[[Dispatch, report.Report], None]] = []
         self.on_refusal: list[Callable[[Answer], None]] = []  # a check refused a command
+        # each phone's answer as it comes: (command id, phone, delivery), for live views
+        self.on_delivery: list[Callable[[int, Phone, Delivery], None]] = []
+        self.last_probe: tuple[float, report.Report] | None = None  # (epoch, probe_all's)
         self.sender_limit = SlidingWindow(policy.limits.per_sender_per_minute, clock=clock)
         self.phone_limit = SlidingWindow(policy.limits.per_phone_per_minute, clock=clock)
         self.checks: tuple[checks.Check, ...] = checks.IN_ORDER
@@ -349,7 +352,9 @@ class Relay:
 
     async def probe_all(self) -> report.Report:
         """Every phone of the directory (the periodic probe of `deskbot run`): no command."""
-        return await self._probe_phones(tuple(self.directory.phones.values()), True)
+        result = await self._probe_phones(tuple(self.directory.phones.values()), True)
+        self.last_probe = (self.clock_wall(), result)
+        return result
 
     async def _probe_phones(self, phones: tuple[Phone, ...], summary: bool) -> report.Report:
         results = await asyncio.gather(*(self.sender.probe(p) for p in phones))
@@ -396,6 +401,8 @@ class Relay:
             self.audit.delivery(command_id, answer)
             if self._flushing is None:  # answers of one moment share one transaction
                 self._flushing = asyncio.get_running_loop().call_later(FLUSH_AFTER, self._flush)
+        for listener in self.on_delivery:
+            listener(command_id, phone, delivery)
         return delivery
 
     def _flush(self) -> None:

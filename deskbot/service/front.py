@@ -33,7 +33,7 @@ from deskbot.store.base import AuditError
 log = logging.getLogger("deskbot")
 
 # Changing these needs a restart; the directory and policy reload live.
-RESTART_KEYS = ("sip", "matrix", "slack", "health", "audit", "api", "nats", "push", "desk")
+RESTART_KEYS = ("sip", "matrix", "slack", "health", "audit", "api", "web", "nats", "push", "desk")
 # ...except an API client's targets: they are policy, and reload with it.
 LIVE_KEYS = re.compile(r"api\.clients\.[^.]+\.targets")
 WATCH_RETRY = 5.0  # seconds before watching the config's folder again after a watcher error
@@ -78,6 +78,12 @@ def build_sources(cfg: Config, relay: Relay) -> list[Source]:
         from deskbot.sources.api import ApiSource
 
         sources.append(ApiSource(s.api, relay, cfg.secret))
+    if s.web is not None:
+        from deskbot.sources.web.app import WebSource
+        from deskbot.store.signins import SignInLog
+
+        sign_ins = SignInLog(relay.audit) if isinstance(relay.audit, AuditLog) else None
+        sources.append(WebSource(s.web, relay, sign_ins))
     return sources
 
 
@@ -350,7 +356,8 @@ class Service:
                 self._tasks.append(loop.create_task(self._probe(every), name="phone-probe"))
             if not self.sources:
                 log.warning(
-                    "no [slack], [matrix] or [api] table in %s: nothing to serve", self.cfg.path
+                    "no [slack], [matrix], [api] or [web] table in %s: nothing to serve",
+                    self.cfg.path,
                 )
             self._started = True
             log.info("deskbot running: %s", ", ".join(a.name for a in self.sources) or "no chat")

@@ -110,6 +110,13 @@ def annotated() -> dict[str, Any]:
         "matching": matching,
         "hostport": hostport,
         "SipUri": Annotated[str, AfterValidator(_sip_uri)],
+        "PasswordHash": Annotated[
+            str,
+            matching(
+                r"\$2[aby]\$[0-9]{2}\$[./A-Za-z0-9]{53}",
+                "not a bcrypt hash: run `deskbot hash-password` and paste what it prints",
+            ),
+        ],
         "Host": Annotated[str, AfterValidator(_host)],
         "HttpUrl": http_url,
         # slack_sdk drops the path of a base URL without the trailing slash
