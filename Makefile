@@ -47,7 +47,7 @@ $(TEST_STAMP): $(RUN_STAMP)
 
 # SIPp and baresip are the test phones, Kamailio the test PBX, Alertmanager the
 # test monitoring system, slapd the test LDAP server, nats-server (JetStream) the sites'
-# hub; apt-get installs whichever is missing.
+# hub, postgresql the replicas' shared store; apt-get installs whichever is missing.
 system-deps:
 	@missing=""; \
 	command -v sipp >/dev/null || missing="$$missing sip-tester"; \
@@ -57,6 +57,7 @@ system-deps:
 	[ -x /usr/sbin/slapd ] || missing="$$missing slapd"; \
 	command -v ldapadd >/dev/null || missing="$$missing ldap-utils"; \
 	command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || missing="$$missing nats-server"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

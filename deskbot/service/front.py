@@ -24,8 +24,8 @@ from deskbot.settings.load import ConfigError, load
 from deskbot.settings.schema import Config, Settings, counts
 from deskbot.sources.base import Replies, Source
 from deskbot.sources.schedule import ScheduleSource
-from deskbot.store.audit import AuditLog
 from deskbot.store.base import AuditError
+from deskbot.store.connect import audit_password, open_log, replica_id
 
 log = logging.getLogger("deskbot")
 
@@ -90,7 +90,8 @@ class Service:
         self.sender = sender
         self.metrics = Metrics()
         try:
-            self.audit = AuditLog(s.audit.path)
+            self.replica = replica_id()
+            self.audit = open_log(s.audit, audit_password(cfg), self.replica)
         except AuditError as exc:  # nothing may be sent that cannot be recorded
             raise StartError(str(exc)) from None
         self.ldap = LdapSync(self.audit) if s.directory.ldap else None  # the cached one, if any

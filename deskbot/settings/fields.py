@@ -78,6 +78,23 @@ def _phone_uri(value: str) -> str:
     return value
 
 
+def _postgres_url(value: str) -> str:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a postgresql:// URL: {exc}") from None
+    if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+        raise ValueError(f"{value!r} is not a postgresql:// URL with a host")
+    if parts.password is not None:
+        raise ValueError("the password belongs in [audit] password_env, not in the URL")
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise ValueError("a postgresql:// URL has no spaces or control characters")
+    return value
+
+
 def annotated() -> dict[str, Any]:
     """The names the settings' annotations use, with pydantic's validators in them."""
     from pydantic import AfterValidator, Field
@@ -92,6 +109,7 @@ def annotated() -> dict[str, Any]:
         "hostport": hostport,
         "SipUri": Annotated[str, AfterValidator(_sip_uri)],
         "Host": Annotated[str, AfterValidator(_host)],
+        "PostgresUrl": Annotated[str, AfterValidator(_postgres_url)],
         "HttpUrl": http_url,
         # slack_sdk drops the path of a base URL without the trailing slash
         "SlackApiUrl": Annotated[

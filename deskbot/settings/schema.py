@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     DigestUsername: TypeAlias = str
     SiteName: TypeAlias = str
     NatsUrl: TypeAlias = str
+    PostgresUrl: TypeAlias = str
     AlertTemplate: TypeAlias = str
     PhoneUriTemplate: TypeAlias = str
 
@@ -106,7 +107,11 @@ class Limits:
 @dataclass(frozen=True, kw_only=True)
 class Audit:
     __pydantic_config__ = _STRICT
-    path: str = "./data/deskbot.sqlite3"
+    path: str = "./data/deskbot.sqlite3"  # SQLite: one box
+    url: PostgresUrl | Literal[""] = ""  # PostgreSQL instead of path: shared by replicas
+    password_env: EnvName | None = None  # the PostgreSQL login's password
+    # seconds a replica's hold on the commands it is sending lasts without renewal
+    lease: Annotated[float, Field(ge=1, le=600)] = 10.0
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -18,63 +18,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from deskbot.store.base import Answer, AuditError, HistoryEntry, Planned, Seen
+from deskbot.store.base import Answer, AuditError, HistoryEntry, Planned, Seen, Taken
+from deskbot.store.migrations import LATEST, STEPS
 
 if TYPE_CHECKING:
     from deskbot.store.deferred import DeferredSends
 
 log = logging.getLogger("deskbot.audit")
 
-SCHEMA_VERSION = 2
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS commands (
-    id INTEGER PRIMARY KEY,
-    ts REAL NOT NULL,
-    chat TEXT NOT NULL,
-    sender_id TEXT NOT NULL,
-    person TEXT,
-    place TEXT NOT NULL DEFAULT '',
-    targets TEXT NOT NULL,
-    text_chars INTEGER NOT NULL,
-    phones INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS deliveries (
-    command_id INTEGER NOT NULL REFERENCES commands(id),
-    ts REAL NOT NULL,
-    extension TEXT NOT NULL,
-    uri TEXT NOT NULL,
-    code INTEGER NOT NULL,
-    reason TEXT NOT NULL,
-    elapsed_ms REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS answered (
-    key TEXT PRIMARY KEY,
-    ts REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS directory_cache (
-    source TEXT PRIMARY KEY,
-    ts REAL NOT NULL,
-    data TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS commands_sender ON commands(chat, sender_id, id);
-CREATE INDEX IF NOT EXISTS deliveries_command ON deliveries(command_id);
-"""
-# Version 2: a command's source key, its state, and the phones it goes to.
-MIGRATE_2 = (
-    "ALTER TABLE commands ADD COLUMN key TEXT",
-    "ALTER TABLE commands ADD COLUMN state TEXT NOT NULL DEFAULT 'sent'",
-    "ALTER TABLE commands ADD COLUMN plan TEXT NOT NULL DEFAULT '[]'",
-    "ALTER TABLE deliveries ADD COLUMN cause TEXT NOT NULL DEFAULT 'answered'",
-    "CREATE UNIQUE INDEX IF NOT EXISTS commands_key ON commands(key) WHERE key IS NOT NULL",
-)
-# Later: where a template's or schedule's send came from ("template:firedrill").
-MIGRATE_3 = ("ALTER TABLE commands ADD COLUMN origin TEXT",)
 BUSY_TIMEOUT = 2.0  # seconds to wait for another process's lock before saying so
 
 
 class AuditLog:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, replica: str = "", lease: float = 10.0):
         self.path = str(path)
+        self.replica = replica
+        self.lease = lease
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -89,25 +48,22 @@ class AuditLog:
         self._pending: list[tuple[int, float, str, str, int, str, float, str]] = []
 
     def _migrate(self) -> None:
+        """The steps of ``migrations`` this file lacks, in one transaction."""
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")  # fails at once on a read-only file or disk
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    self.db.execute(statement)
             version = self.db.execute("PRAGMA user_version").fetchone()[0]
-            if version < 2:
-                for statement in MIGRATE_2:
+            for step in STEPS:
+                if step.version <= version:
+                    continue
+                for statement in step.sqlite:
                     words = statement.split()
-                    if words[3:5] == ["ADD", "COLUMN"]:
+                    if words[3:5] == ["ADD", "COLUMN"]:  # a file from before the numbering
                         columns = {r[1] for r in self.db.execute(f"PRAGMA table_info({words[2]})")}
                         if words[5] in columns:
                             continue
                     self.db.execute(statement)
-                self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            columns = {r[1] for r in self.db.execute("PRAGMA table_info(commands)")}
-            if "origin" not in columns:
-                for statement in MIGRATE_3:
-                    self.db.execute(statement)
+            if version < LATEST:
+                self.db.execute(f"PRAGMA user_version = {LATEST}")
 
     def close(self) -> None:
         self.db.close()
@@ -135,6 +91,10 @@ class AuditLog:
                 for sql, args in statements:
                     last = self.db.execute(sql, args).lastrowid or last
                 return int(last)
+        except sqlite3.IntegrityError as exc:
+            if "commands.key" in str(exc):  # another process recorded this key first
+                raise Taken(f"the audit log {self.path}: the command's key is taken") from None
+            raise AuditError(f"the audit log {self.path} cannot record {what}: {exc}") from None
         except sqlite3.Error as exc:
             raise AuditError(f"the audit log {self.path} cannot record {what}: {exc}") from None
 
@@ -159,6 +119,7 @@ class AuditLog:
         makes this fail, so a key is never taken twice.
         """
         rows = [[p.extension, p.uri, p.label, p.skipped] for p in plan]
+        now = time.time()
         release: list[tuple[str, tuple[object, ...]]] = []
         if key and reuse_before is not None:
             release.append(
@@ -173,10 +134,10 @@ class AuditLog:
                 *release,
                 (
                     "INSERT INTO commands (ts, chat, sender_id, person, place, targets, text_chars,"
-                    " phones, key, state, plan, origin)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'sending', ?, ?)",
+                    " phones, key, state, plan, origin, owner, lease_until)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'sending', ?, ?, ?, ?)",
                     (
-                        time.time(),
+                        now,
                         chat,
                         sender_id,
                         person,
@@ -187,6 +148,8 @@ class AuditLog:
                         key or None,
                         json.dumps(rows),
                         origin or None,
+                        self.replica,
+                        now + self.lease,
                     ),
                 ),
             ],
@@ -263,11 +226,12 @@ class AuditLog:
             "SELECT 1 FROM answered WHERE key = ? AND ts >= ?", (key, since)
         ).fetchone()
         row = self.db.execute(
-            "SELECT id, plan FROM commands WHERE key = ? AND ts >= ?", (key, since)
+            "SELECT id, plan, owner, lease_until FROM commands WHERE key = ? AND ts >= ?",
+            (key, since),
         ).fetchone()
         if row is None:
             return Seen(answered=True, command_id=None) if answered else None
-        command_id, plan_text = row
+        command_id, plan_text, owner, lease_until = row
         plan = tuple(Planned(*map(str, p)) for p in json.loads(plan_text))
         answers = tuple(
             Answer(*r)
@@ -277,7 +241,7 @@ class AuditLog:
                 (command_id,),
             )
         )
-        return Seen(bool(answered), int(command_id), plan, answers)
+        return Seen(bool(answered), int(command_id), plan, answers, owner, lease_until)
 
     def history(
         self, *, chat: str | None, sender_id: str | None, person: str | None, limit: int = 10

@@ -16,6 +16,10 @@ class AuditError(Exception):
     """The audit log cannot be written; the message says why."""
 
 
+class Taken(AuditError):
+    """Another process recorded a command with this key first: it does the work."""
+
+
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
     ts: float
@@ -55,6 +59,8 @@ class Seen:
     command_id: int | None  # None: it sent nothing (help, a refusal)
     plan: tuple[Planned, ...] = ()
     answers: tuple[Answer, ...] = ()
+    owner: str = ""  # the replica sending it ("" from before replicas)
+    lease_until: float = 0.0  # epoch seconds the owner holds it until, unless renewed
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +104,8 @@ class LaterSends(Protocol):
 class CommandLog(Protocol):
     """Commands, each phone's answer, idempotency keys, and the LDAP directory's last result."""
 
-    path: str
+    path: str  # where it is, for messages (a file, or a postgresql:// URL)
+    replica: str  # this process, as the owner of the commands it records
 
     def command(
         self,
