@@ -433,8 +433,8 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def store(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
-    """store(replica="r1") -> a command log; each call opens it anew (another process) on the
-    test's own SQLite file or PostgreSQL database. All are closed after the test."""
+    """store(replica="r1", lease=10) -> a command log; each call opens it anew (as another
+    process would) on the test's own SQLite file or PostgreSQL database; closed after the test."""
     opened: list[Any] = []
     if backend == "postgres":
         from postgres_server import PASSWORD
@@ -443,14 +443,14 @@ def store(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Itera
 
         url = request.getfixturevalue("postgres").database()
 
-        def make(replica: str = "r1") -> Any:
-            opened.append(PostgresLog(url, PASSWORD, replica))
+        def make(replica: str = "r1", lease: float = 10.0) -> Any:
+            opened.append(PostgresLog(url, PASSWORD, replica, lease))
             return opened[-1]
     else:
         from deskbot.store.audit import AuditLog
 
-        def make(replica: str = "r1") -> Any:
-            opened.append(AuditLog(tmp_path / "audit.sqlite3", replica))
+        def make(replica: str = "r1", lease: float = 10.0) -> Any:
+            opened.append(AuditLog(tmp_path / "audit.sqlite3", replica, lease))
             return opened[-1]
 
     yield make

@@ -20,12 +20,13 @@ from deskbot.relay.relay import Relay
 from deskbot.relay.values import Policy
 from deskbot.senders.base import Sender, SenderError
 from deskbot.service.health import HealthServer, Metrics
+from deskbot.service.replicas import Replicas
 from deskbot.settings.load import ConfigError, load
 from deskbot.settings.schema import Config, Settings, counts
 from deskbot.sources.base import Replies, Source
 from deskbot.sources.schedule import ScheduleSource
 from deskbot.store.base import AuditError
-from deskbot.store.connect import audit_password, open_log, replica_id
+from deskbot.store.connect import audit_password, open_log, replica_id, shown
 
 log = logging.getLogger("deskbot")
 
@@ -90,7 +91,7 @@ class Service:
         self.sender = sender
         self.metrics = Metrics()
         try:
-            self.replica = replica_id()
+            self.replica = replica_id(cfg)
             self.audit = open_log(s.audit, audit_password(cfg), self.replica)
         except AuditError as exc:  # nothing may be sent that cannot be recorded
             raise StartError(str(exc)) from None
@@ -104,6 +105,8 @@ class Service:
         # deferred sends and [schedules]: the clock as a source, answering through the chats
         chats = {source.name: source for source in self.sources if isinstance(source, Replies)}
         self.schedule = ScheduleSource(self.relay, self.relay.deferred, chats)
+        self.replicas = Replicas(self.relay, self.audit, chats, self.schedule, s.audit.lease)
+        self._takeovers_counted = 0
         self.health = HealthServer(
             s.health.listen, self.metrics, self.status, refresh=[self._refresh_gauges]
         )
@@ -118,6 +121,13 @@ class Service:
         chats = {a.name: {"connected": a.connected} for a in self.sources}
         ok = health.alive and all(a.connected for a in self.sources)
         status: dict[str, Any] = {"ok": ok, "sip": health.details, "chat": chats}
+        status["store"] = {
+            "backend": "postgresql" if self.running.audit.url else "sqlite",
+            "at": shown(self.running.audit),
+            "replica": self.replica,
+            "leads_clocks": self.replicas.leading,
+            "takeovers": self.relay.takeovers,
+        }
         if self.ldap is not None:  # a failed sync keeps the last good directory: still ok
             status["directory"] = {"ldap": self.ldap.health()}
         return status
@@ -126,6 +136,10 @@ class Service:
         health = self.sender.health()
         self.metrics.in_flight.set(health.in_flight)
         self.metrics.agent_restarts.set(health.restarts)
+        new = self.relay.takeovers - self._takeovers_counted
+        if new > 0:
+            self.metrics.takeovers.inc(new)
+            self._takeovers_counted += new
 
     async def reload(self, reason: str) -> bool:
         """Re-read the config; apply the directory and policy, or keep the last good one."""
@@ -280,6 +294,8 @@ class Service:
                 except Exception as exc:  # bad token, unreachable server: say so and stop
                     raise StartError(f"{source.name}: {exc}") from None
                 self._tasks.append(loop.create_task(source.run(), name=f"source-{source.name}"))
+            await self.replicas.once()  # holds, leadership: before the clocks first tick
+            self._tasks.append(loop.create_task(self.replicas.run(self.stopping), name="replicas"))
             await self.schedule.start()
             self._tasks.append(loop.create_task(self.schedule.run(), name="schedule"))
             self._tasks.append(loop.create_task(self._watch(), name="config-watch"))

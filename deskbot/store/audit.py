@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from deskbot.store.base import Answer, AuditError, HistoryEntry, Planned, Seen, Taken
+from deskbot.store.base import Answer, AuditError, HistoryEntry, Orphan, Planned, Seen, Taken
 from deskbot.store.migrations import LATEST, STEPS
 
 if TYPE_CHECKING:
@@ -111,6 +111,7 @@ class AuditLog:
         plan: list[Planned],
         reuse_before: float | None = None,
         origin: str = "",
+        thread: str = "",
     ) -> int:
         """Record a command before its first message leaves; its id.
 
@@ -134,8 +135,8 @@ class AuditLog:
                 *release,
                 (
                     "INSERT INTO commands (ts, chat, sender_id, person, place, targets, text_chars,"
-                    " phones, key, state, plan, origin, owner, lease_until)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'sending', ?, ?, ?, ?)",
+                    " phones, key, state, plan, origin, owner, lease_until, thread)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'sending', ?, ?, ?, ?, ?)",
                     (
                         now,
                         chat,
@@ -150,10 +151,63 @@ class AuditLog:
                         origin or None,
                         self.replica,
                         now + self.lease,
+                        thread,
                     ),
                 ),
             ],
         )
+
+    def claim(self, command_id: int, epoch: int) -> bool:
+        """Take over a command whose hold expired (or that this replica held before)."""
+        now = time.time()
+        try:
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                changed = self.db.execute(CLAIM.replace("%s", "?"), (
+                    self.replica, now + self.lease, command_id, epoch, now, self.replica
+                )).rowcount  # fmt: skip
+        except sqlite3.Error as exc:
+            log.error("the audit log %s cannot record a take-over: %s", self.path, exc)
+            return False
+        return changed == 1
+
+    def owns(self, command_id: int) -> bool:
+        row = self.db.execute("SELECT owner FROM commands WHERE id = ?", (command_id,)).fetchone()
+        return row is None or row[0] in ("", self.replica)
+
+    def let_go(self, command_id: int) -> None:
+        try:
+            self._write(
+                "a command let go",
+                [("UPDATE commands SET lease_until = 0 WHERE id = ?", (command_id,))],
+            )
+        except AuditError as exc:
+            log.error("%s", exc)
+
+    def hold(self, command_ids: list[int]) -> None:
+        if not command_ids:
+            return
+        marks = ",".join("?" * len(command_ids))
+        try:
+            self._write(
+                "a renewed hold",
+                [
+                    (
+                        f"UPDATE commands SET lease_until = ? WHERE owner = ? AND id IN ({marks})",
+                        (time.time() + self.lease, self.replica, *command_ids),
+                    )
+                ],
+            )
+        except AuditError as exc:
+            log.error("%s", exc)
+
+    def orphans(self, limit: int = 100) -> list[Orphan]:
+        now = time.time()
+        rows = self.db.execute(ORPHANS.replace("%s", "?"), (now, now - ORPHAN_AGE, limit))
+        return [Orphan(*r) for r in rows]
+
+    def leads(self) -> bool:
+        return True  # one box: its one process fires the clocks
 
     def delivery(self, command_id: int, answer: Answer) -> None:
         """One phone's answer; written with the next ``flush``."""
@@ -226,12 +280,12 @@ class AuditLog:
             "SELECT 1 FROM answered WHERE key = ? AND ts >= ?", (key, since)
         ).fetchone()
         row = self.db.execute(
-            "SELECT id, plan, owner, lease_until FROM commands WHERE key = ? AND ts >= ?",
+            "SELECT id, plan, owner, lease_until, epoch FROM commands WHERE key = ? AND ts >= ?",
             (key, since),
         ).fetchone()
         if row is None:
             return Seen(answered=True, command_id=None) if answered else None
-        command_id, plan_text, owner, lease_until = row
+        command_id, plan_text, owner, lease_until, epoch = row
         plan = tuple(Planned(*map(str, p)) for p in json.loads(plan_text))
         answers = tuple(
             Answer(*r)
@@ -241,7 +295,7 @@ class AuditLog:
                 (command_id,),
             )
         )
-        return Seen(bool(answered), int(command_id), plan, answers, owner, lease_until)
+        return Seen(bool(answered), int(command_id), plan, answers, owner, lease_until, epoch)
 
     def history(
         self, *, chat: str | None, sender_id: str | None, person: str | None, limit: int = 10
@@ -264,6 +318,17 @@ class AuditLog:
         return [HistoryEntry(r[0], r[1], r[2], r[3], r[4], r[5] or 0, r[6] or "") for r in rows]
 
 
+# a take-over: at the epoch seen, and expired (or this replica's from before a restart)
+CLAIM = (
+    "UPDATE commands SET owner = %s, epoch = epoch + 1, lease_until = %s"
+    " WHERE id = %s AND epoch = %s AND (lease_until < %s OR owner IN ('', %s))"
+)
+ORPHAN_AGE = 3600.0  # seconds: older unanswered commands are left alone
+ORPHANS = (
+    "SELECT id, key, chat, sender_id, place, thread, epoch FROM commands c"
+    " WHERE key IS NOT NULL AND lease_until > 0 AND lease_until < %s AND ts > %s"
+    " AND NOT EXISTS (SELECT 1 FROM answered a WHERE a.key = c.key) ORDER BY id LIMIT %s"
+)
 _INSERT_DELIVERY = (
     "INSERT INTO deliveries (command_id, ts, extension, uri, code, reason, elapsed_ms, cause)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"

@@ -61,6 +61,20 @@ class Seen:
     answers: tuple[Answer, ...] = ()
     owner: str = ""  # the replica sending it ("" from before replicas)
     lease_until: float = 0.0  # epoch seconds the owner holds it until, unless renewed
+    epoch: int = 0  # how often it was taken over; a claim names the epoch it saw
+
+
+@dataclass(frozen=True, slots=True)
+class Orphan:
+    """A command whose owner stopped renewing its hold before its reply reached the chat."""
+
+    command_id: int
+    key: str
+    chat: str
+    sender_id: str
+    place: str
+    thread: str
+    epoch: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +134,33 @@ class CommandLog(Protocol):
         plan: list[Planned],
         reuse_before: float | None = None,
         origin: str = "",
+        thread: str = "",
     ) -> int: ...
+
+    def claim(self, command_id: int, epoch: int) -> bool:
+        """Become the command's owner, if it is still at ``epoch`` and its hold expired
+        (or this replica, restarted, held it): True once, for one replica."""
+        ...
+
+    def owns(self, command_id: int) -> bool:
+        """Whether this replica still owns the command (no other took it over)."""
+        ...
+
+    def let_go(self, command_id: int) -> None:
+        """Nobody answers this command later (a webhook's, once sent): no take-over for it."""
+        ...
+
+    def hold(self, command_ids: list[int]) -> None:
+        """Renew this replica's hold on the commands it is still working on."""
+        ...
+
+    def orphans(self, limit: int = 100) -> list[Orphan]:
+        """Unanswered commands of the last hour whose hold expired, oldest first."""
+        ...
+
+    def leads(self) -> bool:
+        """Whether this replica fires the clocks (later sends, schedules); re-checked often."""
+        ...
 
     def delivery(self, command_id: int, answer: Answer) -> None: ...
 

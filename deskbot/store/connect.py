@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import secrets
+import hashlib
 import socket
 from typing import TYPE_CHECKING
 
@@ -12,9 +11,16 @@ if TYPE_CHECKING:
     from deskbot.store.base import CommandLog
 
 
-def replica_id() -> str:
-    """This process among the replicas: host, process id and a random tag (a restart is new)."""
-    return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
+def replica_id(cfg: Config) -> str:
+    """This replica among the others, the same after a restart (so a restarted one answers
+    its own commands at once): the host and a digest of what makes replicas on one host
+    differ (the config file, the Matrix store, the listening ports)."""
+    s = cfg.settings
+    what = [str(cfg.path.absolute()), s.health.listen, s.matrix.store if s.matrix else ""]
+    if s.api is not None:
+        what.append(s.api.listen)
+    digest = hashlib.sha256("\0".join(what).encode()).hexdigest()[:8]
+    return f"{socket.gethostname()[:40]}:{digest}"
 
 
 def audit_password(cfg: Config) -> str | None:

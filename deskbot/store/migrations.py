@@ -104,16 +104,21 @@ STEPS = (
     ),
     Step(
         5,
-        "which replica sends a command, until when it holds it, and the hold's epoch",
+        "which replica sends a command, until when it holds it, the hold's epoch, its thread",
         (
             "ALTER TABLE commands ADD COLUMN owner TEXT NOT NULL DEFAULT ''",
             "ALTER TABLE commands ADD COLUMN lease_until REAL NOT NULL DEFAULT 0",
             "ALTER TABLE commands ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE commands ADD COLUMN thread TEXT NOT NULL DEFAULT ''",
+            "CREATE INDEX IF NOT EXISTS commands_lease ON commands(lease_until)"
+            " WHERE key IS NOT NULL",
         ),
         (
             "ALTER TABLE commands ADD COLUMN owner TEXT NOT NULL DEFAULT ''",
             "ALTER TABLE commands ADD COLUMN lease_until DOUBLE PRECISION NOT NULL DEFAULT 0",
             "ALTER TABLE commands ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE commands ADD COLUMN thread TEXT NOT NULL DEFAULT ''",
+            "CREATE INDEX commands_lease ON commands(lease_until) WHERE key IS NOT NULL",
         ),
     ),
 )

@@ -25,7 +25,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from deskbot.store.base import Answer, AuditError, HistoryEntry, Planned, Seen, Taken
+from deskbot.store.audit import CLAIM, ORPHAN_AGE, ORPHANS
+from deskbot.store.base import Answer, AuditError, HistoryEntry, Orphan, Planned, Seen, Taken
 from deskbot.store.migrations import LATEST, STEPS
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ STATEMENT_TIMEOUT_MS = 2000  # as SQLite's busy timeout: then the command is ref
 CONNECT_TIMEOUT = 5  # seconds, at start and for a new pooled connection
 POOL_SIZE = 4
 MIGRATION_LOCK = 0x6465736B  # "desk": one replica upgrades the schema at a time
+LEADER_LOCK = 0x64657363  # "desc": the replica holding it fires the clocks
 
 
 def one_line(exc: BaseException) -> str:
@@ -84,6 +86,7 @@ class PostgresLog:
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="deskbot-audit")
         self._queued = 0  # writes handed to the writer and not done yet
         self._lock = threading.Lock()
+        self._leader: psycopg.Connection[Any] | None = None  # holds the clocks' lock
         self._pending: list[tuple[int, float, str, str, int, str, float, str]] = []
 
     def _migrate(self, conn: psycopg.Connection[Any]) -> None:
@@ -116,6 +119,8 @@ class PostgresLog:
         self._writer.shutdown(wait=True)
         self.flush()
         self.pool.close()
+        if self._leader is not None:
+            self._leader.close()  # the clocks' lock goes with it
 
     def deferred_sends(self) -> PostgresLater:
         from deskbot.store.pglater import PostgresLater
@@ -179,6 +184,7 @@ class PostgresLog:
         plan: list[Planned],
         reuse_before: float | None = None,
         origin: str = "",
+        thread: str = "",
     ) -> int:
         """Record a command before its first message leaves; its id. ``Taken``: another
         replica recorded this key first (``reuse_before`` as in the SQLite backend)."""
@@ -193,8 +199,8 @@ class PostgresLog:
                 )
             row = conn.execute(
                 "INSERT INTO commands (ts, chat, sender_id, person, place, targets, text_chars,"
-                " phones, key, state, plan, origin, owner, lease_until)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'sending', %s, %s, %s, %s)"
+                " phones, key, state, plan, origin, owner, lease_until, thread)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'sending', %s, %s, %s, %s, %s)"
                 " ON CONFLICT (key) WHERE key IS NOT NULL DO NOTHING RETURNING id",
                 (
                     now,
@@ -210,6 +216,7 @@ class PostgresLog:
                     origin or None,
                     self.replica,
                     now + self.lease,
+                    thread,
                 ),
             ).fetchone()
             if row is None:
@@ -217,6 +224,87 @@ class PostgresLog:
             return int(row[0])
 
         return int(self.run("record the command", insert))
+
+    def claim(self, command_id: int, epoch: int) -> bool:
+        """Take over a command whose hold expired (or that this replica held before)."""
+        now = time.time()
+        try:
+            changed = self.run(
+                "record a take-over",
+                lambda c: (
+                    c.execute(
+                        CLAIM,
+                        (self.replica, now + self.lease, command_id, epoch, now, self.replica),
+                    ).rowcount
+                ),
+            )
+        except AuditError as exc:
+            log.error("%s", exc)
+            return False
+        return int(changed) == 1
+
+    def owns(self, command_id: int) -> bool:
+        try:
+            rows = self._read("SELECT owner FROM commands WHERE id = %s", (command_id,))
+        except AuditError as exc:  # cannot tell: answer (a take-over needs the store too)
+            log.error("%s", exc)
+            return True
+        return not rows or rows[0][0] in ("", self.replica)
+
+    def let_go(self, command_id: int) -> None:
+        self._in_order(
+            "let a command go",
+            lambda c: c.execute(
+                "UPDATE commands SET lease_until = 0 WHERE id = %s AND owner = %s",
+                (command_id, self.replica),
+            ),
+        )
+
+    def hold(self, command_ids: list[int]) -> None:
+        """Renew the hold (called from a worker thread by the service, every lease / 3)."""
+        if command_ids:
+            until = time.time() + self.lease
+            try:
+                self.run(
+                    "renew a hold",
+                    lambda c: c.execute(
+                        "UPDATE commands SET lease_until = %s WHERE owner = %s AND id = ANY(%s)",
+                        (until, self.replica, command_ids),
+                    ),
+                )
+            except AuditError as exc:
+                log.error("%s", exc)
+
+    def orphans(self, limit: int = 100) -> list[Orphan]:
+        now = time.time()
+        rows = self._read(ORPHANS, (now, now - ORPHAN_AGE, limit))
+        return [Orphan(int(r[0]), r[1], r[2], r[3], r[4], r[5], int(r[6])) for r in rows]
+
+    def leads(self) -> bool:
+        """The clocks' advisory lock, on a connection of its own: the server frees it when
+        this process or its connection dies, and another replica takes it on its next try."""
+        import psycopg
+
+        with self._lock:
+            conn = self._leader
+            if conn is not None and not conn.closed:
+                try:
+                    conn.execute("SELECT 1")
+                    return True
+                except psycopg.Error:
+                    conn.close()
+            self._leader = None
+            try:
+                conn = psycopg.connect(self.path, **self._kwargs)
+                row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,)).fetchone()
+            except psycopg.Error as exc:
+                log.warning("the audit log %s: no leader check: %s", self.path, one_line(exc))
+                return False
+            if row and row[0]:
+                self._leader = conn
+                return True
+            conn.close()
+            return False
 
     def delivery(self, command_id: int, answer: Answer) -> None:
         """One phone's answer; written with the next ``flush``."""
@@ -228,10 +316,12 @@ class PostgresLog:
     def _deliveries(self) -> Callable[[psycopg.Connection[Any]], None]:
         rows, self._pending = self._pending, []
 
+        owner = self.replica
+
         def write(conn: psycopg.Connection[Any]) -> None:
-            if rows:
+            if rows:  # fenced: none once another replica took the command over
                 with conn.cursor() as cur:
-                    cur.executemany(_INSERT_DELIVERY, rows)
+                    cur.executemany(_INSERT_DELIVERY, [(*r, r[0], owner) for r in rows])
 
         return write
 
@@ -246,7 +336,10 @@ class PostgresLog:
 
         def write(conn: psycopg.Connection[Any]) -> None:
             deliveries(conn)
-            conn.execute("UPDATE commands SET state = 'sent' WHERE id = %s", (command_id,))
+            conn.execute(
+                "UPDATE commands SET state = 'sent' WHERE id = %s AND owner = %s",
+                (command_id, self.replica),
+            )
 
         self._in_order("record the end of a send", write)
 
@@ -294,12 +387,13 @@ class PostgresLog:
                 "SELECT 1 FROM answered WHERE key = %s AND ts >= %s", (key, since)
             ).fetchone()
             row = conn.execute(
-                "SELECT id, plan, owner, lease_until FROM commands WHERE key = %s AND ts >= %s",
+                "SELECT id, plan, owner, lease_until, epoch FROM commands"
+                " WHERE key = %s AND ts >= %s",
                 (key, since),
             ).fetchone()
             if row is None:
                 return Seen(answered=True, command_id=None) if answered else None
-            command_id, plan_text, owner, lease_until = row
+            command_id, plan_text, owner, lease_until, epoch = row
             plan = tuple(Planned(*map(str, p)) for p in json.loads(plan_text))
             answers = tuple(
                 Answer(*r)
@@ -310,7 +404,13 @@ class PostgresLog:
                 )
             )
             return Seen(
-                bool(answered), int(command_id), plan, answers, str(owner), float(lease_until)
+                bool(answered),
+                int(command_id),
+                plan,
+                answers,
+                str(owner),
+                float(lease_until),
+                int(epoch),
             )
 
         result: Seen | None = self.run("be read", read)
@@ -352,5 +452,6 @@ def _on_event_loop() -> bool:
 
 _INSERT_DELIVERY = (
     "INSERT INTO deliveries (command_id, ts, extension, uri, code, reason, elapsed_ms, cause)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+    " SELECT %s, %s, %s, %s, %s, %s, %s, %s"
+    " WHERE EXISTS (SELECT 1 FROM commands WHERE id = %s AND owner = %s)"
 )
