@@ -183,3 +183,18 @@ async def test_a_later_send_fires_once_with_two_replicas(store, tmp_path: Path):
     await asyncio.gather(a.schedule.settle(), b.schedule.settle())
     assert len(a.phones.texts("486") + b.phones.texts("486")) == 1
     assert isinstance(a.relay.prepare(command("slack:Ev5")), Replay)
+
+
+async def test_rate_limits_hold_across_replicas(store):
+    limits = {"limits": {"per_sender_per_minute": 2, "per_phone_per_minute": 2}}
+    a, b = Replica(store, "a", **limits), Replica(store, "b", **limits)
+    chat = Chat()
+    await serve(a.relay, command("slack:r1", "486 one"), chat)
+    await serve(b.relay, command("slack:r2", "486 two"), chat)
+    await serve(a.relay, command("slack:r3", "486 three"), chat)
+    assert chat.shown[2].startswith("⚠️ slow down: you may send 2 commands a minute")
+    bob = ChatUser("slack", "U0BOB0001", "bob")
+    await serve(b.relay, Request(bob, "486,487 four", "#ops", key="slack:r4"), chat)
+    assert "486 got 2 messages in the last minute" in chat.shown[3]
+    assert a.phones.texts("486") + b.phones.texts("486") == ["alice: one", "alice: two"]
+    assert b.phones.texts("487") == ["bob: four"]

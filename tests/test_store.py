@@ -217,3 +217,13 @@ def test_a_database_that_cannot_be_reached_or_written_is_named_in_one_line_exit_
         "read-only": "read-only transaction",
     }[problem] in line
     assert "not-the-password" not in out and "db-secret" not in out
+
+
+@BOTH
+def test_rate_slots_are_counted_for_every_process_of_the_store(store):
+    a, b = store("r1"), store("r2")
+    assert a.take_slots(["phone:486", "phone:487"], 2, 60) == {"phone:486": 0, "phone:487": 0}
+    assert b.take_slots(["phone:486"], 2, 60) == {"phone:486": 0}
+    waits = a.take_slots(["phone:486", "phone:487"], 2, 60)
+    assert waits["phone:487"] == 0 and 59 < waits["phone:486"] <= 60
+    assert b.take_slots(["phone:486"], 2, 1e-6)["phone:486"] == 0  # a short window: free

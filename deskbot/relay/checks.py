@@ -14,7 +14,7 @@ from typing import Protocol
 
 from deskbot.directory.snapshot import INFOBOX, MESSAGE, Directory, TargetError
 from deskbot.relay.values import API, SHELL, Answer, Dispatch, Policy
-from deskbot.relay.window import SlidingWindow
+from deskbot.relay.window import Window
 from deskbot.senders.base import Sender, wire_bytes
 
 log = logging.getLogger("deskbot.relay")
@@ -26,8 +26,8 @@ class Scope(Protocol):
     sender: Sender
     directory: Directory
     policy: Policy
-    sender_limit: SlidingWindow
-    phone_limit: SlidingWindow
+    sender_limit: Window
+    phone_limit: Window
     clock_wall: Callable[[], float]
 
 
@@ -102,7 +102,7 @@ def sender_rate(relay: Scope, job: Dispatch) -> Answer | None:
     if job.user.chat == SHELL:
         return None
     key = f"{job.user.chat}:{job.user.id}"
-    wait = relay.sender_limit.retry_after(key)
+    wait = relay.sender_limit.take([key])[key]  # a slot is taken when it fits
     if wait > 0:
         return Answer(
             f"slow down: you may send {relay.sender_limit.limit} commands a "
@@ -111,22 +111,20 @@ def sender_rate(relay: Scope, job: Dispatch) -> Answer | None:
             problem="rate-limited",
             retry_after=wait,
         )
-    relay.sender_limit.add(key)
     return None
 
 
 def phone_rate(relay: Scope, job: Dispatch) -> dict[str, str]:
     """Phones over their limit (extension -> why not sent); the others take a slot."""
     skipped: dict[str, str] = {}
+    waits = relay.phone_limit.take([phone.extension for phone in job.phones])
     for phone in job.phones:
-        wait = relay.phone_limit.retry_after(phone.extension)
+        wait = waits[phone.extension]
         if wait > 0:
             skipped[phone.extension] = (
                 f"{phone.extension} got {relay.phone_limit.limit} messages in the last "
                 f"minute; try again in {wait:.0f} s"
             )
-        else:
-            relay.phone_limit.add(phone.extension)
     return skipped
 
 

@@ -45,7 +45,7 @@ from deskbot.relay.values import (
     Replay,
     Request,
 )
-from deskbot.relay.window import SlidingWindow
+from deskbot.relay.window import SharedWindow, SlidingWindow, Window
 from deskbot.senders import fair
 from deskbot.senders.base import Delivery, Sender
 from deskbot.store.base import Answer as Recorded
@@ -69,8 +69,12 @@ class Relay:
         self.audit = audit
         self.deferred: LaterSends | None = audit.deferred_sends() if audit else None
         self.on_report: list[Callable[[Dispatch, report.Report], None]] = []
-        self.sender_limit = SlidingWindow(policy.limits.per_sender_per_minute, clock=clock)
-        self.phone_limit = SlidingWindow(policy.limits.per_phone_per_minute, clock=clock)
+        limits = policy.limits
+        self.sender_limit: Window = SlidingWindow(limits.per_sender_per_minute, clock=clock)
+        self.phone_limit: Window = SlidingWindow(limits.per_phone_per_minute, clock=clock)
+        if audit is not None and audit.shared:  # replicas: one count for all of them
+            self.sender_limit = SharedWindow(audit, "sender", limits.per_sender_per_minute)
+            self.phone_limit = SharedWindow(audit, "phone", limits.per_phone_per_minute)
         self.checks: tuple[checks.Check, ...] = checks.IN_ORDER
         self.clock_wall: Callable[[], float] = time.time
         self._flushing: asyncio.TimerHandle | None = None

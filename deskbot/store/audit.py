@@ -30,6 +30,8 @@ BUSY_TIMEOUT = 2.0  # seconds to wait for another process's lock before saying s
 
 
 class AuditLog:
+    shared = False  # one box: the relay counts rates in memory
+
     def __init__(self, path: str | Path, replica: str = "", lease: float = 10.0):
         self.path = str(path)
         self.replica = replica
@@ -170,6 +172,27 @@ class AuditLog:
             log.error("the audit log %s cannot record a take-over: %s", self.path, exc)
             return False
         return changed == 1
+
+    def take_slots(self, keys: list[str], limit: int, window: float) -> dict[str, float]:
+        now, waits = time.time(), {}
+        try:
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                self.db.execute("DELETE FROM rates WHERE ts < ?", (now - window,))
+                for key in dict.fromkeys(keys):
+                    rows = self.db.execute(
+                        "SELECT ts FROM rates WHERE key = ? AND ts > ?"
+                        " ORDER BY ts DESC LIMIT 1 OFFSET ?",
+                        (key, now - window, limit - 1),
+                    ).fetchone()
+                    if rows is None:
+                        self.db.execute("INSERT INTO rates VALUES (?, ?)", (key, now))
+                        waits[key] = 0.0
+                    else:
+                        waits[key] = max(0.001, rows[0] + window - now)
+        except sqlite3.Error as exc:
+            raise AuditError(f"the audit log {self.path} cannot count rates: {exc}") from None
+        return waits
 
     def owns(self, command_id: int) -> bool:
         row = self.db.execute("SELECT owner FROM commands WHERE id = ?", (command_id,)).fetchone()

@@ -120,6 +120,12 @@ class CommandLog(Protocol):
 
     path: str  # where it is, for messages (a file, or a postgresql:// URL)
     replica: str  # this process, as the owner of the commands it records
+    shared: bool  # replicas share it (PostgreSQL): rate windows are counted here
+
+    def take_slots(self, keys: list[str], limit: int, window: float) -> dict[str, float]:
+        """A rate slot for each key with fewer than ``limit`` in the last ``window`` seconds
+        (taken: 0), else the seconds until one is free; one transaction for all the keys."""
+        ...
 
     def command(
         self,

@@ -121,5 +121,17 @@ STEPS = (
             "CREATE INDEX commands_lease ON commands(lease_until) WHERE key IS NOT NULL",
         ),
     ),
+    Step(
+        6,
+        "rate windows that replicas share: one row per message counted",
+        (
+            "CREATE TABLE IF NOT EXISTS rates (key TEXT NOT NULL, ts REAL NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS rates_key ON rates(key, ts)",
+        ),
+        (
+            "CREATE TABLE rates (key TEXT NOT NULL, ts DOUBLE PRECISION NOT NULL)",
+            "CREATE INDEX rates_key ON rates(key, ts)",
+        ),
+    ),
 )
 LATEST = STEPS[-1].version

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -42,6 +43,7 @@ CONNECT_TIMEOUT = 5  # seconds, at start and for a new pooled connection
 POOL_SIZE = 4
 MIGRATION_LOCK = 0x6465736B  # "desk": one replica upgrades the schema at a time
 LEADER_LOCK = 0x64657363  # "desc": the replica holding it fires the clocks
+PRUNE_ONE_IN = 100  # rate rows older than an hour go in about one call of this many
 
 
 def one_line(exc: BaseException) -> str:
@@ -51,6 +53,8 @@ def one_line(exc: BaseException) -> str:
 
 
 class PostgresLog:
+    shared = True
+
     def __init__(
         self, url: str, password: str | None, replica: str = "", lease: float = 10.0
     ) -> None:
@@ -242,6 +246,38 @@ class PostgresLog:
             log.error("%s", exc)
             return False
         return int(changed) == 1
+
+    def take_slots(self, keys: list[str], limit: int, window: float) -> dict[str, float]:
+        """Under one advisory lock per key (in one order: no deadlock), so two replicas
+        counting the same phone at once see each other's rows."""
+        wanted = sorted(set(keys))
+        now = time.time()
+
+        def take(conn: psycopg.Connection[Any]) -> dict[str, float]:
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(h) FROM"
+                " (SELECT DISTINCT hashtext(k) AS h FROM unnest(%s::text[]) k ORDER BY h) x",
+                (wanted,),
+            )
+            full = conn.execute(  # the limit-th newest row in the window, per key that is full
+                "SELECT key, ts FROM (SELECT key, ts, row_number() OVER"
+                " (PARTITION BY key ORDER BY ts DESC) AS n FROM rates"
+                " WHERE key = ANY(%s) AND ts > %s) r WHERE n = %s",
+                (wanted, now - window, limit),
+            ).fetchall()
+            waits = {k: max(0.001, float(ts) + window - now) for k, ts in full}
+            free = [k for k in wanted if k not in waits]
+            if free:
+                conn.execute(
+                    "INSERT INTO rates (key, ts) SELECT k, %s FROM unnest(%s::text[]) k",
+                    (now, free),
+                )
+            if secrets.randbelow(PRUNE_ONE_IN) == 0:
+                conn.execute("DELETE FROM rates WHERE ts < %s", (now - 3600,))
+            return {k: waits.get(k, 0.0) for k in wanted}
+
+        result: dict[str, float] = self.run("count rates", take)
+        return result
 
     def owns(self, command_id: int) -> bool:
         try:
