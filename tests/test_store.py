@@ -227,3 +227,52 @@ def test_rate_slots_are_counted_for_every_process_of_the_store(store):
     waits = a.take_slots(["phone:486", "phone:487"], 2, 60)
     assert waits["phone:487"] == 0 and 59 < waits["phone:486"] <= 60
     assert b.take_slots(["phone:486"], 2, 1e-6)["phone:486"] == 0  # a short window: free
+
+
+def test_an_sqlite_log_moves_to_postgresql_and_its_keys_are_still_recognised(
+    postgres, tmp_path: Path
+):
+    import subprocess
+    import sys
+
+    from deskbot.store.audit import AuditLog
+    from deskbot.store.postgres import PostgresLog
+
+    old = AuditLog(tmp_path / "old.sqlite3")
+    first = record(old)
+    old.delivery(first, Answer("486", "sip:486@10.0.0.86", 200, "OK", 3.5))
+    old.finish(first)
+    old.answered("$e1")
+    old.cache_directory("ldap", 5.0, "{}")
+    later = old.deferred_sends()
+    later.mark("schedules", 7.0)
+    planned = later.add("$d", Deferred(0, 9e9, "", "matrix", "@a:x", "A", None, "!r", "", "486 x"))
+    old.close()
+    url = postgres.database()
+    config = write_config(tmp_path / "c.toml", CONFIG.format(url=url, env=PASSWORD_ENV))
+    move = [sys.executable, "-m", "deskbot.store.copy", str(tmp_path / "old.sqlite3")]
+    done = subprocess.run([*move, "-c", str(config)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == (
+        "1 commands, 1 deliveries, 1 answered, 1 directory_cache, 1 deferred, 1 marks copied"
+    )
+    new = PostgresLog(url, postgres_password())
+    seen = new.seen("$e1")
+    assert seen is not None and seen.answered and seen.command_id == first
+    assert [(a.extension, a.code) for a in seen.answers] == [("486", 200)]
+    assert new.cached_directory("ldap") == (5.0, "{}")
+    assert new.deferred_sends().marked("schedules") == 7.0
+    assert new.deferred_sends().get(planned).command == "486 x"
+    assert record(new, key="$e2") > first  # new ids after the copied ones
+    new.close()
+    again = subprocess.run([*move, "-c", str(config)], capture_output=True, text=True)
+    assert again.returncode == 2
+    assert again.stderr.strip() == (
+        f"deskbot: the audit log {url} holds 2 commands already; nothing was copied"
+    )
+
+
+def postgres_password() -> str:
+    from postgres_server import PASSWORD
+
+    return PASSWORD
