@@ -198,3 +198,17 @@ async def test_rate_limits_hold_across_replicas(store):
     assert "486 got 2 messages in the last minute" in chat.shown[3]
     assert a.phones.texts("486") + b.phones.texts("486") == ["alice: one", "alice: two"]
     assert b.phones.texts("487") == ["bob: four"]
+
+
+async def test_the_replica_that_loses_a_key_gives_its_rate_slots_back(store):
+    limits = {"limits": {"per_sender_per_minute": 2, "per_phone_per_minute": 2}}
+    a, b = Replica(store, "a", **limits), Replica(store, "b", **limits)
+    first = command("slack:g1", "486 one")
+    jobs = a.relay.prepare(first), b.relay.prepare(first)  # both count it, one sends it
+    await asyncio.gather(
+        *(carry_out(r.relay, j, Chat()) for r, j in zip((a, b), jobs, strict=True))
+    )
+    chat = Chat()
+    await serve(b.relay, command("slack:g2", "486 two"), chat)
+    assert chat.shown[0].startswith("✅ 486 (Desk 486): 200 OK")
+    assert a.phones.texts("486") + b.phones.texts("486") == ["alice: one", "alice: two"]

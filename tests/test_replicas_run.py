@@ -82,11 +82,11 @@ async def test_a_burst_at_two_replicas_is_answered_once_and_sent_once(
         await alice.reply_to(command)
     barrier = await alice.say(room, "!deskphone who 486")  # both have read past the burst
     await alice.reply_to(barrier)
-    wait_for(lambda: len(calls(phone)) >= len(texts), what="the phone's messages")
     await alice.sync()
     for command in commands:
         [reply] = alice.replies_to(command)
-        assert "✅ 486 (Reception): 200 OK" in text_of(reply)
+        assert "✅ 486 (Reception): 200 OK" in text_of(reply), text_of(reply)
+    wait_for(lambda: len(calls(phone)) >= len(texts), what=f"the phone's messages: {calls(phone)}")
     assert sorted(calls(phone)) == sorted(texts)
     owners = postgres.query(url.rsplit("/", 1)[1], "SELECT count(DISTINCT owner) FROM commands")
     assert int(owners[0][0]) >= 1

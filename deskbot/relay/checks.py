@@ -102,7 +102,7 @@ def sender_rate(relay: Scope, job: Dispatch) -> Answer | None:
     if job.user.chat == SHELL:
         return None
     key = f"{job.user.chat}:{job.user.id}"
-    wait = relay.sender_limit.take([key])[key]  # a slot is taken when it fits
+    wait = relay.sender_limit.take([key], job.request.key or "")[key]  # taken when it fits
     if wait > 0:
         return Answer(
             f"slow down: you may send {relay.sender_limit.limit} commands a "
@@ -117,7 +117,7 @@ def sender_rate(relay: Scope, job: Dispatch) -> Answer | None:
 def phone_rate(relay: Scope, job: Dispatch) -> dict[str, str]:
     """Phones over their limit (extension -> why not sent); the others take a slot."""
     skipped: dict[str, str] = {}
-    waits = relay.phone_limit.take([phone.extension for phone in job.phones])
+    waits = relay.phone_limit.take([p.extension for p in job.phones], job.request.key or "")
     for phone in job.phones:
         wait = waits[phone.extension]
         if wait > 0:

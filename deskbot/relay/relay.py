@@ -376,6 +376,8 @@ class Relay:
             )
         except Taken:
             log.info("command %s was recorded by another replica: it answers", request.key)
+            for counted in (self.sender_limit, self.phone_limit):  # its count, not ours
+                counted.give_back(request.key or "")
             raise Elsewhere() from None
         except AuditError as exc:
             log.error("%s: nothing sent", exc)

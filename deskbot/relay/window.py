@@ -16,8 +16,12 @@ log = logging.getLogger("deskbot.relay")
 class Window(Protocol):
     limit: int
 
-    def take(self, keys: list[str]) -> dict[str, float]:
+    def take(self, keys: list[str], tag: str = "") -> dict[str, float]:
         """A slot for each key that has one free (0), else the seconds until one is."""
+        ...
+
+    def give_back(self, tag: str) -> None:
+        """The slots taken with ``tag``: its command was another replica's after all."""
         ...
 
 
@@ -45,7 +49,10 @@ class SlidingWindow:
     def add(self, key: str) -> None:
         self.events[key].append(self.clock())
 
-    def take(self, keys: list[str]) -> dict[str, float]:
+    def give_back(self, tag: str) -> None:
+        pass  # one process: its commands are its own
+
+    def take(self, keys: list[str], tag: str = "") -> dict[str, float]:
         waits: dict[str, float] = {}
         for key in dict.fromkeys(keys):
             waits[key] = self.retry_after(key)
@@ -65,10 +72,15 @@ class SharedWindow:
         self.store, self.name, self.limit, self.window = store, name, limit, window
         self.alone = SlidingWindow(limit, window)
 
-    def take(self, keys: list[str]) -> dict[str, float]:
+    def give_back(self, tag: str) -> None:
+        if tag:
+            self.store.give_back(f"{self.store.replica}:{self.name}:{tag}")
+
+    def take(self, keys: list[str], tag: str = "") -> dict[str, float]:
         named = {f"{self.name}:{key}": key for key in keys}
+        mine = f"{self.store.replica}:{self.name}:{tag}" if tag else ""
         try:
-            waits = self.store.take_slots(list(named), self.limit, self.window)
+            waits = self.store.take_slots(list(named), self.limit, self.window, mine)
         except AuditError as exc:
             log.warning("%s: counting %s limits in this replica alone", exc, self.name)
             self.alone.limit = self.limit

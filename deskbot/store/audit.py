@@ -10,6 +10,7 @@ sent twice, and it is answered once, from what was recorded.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
@@ -173,7 +174,9 @@ class AuditLog:
             return False
         return changed == 1
 
-    def take_slots(self, keys: list[str], limit: int, window: float) -> dict[str, float]:
+    def take_slots(
+        self, keys: list[str], limit: int, window: float, tag: str = ""
+    ) -> dict[str, float]:
         now, waits = time.time(), {}
         try:
             with self.db:
@@ -186,13 +189,18 @@ class AuditLog:
                         (key, now - window, limit - 1),
                     ).fetchone()
                     if rows is None:
-                        self.db.execute("INSERT INTO rates VALUES (?, ?)", (key, now))
+                        self.db.execute("INSERT INTO rates VALUES (?, ?, ?)", (key, now, tag))
                         waits[key] = 0.0
                     else:
                         waits[key] = max(0.001, rows[0] + window - now)
         except sqlite3.Error as exc:
             raise AuditError(f"the audit log {self.path} cannot count rates: {exc}") from None
         return waits
+
+    def give_back(self, tag: str) -> None:
+        if tag:
+            with contextlib.suppress(AuditError):
+                self._write("given back slots", [("DELETE FROM rates WHERE tag = ?", (tag,))])
 
     def owns(self, command_id: int) -> bool:
         row = self.db.execute("SELECT owner FROM commands WHERE id = ?", (command_id,)).fetchone()

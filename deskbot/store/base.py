@@ -122,9 +122,16 @@ class CommandLog(Protocol):
     replica: str  # this process, as the owner of the commands it records
     shared: bool  # replicas share it (PostgreSQL): rate windows are counted here
 
-    def take_slots(self, keys: list[str], limit: int, window: float) -> dict[str, float]:
+    def take_slots(
+        self, keys: list[str], limit: int, window: float, tag: str = ""
+    ) -> dict[str, float]:
         """A rate slot for each key with fewer than ``limit`` in the last ``window`` seconds
-        (taken: 0), else the seconds until one is free; one transaction for all the keys."""
+        (taken: 0), else the seconds until one is free; one transaction for all the keys.
+        ``tag``: the command they are for, to give them back if another replica sends it."""
+        ...
+
+    def give_back(self, tag: str) -> None:
+        """The slots this replica took with ``tag``: the command was another replica's."""
         ...
 
     def command(

@@ -125,11 +125,13 @@ STEPS = (
         6,
         "rate windows that replicas share: one row per message counted",
         (
-            "CREATE TABLE IF NOT EXISTS rates (key TEXT NOT NULL, ts REAL NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS rates (key TEXT NOT NULL, ts REAL NOT NULL,"
+            " tag TEXT NOT NULL DEFAULT '')",
             "CREATE INDEX IF NOT EXISTS rates_key ON rates(key, ts)",
         ),
         (
-            "CREATE TABLE rates (key TEXT NOT NULL, ts DOUBLE PRECISION NOT NULL)",
+            "CREATE TABLE rates (key TEXT NOT NULL, ts DOUBLE PRECISION NOT NULL,"
+            " tag TEXT NOT NULL DEFAULT '')",
             "CREATE INDEX rates_key ON rates(key, ts)",
         ),
     ),

@@ -247,7 +247,9 @@ class PostgresLog:
             return False
         return int(changed) == 1
 
-    def take_slots(self, keys: list[str], limit: int, window: float) -> dict[str, float]:
+    def take_slots(
+        self, keys: list[str], limit: int, window: float, tag: str = ""
+    ) -> dict[str, float]:
         """Under one advisory lock per key (in one order: no deadlock), so two replicas
         counting the same phone at once see each other's rows."""
         wanted = sorted(set(keys))
@@ -269,8 +271,8 @@ class PostgresLog:
             free = [k for k in wanted if k not in waits]
             if free:
                 conn.execute(
-                    "INSERT INTO rates (key, ts) SELECT k, %s FROM unnest(%s::text[]) k",
-                    (now, free),
+                    "INSERT INTO rates (key, ts, tag) SELECT k, %s, %s FROM unnest(%s::text[]) k",
+                    (now, tag, free),
                 )
             if secrets.randbelow(PRUNE_ONE_IN) == 0:
                 conn.execute("DELETE FROM rates WHERE ts < %s", (now - 3600,))
@@ -278,6 +280,18 @@ class PostgresLog:
 
         result: dict[str, float] = self.run("count rates", take)
         return result
+
+    def give_back(self, tag: str) -> None:
+        """At once (one round trip, only when a key was taken): the count is right for the
+        next command of the burst that both replicas are reading."""
+        if tag:
+            try:
+                self.run(
+                    "give slots back",
+                    lambda c: c.execute("DELETE FROM rates WHERE tag = %s", (tag,)),
+                )
+            except AuditError as exc:
+                log.error("%s", exc)
 
     def owns(self, command_id: int) -> bool:
         try:
