@@ -6,6 +6,7 @@ here skips.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -28,8 +29,8 @@ import pytest
 from peers import PeerDidNotStart, die_with_parent, start_on_free_port  # noqa: F401
 
 HERE = Path(__file__).parent
-# the session's Synapse, people at Matrix clients and slapd, for the tests that ask for them
-pytest_plugins = ("matrix_server", "matrix_people", "slapd_server")
+# the session's Synapse, people at Matrix clients, slapd and PostgreSQL, for the tests that ask
+pytest_plugins = ("matrix_server", "matrix_people", "slapd_server", "postgres_server")
 SIPP_DIR = HERE / "sipp"
 
 for _name in list(os.environ):  # bolt and deskbot must not pick up a developer's settings
@@ -540,3 +541,37 @@ def http_phones() -> Iterator[Any]:
     phones = HttpPhones().start()
     yield phones
     phones.stop()
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> str:
+    """The store's backend: "sqlite" unless a test is parametrized (indirect) with "postgres"."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+def store(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """store(replica="r1", lease=10) -> a command log; each call opens it anew (as another
+    process would) on the test's own SQLite file or PostgreSQL database; closed after the test."""
+    opened: list[Any] = []
+    if backend == "postgres":
+        from postgres_server import PASSWORD
+
+        from deskbot.store.postgres import PostgresLog
+
+        url = request.getfixturevalue("postgres").database()
+
+        def make(replica: str = "r1", lease: float = 10.0) -> Any:
+            opened.append(PostgresLog(url, PASSWORD, replica, lease))
+            return opened[-1]
+    else:
+        from deskbot.store.audit import AuditLog
+
+        def make(replica: str = "r1", lease: float = 10.0) -> Any:
+            opened.append(AuditLog(tmp_path / "audit.sqlite3", replica, lease))
+            return opened[-1]
+
+    yield make
+    for log in opened:
+        with contextlib.suppress(Exception):  # closed by the test already
+            log.close()

@@ -22,6 +22,7 @@ from deskbot.relay.values import Policy
 from deskbot.senders.base import Sender, SenderError
 from deskbot.senders.route import SiteEdges
 from deskbot.service.health import HealthServer, Metrics
+from deskbot.service.replicas import Replicas
 from deskbot.settings.load import ConfigError, load
 from deskbot.settings.schema import Config, Settings, counts
 from deskbot.sources.api import ApiSource
@@ -29,6 +30,7 @@ from deskbot.sources.base import Replies, Source
 from deskbot.sources.schedule import ScheduleSource
 from deskbot.store.audit import AuditLog
 from deskbot.store.base import AuditError
+from deskbot.store.connect import audit_password, open_log, replica_id, shown
 
 log = logging.getLogger("deskbot")
 
@@ -100,7 +102,8 @@ class Service:
         self.sender = sender
         self.metrics = Metrics()
         try:
-            self.audit = AuditLog(s.audit.path)
+            self.replica = replica_id(cfg)
+            self.audit = open_log(s.audit, audit_password(cfg), self.replica)
         except AuditError as exc:  # nothing may be sent that cannot be recorded
             raise StartError(str(exc)) from None
         self.audit.on_write.append(self.metrics.record_audit_write)
@@ -122,6 +125,8 @@ class Service:
         chats = {source.name: source for source in self.sources if isinstance(source, Replies)}
         self.schedule = ScheduleSource(self.relay, self.relay.deferred, chats)
         token_env = s.health.reload_token_env
+        self.replicas = Replicas(self.relay, self.audit, chats, self.schedule, s.audit.lease)
+        self._takeovers_counted = 0
         self.health = HealthServer(
             s.health.listen,
             self.metrics,
@@ -142,6 +147,13 @@ class Service:
         chats = {a.name: {"connected": a.connected} for a in self.sources}
         ok = health.alive and all(a.connected for a in self.sources)
         status: dict[str, Any] = {"ok": ok, "sip": health.details, "chat": chats}
+        status["store"] = {
+            "backend": "postgresql" if self.running.audit.url else "sqlite",
+            "at": shown(self.running.audit),
+            "replica": self.replica,
+            "leads_clocks": self.replicas.leading,
+            "takeovers": self.relay.takeovers,
+        }
         if self.ldap is not None:  # a failed sync keeps the last good directory: still ok
             status["directory"] = {"ldap": self.ldap.health()}
         return status
@@ -168,6 +180,10 @@ class Service:
         self.metrics.agent_restarts.set(health.restarts)
         since = self.ldap.since if self.ldap is not None else None
         self.metrics.sync_age.set(time.time() - since if since is not None else 0)
+        new = self.relay.takeovers - self._takeovers_counted
+        if new > 0:
+            self.metrics.takeovers.inc(new)
+            self._takeovers_counted += new
 
     async def reload(self, reason: str) -> bool:
         """Re-read the config; apply the directory and policy, or keep the last good one."""
@@ -345,6 +361,8 @@ class Service:
                 except Exception as exc:  # bad token, unreachable server: say so and stop
                     raise StartError(f"{source.name}: {exc}") from None
                 self._tasks.append(loop.create_task(source.run(), name=f"source-{source.name}"))
+            await self.replicas.once()  # holds, leadership: before the clocks first tick
+            self._tasks.append(loop.create_task(self.replicas.run(self.stopping), name="replicas"))
             await self.schedule.start()
             self._tasks.append(loop.create_task(self.schedule.run(), name="schedule"))
             self._tasks.append(loop.create_task(self._watch(), name="config-watch"))

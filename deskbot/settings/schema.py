@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     SiteName: TypeAlias = str
     NatsUrl: TypeAlias = str
     LdapUrl: TypeAlias = str
+    PostgresUrl: TypeAlias = str
     AlertTemplate: TypeAlias = str
     PhoneUriTemplate: TypeAlias = str
     PasswordHash: TypeAlias = str
@@ -109,7 +110,11 @@ class Limits:
 @dataclass(frozen=True, kw_only=True)
 class Audit:
     __pydantic_config__ = _STRICT
-    path: str = "./data/deskbot.sqlite3"
+    path: str = "./data/deskbot.sqlite3"  # SQLite: one box
+    url: PostgresUrl | Literal[""] = ""  # PostgreSQL instead of path: shared by replicas
+    password_env: EnvName | None = None  # the PostgreSQL login's password
+    # seconds a replica's hold on the commands it is sending lasts without renewal
+    lease: Annotated[float, Field(ge=1, le=600)] = 10.0
 
 
 @dataclass(frozen=True, kw_only=True)
