@@ -27,6 +27,7 @@ SMOKE = {
     "soak.py": ["--rounds", "1", "--gap", "0", "--phones", "5"],
     "push.py": ["--phones", "4", "--runs", "1"],
     "web.py": ["--runs", "2", "--people", "2", "--idle", "1"],
+    "store_ab.py": ["--phones", "5", "--runs", "1", "--commands", "3"],
 }
 
 
