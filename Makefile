@@ -47,8 +47,10 @@ $(TEST_STAMP): $(RUN_STAMP)
 
 # SIPp and baresip are the test phones, Kamailio the test PBX, Alertmanager the
 # test monitoring system, slapd the test LDAP server, nats-server (JetStream) the sites'
-# hub; systemd-analyze and strace check deploy/systemd/, promtool (Debian's prometheus)
-# deploy/prometheus/; apt-get installs whichever is missing.
+# hub, postgresql the replicas' shared store; systemd-analyze and strace check
+# deploy/systemd/, promtool (Debian's prometheus) deploy/prometheus/, Chromium is the browser
+# the web console's tests drive (Playwright, from pip, cannot download its own here);
+# apt-get installs whichever is missing.
 system-deps:
 	@missing=""; \
 	command -v sipp >/dev/null || missing="$$missing sip-tester"; \
@@ -62,6 +64,8 @@ system-deps:
 	command -v strace >/dev/null || missing="$$missing strace"; \
 	command -v setpriv >/dev/null && command -v unshare >/dev/null || missing="$$missing util-linux"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

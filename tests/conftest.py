@@ -6,6 +6,7 @@ here skips.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -28,8 +29,8 @@ import pytest
 from peers import PeerDidNotStart, die_with_parent, start_on_free_port  # noqa: F401
 
 HERE = Path(__file__).parent
-# the session's Synapse, people at Matrix clients and slapd, for the tests that ask for them
-pytest_plugins = ("matrix_server", "matrix_people", "slapd_server")
+# the session's Synapse, people at Matrix clients, slapd and PostgreSQL, for the tests that ask
+pytest_plugins = ("matrix_server", "matrix_people", "slapd_server", "postgres_server")
 SIPP_DIR = HERE / "sipp"
 
 for _name in list(os.environ):  # bolt and deskbot must not pick up a developer's settings
@@ -236,6 +237,36 @@ def answer_scenario(
     return scenario
 
 
+SIPP_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    407: "Proxy Authentication Required",
+    415: "Unsupported Media Type",
+    481: "Call/Transaction Does Not Exist",
+    489: "Bad Event",
+    501: "Not Implemented",
+    486: "Busy Here",
+    503: "Service Unavailable",
+    480: "Temporarily Unavailable",
+    603: "Decline",
+}
+
+
+def sipp_answering(workdir: Path, code: int = 200, method: str = "MESSAGE") -> SippPhone:
+    """A SIPp phone answering every `method` with `code`, for fixtures wider than one test."""
+    scenario = workdir / f"answer-{method}-{code}.xml"
+    text = (SIPP_DIR / "answer.xml.in").read_text()
+    scenario.write_text(
+        text.replace("@CODE@", str(code))
+        .replace("@REASON@", SIPP_REASONS[code])
+        .replace("@PAUSE@", "")
+        .replace("@METHOD@", method)
+    )
+    return SippPhone(scenario, workdir, "udp", method)
+
+
 @pytest.fixture
 def sipp(tmp_path: Path) -> Iterator[Callable[..., SippPhone]]:
     """sipp(code=200) starts a phone answering `code`; sipp(silent=True) one that never answers.
@@ -244,21 +275,7 @@ def sipp(tmp_path: Path) -> Iterator[Callable[..., SippPhone]]:
     that answers only a NOTIFY with the Infobox headers and body, see notify.xml.in).
     """
     phones: list[SippPhone] = []
-    reasons = {
-        200: "OK",
-        400: "Bad Request",
-        404: "Not Found",
-        405: "Method Not Allowed",
-        407: "Proxy Authentication Required",
-        415: "Unsupported Media Type",
-        481: "Call/Transaction Does Not Exist",
-        489: "Bad Event",
-        501: "Not Implemented",
-        486: "Busy Here",
-        503: "Service Unavailable",
-        480: "Temporarily Unavailable",
-        603: "Decline",
-    }
+    reasons = SIPP_REASONS
 
     def start(
         code: int = 200,
@@ -474,6 +491,26 @@ class DeskbotRun:
         return self.proc.returncode if self.proc else None
 
 
+CHROMIUM = "/usr/bin/chromium"  # Debian's; Playwright cannot download its own browser here
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    """Playwright driving Debian's Chromium (headless); `make test` installs both.
+
+    Per module: Playwright's sync API holds an event loop while it runs, and the
+    asyncio tests of the next module need the thread without one.
+    """
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make test`, which installs chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
 class Chat:
     """A replier that keeps what a chat would show, for tests of the relay and the sources."""
 
@@ -504,3 +541,37 @@ def http_phones() -> Iterator[Any]:
     phones = HttpPhones().start()
     yield phones
     phones.stop()
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> str:
+    """The store's backend: "sqlite" unless a test is parametrized (indirect) with "postgres"."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+def store(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """store(replica="r1", lease=10) -> a command log; each call opens it anew (as another
+    process would) on the test's own SQLite file or PostgreSQL database; closed after the test."""
+    opened: list[Any] = []
+    if backend == "postgres":
+        from postgres_server import PASSWORD
+
+        from deskbot.store.postgres import PostgresLog
+
+        url = request.getfixturevalue("postgres").database()
+
+        def make(replica: str = "r1", lease: float = 10.0) -> Any:
+            opened.append(PostgresLog(url, PASSWORD, replica, lease))
+            return opened[-1]
+    else:
+        from deskbot.store.audit import AuditLog
+
+        def make(replica: str = "r1", lease: float = 10.0) -> Any:
+            opened.append(AuditLog(tmp_path / "audit.sqlite3", replica, lease))
+            return opened[-1]
+
+    yield make
+    for log in opened:
+        with contextlib.suppress(Exception):  # closed by the test already
+            log.close()

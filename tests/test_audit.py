@@ -53,11 +53,10 @@ def mount(tmp_path: Path) -> Iterator[Callable[..., Path]]:
 
 def fill(where: Path) -> None:
     """Write until the filesystem is full."""
-    with (where / "filler").open("wb") as f:
+    with (where / "filler").open("wb", buffering=0) as f:  # unbuffered: close cannot fail
         try:
             while True:
                 f.write(b"\0" * 65536)
-                f.flush()
         except OSError:
             pass
 

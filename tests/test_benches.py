@@ -26,6 +26,8 @@ SMOKE = {
     "matrix_load.py": ["--runs", "1"],
     "soak.py": ["--rounds", "1", "--gap", "0", "--phones", "5"],
     "push.py": ["--phones", "4", "--runs", "1"],
+    "web.py": ["--runs", "2", "--people", "2", "--idle", "1"],
+    "store_ab.py": ["--phones", "5", "--runs", "1", "--commands", "3"],
 }
 
 

@@ -195,3 +195,22 @@ def test_a_failpoint_kills_only_deskbots_own_processes_and_only_when_a_test_asks
         os.kill(sibling, 0)  # the wrapper's other child is alive
     finally:
         os.kill(sibling, signal.SIGKILL)
+
+
+def test_a_later_send_from_the_shell_says_plainly_that_the_shell_sends_now_only(tmp_path, sipp):
+    phone = sipp(200)
+    config = write_config(
+        tmp_path / "c.toml",
+        f"""
+        [sip]
+        listen = "127.0.0.1:0"
+        [audit]
+        path = "{tmp_path}/audit.sqlite3"
+        [phones.486]
+        uri = "{phone.uri()}"
+        """,
+    )
+    result = run_deskbot("send", "-c", str(config), "in", "20s", "486", "x")
+    assert result.returncode == 2
+    assert "`deskbot send` sends now only: plan later sends in chat" in result.stderr
+    assert "need the audit log" not in result.stderr and phone.received() == []

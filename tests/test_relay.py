@@ -51,13 +51,18 @@ def phones() -> RecordingSender:
 
 
 @pytest.fixture
-def relay_for(phones, tmp_path):
+def relay_for(phones, store):
+    """A relay on the test's store (SQLite; PostgreSQL where parametrized with BOTH)."""
+
     def make(**overrides) -> Relay:
         s = settings(**overrides)
         policy = Policy.from_settings(s)
-        return Relay(phones, loader.from_settings(s), policy, AuditLog(tmp_path / "audit.sqlite3"))
+        return Relay(phones, loader.from_settings(s), policy, store())
 
     return make
+
+
+BOTH = pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
 
 
 def ask(relay: Relay, user: ChatUser, text: str, place: str = "") -> Answer | Dispatch:
@@ -180,6 +185,7 @@ async def test_who_names_the_phones_and_shows_addresses_to_admins_only(relay_for
 # -- idempotency and stale commands ------------------------------------------------
 
 
+@BOTH
 async def test_a_command_that_comes_in_again_is_neither_sent_nor_answered_again(relay_for, phones):
     relay = relay_for()
     chat = Chat()
@@ -192,6 +198,7 @@ async def test_a_command_that_comes_in_again_is_neither_sent_nor_answered_again(
     assert len(chat.shown) == 1 and "✅ 487 (Desk 487): 200 OK" in chat.shown[0]
 
 
+@BOTH
 async def test_a_finished_command_whose_answer_was_lost_is_answered_once_from_the_log(
     relay_for, phones
 ):
@@ -212,6 +219,7 @@ async def test_a_finished_command_whose_answer_was_lost_is_answered_once_from_th
     assert "✅ 486 (Desk 486): 200 OK" in shown and "2/2 delivered" in shown
 
 
+@BOTH
 async def test_a_send_cut_off_by_a_crash_reports_what_was_confirmed_and_sends_nothing_again(
     relay_for, phones, tmp_path
 ):
@@ -235,6 +243,7 @@ async def test_a_send_cut_off_by_a_crash_reports_what_was_confirmed_and_sends_no
     )
     audit.delivery(command_id, Recorded("486", job.phones[0].uri, 200, "OK", 4.0))
     audit.flush()
+    audit.close()  # what was flushed is written (PostgreSQL writes it on its writer thread)
     restarted = relay_for()  # a new process: same log, no memory
     chat = Chat()
     await serve(restarted, request, chat)
@@ -246,6 +255,7 @@ async def test_a_send_cut_off_by_a_crash_reports_what_was_confirmed_and_sends_no
     assert "1/2 delivered" in shown
 
 
+@BOTH
 async def test_a_command_older_than_max_age_is_answered_and_reaches_no_phone(relay_for, phones):
     relay = relay_for(message={"max_age": 300})
     chat = Chat()

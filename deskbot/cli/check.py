@@ -46,10 +46,21 @@ def check_config(args: argparse.Namespace) -> int:
         if problems:
             print("\n".join(problems))
             return EXIT_NOTHING_SENT
+    store = ""
+    if s.audit.url:  # a database on the network: can deskbot reach it and write there now?
+        from deskbot.store.base import AuditError
+        from deskbot.store.connect import audit_password, open_log
+
+        try:
+            open_log(s.audit, audit_password(cfg)).close()
+        except AuditError as exc:
+            print(f"{cfg.path}: audit.url: {exc}")
+            return EXIT_NOTHING_SENT
+        store = "; audit log on PostgreSQL"
     adapters = [name for name in ("slack", "matrix") if getattr(s, name)] or ["none"]
     print(
         f"{cfg.path}: ok: {counts(s)}{ldap}; SIP {s.sip.transport} {s.sip.listen}"
         f"{' via ' + s.sip.registrar.uri if s.sip.registrar else ''}; "
-        f"chat: {', '.join(adapters)}"
+        f"chat: {', '.join(adapters)}{store}"
     )
     return EXIT_OK

@@ -1,4 +1,4 @@
-"""Command line: ``deskbot run | send | probe | check-config | demo | edge``.
+"""Command line: ``deskbot run | send | probe | check-config | demo | edge | hash-password``.
 
 Exit codes of ``send`` and ``probe`` (``exits``): 0 every phone answered 2xx,
 1 some phone answered a final non-2xx code, 3 some phone gave no answer (3
@@ -59,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("targets", metavar="TARGETS", help="486, alice, @sales or 486,alice,@sales")
     p = sub.add_parser("edge", help="send one site's deliveries ([edge] site) taken from [nats]")
     common(p)
+    sub.add_parser("hash-password", help="read a password on stdin, print its hash for [web.users]")
     p = sub.add_parser("check-config", help="validate the config file")
     common(p)
     p = sub.add_parser("demo", help="console chat and simulated desk phones, no accounts needed")
@@ -133,6 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.error("cannot start %s", exc)
             return EXIT_NOTHING_SENT
         return EXIT_OK
+    if args.command == "hash-password":
+        from deskbot.cli.passwords import hash_password_command
+
+        return hash_password_command()
     if args.command == "demo":
         _setup_logging(args.verbose, logging.WARNING)
         from deskbot.cli.demo import main as demo_main

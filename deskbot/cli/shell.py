@@ -59,8 +59,9 @@ class ShellReplier:
 async def run(args: argparse.Namespace, command: str) -> int:
     """`send` or `probe`: the worker starts at once; it is killed if nothing is sent."""
     worker = await early.adopt() or await spawn_worker()
-    # chat tokens are not needed here; the LDAP, NATS and push secrets are
-    cfg = load(args.config, secrets_for=("sip", "directory", "nats", "push"), cached=True)
+    # chat tokens are not needed here; the LDAP, NATS, push and database secrets are
+    secrets = ("sip", "directory", "nats", "push", "audit")
+    cfg = load(args.config, secrets_for=secrets, cached=True)
     if cfg is None:
         worker.kill()
         await worker.wait()
@@ -80,14 +81,14 @@ async def _send(
     from deskbot.senders.sip.agent import AgentError, SipAgent
     from deskbot.sipuri import split_hostport
     from deskbot.sources.serve import carry_out
-    from deskbot.store.audit import AuditLog
-    from deskbot.store.base import AuditError
+    from deskbot.store.base import AuditError, CommandLog
+    from deskbot.store.connect import audit_password, open_log
 
     s = cfg.settings
     password = cfg.secret(s.sip.registrar.password_env) if s.sip.registrar else None
     agent = SipAgent(s.sip, password, worker=worker)  # close() ends the worker if unused
     directory = loader.from_settings(s)
-    opened: AuditLog | None = None
+    opened: CommandLog | None = None
     if s.directory.ldap is not None:
         # LDAP's last good result while it is younger than `refresh`, as `deskbot run` has
         # it, unless the targets are not in it; else LDAP now, else that result anyway
@@ -95,7 +96,7 @@ async def _send(
         from deskbot.directory.sync import LdapSync, merge
 
         try:
-            opened = AuditLog(s.audit.path)
+            opened = open_log(s.audit, audit_password(cfg))
         except AuditError as exc:
             print(f"deskbot: cannot open {exc}; nothing was sent", file=sys.stderr)
             await agent.close()
@@ -128,7 +129,7 @@ async def _send(
     audit = opened
     if not prepared.probe:  # a probe shows nothing and is not recorded
         try:
-            audit = relay.audit = opened or AuditLog(s.audit.path)
+            audit = relay.audit = opened or open_log(s.audit, audit_password(cfg))
         except AuditError as exc:
             print(f"deskbot: cannot open {exc}; nothing was sent", file=sys.stderr)
             await agent.close()

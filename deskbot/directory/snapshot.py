@@ -20,7 +20,7 @@ MENTIONS = {
     "slack": re.compile(r"^<@([UW][A-Z0-9]{2,20})(?:\|[^>]*)?>$"),
     "matrix": re.compile(r"^(@[^:\s]+:\S+)$"),
 }
-BY_NAME = ("console", "shell")  # sources whose user id is the person's directory name
+BY_NAME = ("console", "shell", "web")  # sources whose user id is the person's directory name
 MAX_TARGET_PARTS = 100
 
 

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from deskbot.directory.snapshot import Directory, TargetError
 from deskbot.relay.values import API, SHELL, Answer, Dispatch, Policy
-from deskbot.relay.window import SlidingWindow
+from deskbot.relay.window import Window
 from deskbot.senders.base import Sender, body_limit, maker_of, wire_bytes
 
 log = logging.getLogger("deskbot.relay")
@@ -26,8 +26,8 @@ class Scope(Protocol):
     sender: Sender
     directory: Directory
     policy: Policy
-    sender_limit: SlidingWindow
-    phone_limit: SlidingWindow
+    sender_limit: Window
+    phone_limit: Window
     clock_wall: Callable[[], float]
     reachable: dict[str, frozenset[str]]  # API client -> its extensions, per directory snapshot
 
@@ -111,19 +111,20 @@ def sender_rate(relay: Scope, job: Dispatch) -> Answer | None:
     """The last check: a command that passes it takes its slot, since it will be sent."""
     if job.user.chat == SHELL:
         return None
-    refused = over_rate(relay, job)
-    if refused is None:
-        relay.sender_limit.add(f"{job.user.chat}:{job.user.id}")
-    return refused
+    key = f"{job.user.chat}:{job.user.id}"
+    wait = relay.sender_limit.take([key], job.request.key or "")[key]  # taken when it fits
+    return _slow_down(relay, wait) if wait > 0 else None
 
 
 def over_rate(relay: Scope, job: Dispatch) -> Answer | None:
-    """The sender's rate refusal, if any, without taking a slot."""
+    """The sender's rate refusal, if any, without taking a slot (a look before costly work)."""
     if job.user.chat == SHELL:
         return None
     wait = relay.sender_limit.retry_after(f"{job.user.chat}:{job.user.id}")
-    if wait <= 0:
-        return None
+    return _slow_down(relay, wait) if wait > 0 else None
+
+
+def _slow_down(relay: Scope, wait: float) -> Answer:
     return Answer(
         f"slow down: you may send {relay.sender_limit.limit} commands a "
         f"minute; try again in {wait:.0f} s. Nothing was sent.",
@@ -136,15 +137,14 @@ def over_rate(relay: Scope, job: Dispatch) -> Answer | None:
 def phone_rate(relay: Scope, job: Dispatch) -> dict[str, str]:
     """Phones over their limit (extension -> why not sent); the others take a slot."""
     skipped: dict[str, str] = {}
+    waits = relay.phone_limit.take([p.extension for p in job.phones], job.request.key or "")
     for phone in job.phones:
-        wait = relay.phone_limit.retry_after(phone.extension)
+        wait = waits[phone.extension]
         if wait > 0:
             skipped[phone.extension] = (
                 f"{phone.extension} got {relay.phone_limit.limit} messages in the last "
                 f"minute; try again in {wait:.0f} s"
             )
-        else:
-            relay.phone_limit.add(phone.extension)
     return skipped
 
 

@@ -17,7 +17,7 @@ from deskbot import notices
 from deskbot.directory.snapshot import Person
 from deskbot.relay import grammar
 from deskbot.relay.grammar import Later, UseTemplate
-from deskbot.relay.values import Answer, Dispatch, Policy, Request
+from deskbot.relay.values import SHELL, Answer, Dispatch, Policy, Request
 from deskbot.store.base import AuditError, Deferred, LaterSends
 
 
@@ -92,6 +92,13 @@ def defer(
     relay: Planner, request: Request, person: Person | None, admin: bool, later: Later
 ) -> Answer:
     """Check the send now and keep it for its time; the answer names the time and the id."""
+    if request.user.chat == SHELL:  # a one-shot process cannot wait; `deskbot run` can
+        return Answer(
+            "`deskbot send` sends now only: plan later sends in chat (`deskbot run` keeps "
+            "and sends them), or drop `in`/`at` to send now. Nothing was sent.",
+            error=True,
+            problem="usage",
+        )
     if relay.deferred is None:
         return Answer("sends later need the audit log ([audit] path)", error=True, problem="usage")
     checked = relay.send_of(request, person, admin, grammar.parse(later.then))

@@ -39,16 +39,17 @@ from deskbot.relay.values import (
     Answer,
     ChatUser,
     Dispatch,
+    Elsewhere,
     NotRecorded,
     Policy,
     Replay,
     Request,
 )
-from deskbot.relay.window import SlidingWindow
+from deskbot.relay.window import SharedWindow, SlidingWindow, Window
 from deskbot.senders import fair
 from deskbot.senders.base import TITLE, Delivery, Sender
 from deskbot.store.base import Answer as Recorded
-from deskbot.store.base import AuditError, CommandLog, LaterSends, Planned
+from deskbot.store.base import AuditError, CommandLog, LaterSends, Planned, Seen, Taken
 
 log = logging.getLogger("deskbot.relay")
 
@@ -70,12 +71,22 @@ class Relay:
         self.deferred: LaterSends | None = audit.deferred_sends() if audit else None
         self.on_report: list[Callable[[Dispatch, report.Report], None]] = []
         self.on_refusal: list[Callable[[Answer], None]] = []  # a check refused a command
-        self.sender_limit = SlidingWindow(policy.limits.per_sender_per_minute, clock=clock)
-        self.phone_limit = SlidingWindow(policy.limits.per_phone_per_minute, clock=clock)
+        # each phone's answer as it comes: (command id, phone, delivery), for live views
+        self.on_delivery: list[Callable[[int, Phone, Delivery], None]] = []
+        self.last_probe: tuple[float, report.Report] | None = None  # (epoch, probe_all's)
+        limits = policy.limits
+        self.sender_limit: Window = SlidingWindow(limits.per_sender_per_minute, clock=clock)
+        self.phone_limit: Window = SlidingWindow(limits.per_phone_per_minute, clock=clock)
+        if audit is not None and audit.shared:  # replicas: one count for all of them
+            self.sender_limit = SharedWindow(audit, "sender", limits.per_sender_per_minute)
+            self.phone_limit = SharedWindow(audit, "phone", limits.per_phone_per_minute)
         self.checks: tuple[checks.Check, ...] = checks.IN_ORDER
         self.clock_wall: Callable[[], float] = time.time
         self._flushing: asyncio.TimerHandle | None = None
         self._running: set[str] = set()  # keys of commands this process is sending now
+        # commands this replica holds until their reply reached the chat: id -> key
+        self.held: dict[int, str] = {}
+        self.takeovers = 0  # commands of another replica (or an earlier run) answered here
         self.use(directory, policy)
 
     def use(self, directory: Directory, policy: Policy) -> None:
@@ -131,7 +142,12 @@ class Relay:
             if seen is not None:
                 log.info("command %s came in again: not sent again", request.key)
                 again = not seen.answered or request.answer_repeats
-                return Replay(replayed(seen) if again and seen.command_id else None)
+                if not again or not seen.command_id:
+                    return Replay(None)
+                if not seen.answered and not self._claim(request.key, seen):
+                    log.info("command %s is another replica's: it answers", request.key)
+                    return Replay(None)
+                return Replay(replayed(seen))
         user = request.user
         person = self.person_of(user)
         if not self.may_send(user, person) and user.chat == API:
@@ -190,6 +206,18 @@ class Relay:
             case Cancel(deferred_id):
                 return later.cancel(self, request, person, admin, deferred_id)
         raise AssertionError(f"unhandled command {command!r}")
+
+    def _claim(self, key: str, seen: Seen) -> bool:
+        """An unanswered command: this replica answers it if it wins the claim (its owner's
+        hold expired, or it was this replica's before a restart); held until answered."""
+        assert self.audit is not None and seen.command_id is not None
+        if not self.audit.claim(seen.command_id, seen.epoch):
+            return False
+        if seen.owner not in ("", self.audit.replica):
+            self.takeovers += 1
+            log.warning("took over command %s of replica %s", key, seen.owner)
+        self.held[seen.command_id] = key
+        return True
 
     def send_of(
         self, request: Request, person: Person | None, admin: bool, command: grammar.Command
@@ -296,6 +324,7 @@ class Relay:
         failpoints.reached("after-record")
         if job.request.key:
             self._running.add(job.request.key)
+            self.held[command_id] = job.request.key
         return Accepted(job, command_id, skipped, started)
 
     async def fan_out(self, accepted: Accepted) -> report.Report:
@@ -349,7 +378,9 @@ class Relay:
 
     async def probe_all(self) -> report.Report:
         """Every phone of the directory (the periodic probe of `deskbot run`): no command."""
-        return await self._probe_phones(tuple(self.directory.phones.values()), True)
+        result = await self._probe_phones(tuple(self.directory.phones.values()), True)
+        self.last_probe = (self.clock_wall(), result)
+        return result
 
     async def _probe_phones(self, phones: tuple[Phone, ...], summary: bool) -> report.Report:
         results = await asyncio.gather(*(self.sender.probe(p) for p in phones))
@@ -376,7 +407,13 @@ class Relay:
                 text_chars=len(job.text),
                 plan=plan,
                 origin=job.origin,
+                thread=request.thread,
             )
+        except Taken:
+            log.info("command %s was recorded by another replica: it answers", request.key)
+            for counted in (self.sender_limit, self.phone_limit):  # its count, not ours
+                counted.give_back(request.key or "")
+            raise Elsewhere() from None
         except AuditError as exc:
             log.error("%s: nothing sent", exc)
             raise NotRecorded(
@@ -396,6 +433,8 @@ class Relay:
             self.audit.delivery(command_id, answer)
             if self._flushing is None:  # answers of one moment share one transaction
                 self._flushing = asyncio.get_running_loop().call_later(FLUSH_AFTER, self._flush)
+        for listener in self.on_delivery:
+            listener(command_id, phone, delivery)
         return delivery
 
     def _flush(self) -> None:
@@ -407,6 +446,30 @@ class Relay:
         """The command's answer reached the chat: a repeat of it is answered no more."""
         if request.key and self.audit:
             self.audit.answered(request.key)
+        self.release(request)
+
+    def still_ours(self, accepted: Accepted) -> bool:
+        """After the phones answered: False if another replica took the command over while
+        this one was stalled past its hold (that one answers; this one must not)."""
+        if not accepted.command_id or self.audit is None or not accepted.job.request.key:
+            return True
+        if self.audit.owns(accepted.command_id):
+            return True
+        log.warning("command %s was taken over by another replica: not answered here",
+                    accepted.job.request.key)  # fmt: skip
+        return False
+
+    def let_go(self, accepted: Accepted) -> None:
+        """A command answered when it was taken (a webhook's), now sent: nobody takes it over."""
+        self.release(accepted.job.request)
+        if self.audit and accepted.command_id:
+            self.audit.let_go(accepted.command_id)
+
+    def release(self, request: Request) -> None:
+        """This replica no longer works on the command: its hold is left to expire."""
+        if request.key and self.held:
+            for command_id in [i for i, k in self.held.items() if k == request.key]:
+                del self.held[command_id]
 
     # -- answers that send nothing ---------------------------------------------------
     def who(self, target: str, show_uris: bool) -> Answer:

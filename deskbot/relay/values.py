@@ -73,6 +73,10 @@ class Replay:
     report: report.Report | None
 
 
+class Elsewhere(Exception):
+    """Another replica recorded this command first: it sends and answers; this one is silent."""
+
+
 class NotRecorded(Exception):
     """The audit log cannot take the command: nothing is sent; ``answer`` says so."""
 

@@ -22,6 +22,7 @@ from deskbot.relay.values import Policy
 from deskbot.senders.base import Sender, SenderError
 from deskbot.senders.route import SiteEdges
 from deskbot.service.health import HealthServer, Metrics
+from deskbot.service.replicas import Replicas
 from deskbot.settings.load import ConfigError, load
 from deskbot.settings.schema import Config, Settings, counts
 from deskbot.sources.api import ApiSource
@@ -29,11 +30,12 @@ from deskbot.sources.base import Replies, Source
 from deskbot.sources.schedule import ScheduleSource
 from deskbot.store.audit import AuditLog
 from deskbot.store.base import AuditError
+from deskbot.store.connect import audit_password, open_log, replica_id, shown
 
 log = logging.getLogger("deskbot")
 
 # Changing these needs a restart; the directory and policy reload live.
-RESTART_KEYS = ("sip", "matrix", "slack", "health", "audit", "api", "nats", "push", "desk")
+RESTART_KEYS = ("sip", "matrix", "slack", "health", "audit", "api", "web", "nats", "push", "desk")
 # ...except an API client's targets: they are policy, and reload with it.
 LIVE_KEYS = re.compile(r"api\.clients\.[^.]+\.targets")
 WATCH_RETRY = 5.0  # seconds before watching the config's folder again after a watcher error
@@ -78,6 +80,12 @@ def build_sources(cfg: Config, relay: Relay) -> list[Source]:
         from deskbot.sources.api import ApiSource
 
         sources.append(ApiSource(s.api, relay, cfg.secret))
+    if s.web is not None:
+        from deskbot.sources.web.app import WebSource
+        from deskbot.store.signins import SignInLog
+
+        sign_ins = SignInLog(relay.audit) if isinstance(relay.audit, AuditLog) else None
+        sources.append(WebSource(s.web, relay, sign_ins))
     return sources
 
 
@@ -94,7 +102,8 @@ class Service:
         self.sender = sender
         self.metrics = Metrics()
         try:
-            self.audit = AuditLog(s.audit.path)
+            self.replica = replica_id(cfg)
+            self.audit = open_log(s.audit, audit_password(cfg), self.replica)
         except AuditError as exc:  # nothing may be sent that cannot be recorded
             raise StartError(str(exc)) from None
         self.audit.on_write.append(self.metrics.record_audit_write)
@@ -116,6 +125,8 @@ class Service:
         chats = {source.name: source for source in self.sources if isinstance(source, Replies)}
         self.schedule = ScheduleSource(self.relay, self.relay.deferred, chats)
         token_env = s.health.reload_token_env
+        self.replicas = Replicas(self.relay, self.audit, chats, self.schedule, s.audit.lease)
+        self._takeovers_counted = 0
         self.health = HealthServer(
             s.health.listen,
             self.metrics,
@@ -136,6 +147,13 @@ class Service:
         chats = {a.name: {"connected": a.connected} for a in self.sources}
         ok = health.alive and all(a.connected for a in self.sources)
         status: dict[str, Any] = {"ok": ok, "sip": health.details, "chat": chats}
+        status["store"] = {
+            "backend": "postgresql" if self.running.audit.url else "sqlite",
+            "at": shown(self.running.audit),
+            "replica": self.replica,
+            "leads_clocks": self.replicas.leading,
+            "takeovers": self.relay.takeovers,
+        }
         if self.ldap is not None:  # a failed sync keeps the last good directory: still ok
             status["directory"] = {"ldap": self.ldap.health()}
         return status
@@ -162,6 +180,10 @@ class Service:
         self.metrics.agent_restarts.set(health.restarts)
         since = self.ldap.since if self.ldap is not None else None
         self.metrics.sync_age.set(time.time() - since if since is not None else 0)
+        new = self.relay.takeovers - self._takeovers_counted
+        if new > 0:
+            self.metrics.takeovers.inc(new)
+            self._takeovers_counted += new
 
     async def reload(self, reason: str) -> bool:
         """Re-read the config; apply the directory and policy, or keep the last good one."""
@@ -339,6 +361,8 @@ class Service:
                 except Exception as exc:  # bad token, unreachable server: say so and stop
                     raise StartError(f"{source.name}: {exc}") from None
                 self._tasks.append(loop.create_task(source.run(), name=f"source-{source.name}"))
+            await self.replicas.once()  # holds, leadership: before the clocks first tick
+            self._tasks.append(loop.create_task(self.replicas.run(self.stopping), name="replicas"))
             await self.schedule.start()
             self._tasks.append(loop.create_task(self.schedule.run(), name="schedule"))
             self._tasks.append(loop.create_task(self._watch(), name="config-watch"))
@@ -350,7 +374,8 @@ class Service:
                 self._tasks.append(loop.create_task(self._probe(every), name="phone-probe"))
             if not self.sources:
                 log.warning(
-                    "no [slack], [matrix] or [api] table in %s: nothing to serve", self.cfg.path
+                    "no [slack], [matrix], [api] or [web] table in %s: nothing to serve",
+                    self.cfg.path,
                 )
             self._started = True
             log.info("deskbot running: %s", ", ".join(a.name for a in self.sources) or "no chat")

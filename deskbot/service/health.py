@@ -49,6 +49,11 @@ class Metrics:
         self.agent_restarts = Gauge(
             "deskbot_sip_agent_restarts", "Times the SIP worker was restarted", registry=r
         )
+        self.takeovers = Counter(
+            "deskbot_takeovers",
+            "Commands of a replica that stopped (or of an earlier run) answered by this one",
+            registry=self.registry,
+        )
         self.reloads = Counter(
             "deskbot_directory_reloads", "Directory reloads", ["result"], registry=r
         )

@@ -99,6 +99,7 @@ def cross_check(s: Settings, ldap: Names | None = None) -> list[tuple[str, str]]
         if known and who not in known.people:
             problems.append((f"access.admins[{i}]", f"{who!r} is not in {known.where}"))
     problems += _api_problems(s, known)
+    problems += _web_problems(s, known)
     problems += _nats_problems(s)
     problems += plans.problems(s)
     problems += formats.problems(s)
@@ -128,6 +129,20 @@ def _api_problems(s: Settings, known: Names | None) -> list[tuple[str, str]]:
                     )
                 )
     return problems
+
+
+def _web_problems(s: Settings, known: Names | None) -> list[tuple[str, str]]:
+    if s.web is None:
+        return []
+    if not s.web.users:
+        return [
+            ("web.users", 'nobody can sign in: add `name = "HASH"` from `deskbot hash-password`')
+        ]
+    return [
+        (f"web.users.{name}", f"{name!r} is not in {known.where}: users are people")
+        for name in s.web.users
+        if known and name not in known.people
+    ]
 
 
 def _nats_problems(s: Settings) -> list[tuple[str, str]]:

@@ -95,6 +95,23 @@ def _str_no_userinfo(value: Any) -> Any:
     return no_userinfo(value) if isinstance(value, str) else value
 
 
+def _postgres_url(value: str) -> str:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a postgresql:// URL: {exc}") from None
+    if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+        raise ValueError(f"{value!r} is not a postgresql:// URL with a host")
+    if parts.password is not None:
+        raise ValueError("the password belongs in [audit] password_env, not in the URL")
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise ValueError("a postgresql:// URL has no spaces or control characters")
+    return value
+
+
 def annotated() -> dict[str, Any]:
     """The names the settings' annotations use, with pydantic's validators in them."""
     from pydantic import AfterValidator, BeforeValidator, Field
@@ -110,7 +127,15 @@ def annotated() -> dict[str, Any]:
         "matching": matching,
         "hostport": hostport,
         "SipUri": Annotated[str, AfterValidator(_sip_uri)],
+        "PasswordHash": Annotated[
+            str,
+            matching(
+                r"\$2[aby]\$[0-9]{2}\$[./A-Za-z0-9]{53}",
+                "not a bcrypt hash: run `deskbot hash-password` and paste what it prints",
+            ),
+        ],
         "Host": Annotated[str, AfterValidator(_host)],
+        "PostgresUrl": Annotated[str, AfterValidator(_postgres_url)],
         "HttpUrl": http_url,
         # slack_sdk drops the path of a base URL without the trailing slash
         "SlackApiUrl": Annotated[

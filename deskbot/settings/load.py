@@ -43,7 +43,7 @@ def find_path(cli_path: str | None) -> Path:
     return Path("config.toml")
 
 
-ALL_SECRETS = ("sip", "matrix", "slack", "api", "directory", "nats", "push", "health")
+ALL_SECRETS = ("sip", "matrix", "slack", "api", "directory", "nats", "push", "health", "audit")
 
 
 def load(
@@ -265,6 +265,8 @@ def _secret_names(s: Settings) -> list[tuple[str, str]]:
     names: list[tuple[str, str]] = []
     if s.sip.registrar:
         names.append(("sip.registrar.password_env", s.sip.registrar.password_env))
+    if s.audit.url and s.audit.password_env:
+        names.append(("audit.password_env", s.audit.password_env))
     if s.directory.ldap:
         names.append(("directory.ldap.password_env", s.directory.ldap.password_env))
     if s.matrix:

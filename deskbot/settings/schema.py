@@ -35,8 +35,10 @@ if TYPE_CHECKING:
     SiteName: TypeAlias = str
     NatsUrl: TypeAlias = str
     LdapUrl: TypeAlias = str
+    PostgresUrl: TypeAlias = str
     AlertTemplate: TypeAlias = str
     PhoneUriTemplate: TypeAlias = str
+    PasswordHash: TypeAlias = str
 
 EXTENSION_RE = re.compile(r"[0-9]{1,15}")  # whole keys only: fullmatch
 NAME_RE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
@@ -108,7 +110,11 @@ class Limits:
 @dataclass(frozen=True, kw_only=True)
 class Audit:
     __pydantic_config__ = _STRICT
-    path: str = "./data/deskbot.sqlite3"
+    path: str = "./data/deskbot.sqlite3"  # SQLite: one box
+    url: PostgresUrl | Literal[""] = ""  # PostgreSQL instead of path: shared by replicas
+    password_env: EnvName | None = None  # the PostgreSQL login's password
+    # seconds a replica's hold on the commands it is sending lasts without renewal
+    lease: Annotated[float, Field(ge=1, le=600)] = 10.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -243,6 +249,18 @@ class Api:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Web:
+    """``[web]``: the web console inside ``deskbot run``; ``users`` maps people to hashes."""
+
+    __pydantic_config__ = _STRICT
+    listen: Annotated[str, hostport(9123)] = "127.0.0.1:9123"
+    users: dict[str, PasswordHash] = field(default_factory=dict)  # `deskbot hash-password`
+    idle: Annotated[int, Field(ge=60, le=86400)] = 1800  # seconds without a request: signed out
+    lifetime: Annotated[int, Field(ge=300, le=7 * 86400)] = 43200  # seconds a sign-in lasts
+    secure_cookie: bool = False  # true when a TLS proxy fronts the console: cookies only on https
+
+
+@dataclass(frozen=True, kw_only=True)
 class Ldap:
     """``[directory.ldap]``: people, extensions and groups from LDAP / Active Directory."""
 
@@ -312,6 +330,7 @@ class Settings:
     api: Api | None = None
     push: Push | None = None
     desk: Desk | None = None
+    web: Web | None = None
     nats: Nats | None = None
     edge: Edge | None = None
     templates: dict[str, Template] = field(default_factory=dict)

@@ -342,6 +342,8 @@ class ApiSource:
             await self.relay.fan_out(accepted)  # the relay logs and records every answer
         except Exception:
             log.exception("sending command %d failed", accepted.command_id)
+        finally:  # the webhook was answered when it was taken: no replica answers it later
+            self.relay.let_go(accepted)
 
 
 def _send_fields(body: Any) -> tuple[str, str]:

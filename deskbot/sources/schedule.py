@@ -80,6 +80,7 @@ class ScheduleSource:
         self._stopped = False
         self._marked_at = 0.0
         self._born_at: dict[str, float] = {}  # schedule -> when deskbot first had it
+        self.leading = True  # replicas: only the one holding the clocks' lock fires them
 
     async def start(self) -> None:
         now, max_age = self.clock(), self.relay.policy.message.max_age
@@ -98,7 +99,10 @@ class ScheduleSource:
 
     async def run(self) -> None:
         while not self._stopped:
-            self.fire_due()
+            if self.leading:
+                self.fire_due()
+            else:  # another replica fires them; if it dies, this one looks back CATCH_UP
+                self._since = max(self._since, self.clock() - CATCH_UP)
             await asyncio.sleep(self.tick)
 
     async def stop(self) -> None:

@@ -17,7 +17,15 @@ from typing import TYPE_CHECKING
 from deskbot import failpoints
 from deskbot.relay.relay import Relay
 from deskbot.relay.report import Report
-from deskbot.relay.values import Accepted, Answer, Dispatch, NotRecorded, Replay, Request
+from deskbot.relay.values import (
+    Accepted,
+    Answer,
+    Dispatch,
+    Elsewhere,
+    NotRecorded,
+    Replay,
+    Request,
+)
 
 if TYPE_CHECKING:
     from deskbot.sources.base import Replier
@@ -45,17 +53,28 @@ async def serve(relay: Relay, request: Request, replier: Replier) -> Answer | Re
     return await carry_out(relay, prepared, replier)
 
 
-async def carry_out(relay: Relay, job: Dispatch, replier: Replier) -> Report | Answer:
+async def carry_out(relay: Relay, job: Dispatch, replier: Replier) -> Report | Answer | None:
     """Send a prepared job; the replier's waiting signal never holds up the phones.
 
     The command is recorded before the first await, so a repeat of it that arrives
-    while its phones are asked finds its key and is not sent again.
+    while its phones are asked finds its key and is not sent again. None: another
+    replica recorded it first, and answers it.
     """
     try:
         accepted = relay.accept(job)
     except NotRecorded as refused:
         await replier.answer(refused.answer)
         return refused.answer
+    except Elsewhere:
+        return None
+    try:
+        return await _carry_out(relay, accepted, replier)
+    finally:
+        relay.release(job.request)  # answered, or failed: the hold is left to expire
+
+
+async def _carry_out(relay: Relay, accepted: Accepted, replier: Replier) -> Report:
+    job = accepted.job
     delivery = asyncio.ensure_future(relay.fan_out(accepted))
     try:
         after = replier.waiting_after
@@ -71,6 +90,8 @@ async def carry_out(relay: Relay, job: Dispatch, replier: Replier) -> Report | A
     except BaseException:
         await asyncio.gather(delivery, return_exceptions=True)  # the phones still get the text
         raise
+    if not relay.still_ours(accepted):
+        return result
     await replier.report(result)
     failpoints.reached("after-reply")
     relay.answered(job.request)
@@ -89,6 +110,9 @@ def take(relay: Relay, request: Request) -> Answer | Replay | Accepted:
     if not isinstance(prepared, Dispatch):
         return prepared
     try:
-        return relay.accept(prepared)
+        accepted = relay.accept(prepared)
     except NotRecorded as refused:
         return refused.answer
+    except Elsewhere:
+        return Replay(None)
+    return accepted

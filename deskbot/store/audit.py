@@ -10,6 +10,7 @@ sent twice, and it is answered once, from what was recorded.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
@@ -19,63 +20,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deskbot.store import private
-from deskbot.store.base import Answer, AuditError, HistoryEntry, Planned, Seen
+from deskbot.store.base import Answer, AuditError, HistoryEntry, Orphan, Planned, Seen, Taken
+from deskbot.store.migrations import LATEST, STEPS
 
 if TYPE_CHECKING:
     from deskbot.store.deferred import DeferredSends
 
 log = logging.getLogger("deskbot.audit")
 
-SCHEMA_VERSION = 2
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS commands (
-    id INTEGER PRIMARY KEY,
-    ts REAL NOT NULL,
-    chat TEXT NOT NULL,
-    sender_id TEXT NOT NULL,
-    person TEXT,
-    place TEXT NOT NULL DEFAULT '',
-    targets TEXT NOT NULL,
-    text_chars INTEGER NOT NULL,
-    phones INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS deliveries (
-    command_id INTEGER NOT NULL REFERENCES commands(id),
-    ts REAL NOT NULL,
-    extension TEXT NOT NULL,
-    uri TEXT NOT NULL,
-    code INTEGER NOT NULL,
-    reason TEXT NOT NULL,
-    elapsed_ms REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS answered (
-    key TEXT PRIMARY KEY,
-    ts REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS directory_cache (
-    source TEXT PRIMARY KEY,
-    ts REAL NOT NULL,
-    data TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS commands_sender ON commands(chat, sender_id, id);
-CREATE INDEX IF NOT EXISTS deliveries_command ON deliveries(command_id);
-"""
-# Version 2: a command's source key, its state, and the phones it goes to.
-MIGRATE_2 = (
-    "ALTER TABLE commands ADD COLUMN key TEXT",
-    "ALTER TABLE commands ADD COLUMN state TEXT NOT NULL DEFAULT 'sent'",
-    "ALTER TABLE commands ADD COLUMN plan TEXT NOT NULL DEFAULT '[]'",
-    "ALTER TABLE deliveries ADD COLUMN cause TEXT NOT NULL DEFAULT 'answered'",
-    "CREATE UNIQUE INDEX IF NOT EXISTS commands_key ON commands(key) WHERE key IS NOT NULL",
-)
-# Later: where a template's or schedule's send came from ("template:firedrill").
-MIGRATE_3 = ("ALTER TABLE commands ADD COLUMN origin TEXT",)
 BUSY_TIMEOUT = 2.0  # seconds to wait for another process's lock before saying so
 
 
 class AuditLog:
-    def __init__(self, path: str | Path):
+    shared = False  # one box: the relay counts rates in memory
+
+    def __init__(self, path: str | Path, replica: str = "", lease: float = 10.0):
         self.path = str(path)
+        self.replica = replica
+        self.lease = lease
         try:
             private.prepare(self.path)  # folder 0700, file 0600 before SQLite opens it
             self.db = sqlite3.connect(
@@ -91,25 +53,22 @@ class AuditLog:
         self.on_write: list[Callable[[float, bool], None]] = []
 
     def _migrate(self) -> None:
+        """The steps of ``migrations`` this file lacks, in one transaction."""
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")  # fails at once on a read-only file or disk
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    self.db.execute(statement)
             version = self.db.execute("PRAGMA user_version").fetchone()[0]
-            if version < 2:
-                for statement in MIGRATE_2:
+            for step in STEPS:
+                if step.version <= version:
+                    continue
+                for statement in step.sqlite:
                     words = statement.split()
-                    if words[3:5] == ["ADD", "COLUMN"]:
+                    if words[3:5] == ["ADD", "COLUMN"]:  # a file from before the numbering
                         columns = {r[1] for r in self.db.execute(f"PRAGMA table_info({words[2]})")}
                         if words[5] in columns:
                             continue
                     self.db.execute(statement)
-                self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            columns = {r[1] for r in self.db.execute("PRAGMA table_info(commands)")}
-            if "origin" not in columns:
-                for statement in MIGRATE_3:
-                    self.db.execute(statement)
+            if version < LATEST:
+                self.db.execute(f"PRAGMA user_version = {LATEST}")
 
     def close(self) -> None:
         self.db.close()
@@ -139,6 +98,10 @@ class AuditLog:
                     last = self.db.execute(sql, args).lastrowid or last
                 ok = True
                 return int(last)
+        except sqlite3.IntegrityError as exc:
+            if "commands.key" in str(exc):  # another process recorded this key first
+                raise Taken(f"the audit log {self.path}: the command's key is taken") from None
+            raise AuditError(f"the audit log {self.path} cannot record {what}: {exc}") from None
         except sqlite3.Error as exc:
             raise AuditError(f"the audit log {self.path} cannot record {what}: {exc}") from None
         finally:
@@ -158,6 +121,7 @@ class AuditLog:
         plan: list[Planned],
         reuse_before: float | None = None,
         origin: str = "",
+        thread: str = "",
     ) -> int:
         """Record a command before its first message leaves; its id.
 
@@ -166,6 +130,7 @@ class AuditLog:
         makes this fail, so a key is never taken twice.
         """
         rows = [[p.extension, p.uri, p.label, p.skipped] for p in plan]
+        now = time.time()
         release: list[tuple[str, tuple[object, ...]]] = []
         if key and reuse_before is not None:
             release.append(
@@ -180,10 +145,10 @@ class AuditLog:
                 *release,
                 (
                     "INSERT INTO commands (ts, chat, sender_id, person, place, targets, text_chars,"
-                    " phones, key, state, plan, origin)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'sending', ?, ?)",
+                    " phones, key, state, plan, origin, owner, lease_until, thread)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'sending', ?, ?, ?, ?, ?)",
                     (
-                        time.time(),
+                        now,
                         chat,
                         sender_id,
                         person,
@@ -194,10 +159,93 @@ class AuditLog:
                         key or None,
                         json.dumps(rows),
                         origin or None,
+                        self.replica,
+                        now + self.lease,
+                        thread,
                     ),
                 ),
             ],
         )
+
+    def claim(self, command_id: int, epoch: int) -> bool:
+        """Take over a command whose hold expired (or that this replica held before)."""
+        now = time.time()
+        try:
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                changed = self.db.execute(CLAIM.replace("%s", "?"), (
+                    self.replica, now + self.lease, command_id, epoch, now, self.replica
+                )).rowcount  # fmt: skip
+        except sqlite3.Error as exc:
+            log.error("the audit log %s cannot record a take-over: %s", self.path, exc)
+            return False
+        return changed == 1
+
+    def take_slots(
+        self, keys: list[str], limit: int, window: float, tag: str = ""
+    ) -> dict[str, float]:
+        now, waits = time.time(), {}
+        try:
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                self.db.execute("DELETE FROM rates WHERE ts < ?", (now - window,))
+                for key in dict.fromkeys(keys):
+                    rows = self.db.execute(
+                        "SELECT ts FROM rates WHERE key = ? AND ts > ?"
+                        " ORDER BY ts DESC LIMIT 1 OFFSET ?",
+                        (key, now - window, limit - 1),
+                    ).fetchone()
+                    if rows is None:
+                        self.db.execute("INSERT INTO rates VALUES (?, ?, ?)", (key, now, tag))
+                        waits[key] = 0.0
+                    else:
+                        waits[key] = max(0.001, rows[0] + window - now)
+        except sqlite3.Error as exc:
+            raise AuditError(f"the audit log {self.path} cannot count rates: {exc}") from None
+        return waits
+
+    def give_back(self, tag: str) -> None:
+        if tag:
+            with contextlib.suppress(AuditError):
+                self._write("given back slots", [("DELETE FROM rates WHERE tag = ?", (tag,))])
+
+    def owns(self, command_id: int) -> bool:
+        row = self.db.execute("SELECT owner FROM commands WHERE id = ?", (command_id,)).fetchone()
+        return row is None or row[0] in ("", self.replica)
+
+    def let_go(self, command_id: int) -> None:
+        try:
+            self._write(
+                "a command let go",
+                [("UPDATE commands SET lease_until = 0 WHERE id = ?", (command_id,))],
+            )
+        except AuditError as exc:
+            log.error("%s", exc)
+
+    def hold(self, command_ids: list[int]) -> None:
+        if not command_ids:
+            return
+        marks = ",".join("?" * len(command_ids))
+        try:
+            self._write(
+                "a renewed hold",
+                [
+                    (
+                        f"UPDATE commands SET lease_until = ? WHERE owner = ? AND id IN ({marks})",
+                        (time.time() + self.lease, self.replica, *command_ids),
+                    )
+                ],
+            )
+        except AuditError as exc:
+            log.error("%s", exc)
+
+    def orphans(self, limit: int = 100) -> list[Orphan]:
+        now = time.time()
+        rows = self.db.execute(ORPHANS.replace("%s", "?"), (now, now - ORPHAN_AGE, limit))
+        return [Orphan(*r) for r in rows]
+
+    def leads(self) -> bool:
+        return True  # one box: its one process fires the clocks
 
     def delivery(self, command_id: int, answer: Answer) -> None:
         """One phone's answer; written with the next ``flush``."""
@@ -270,11 +318,12 @@ class AuditLog:
             "SELECT 1 FROM answered WHERE key = ? AND ts >= ?", (key, since)
         ).fetchone()
         row = self.db.execute(
-            "SELECT id, plan FROM commands WHERE key = ? AND ts >= ?", (key, since)
+            "SELECT id, plan, owner, lease_until, epoch FROM commands WHERE key = ? AND ts >= ?",
+            (key, since),
         ).fetchone()
         if row is None:
             return Seen(answered=True, command_id=None) if answered else None
-        command_id, plan_text = row
+        command_id, plan_text, owner, lease_until, epoch = row
         plan = tuple(Planned(*map(str, p)) for p in json.loads(plan_text))
         answers = tuple(
             Answer(*r)
@@ -284,7 +333,7 @@ class AuditLog:
                 (command_id,),
             )
         )
-        return Seen(bool(answered), int(command_id), plan, answers)
+        return Seen(bool(answered), int(command_id), plan, answers, owner, lease_until, epoch)
 
     def history(
         self, *, chat: str | None, sender_id: str | None, person: str | None, limit: int = 10
@@ -307,6 +356,17 @@ class AuditLog:
         return [HistoryEntry(r[0], r[1], r[2], r[3], r[4], r[5] or 0, r[6] or "") for r in rows]
 
 
+# a take-over: at the epoch seen, and expired (or this replica's from before a restart)
+CLAIM = (
+    "UPDATE commands SET owner = %s, epoch = epoch + 1, lease_until = %s"
+    " WHERE id = %s AND epoch = %s AND (lease_until < %s OR owner IN ('', %s))"
+)
+ORPHAN_AGE = 3600.0  # seconds: older unanswered commands are left alone
+ORPHANS = (
+    "SELECT id, key, chat, sender_id, place, thread, epoch FROM commands c"
+    " WHERE key IS NOT NULL AND lease_until > 0 AND lease_until < %s AND ts > %s"
+    " AND NOT EXISTS (SELECT 1 FROM answered a WHERE a.key = c.key) ORDER BY id LIMIT %s"
+)
 _INSERT_DELIVERY = (
     "INSERT INTO deliveries (command_id, ts, extension, uri, code, reason, elapsed_ms, cause)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"

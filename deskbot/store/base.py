@@ -8,12 +8,17 @@ values, and nothing above the store changes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 
 class AuditError(Exception):
     """The audit log cannot be written; the message says why."""
+
+
+class Taken(AuditError):
+    """Another process recorded a command with this key first: it does the work."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +60,22 @@ class Seen:
     command_id: int | None  # None: it sent nothing (help, a refusal)
     plan: tuple[Planned, ...] = ()
     answers: tuple[Answer, ...] = ()
+    owner: str = ""  # the replica sending it ("" from before replicas)
+    lease_until: float = 0.0  # epoch seconds the owner holds it until, unless renewed
+    epoch: int = 0  # how often it was taken over; a claim names the epoch it saw
+
+
+@dataclass(frozen=True, slots=True)
+class Orphan:
+    """A command whose owner stopped renewing its hold before its reply reached the chat."""
+
+    command_id: int
+    key: str
+    chat: str
+    sender_id: str
+    place: str
+    thread: str
+    epoch: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +119,23 @@ class LaterSends(Protocol):
 class CommandLog(Protocol):
     """Commands, each phone's answer, idempotency keys, and the LDAP directory's last result."""
 
-    path: str
+    path: str  # where it is, for messages (a file, or a postgresql:// URL)
+    replica: str  # this process, as the owner of the commands it records
+    shared: bool  # replicas share it (PostgreSQL): rate windows are counted here
+    # each transaction's seconds and whether it was written (/metrics)
+    on_write: list[Callable[[float, bool], None]]
+
+    def take_slots(
+        self, keys: list[str], limit: int, window: float, tag: str = ""
+    ) -> dict[str, float]:
+        """A rate slot for each key with fewer than ``limit`` in the last ``window`` seconds
+        (taken: 0), else the seconds until one is free; one transaction for all the keys.
+        ``tag``: the command they are for, to give them back if another replica sends it."""
+        ...
+
+    def give_back(self, tag: str) -> None:
+        """The slots this replica took with ``tag``: the command was another replica's."""
+        ...
 
     def command(
         self,
@@ -113,7 +150,33 @@ class CommandLog(Protocol):
         plan: list[Planned],
         reuse_before: float | None = None,
         origin: str = "",
+        thread: str = "",
     ) -> int: ...
+
+    def claim(self, command_id: int, epoch: int) -> bool:
+        """Become the command's owner, if it is still at ``epoch`` and its hold expired
+        (or this replica, restarted, held it): True once, for one replica."""
+        ...
+
+    def owns(self, command_id: int) -> bool:
+        """Whether this replica still owns the command (no other took it over)."""
+        ...
+
+    def let_go(self, command_id: int) -> None:
+        """Nobody answers this command later (a webhook's, once sent): no take-over for it."""
+        ...
+
+    def hold(self, command_ids: list[int]) -> None:
+        """Renew this replica's hold on the commands it is still working on."""
+        ...
+
+    def orphans(self, limit: int = 100) -> list[Orphan]:
+        """Unanswered commands of the last hour whose hold expired, oldest first."""
+        ...
+
+    def leads(self) -> bool:
+        """Whether this replica fires the clocks (later sends, schedules); re-checked often."""
+        ...
 
     def delivery(self, command_id: int, answer: Answer) -> None: ...
 

@@ -29,39 +29,12 @@ class Database(Protocol):
 
 log = logging.getLogger("deskbot.deferred")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS deferred (
-    id INTEGER PRIMARY KEY,
-    key TEXT UNIQUE,
-    created REAL NOT NULL,
-    due REAL NOT NULL,
-    zone TEXT NOT NULL,
-    chat TEXT NOT NULL,
-    sender_id TEXT NOT NULL,
-    display_name TEXT NOT NULL,
-    person TEXT,
-    place TEXT NOT NULL,
-    thread TEXT NOT NULL,
-    command TEXT NOT NULL,
-    state TEXT NOT NULL DEFAULT 'pending'
-);
-CREATE INDEX IF NOT EXISTS deferred_due ON deferred(state, due);
-CREATE TABLE IF NOT EXISTS marks (
-    name TEXT PRIMARY KEY,
-    value REAL NOT NULL
-);
-"""
 COLUMNS = "id, due, zone, chat, sender_id, display_name, person, place, thread, command"
 
 
 class DeferredSends:
     def __init__(self, audit: Database):
-        self.audit = audit
-        try:
-            with audit.db:
-                audit.db.executescript(SCHEMA)
-        except sqlite3.Error as exc:
-            raise AuditError(f"the audit log {audit.path}: {exc}") from None
+        self.audit = audit  # its tables are the audit log's (deskbot.store.migrations)
 
     def mark(self, name: str, value: float) -> None:
         """Remember one number across restarts (the schedules' "handled up to" time)."""

@@ -1,0 +1,126 @@
+"""Deferred sends and the schedules' marks in PostgreSQL, as ``deskbot.store.deferred`` in SQLite.
+
+The same rows and rules: a planned send's id is its durable key
+(``deferred:ID``), its text is erased once it is sent or cancelled, and
+``close`` reports whether this call moved it out of 'pending', so of two
+replicas closing one send, exactly one gets True.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from deskbot.store.base import AuditError, Deferred
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from deskbot.store.postgres import PostgresLog
+
+log = logging.getLogger("deskbot.deferred")
+
+COLUMNS = "id, due, zone, chat, sender_id, display_name, person, place, thread, command"
+
+
+class PostgresLater:
+    def __init__(self, audit: PostgresLog):
+        self.audit = audit
+
+    def mark(self, name: str, value: float) -> None:
+        """Remember one number across restarts (the schedules' "handled up to" time)."""
+        try:
+            self.audit.run(
+                f"keep {name}",
+                lambda c: c.execute(
+                    "INSERT INTO marks (name, value) VALUES (%s, %s)"
+                    " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    (name, value),
+                ),
+            )
+        except AuditError as exc:  # a lost mark only narrows the next look-back
+            log.warning("%s", exc)
+
+    def marked(self, name: str) -> float | None:
+        rows = self.audit._read("SELECT value FROM marks WHERE name = %s", (name,))
+        return float(rows[0][0]) if rows else None
+
+    def add(self, key: str, plan: Deferred) -> int:
+        """Record a planned send (``plan.id`` is ignored); its id. The same key gives the first."""
+        p = plan
+
+        def insert(conn: psycopg.Connection[Any]) -> int:
+            row = conn.execute(
+                "INSERT INTO deferred (key, created, due, zone, chat, sender_id, display_name,"
+                " person, place, thread, command)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (key) DO NOTHING RETURNING id",
+                (
+                    key or None,
+                    time.time(),
+                    p.due,
+                    p.zone,
+                    p.chat,
+                    p.sender_id,
+                    p.display_name,
+                    p.person,
+                    p.place,
+                    p.thread,
+                    p.command,
+                ),
+            ).fetchone()
+            if row is None:
+                row = conn.execute("SELECT id FROM deferred WHERE key = %s", (key,)).fetchone()
+            assert row is not None
+            return int(row[0])
+
+        return int(self.audit.run("record the deferred send", insert))
+
+    def get(self, deferred_id: int) -> Deferred | None:
+        rows = self.audit._read(
+            f"SELECT {COLUMNS} FROM deferred WHERE id = %s AND state = 'pending'", (deferred_id,)
+        )
+        return _deferred(rows[0]) if rows else None
+
+    def due(self, now: float) -> list[Deferred]:
+        """Pending sends whose time has come, oldest first."""
+        rows = self.audit._read(
+            f"SELECT {COLUMNS} FROM deferred WHERE state = 'pending' AND due <= %s"
+            " ORDER BY due, id",
+            (now,),
+        )
+        return [_deferred(r) for r in rows]
+
+    def pending(
+        self, chat: str | None, sender_id: str | None, person: str | None
+    ) -> list[Deferred]:
+        """One sender's pending sends (by person, else chat id), or everyone's (None)."""
+        where, args = "", ()  # type: tuple[str, tuple[str, ...]]
+        if person:
+            where, args = "AND person = %s", (person,)
+        elif chat and sender_id:
+            where, args = "AND chat = %s AND sender_id = %s", (chat, sender_id)
+        rows = self.audit._read(
+            f"SELECT {COLUMNS} FROM deferred WHERE state = 'pending' {where} ORDER BY due, id",
+            args,
+        )
+        return [_deferred(r) for r in rows]
+
+    def close(self, deferred_id: int, state: str) -> bool:
+        """'sent' or 'cancelled': the text is erased. False when it was not pending."""
+        changed = self.audit.run(
+            f"record {state}",
+            lambda c: (
+                c.execute(
+                    "UPDATE deferred SET state = %s, command = ''"
+                    " WHERE id = %s AND state = 'pending'",
+                    (state, deferred_id),
+                ).rowcount
+            ),
+        )
+        return int(changed) == 1
+
+
+def _deferred(row: tuple[Any, ...]) -> Deferred:
+    return Deferred(int(row[0]), float(row[1]), *row[2:])

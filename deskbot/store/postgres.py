@@ -1,0 +1,516 @@
+"""The audit log and idempotency keys in PostgreSQL: one store that replicas share.
+
+The same values and interface as the SQLite backend (``deskbot.store.audit``),
+the same numbered schema steps (``deskbot.store.migrations``). The key is the
+gate between replicas: a command is recorded by ``INSERT ... ON CONFLICT DO
+NOTHING`` on its unique key, and the replica whose insert wins does the work;
+the other gets ``Taken`` and stays silent.
+
+Blocking: the calls whose answer the relay needs before it may go on (``seen``,
+``command``, the reads) are one round trip each, on a pooled connection, each
+bounded by ``statement_timeout``. The writes nothing waits for (phones'
+answers, the end of a send, answered keys, the directory cache) go, in order,
+to one writer thread when they are called from the event loop, so a slow
+database never stalls the chats.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from deskbot.store.audit import CLAIM, ORPHAN_AGE, ORPHANS
+from deskbot.store.base import Answer, AuditError, HistoryEntry, Orphan, Planned, Seen, Taken
+from deskbot.store.migrations import LATEST, STEPS
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg_pool import ConnectionPool
+
+    from deskbot.store.pglater import PostgresLater
+
+log = logging.getLogger("deskbot.audit")
+
+STATEMENT_TIMEOUT_MS = 2000  # as SQLite's busy timeout: then the command is refused
+CONNECT_TIMEOUT = 5  # seconds, at start and for a new pooled connection
+POOL_SIZE = 4
+MIGRATION_LOCK = 0x6465736B  # "desk": one replica upgrades the schema at a time
+LEADER_LOCK = 0x64657363  # "desc": the replica holding it fires the clocks
+PRUNE_ONE_IN = 100  # rate rows older than an hour go in about one call of this many
+
+
+def one_line(exc: BaseException) -> str:
+    """A driver error as one line (psycopg's span several, with hints)."""
+    text = str(exc) or type(exc).__name__
+    return "; ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+class PostgresLog:
+    shared = True
+
+    def __init__(
+        self, url: str, password: str | None, replica: str = "", lease: float = 10.0
+    ) -> None:
+        import psycopg
+        from psycopg_pool import ConnectionPool
+
+        self.path = url  # the URL carries no password (settings refuse one)
+        self.replica = replica
+        self.lease = lease
+        self._kwargs: dict[str, Any] = {
+            "autocommit": True,
+            "connect_timeout": CONNECT_TIMEOUT,
+            "application_name": f"deskbot {replica}"[:63],
+            "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"
+            f" -c lock_timeout={STATEMENT_TIMEOUT_MS}",
+        }
+        if password:
+            self._kwargs["password"] = password
+        try:  # one plain connection first: its error says why (refused, login, no database)
+            with psycopg.connect(url, **self._kwargs) as conn:
+                self._migrate(conn)
+        except psycopg.Error as exc:
+            raise AuditError(f"the audit log {url}: {one_line(exc)}") from None
+        self.pool: ConnectionPool[Any] = ConnectionPool(
+            url,
+            kwargs=self._kwargs,
+            min_size=1,
+            max_size=POOL_SIZE,
+            timeout=STATEMENT_TIMEOUT_MS / 1000,
+            open=True,
+            name="deskbot-audit",
+        )
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="deskbot-audit")
+        self._queued = 0  # writes handed to the writer and not done yet
+        self._lock = threading.Lock()
+        self._leader: psycopg.Connection[Any] | None = None  # holds the clocks' lock
+        self._pending: list[tuple[int, float, str, str, int, str, float, str]] = []
+        # each transaction's seconds and whether it was written (/metrics), as on SQLite
+        self.on_write: list[Callable[[float, bool], None]] = []
+
+    def _migrate(self, conn: psycopg.Connection[Any]) -> None:
+        """The schema steps this database lacks, by one replica at a time; fails if read-only."""
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS deskbot_schema"
+                " (version INTEGER PRIMARY KEY, applied DOUBLE PRECISION NOT NULL)"
+            )
+            row = conn.execute("SELECT max(version) FROM deskbot_schema").fetchone()
+            version = int(row[0]) if row and row[0] is not None else 0
+            for step in STEPS:
+                if step.version > version:
+                    for statement in step.postgres:
+                        conn.execute(statement.encode())
+                    conn.execute(
+                        "INSERT INTO deskbot_schema VALUES (%s, %s)", (step.version, time.time())
+                    )
+            # a write on every start: a read-only database or login is named now, not mid-send
+            conn.execute(
+                "INSERT INTO deskbot_schema VALUES (0, %s)"
+                " ON CONFLICT (version) DO UPDATE SET applied = excluded.applied",
+                (time.time(),),
+            )
+        if version > LATEST:
+            log.warning("the audit log %s is from a newer deskbot (schema %d)", self.path, version)
+
+    def close(self) -> None:
+        self._writer.shutdown(wait=True)
+        self.flush()
+        self.pool.close()
+        if self._leader is not None:
+            self._leader.close()  # the clocks' lock goes with it
+
+    def deferred_sends(self) -> PostgresLater:
+        from deskbot.store.pglater import PostgresLater
+
+        return PostgresLater(self)
+
+    # -- running SQL -------------------------------------------------------------------
+    def run(self, what: str, body: Callable[[psycopg.Connection[Any]], Any]) -> Any:
+        """``body(conn)`` in one transaction; AuditError naming ``what`` if it fails."""
+        import psycopg
+        from psycopg_pool import PoolTimeout
+
+        started, ok = time.perf_counter(), False
+        try:
+            with self.pool.connection() as conn, conn.transaction():
+                result = body(conn)
+            ok = True
+            return result
+        except Taken:
+            ok = True  # the store answered: another replica has the key
+            raise
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise AuditError(f"the audit log {self.path} cannot {what}: {one_line(exc)}") from None
+        finally:
+            for listener in self.on_write:
+                listener(time.perf_counter() - started, ok)
+
+    def _in_order(self, what: str, body: Callable[[psycopg.Connection[Any]], Any]) -> None:
+        """A write nothing waits for: on the writer thread from the event loop, else now."""
+
+        def write() -> None:
+            try:
+                self.run(what, body)
+            except AuditError as exc:
+                log.error("%s", exc)
+
+        if _on_event_loop():
+            with self._lock:
+                try:
+                    self._writer.submit(write).add_done_callback(self._done)
+                    self._queued += 1
+                    return
+                except RuntimeError:  # shut down: write now
+                    pass
+        write()
+
+    def _done(self, _: object) -> None:
+        with self._lock:
+            self._queued -= 1
+
+    def _settle(self) -> None:
+        """Before a read: this replica's own writes still queued go first (read your writes)."""
+        if self._queued:
+            with contextlib.suppress(Exception):  # shut down or slow: read what is there
+                self._writer.submit(lambda: None).result(timeout=STATEMENT_TIMEOUT_MS / 1000)
+
+    # -- the interface ---------------------------------------------------------------
+    def command(
+        self,
+        *,
+        key: str | None,
+        chat: str,
+        sender_id: str,
+        person: str | None,
+        place: str,
+        targets: str,
+        text_chars: int,
+        plan: list[Planned],
+        reuse_before: float | None = None,
+        origin: str = "",
+        thread: str = "",
+    ) -> int:
+        """Record a command before its first message leaves; its id. ``Taken``: another
+        replica recorded this key first (``reuse_before`` as in the SQLite backend)."""
+        rows = [[p.extension, p.uri, p.label, p.skipped] for p in plan]
+        now = time.time()
+
+        def insert(conn: psycopg.Connection[Any]) -> int:
+            if key and reuse_before is not None:
+                conn.execute(
+                    "UPDATE commands SET key = key || '#' || id WHERE key = %s AND ts < %s",
+                    (key, reuse_before),
+                )
+            row = conn.execute(
+                "INSERT INTO commands (ts, chat, sender_id, person, place, targets, text_chars,"
+                " phones, key, state, plan, origin, owner, lease_until, thread)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'sending', %s, %s, %s, %s, %s)"
+                " ON CONFLICT (key) WHERE key IS NOT NULL DO NOTHING RETURNING id",
+                (
+                    now,
+                    chat,
+                    sender_id,
+                    person,
+                    place,
+                    targets,
+                    text_chars,
+                    len(plan),
+                    key or None,
+                    json.dumps(rows),
+                    origin or None,
+                    self.replica,
+                    now + self.lease,
+                    thread,
+                ),
+            ).fetchone()
+            if row is None:
+                raise Taken(f"command {key} was recorded by another replica")
+            return int(row[0])
+
+        return int(self.run("record the command", insert))
+
+    def claim(self, command_id: int, epoch: int) -> bool:
+        """Take over a command whose hold expired (or that this replica held before)."""
+        now = time.time()
+        try:
+            changed = self.run(
+                "record a take-over",
+                lambda c: (
+                    c.execute(
+                        CLAIM,
+                        (self.replica, now + self.lease, command_id, epoch, now, self.replica),
+                    ).rowcount
+                ),
+            )
+        except AuditError as exc:
+            log.error("%s", exc)
+            return False
+        return int(changed) == 1
+
+    def take_slots(
+        self, keys: list[str], limit: int, window: float, tag: str = ""
+    ) -> dict[str, float]:
+        """Under one advisory lock per key (in one order: no deadlock), so two replicas
+        counting the same phone at once see each other's rows."""
+        wanted = sorted(set(keys))
+        now = time.time()
+
+        def take(conn: psycopg.Connection[Any]) -> dict[str, float]:
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(h) FROM"
+                " (SELECT DISTINCT hashtext(k) AS h FROM unnest(%s::text[]) k ORDER BY h) x",
+                (wanted,),
+            )
+            full = conn.execute(  # the limit-th newest row in the window, per key that is full
+                "SELECT key, ts FROM (SELECT key, ts, row_number() OVER"
+                " (PARTITION BY key ORDER BY ts DESC) AS n FROM rates"
+                " WHERE key = ANY(%s) AND ts > %s) r WHERE n = %s",
+                (wanted, now - window, limit),
+            ).fetchall()
+            waits = {k: max(0.001, float(ts) + window - now) for k, ts in full}
+            free = [k for k in wanted if k not in waits]
+            if free:
+                conn.execute(
+                    "INSERT INTO rates (key, ts, tag) SELECT k, %s, %s FROM unnest(%s::text[]) k",
+                    (now, tag, free),
+                )
+            if secrets.randbelow(PRUNE_ONE_IN) == 0:
+                conn.execute("DELETE FROM rates WHERE ts < %s", (now - 3600,))
+            return {k: waits.get(k, 0.0) for k in wanted}
+
+        result: dict[str, float] = self.run("count rates", take)
+        return result
+
+    def give_back(self, tag: str) -> None:
+        """At once (one round trip, only when a key was taken): the count is right for the
+        next command of the burst that both replicas are reading."""
+        if tag:
+            try:
+                self.run(
+                    "give slots back",
+                    lambda c: c.execute("DELETE FROM rates WHERE tag = %s", (tag,)),
+                )
+            except AuditError as exc:
+                log.error("%s", exc)
+
+    def owns(self, command_id: int) -> bool:
+        try:
+            rows = self._read("SELECT owner FROM commands WHERE id = %s", (command_id,))
+        except AuditError as exc:  # cannot tell: answer (a take-over needs the store too)
+            log.error("%s", exc)
+            return True
+        return not rows or rows[0][0] in ("", self.replica)
+
+    def let_go(self, command_id: int) -> None:
+        self._in_order(
+            "let a command go",
+            lambda c: c.execute(
+                "UPDATE commands SET lease_until = 0 WHERE id = %s AND owner = %s",
+                (command_id, self.replica),
+            ),
+        )
+
+    def hold(self, command_ids: list[int]) -> None:
+        """Renew the hold (called from a worker thread by the service, every lease / 3)."""
+        if command_ids:
+            until = time.time() + self.lease
+            try:
+                self.run(
+                    "renew a hold",
+                    lambda c: c.execute(
+                        "UPDATE commands SET lease_until = %s WHERE owner = %s AND id = ANY(%s)",
+                        (until, self.replica, command_ids),
+                    ),
+                )
+            except AuditError as exc:
+                log.error("%s", exc)
+
+    def orphans(self, limit: int = 100) -> list[Orphan]:
+        now = time.time()
+        rows = self._read(ORPHANS, (now, now - ORPHAN_AGE, limit))
+        return [Orphan(int(r[0]), r[1], r[2], r[3], r[4], r[5], int(r[6])) for r in rows]
+
+    def leads(self) -> bool:
+        """The clocks' advisory lock, on a connection of its own: the server frees it when
+        this process or its connection dies, and another replica takes it on its next try."""
+        import psycopg
+
+        with self._lock:
+            conn = self._leader
+            if conn is not None and not conn.closed:
+                try:
+                    conn.execute("SELECT 1")
+                    return True
+                except psycopg.Error:
+                    conn.close()
+            self._leader = None
+            try:
+                conn = psycopg.connect(self.path, **self._kwargs)
+                row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,)).fetchone()
+            except psycopg.Error as exc:
+                log.warning("the audit log %s: no leader check: %s", self.path, one_line(exc))
+                return False
+            if row and row[0]:
+                self._leader = conn
+                return True
+            conn.close()
+            return False
+
+    def delivery(self, command_id: int, answer: Answer) -> None:
+        """One phone's answer; written with the next ``flush``."""
+        a = answer
+        self._pending.append(
+            (command_id, time.time(), a.extension, a.uri, a.code, a.reason, a.elapsed_ms, a.cause)
+        )
+
+    def _deliveries(self) -> Callable[[psycopg.Connection[Any]], None]:
+        rows, self._pending = self._pending, []
+
+        owner = self.replica
+
+        def write(conn: psycopg.Connection[Any]) -> None:
+            if rows:  # fenced: none once another replica took the command over
+                with conn.cursor() as cur:
+                    cur.executemany(_INSERT_DELIVERY, [(*r, r[0], owner) for r in rows])
+
+        return write
+
+    def flush(self) -> None:
+        """Write the answers that came in since the last flush, in one transaction."""
+        if self._pending:
+            self._in_order("record the phones' answers", self._deliveries())
+
+    def finish(self, command_id: int) -> None:
+        """Every phone answered: the answers not yet written, and the command is sent."""
+        deliveries = self._deliveries()
+
+        def write(conn: psycopg.Connection[Any]) -> None:
+            deliveries(conn)
+            conn.execute(
+                "UPDATE commands SET state = 'sent' WHERE id = %s AND owner = %s",
+                (command_id, self.replica),
+            )
+
+        self._in_order("record the end of a send", write)
+
+    def answered(self, key: str) -> None:
+        """The reply to the command with this key reached the chat."""
+        now = time.time()
+        self._in_order(
+            "record an answer",
+            lambda conn: conn.execute(
+                "INSERT INTO answered (key, ts) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                (key, now),
+            ),
+        )
+
+    def cache_directory(self, source: str, ts: float, data: str) -> None:
+        """The last good directory from ``source`` (LDAP); callable from a worker thread."""
+        try:
+            self.run(
+                "record the directory cache",
+                lambda conn: conn.execute(
+                    "INSERT INTO directory_cache VALUES (%s, %s, %s) ON CONFLICT (source)"
+                    " DO UPDATE SET ts = excluded.ts, data = excluded.data",
+                    (source, ts, data),
+                ),
+            )
+        except AuditError as exc:  # the one in memory still serves; the next sync tries again
+            log.error("%s", exc)
+
+    def cached_directory(self, source: str) -> tuple[float, str] | None:
+        row = self._read("SELECT ts, data FROM directory_cache WHERE source = %s", (source,))
+        return (float(row[0][0]), str(row[0][1])) if row else None
+
+    def _read(self, sql: str, args: Sequence[object]) -> list[tuple[Any, ...]]:
+        self._settle()
+        rows: list[tuple[Any, ...]] = self.run("be read", lambda c: c.execute(sql, args).fetchall())
+        return rows
+
+    def seen(self, key: str, within: float | None = None) -> Seen | None:
+        """What is known of a command key, or None for a new command."""
+        since = 0.0 if within is None else time.time() - within
+        self._settle()
+
+        def read(conn: psycopg.Connection[Any]) -> Seen | None:
+            answered = conn.execute(
+                "SELECT 1 FROM answered WHERE key = %s AND ts >= %s", (key, since)
+            ).fetchone()
+            row = conn.execute(
+                "SELECT id, plan, owner, lease_until, epoch FROM commands"
+                " WHERE key = %s AND ts >= %s",
+                (key, since),
+            ).fetchone()
+            if row is None:
+                return Seen(answered=True, command_id=None) if answered else None
+            command_id, plan_text, owner, lease_until, epoch = row
+            plan = tuple(Planned(*map(str, p)) for p in json.loads(plan_text))
+            answers = tuple(
+                Answer(*r)
+                for r in conn.execute(
+                    "SELECT extension, uri, code, reason, elapsed_ms, cause FROM deliveries"
+                    " WHERE command_id = %s ORDER BY seq",
+                    (command_id,),
+                )
+            )
+            return Seen(
+                bool(answered),
+                int(command_id),
+                plan,
+                answers,
+                str(owner),
+                float(lease_until),
+                int(epoch),
+            )
+
+        result: Seen | None = self.run("be read", read)
+        return result
+
+    def history(
+        self, *, chat: str | None, sender_id: str | None, person: str | None, limit: int = 10
+    ) -> list[HistoryEntry]:
+        """Last sends of one sender (by person, else by chat id), or of everyone."""
+        where, args = "", ()  # type: tuple[str, tuple[str, ...]]
+        if person:
+            where, args = "WHERE c.person = %s", (person,)
+        elif chat and sender_id:
+            where, args = "WHERE c.chat = %s AND c.sender_id = %s", (chat, sender_id)
+        rows = self._read(
+            f"""SELECT c.ts, COALESCE(c.person, c.chat || ':' || c.sender_id), c.targets,
+                       c.text_chars, c.phones,
+                       SUM(CASE WHEN d.code BETWEEN 200 AND 299 THEN 1 ELSE 0 END),
+                       string_agg(d.code || ' ' || d.reason, ', ' ORDER BY d.seq)
+                FROM commands c LEFT JOIN deliveries d ON d.command_id = c.id
+                {where} GROUP BY c.id ORDER BY c.id DESC LIMIT %s""",
+            (*args, limit),
+        )
+        return [
+            HistoryEntry(float(r[0]), r[1], r[2], r[3], r[4], int(r[5] or 0), r[6] or "")
+            for r in rows
+        ]
+
+
+def _on_event_loop() -> bool:
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+_INSERT_DELIVERY = (
+    "INSERT INTO deliveries (command_id, ts, extension, uri, code, reason, elapsed_ms, cause)"
+    " SELECT %s, %s, %s, %s, %s, %s, %s, %s"
+    " WHERE EXISTS (SELECT 1 FROM commands WHERE id = %s AND owner = %s)"
+)

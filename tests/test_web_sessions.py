@@ -1,0 +1,136 @@
+"""The web console's pieces without a browser: sessions, hashes, the [web] settings."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import bcrypt
+from test_config import BASE, problems
+
+from deskbot.sources.web import passwords
+from deskbot.sources.web.sessions import FAILURES_PER_NAME, Sessions, SignInGuard
+
+DESKBOT = str(Path(sys.executable).parent / "deskbot")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_session_ends_after_its_idle_time_and_after_its_lifetime():
+    clock = Clock()
+    sessions = Sessions(idle=60, lifetime=300, clock=clock)
+    _, cookie = sessions.start("alice")
+    for _ in range(5):  # a request every 50 s keeps it alive...
+        clock.now += 50
+        assert sessions.find(cookie) is not None
+    clock.now += 51  # ...until 300 s after sign-in, however busy
+    assert sessions.find(cookie) is None
+    _, idle = sessions.start("alice")
+    clock.now += 61
+    assert sessions.find(idle) is None
+
+
+def test_a_forged_or_changed_cookie_names_no_session():
+    sessions = Sessions(idle=60, lifetime=300)
+    session, cookie = sessions.start("alice")
+    assert sessions.find(cookie) is session
+    sid, _, mac = cookie.partition(".")
+    assert sessions.find(f"{sid}.{mac[:-1]}0" if mac[-1] != "0" else f"{sid}.{mac[:-1]}1") is None
+    assert sessions.find(sid) is None
+    assert sessions.find("x" * 10_000) is None
+    other, _ = Sessions(idle=60, lifetime=300).start("alice")
+    assert sessions.find(f"{other.id}.{mac}") is None
+
+
+def test_failures_are_counted_per_name_and_per_address():
+    guard = SignInGuard(clock=Clock())
+    for i in range(FAILURES_PER_NAME):
+        assert guard.wait("alice", f"10.0.0.{i}") == 0
+        guard.failed("alice", f"10.0.0.{i}")
+    assert guard.wait("alice", "10.9.9.9") > 0  # the name is guarded, from any address
+    assert guard.wait("bob", "10.0.0.1") == 0
+
+
+def test_hash_password_reads_stdin_and_prints_a_hash_that_checks():
+    done = subprocess.run(
+        [DESKBOT, "hash-password"], input="s3cret words\n", capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    hashed = done.stdout.strip()
+    assert hashed.startswith("$2b$12$") and "s3cret" not in done.stdout
+    assert passwords.verify("s3cret words", hashed)
+    assert not passwords.verify("s3cret words ", hashed)
+    assert not passwords.verify("s3cret words", None)
+
+
+def test_hash_password_refuses_an_empty_or_overlong_password():
+    for given in ("\n", "x" * 73 + "\n"):
+        done = subprocess.run(
+            [DESKBOT, "hash-password"], input=given, capture_output=True, text=True
+        )
+        assert done.returncode == 2 and done.stdout == ""
+        assert "nothing printed" in done.stderr
+
+
+def test_web_users_must_be_people_with_a_bcrypt_hash():
+    good = bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()
+    assert problems(BASE + f'[web.users]\nalice = "{good}"\n') == []
+    stranger = problems(BASE + f'[web.users]\nzed = "{good}"\n')
+    assert stranger == ["deskbot.toml: web.users.zed: 'zed' is not in [people]: users are people"]
+    plain = problems(BASE + '[web.users]\nalice = "plain"\n')
+    assert any("web.users.alice" in p and "not a bcrypt hash" in p for p in plain), plain
+    assert any("web.users: nobody can sign in" in p for p in problems(BASE + "[web]\n"))
+
+
+async def test_behind_tls_the_cookie_is_secure_and_one_address_is_limited_across_names(tmp_path):
+    import aiohttp
+
+    from deskbot.directory import loader
+    from deskbot.relay.relay import Relay
+    from deskbot.relay.values import Policy
+    from deskbot.senders.recording import RecordingSender
+    from deskbot.settings.load import parse
+    from deskbot.sources.web.app import WebSource
+    from deskbot.sources.web.sessions import FAILURES_PER_ADDRESS
+    from deskbot.store.audit import AuditLog
+    from deskbot.store.signins import SignInLog
+
+    hashed = bcrypt.hashpw(b"right one", bcrypt.gensalt(4)).decode()
+    raw = {
+        "phones": {"486": {"uri": "sip:486@127.0.0.1:9"}},
+        "people": {"alice": {"phone": "486"}},
+        "web": {"listen": "127.0.0.1:0", "users": {"alice": hashed}, "secure_cookie": True},
+    }
+    s = parse(raw, Path("x.toml"), {}).settings
+    audit = AuditLog(tmp_path / "audit.sqlite3")
+    relay = Relay(RecordingSender(), loader.from_settings(s), Policy.from_settings(s), audit)
+    assert s.web is not None
+    source = WebSource(s.web, relay, SignInLog(audit))
+    await source.start()
+    url = f"http://127.0.0.1:{source.port}/signin"
+    try:
+        async with aiohttp.ClientSession() as http:
+            form = {"name": "alice", "password": "right one"}
+            async with http.post(url, data=form, allow_redirects=False) as resp:
+                assert resp.status == 303
+                cookie = resp.headers["Set-Cookie"]
+            assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+            for i in range(FAILURES_PER_ADDRESS):  # a different name each time
+                async with http.post(url, data={"name": f"u{i}", "password": "x"}) as resp:
+                    assert resp.status == 401
+            async with http.post(url, data=form, allow_redirects=False) as resp:
+                assert resp.status == 429
+                assert "Too many failed sign-ins" in await resp.text()
+    finally:
+        await source.stop()
+    outcomes = [o for _, _, _, o in SignInLog(audit).recent(100)]
+    assert outcomes.count("wrong-password") == FAILURES_PER_ADDRESS
+    assert outcomes[0] == "rate-limited" and outcomes[-1] == "signed-in"
+    audit.close()
