@@ -7,11 +7,12 @@ NOTHING`` on its unique key, and the replica whose insert wins does the work;
 the other gets ``Taken`` and stays silent.
 
 Blocking: the calls whose answer the relay needs before it may go on (``seen``,
-``command``, the reads) are one round trip each, on a pooled connection, each
-bounded by ``statement_timeout``. The writes nothing waits for (phones'
-answers, the end of a send, answered keys, the directory cache) go, in order,
-to one writer thread when they are called from the event loop, so a slow
-database never stalls the chats.
+``command``, the rate slots, the reads) and the end of a send (what the reply
+will say must be durable first) are one round trip each, on a pooled
+connection, each bounded by ``statement_timeout``. The writes nothing waits for
+(phones' answers as they come, answered keys, letting a webhook's command go)
+go, in order, to one writer thread when they are called from the event loop,
+so a slow database stalls no chat while a broadcast's answers come in.
 """
 
 from __future__ import annotations
@@ -381,7 +382,12 @@ class PostgresLog:
             self._in_order("record the phones' answers", self._deliveries())
 
     def finish(self, command_id: int) -> None:
-        """Every phone answered: the answers not yet written, and the command is sent."""
+        """Every phone answered: the answers not yet written, and the command is sent.
+
+        At once, not on the writer thread (one round trip per command): the reply that
+        follows must not tell the chat more than the log knows, or a replica taking the
+        command over after a crash would answer it differently.
+        """
         deliveries = self._deliveries()
 
         def write(conn: psycopg.Connection[Any]) -> None:
@@ -391,7 +397,11 @@ class PostgresLog:
                 (command_id, self.replica),
             )
 
-        self._in_order("record the end of a send", write)
+        self._settle()  # the answers flushed before go first
+        try:
+            self.run("record the end of a send", write)
+        except AuditError as exc:
+            log.error("%s", exc)
 
     def answered(self, key: str) -> None:
         """The reply to the command with this key reached the chat."""
