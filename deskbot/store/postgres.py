@@ -92,6 +92,7 @@ class PostgresLog:
         self._queued = 0  # writes handed to the writer and not done yet
         self._lock = threading.Lock()
         self._leader: psycopg.Connection[Any] | None = None  # holds the clocks' lock
+        self._leading = threading.Lock()  # one leadership check at a time
         self._pending: list[tuple[int, float, str, str, int, str, float, str]] = []
 
     def _migrate(self, conn: psycopg.Connection[Any]) -> None:
@@ -157,12 +158,14 @@ class PostgresLog:
 
         if _on_event_loop():
             with self._lock:
-                try:
-                    self._writer.submit(write).add_done_callback(self._done)
-                    self._queued += 1
-                    return
-                except RuntimeError:  # shut down: write now
-                    pass
+                self._queued += 1
+            try:
+                queued = self._writer.submit(write)
+            except RuntimeError:  # shut down: write now
+                self._done(None)
+            else:  # outside the lock: a write already done calls back at once, in this thread
+                queued.add_done_callback(self._done)
+                return
         write()
 
     def _done(self, _: object) -> None:
@@ -336,7 +339,7 @@ class PostgresLog:
         this process or its connection dies, and another replica takes it on its next try."""
         import psycopg
 
-        with self._lock:
+        with self._leading:
             conn = self._leader
             if conn is not None and not conn.closed:
                 try:
