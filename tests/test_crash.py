@@ -19,6 +19,7 @@ import pytest
 from conftest import SippPhone, phone_got, wait_for
 from matrix_people import Deskbot, alice_in_a_room_with_the_bot, text_of
 from matrix_server import Account, Synapse
+from postgres_server import PASSWORD_ENV, Postgres
 
 SLOW_MS = 1500  # the second phone answers after this long: a window to crash in mid-send
 
@@ -123,3 +124,65 @@ async def test_a_command_older_than_max_age_is_answered_once_and_reaches_no_phon
     await alice.sync()
     assert len(alice.replies_to(stale)) == 1
     assert [m.body.decode().split(": ", 1)[1] for m in phone.received()] == ["hello", "fresh"]
+
+
+@pytest.mark.parametrize("point", ["after-record", "mid-send", "after-send", "after-reply"])
+async def test_a_crash_on_postgresql_answers_once_and_sends_each_phone_at_most_once(
+    point: str,
+    synapse: Synapse,
+    sipp,
+    people,
+    bot: Account,
+    deskbot,
+    postgres: Postgres,
+):
+    """The same crash points with the audit log in PostgreSQL: a restarted replica
+    recognises its own commands (its id is the same after a restart) and answers them."""
+    fast, slow = sipp(200), sipp(200, delay_ms=SLOW_MS)
+    alice, room = await alice_in_a_room_with_the_bot(synapse, people, bot)
+    run: Deskbot = deskbot(
+        bot, alice, {"486": fast.uri("486"), "487": slow.uri("487")}, timeout=5.0
+    )
+    url = postgres.database()
+    db = url.rsplit("/", 1)[1]
+    text = run.config.read_text()
+    start = text.index("[audit]")
+    end = text.index("[", start + 1)
+    run.config.write_text(
+        text[:start] + f'[audit]\nurl = "{url}"\npassword_env = "{PASSWORD_ENV}"\n' + text[end:]
+    )
+
+    def has(sql: str) -> bool:  # the tables are there: deskbot made them at its start
+        return bool(postgres.query(db, sql))
+
+    if point != "mid-send":
+        run.env["DESKBOT_FAILPOINT"] = point
+    run.start()
+    command = await alice.say(room, "!deskphone 486,487 evacuate by the stairs")
+    if point == "mid-send":
+        wait_for(
+            lambda: calls(slow) == 1 and has("SELECT 1 FROM deliveries WHERE extension = '486'"),
+            what="mid-send",
+        )
+        assert run.proc is not None
+        os.killpg(run.proc.pid, signal.SIGKILL)
+    assert run.proc is not None
+    wait_for(lambda: run.proc.poll() is not None, what="deskbot to die")
+    assert run.proc.returncode == -signal.SIGKILL
+
+    run.env.pop("DESKBOT_FAILPOINT", None)
+    run.start()
+    barrier = await alice.say(room, "!deskphone who 486")
+    await alice.reply_to(barrier)
+    wait_for(
+        lambda: has(f"SELECT 1 FROM answered WHERE key = '{command}'"),
+        what="the command's answer to be recorded",
+    )
+    await alice.sync()
+    to_fast, to_slow, lines = EXPECTED[point]
+    [reply] = alice.replies_to(command)  # exactly once
+    for line in lines:
+        assert line in text_of(reply)
+    wait_for(lambda: calls(fast) >= to_fast and calls(slow) >= to_slow, what="the phones")
+    assert (calls(fast), calls(slow)) == (to_fast, to_slow)
+    assert run.stop() == 0

@@ -7,11 +7,12 @@ NOTHING`` on its unique key, and the replica whose insert wins does the work;
 the other gets ``Taken`` and stays silent.
 
 Blocking: the calls whose answer the relay needs before it may go on (``seen``,
-``command``, the reads) are one round trip each, on a pooled connection, each
-bounded by ``statement_timeout``. The writes nothing waits for (phones'
-answers, the end of a send, answered keys, the directory cache) go, in order,
-to one writer thread when they are called from the event loop, so a slow
-database never stalls the chats.
+``command``, the rate slots, the reads) and the end of a send (what the reply
+will say must be durable first) are one round trip each, on a pooled
+connection, each bounded by ``statement_timeout``. The writes nothing waits for
+(phones' answers as they come, answered keys, letting a webhook's command go)
+go, in order, to one writer thread when they are called from the event loop,
+so a slow database stalls no chat while a broadcast's answers come in.
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ class PostgresLog:
         self._queued = 0  # writes handed to the writer and not done yet
         self._lock = threading.Lock()
         self._leader: psycopg.Connection[Any] | None = None  # holds the clocks' lock
+        self._leading = threading.Lock()  # one leadership check at a time
         self._pending: list[tuple[int, float, str, str, int, str, float, str]] = []
         # each transaction's seconds and whether it was written (/metrics), as on SQLite
         self.on_write: list[Callable[[float, bool], None]] = []
@@ -165,12 +167,14 @@ class PostgresLog:
 
         if _on_event_loop():
             with self._lock:
-                try:
-                    self._writer.submit(write).add_done_callback(self._done)
-                    self._queued += 1
-                    return
-                except RuntimeError:  # shut down: write now
-                    pass
+                self._queued += 1
+            try:
+                queued = self._writer.submit(write)
+            except RuntimeError:  # shut down: write now
+                self._done(None)
+            else:  # outside the lock: a write already done calls back at once, in this thread
+                queued.add_done_callback(self._done)
+                return
         write()
 
     def _done(self, _: object) -> None:
@@ -344,7 +348,7 @@ class PostgresLog:
         this process or its connection dies, and another replica takes it on its next try."""
         import psycopg
 
-        with self._lock:
+        with self._leading:
             conn = self._leader
             if conn is not None and not conn.closed:
                 try:
@@ -390,7 +394,12 @@ class PostgresLog:
             self._in_order("record the phones' answers", self._deliveries())
 
     def finish(self, command_id: int) -> None:
-        """Every phone answered: the answers not yet written, and the command is sent."""
+        """Every phone answered: the answers not yet written, and the command is sent.
+
+        At once, not on the writer thread (one round trip per command): the reply that
+        follows must not tell the chat more than the log knows, or a replica taking the
+        command over after a crash would answer it differently.
+        """
         deliveries = self._deliveries()
 
         def write(conn: psycopg.Connection[Any]) -> None:
@@ -400,7 +409,11 @@ class PostgresLog:
                 (command_id, self.replica),
             )
 
-        self._in_order("record the end of a send", write)
+        self._settle()  # the answers flushed before go first
+        try:
+            self.run("record the end of a send", write)
+        except AuditError as exc:
+            log.error("%s", exc)
 
     def answered(self, key: str) -> None:
         """The reply to the command with this key reached the chat."""
