@@ -91,6 +91,7 @@ class Policy:
     clients: frozenset[str] = frozenset()  # API clients in the config now (a reload revokes)
     templates: Mapping[str, Template] = field(default_factory=dict)
     schedules: Mapping[str, Schedule] = field(default_factory=dict)
+    desk_url: str = ""  # [desk] url: where a phone's confirm key points; "": no confirmations
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
@@ -104,6 +105,7 @@ class Policy:
             frozenset(clients),
             settings.templates,
             settings.schedules,
+            (settings.desk.url or "") if settings.desk else "",
         )
 
 
@@ -121,6 +123,7 @@ class Dispatch:
     groups: tuple[str, ...]
     probe: bool = False  # ask each phone whether it answers (SIP OPTIONS); no text
     origin: str = ""  # "template:firedrill", "schedule:standup": recorded in the audit log
+    confirm: bool = False  # each phone is asked for a confirmation (a key labelled OK)
 
     @property
     def user(self) -> ChatUser:

@@ -401,10 +401,10 @@ def run(cfg: Config) -> None:
             local = FormatSender(local, http)
         sender = route.for_settings(s, cfg.secret, local)
         service = Service(cfg, sender)
-        if board is not None and s.desk is not None:
+        if s.desk is not None and s.desk.url:  # Cisco screens and confirm keys
             from deskbot.sources.desk import DeskSource
 
-            service.sources.append(DeskSource(s.desk, board))
+            service.sources.append(DeskSource(s.desk, board, service.relay.confirmer))
         await service.run()
 
     return asyncio.run(main())

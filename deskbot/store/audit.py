@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from deskbot.store.base import Answer, AuditError, HistoryEntry, Planned, Seen
 
 if TYPE_CHECKING:
+    from deskbot.store.confirms import SqliteConfirmations
     from deskbot.store.deferred import DeferredSends
 
 log = logging.getLogger("deskbot.audit")
@@ -119,6 +120,12 @@ class AuditLog:
         from deskbot.store.deferred import DeferredSends
 
         return DeferredSends(self)
+
+    def confirmations(self) -> SqliteConfirmations:
+        """The confirmation requests kept in the same file."""
+        from deskbot.store.confirms import SqliteConfirmations
+
+        return SqliteConfirmations(self)
 
     def _write(
         self,

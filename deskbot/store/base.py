@@ -75,6 +75,40 @@ class Deferred:
         return f"deferred:{self.id}"
 
 
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    """One phone's confirmation request of a command, as kept."""
+
+    command_id: int
+    extension: str
+    format: str
+    state: str  # "waiting", "confirmed" or "unsupported" (its format has no keys)
+    confirmed_at: float | None  # epoch seconds of the press
+    expires: float  # epoch seconds after which its token confirms nothing
+
+
+class Confirmations(Protocol):
+    """Confirmation requests: tokens (kept hashed), presses, and which reached the thread."""
+
+    def ask(
+        self,
+        command_id: int,
+        extension: str,
+        format: str,
+        token: str | None,
+        host: str,
+        expires: float,
+    ) -> None: ...
+
+    def press(self, token: str, host: str, now: float) -> tuple[Confirmation, bool] | None: ...
+
+    def of(self, command_id: int) -> list[Confirmation]: ...
+
+    def unposted(self) -> list[Confirmation]: ...
+
+    def posted(self, command_id: int, extension: str) -> None: ...
+
+
 class LaterSends(Protocol):
     """Deferred sends (`in 20s ...`, `at 14:55 ...`) and the schedules' marks."""
 
@@ -134,5 +168,7 @@ class CommandLog(Protocol):
     def cached_directory(self, source: str) -> tuple[float, str] | None: ...
 
     def deferred_sends(self) -> LaterSends: ...
+
+    def confirmations(self) -> Confirmations: ...
 
     def close(self) -> None: ...
