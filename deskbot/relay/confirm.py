@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from deskbot.directory.snapshot import Phone
 from deskbot.senders.base import Ask, can_confirm
 from deskbot.sipuri import split_hostport
-from deskbot.store.base import AuditError, Confirmation, Confirmations
+from deskbot.store.base import AuditError, Confirmation, Confirmations, Thread
 
 log = logging.getLogger("deskbot.confirm")
 
@@ -58,6 +58,10 @@ class Confirmer:
         self.store = store
         self.clock = clock
         self.on_confirm: list[Callable[[Confirmation], None]] = []
+
+    def remember(self, command_id: int, where: Thread) -> None:
+        """Where the command was given; raises AuditError when it cannot be kept."""
+        self.store.remember(command_id, where)
 
     def ask(self, command_id: int, phone: Phone, desk_url: str, within: float) -> Ask | None:
         """Keep the phone's request and the key for its screen; None: its format has none.

@@ -49,7 +49,7 @@ from deskbot.relay.window import SlidingWindow
 from deskbot.senders import fair
 from deskbot.senders.base import TITLE, Ask, Delivery, Sender
 from deskbot.store.base import Answer as Recorded
-from deskbot.store.base import AuditError, CommandLog, LaterSends, Planned
+from deskbot.store.base import AuditError, CommandLog, LaterSends, Planned, Thread
 
 log = logging.getLogger("deskbot.relay")
 
@@ -394,6 +394,13 @@ class Relay:
             return {}
         within = self.policy.message.confirm_within
         asks: dict[str, Ask | None] = {}
+        request = job.request
+        try:
+            where = Thread(request.user.chat, request.user.id, request.place, request.thread)
+            self.confirmer.remember(command_id, where)
+        except AuditError as exc:
+            log.error("%s: no phone gets a confirm key", exc)
+            return {}
         for phone in phones:
             try:
                 asks[phone.extension] = self.confirmer.ask(

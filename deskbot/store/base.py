@@ -87,8 +87,22 @@ class Confirmation:
     expires: float  # epoch seconds after which its token confirms nothing
 
 
+@dataclass(frozen=True, slots=True)
+class Thread:
+    """Where a command was given, so that its confirmations are posted there."""
+
+    chat: str
+    sender_id: str
+    place: str
+    thread: str  # the source's reference to the command's thread ("" the place itself)
+
+
 class Confirmations(Protocol):
     """Confirmation requests: tokens (kept hashed), presses, and which reached the thread."""
+
+    def remember(self, command_id: int, where: Thread) -> None: ...
+
+    def where(self, command_id: int) -> Thread | None: ...
 
     def ask(
         self,

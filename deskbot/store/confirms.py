@@ -16,7 +16,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Protocol
 
-from deskbot.store.base import AuditError, Confirmation
+from deskbot.store.base import AuditError, Confirmation, Thread
 
 log = logging.getLogger("deskbot.confirms")
 
@@ -34,6 +34,13 @@ CREATE TABLE IF NOT EXISTS confirms (
     PRIMARY KEY (command_id, extension)
 );
 CREATE INDEX IF NOT EXISTS confirms_unposted ON confirms(posted, state);
+CREATE TABLE IF NOT EXISTS confirm_threads (
+    command_id INTEGER PRIMARY KEY,
+    chat TEXT NOT NULL,
+    sender_id TEXT NOT NULL,
+    place TEXT NOT NULL,
+    thread TEXT NOT NULL
+);
 """
 COLUMNS = "command_id, extension, format, state, confirmed_at, expires"
 
@@ -71,6 +78,26 @@ class SqliteConfirmations:
                 audit.db.executescript(SCHEMA)
         except sqlite3.Error as exc:
             raise AuditError(f"the audit log {audit.path}: {exc}") from None
+
+    def remember(self, command_id: int, where: Thread) -> None:
+        """Where the command was given (its confirmations are posted there)."""
+        self.audit._write(
+            "where a command was given",
+            [
+                (
+                    "INSERT OR IGNORE INTO confirm_threads (command_id, chat, sender_id, place,"
+                    " thread) VALUES (?, ?, ?, ?, ?)",
+                    (command_id, where.chat, where.sender_id, where.place, where.thread),
+                )
+            ],
+        )
+
+    def where(self, command_id: int) -> Thread | None:
+        row = self.audit.db.execute(
+            "SELECT chat, sender_id, place, thread FROM confirm_threads WHERE command_id = ?",
+            (command_id,),
+        ).fetchone()
+        return Thread(*map(str, row)) if row else None
 
     def ask(
         self,
