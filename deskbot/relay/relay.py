@@ -156,7 +156,9 @@ class Relay:
                 return Answer(
                     "the text is empty: nothing to send", error=True, problem="empty-text"
                 )
-            return self.dispatch(request, person, admin, request.targets, text)
+            return self.dispatch(
+                request, person, admin, request.targets, text, confirm=request.confirm
+            )
         try:
             command = grammar.parse(request.text)
         except UsageError as exc:
@@ -322,6 +324,7 @@ class Relay:
             summary_wanted=len(job.phones) > 1 or bool(job.groups),
             lines=lines,
             seconds=time.perf_counter() - accepted.started,
+            command_id=command_id,
         )
         log.info(
             "command %d from %s:%s: %s in %.1f ms",

@@ -147,6 +147,7 @@ class Report:
     lines: list[Line] = field(default_factory=list)
     probe: bool = False  # the answers to `probe TARGETS`
     seconds: float = 0.0  # from taking the command to its last phone's answer
+    command_id: int = 0  # its id in the audit log (the API's GET /v1/commands/ID); 0: none
 
     @property
     def delivered(self) -> int:

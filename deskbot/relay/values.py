@@ -45,6 +45,8 @@ class Request:
     # An HTTP client retries because it lost the response: a repeat of a send is
     # answered again from the log (never sent again), and a refusal is not kept.
     answer_repeats: bool = False
+    # Set by sources that take the fields apart (the API's "confirm": true)
+    confirm: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from deskbot.store.base import Answer, AuditError, HistoryEntry, Planned, Seen
+from deskbot.store.base import Answer, AuditError, Commanded, HistoryEntry, Planned, Seen
 
 if TYPE_CHECKING:
     from deskbot.store.confirms import SqliteConfirmations
@@ -292,6 +292,24 @@ class AuditLog:
             )
         )
         return Seen(bool(answered), int(command_id), plan, answers)
+
+    def commanded(self, command_id: int) -> Commanded | None:
+        """A command by its id (the API's GET /v1/commands/ID), or None."""
+        row = self.db.execute(
+            "SELECT chat, sender_id, plan FROM commands WHERE id = ?", (command_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        plan = tuple(Planned(*map(str, p)) for p in json.loads(row[2]))
+        answers = tuple(
+            Answer(*r)
+            for r in self.db.execute(
+                "SELECT extension, uri, code, reason, elapsed_ms, cause FROM deliveries"
+                " WHERE command_id = ? ORDER BY rowid",
+                (command_id,),
+            )
+        )
+        return Commanded(command_id, str(row[0]), str(row[1]), plan, answers)
 
     def history(
         self, *, chat: str | None, sender_id: str | None, person: str | None, limit: int = 10

@@ -58,6 +58,17 @@ class Seen:
 
 
 @dataclass(frozen=True, slots=True)
+class Commanded:
+    """One recorded command by its id: who gave it, its phones and their answers so far."""
+
+    id: int
+    chat: str
+    sender_id: str
+    plan: tuple[Planned, ...]
+    answers: tuple[Answer, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Deferred:
     id: int
     due: float  # epoch seconds
@@ -172,6 +183,8 @@ class CommandLog(Protocol):
     def answered(self, key: str) -> None: ...
 
     def seen(self, key: str, within: float | None = None) -> Seen | None: ...
+
+    def commanded(self, command_id: int) -> Commanded | None: ...
 
     def history(
         self, *, chat: str | None, sender_id: str | None, person: str | None, limit: int = 10
