@@ -87,3 +87,19 @@ async def test_a_press_not_yet_posted_is_posted_at_the_next_start_once(tmp_path)
     assert again.getvalue().count("601 Reception confirmed at") == 1
     assert await poster2.catch_up() == 0
     assert again.getvalue().count("confirmed at") == 1
+
+
+async def test_after_confirm_within_the_thread_names_who_did_not_confirm_once(tmp_path):
+    relay, phones, out, console, poster = _service(tmp_path, DESK)
+    await console.handle_line("confirm @floor Fire drill at 14:00")
+    assert relay.confirmer.press(phones.asks["601"].url.removeprefix(DESK), "127.0.0.1")
+    await poster.catch_up()
+    within = relay.policy.message.confirm_within
+    assert await poster.sweep(time.time() + within - 5) == 0  # not due yet
+    assert "not confirmed" not in out.getvalue()
+    # deskbot was down when it fell due: the next start's sweep tells the thread, once
+    _, _, again, _, later = _service(tmp_path, DESK)
+    assert await later.sweep(time.time() + within + 1) == 1
+    assert again.getvalue().strip() == "1/3 confirmed; not confirmed: 602 Lobby"
+    assert await later.sweep(time.time() + within + 2) == 0
+    assert again.getvalue().count("not confirmed") == 1

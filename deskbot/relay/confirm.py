@@ -59,9 +59,9 @@ class Confirmer:
         self.clock = clock
         self.on_confirm: list[Callable[[Confirmation], None]] = []
 
-    def remember(self, command_id: int, where: Thread) -> None:
+    def remember(self, command_id: int, where: Thread, within: float) -> None:
         """Where the command was given; raises AuditError when it cannot be kept."""
-        self.store.remember(command_id, where)
+        self.store.remember(command_id, where, self.clock() + within)
 
     def ask(self, command_id: int, phone: Phone, desk_url: str, within: float) -> Ask | None:
         """Keep the phone's request and the key for its screen; None: its format has none.

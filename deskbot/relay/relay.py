@@ -400,7 +400,7 @@ class Relay:
         request = job.request
         try:
             where = Thread(request.user.chat, request.user.id, request.place, request.thread)
-            self.confirmer.remember(command_id, where)
+            self.confirmer.remember(command_id, where, within)
         except AuditError as exc:
             log.error("%s: no phone gets a confirm key", exc)
             return {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -31,6 +32,17 @@ def confirmed_text(extension: str, label: str, at: float, zone: str | None) -> s
         tz = None
     clock = datetime.fromtimestamp(at, tz).astimezone(tz).strftime("%H:%M")
     return " ".join(filter(None, (extension, label, f"confirmed at {clock}")))
+
+
+def summary_text(
+    confirmed: int, asked: int, missing: list[str], label_of: Callable[[str], str]
+) -> str:
+    """``1/3 confirmed; not confirmed: 602 Lobby, 604`` (phones without keys not named)."""
+    text = f"{confirmed}/{asked} confirmed"
+    if missing:
+        names = ", ".join(" ".join(filter(None, (e, label_of(e)))) for e in missing)
+        text += f"; not confirmed: {names}"
+    return text
 
 
 class ConfirmPoster:
@@ -79,6 +91,42 @@ class ConfirmPoster:
             log.warning("command %d: %s's confirmation not posted: %s", cid, extension, exc)
             return
         self.store.posted(cid, extension)
+
+    async def sweep(self, now: float) -> int:
+        """Tell each thread whose confirm_within passed who did not confirm; how many told."""
+        told = 0
+        for command_id in self.store.overdue(now):
+            asked = self.store.of(command_id)
+            confirmed = sum(1 for c in asked if c.state == "confirmed")
+            missing = [c.extension for c in asked if c.state == "waiting"]
+            text = summary_text(confirmed, len(asked), missing, self.label_of)
+            if await self._tell(command_id, text):
+                self.store.summarized(command_id)
+                told += 1
+        return told
+
+    async def run(self, every: float = 1.0) -> None:
+        """Sweep for ever (a command due while deskbot was down is told once it is back)."""
+        while True:
+            try:
+                await self.sweep(time.time())
+            except Exception:  # a broken store or chat must not end the loop
+                log.exception("confirmation sweep failed")
+            await asyncio.sleep(every)
+
+    async def _tell(self, command_id: int, text: str) -> bool:
+        where = self.store.where(command_id)
+        source = self.chats.get(where.chat) if where else None
+        if where is None or source is None:
+            return True
+        user = ChatUser(where.chat, where.sender_id)
+        replier = source.replier_for(user, where.place, where.thread, f"confirms:{command_id}")
+        try:
+            await replier.answer(Answer(text))
+        except Exception as exc:  # the chat is away: told at the next sweep
+            log.warning("command %d: the confirmation summary not posted: %s", command_id, exc)
+            return False
+        return True
 
     async def close(self) -> None:
         if self._tasks:

@@ -360,6 +360,7 @@ class Service:
             self._tasks.append(loop.create_task(self.schedule.run(), name="schedule"))
             if self.confirms is not None:  # pressed before a stop, not posted yet
                 self._tasks.append(loop.create_task(self.confirms.catch_up(), name="confirms"))
+                self._tasks.append(loop.create_task(self.confirms.run(), name="confirm-sweep"))
             self._tasks.append(loop.create_task(self._watch(), name="config-watch"))
             if self.cfg.settings.nats is not None and isinstance(self.sender, SiteEdges):
                 edges = self._watch_sites(self.sender)

@@ -39,8 +39,11 @@ CREATE TABLE IF NOT EXISTS confirm_threads (
     chat TEXT NOT NULL,
     sender_id TEXT NOT NULL,
     place TEXT NOT NULL,
-    thread TEXT NOT NULL
+    thread TEXT NOT NULL,
+    due REAL NOT NULL DEFAULT 0,
+    summarized INTEGER NOT NULL DEFAULT 0
 );
+CREATE INDEX IF NOT EXISTS confirm_threads_due ON confirm_threads(summarized, due);
 """
 COLUMNS = "command_id, extension, format, state, confirmed_at, expires"
 
@@ -79,15 +82,16 @@ class SqliteConfirmations:
         except sqlite3.Error as exc:
             raise AuditError(f"the audit log {audit.path}: {exc}") from None
 
-    def remember(self, command_id: int, where: Thread) -> None:
-        """Where the command was given (its confirmations are posted there)."""
+    def remember(self, command_id: int, where: Thread, due: float) -> None:
+        """Where the command was given (its confirmations are posted there), and when the
+        thread is to name the phones that did not confirm."""
         self.audit._write(
             "where a command was given",
             [
                 (
                     "INSERT OR IGNORE INTO confirm_threads (command_id, chat, sender_id, place,"
-                    " thread) VALUES (?, ?, ?, ?, ?)",
-                    (command_id, where.chat, where.sender_id, where.place, where.thread),
+                    " thread, due) VALUES (?, ?, ?, ?, ?, ?)",
+                    (command_id, where.chat, where.sender_id, where.place, where.thread, due),
                 )
             ],
         )
@@ -98,6 +102,25 @@ class SqliteConfirmations:
             (command_id,),
         ).fetchone()
         return Thread(*map(str, row)) if row else None
+
+    def overdue(self, now: float) -> list[int]:
+        """Commands whose confirm_within has passed and whose thread was not told yet."""
+        rows = self.audit.db.execute(
+            "SELECT command_id FROM confirm_threads WHERE summarized = 0 AND due <= ?"
+            " ORDER BY due LIMIT 100",
+            (now,),
+        )
+        return [int(r[0]) for r in rows]
+
+    def summarized(self, command_id: int) -> None:
+        try:
+            with self.audit.db:
+                self.audit.db.execute(
+                    "UPDATE confirm_threads SET summarized = 1 WHERE command_id = ?",
+                    (command_id,),
+                )
+        except sqlite3.Error as exc:  # told again after a restart, at worst
+            log.warning("the audit log %s cannot mark a summary: %s", self.audit.path, exc)
 
     def ask(
         self,
