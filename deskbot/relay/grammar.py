@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import shlex
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from deskbot import notices
 
@@ -33,6 +33,7 @@ class History:
 class Send:
     targets: str
     text: str
+    confirm: bool = False  # `confirm TARGETS TEXT`: each phone is asked for an OK
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,7 @@ class UseTemplate:
     targets: str | None
     name: str
     values: tuple[tuple[str, str], ...] = ()
+    confirm: bool = False  # `confirm TARGETS !NAME ...`
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,7 @@ Command = Help | Who | History | Send | Probe | UseTemplate | Later | Templates 
 
 USAGE = "usage: TARGETS TEXT (like `486 meeting moved`), `who TARGET`, `history` or `help`"
 PROBE_USAGE = "usage: `probe TARGETS`, like `probe 486` or `probe @sales` (admins)"
+CONFIRM_USAGE = "usage: `confirm TARGETS TEXT` or `confirm TARGETS !TEMPLATE key=value...`"
 LATER_USAGE = "usage: `in 20s|15m|2h TARGETS TEXT` or `at 14:55 TARGETS TEXT`"
 
 
@@ -134,6 +137,11 @@ def parse(text: str) -> Command:
         if not rest.isdigit():
             raise UsageError("usage: `cancel ID`, with the id `scheduled` shows")
         return Cancel(int(rest))
+    if keyword == "confirm":
+        asked = parse(rest) if rest else None
+        if isinstance(asked, Send | UseTemplate):
+            return replace(asked, confirm=True)
+        raise UsageError(CONFIRM_USAGE)
     if keyword in ("in", "at") and rest:
         when, _, then = rest.partition(" ")
         later = _later(keyword, when, then.strip())

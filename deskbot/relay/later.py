@@ -41,6 +41,7 @@ class Planner(Protocol):
         text: str,
         probe: bool = False,
         origin: str = "",
+        confirm: bool = False,
     ) -> Answer | Dispatch: ...
 
 
@@ -73,7 +74,15 @@ def template_send(
             error=True,
             problem="usage",
         )
-    return relay.dispatch(request, person, admin, targets, text, origin=f"template:{use.name}")
+    return relay.dispatch(
+        request,
+        person,
+        admin,
+        targets,
+        text,
+        origin=f"template:{use.name}",
+        confirm=use.confirm or template.confirm,
+    )
 
 
 def templates_text(relay: Planner) -> Answer:

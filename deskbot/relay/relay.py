@@ -17,6 +17,7 @@ from collections.abc import Callable
 from deskbot import failpoints
 from deskbot.directory.snapshot import Directory, Person, Phone, TargetError
 from deskbot.relay import checks, grammar, later, report
+from deskbot.relay.confirm import Confirmer, why_not
 from deskbot.relay.grammar import (
     Cancel,
     Help,
@@ -47,9 +48,9 @@ from deskbot.relay.values import (
 )
 from deskbot.relay.window import SharedWindow, SlidingWindow, Window
 from deskbot.senders import fair
-from deskbot.senders.base import TITLE, Delivery, Sender
+from deskbot.senders.base import TITLE, Ask, Delivery, Sender
 from deskbot.store.base import Answer as Recorded
-from deskbot.store.base import AuditError, CommandLog, LaterSends, Planned, Seen, Taken
+from deskbot.store.base import AuditError, CommandLog, LaterSends, Planned, Seen, Taken, Thread
 
 log = logging.getLogger("deskbot.relay")
 
@@ -69,6 +70,8 @@ class Relay:
         self.sender = sender
         self.audit = audit
         self.deferred: LaterSends | None = audit.deferred_sends() if audit else None
+        confirms = audit.confirmations() if audit else None  # None: no confirmations here
+        self.confirmer = Confirmer(confirms) if confirms is not None else None
         self.on_report: list[Callable[[Dispatch, report.Report], None]] = []
         self.on_refusal: list[Callable[[Answer], None]] = []  # a check refused a command
         # each phone's answer as it comes: (command id, phone, delivery), for live views
@@ -174,7 +177,9 @@ class Relay:
                 return Answer(
                     "the text is empty: nothing to send", error=True, problem="empty-text"
                 )
-            return self.dispatch(request, person, admin, request.targets, text)
+            return self.dispatch(
+                request, person, admin, request.targets, text, confirm=request.confirm
+            )
         try:
             command = grammar.parse(request.text)
         except UsageError as exc:
@@ -224,7 +229,9 @@ class Relay:
     ) -> Answer | Dispatch:
         """A typed send or a template send, checked; any other command is a usage error."""
         if isinstance(command, Send):
-            return self.dispatch(request, person, admin, command.targets, command.text)
+            return self.dispatch(
+                request, person, admin, command.targets, command.text, confirm=command.confirm
+            )
         if isinstance(command, UseTemplate):
             return later.template_send(self, request, person, admin, command)
         return Answer(grammar.LATER_USAGE, error=True, problem="usage")
@@ -238,8 +245,16 @@ class Relay:
         text: str,
         probe: bool = False,
         origin: str = "",
+        confirm: bool = False,
     ) -> Answer | Dispatch:
         """A send (or probe) command through each check in turn; the first refusal is the answer."""
+        if confirm and (self.confirmer is None or not self.policy.desk_url):
+            return Answer(
+                "cannot ask for confirmations: they need [audit] and [desk] url (the address "
+                "phones fetch their confirm key from). Nothing was sent.",
+                error=True,
+                problem="no-confirm",
+            )
         if len(text) > self.policy.message.max_chars:
             return self.too_long(len(text))
         try:
@@ -257,6 +272,7 @@ class Relay:
             resolution.groups,
             probe=probe,
             origin=" ".join(filter(None, (self._scheduled_by(request), origin))),
+            confirm=confirm,
         )
         for check in self.checks:
             refusal = check(self, job)
@@ -337,7 +353,10 @@ class Relay:
         fair.COMMAND.set(object())  # this fan-out's sends share the sender's slots with others
         TITLE.set(job.sender_name)  # the title of its screens, for formats that have one
         try:
-            results = await asyncio.gather(*(self._send(command_id, p, job.body) for p in to_send))
+            asks = self._asks(job, command_id, to_send)
+            results = await asyncio.gather(
+                *(self._send(command_id, p, job.body, asks.get(p.extension)) for p in to_send)
+            )
             if self.audit:
                 self.audit.finish(command_id)
         finally:
@@ -345,12 +364,19 @@ class Relay:
         failpoints.reached("after-send")
         sent: dict[str, Delivery] = {p.extension: d for p, d in zip(to_send, results, strict=True)}
         lines = [
-            report.Line(p, sent.get(p.extension), skipped.get(p.extension, "")) for p in job.phones
+            report.Line(
+                p,
+                sent.get(p.extension),
+                skipped.get(p.extension, ""),
+                confirm=self._asked(job, p, asks),
+            )
+            for p in job.phones
         ]
         result = report.Report(
             summary_wanted=len(job.phones) > 1 or bool(job.groups),
             lines=lines,
             seconds=time.perf_counter() - accepted.started,
+            command_id=command_id,
         )
         log.info(
             "command %d from %s:%s: %s in %.1f ms",
@@ -425,8 +451,38 @@ class Relay:
                 )
             ) from None
 
-    async def _send(self, command_id: int, phone: Phone, body: str) -> Delivery:
-        delivery = await self.sender.send(phone, body)
+    def _asks(self, job: Dispatch, command_id: int, phones: list[Phone]) -> dict[str, Ask | None]:
+        """Each phone's confirm key, kept before any is sent (none unless ``job.confirm``)."""
+        if not job.confirm or self.confirmer is None:
+            return {}
+        within = self.policy.message.confirm_within
+        asks: dict[str, Ask | None] = {}
+        request = job.request
+        try:
+            where = Thread(request.user.chat, request.user.id, request.place, request.thread)
+            self.confirmer.remember(command_id, where, within)
+        except AuditError as exc:
+            log.error("%s: no phone gets a confirm key", exc)
+            return {}
+        for phone in phones:
+            try:
+                asks[phone.extension] = self.confirmer.ask(
+                    command_id, phone, self.policy.desk_url, within
+                )
+            except AuditError as exc:
+                log.error("%s: %s gets no confirm key", exc, phone.extension)
+        return asks
+
+    @staticmethod
+    def _asked(job: Dispatch, phone: Phone, asks: dict[str, Ask | None]) -> str:
+        if not job.confirm or phone.extension not in asks:
+            return ""
+        return "confirm asked" if asks[phone.extension] else why_not(phone.format)
+
+    async def _send(
+        self, command_id: int, phone: Phone, body: str, ask: Ask | None = None
+    ) -> Delivery:
+        delivery = await self.sender.send(phone, body, ask)
         if self.audit:
             d = delivery
             answer = Recorded(phone.extension, d.uri, d.code, d.reason, d.elapsed_ms, d.cause.value)

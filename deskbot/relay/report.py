@@ -136,6 +136,7 @@ class Line:
     delivery: Delivery | None  # None: not sent (the reason says why)
     skipped: str = ""
     probe: bool = False  # the answer to a probe (OPTIONS), not to a text
+    confirm: str = ""  # "confirm asked", "cannot confirm (format message)"; "": not asked
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,7 @@ class Report:
     lines: list[Line] = field(default_factory=list)
     probe: bool = False  # the answers to `probe TARGETS`
     seconds: float = 0.0  # from taking the command to its last phone's answer
+    command_id: int = 0  # its id in the audit log (the API's GET /v1/commands/ID); 0: none
 
     @property
     def delivered(self) -> int:
@@ -166,7 +168,8 @@ def line_text(line: Line) -> str:
     answer = "no answer" if d.code == 0 else f"{d.code} {d.reason}"
     text = f"{MARK[d.outcome]} {phone.title}: {answer}"
     tip = hint(d, phone, line.probe)
-    return f"{text} ({d.elapsed_ms:.0f} ms)" if not tip else f"{text} — {tip}"
+    text = f"{text} ({d.elapsed_ms:.0f} ms)" if not tip else f"{text} — {tip}"
+    return f"{text}; {line.confirm}" if line.confirm else text
 
 
 def delivery_record(line: Line) -> dict[str, object]:

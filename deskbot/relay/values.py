@@ -45,6 +45,8 @@ class Request:
     # An HTTP client retries because it lost the response: a repeat of a send is
     # answered again from the log (never sent again), and a refusal is not kept.
     answer_repeats: bool = False
+    # Set by sources that take the fields apart (the API's "confirm": true)
+    confirm: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +97,7 @@ class Policy:
     clients: frozenset[str] = frozenset()  # API clients in the config now (a reload revokes)
     templates: Mapping[str, Template] = field(default_factory=dict)
     schedules: Mapping[str, Schedule] = field(default_factory=dict)
+    desk_url: str = ""  # [desk] url: where a phone's confirm key points; "": no confirmations
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
@@ -108,6 +111,7 @@ class Policy:
             frozenset(clients),
             settings.templates,
             settings.schedules,
+            (settings.desk.url or "") if settings.desk else "",
         )
 
 
@@ -125,6 +129,7 @@ class Dispatch:
     groups: tuple[str, ...]
     probe: bool = False  # ask each phone whether it answers (SIP OPTIONS); no text
     origin: str = ""  # "template:firedrill", "schedule:standup": recorded in the audit log
+    confirm: bool = False  # each phone is asked for a confirmation (a key labelled OK)
 
     @property
     def user(self) -> ChatUser:

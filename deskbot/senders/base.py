@@ -46,6 +46,21 @@ def maker_of(format: str) -> str:
     return catalog.spec(format).maker
 
 
+def can_confirm(format: str) -> bool:
+    """Whether a phone ``format``'s screen carries a key (an ``Ask``); a MESSAGE has none."""
+    from deskbot.senders.screens import catalog
+
+    return catalog.spec(format).keys
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """A confirmation asked of one phone: its screen carries a key that makes it GET ``url``."""
+
+    url: str  # on [desk] url, with the unguessable token of this command and phone
+    label: str = "OK"
+
+
 class SenderError(RuntimeError):
     """A sender could not start; the message says why and what to check."""
 
@@ -126,8 +141,9 @@ class Sender(Protocol):
 
     def health(self) -> Health: ...
 
-    async def send(self, phone: Phone, text: str) -> Delivery:
-        """Show `text` on the phone, in the phone's ``format``."""
+    async def send(self, phone: Phone, text: str, ask: Ask | None = None) -> Delivery:
+        """Show `text` on the phone, in the phone's ``format``; with ``ask``, with its key
+        (a format without keys shows the text alone: the relay reports that)."""
 
     async def probe(self, phone: Phone) -> Delivery:
         """Ask whether the phone answers at all; nothing is displayed."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 
 from deskbot.directory.snapshot import HTTP_FORMATS, Phone
-from deskbot.senders.base import Delivery, Health, Sender
+from deskbot.senders.base import Ask, Delivery, Health, Sender
 
 
 class FormatSender:
@@ -39,9 +39,9 @@ class FormatSender:
             sip.alive, {**sip.details, **http.details}, sip.in_flight + http.in_flight, sip.restarts
         )
 
-    async def send(self, phone: Phone, text: str) -> Delivery:
+    async def send(self, phone: Phone, text: str, ask: Ask | None = None) -> Delivery:
         sender = self.http if phone.format in HTTP_FORMATS and not phone.site else self.sip
-        return await sender.send(phone, text)
+        return await sender.send(phone, text, ask)
 
     async def probe(self, phone: Phone) -> Delivery:
         return await self.sip.probe(phone)

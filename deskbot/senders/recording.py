@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from deskbot.directory.snapshot import Phone
-from deskbot.senders.base import Delivery, Health
+from deskbot.senders.base import Ask, Delivery, Health
 
 REASONS = {200: "OK", 404: "Not Found", 408: "Request Timeout", 486: "Busy Here"}
 
@@ -24,6 +24,7 @@ class RecordingSender:
     timeout: float = 1.0
     sent: list[tuple[Phone, str]] = field(default_factory=list)
     probed: list[Phone] = field(default_factory=list)
+    asks: dict[str, Ask] = field(default_factory=dict)  # extension -> the last confirm asked
     started: bool = False
     gate: asyncio.Event | None = None  # set: phones answer only once the gate opens
 
@@ -36,10 +37,12 @@ class RecordingSender:
     def health(self) -> Health:
         return Health(alive=True)
 
-    async def send(self, phone: Phone, text: str) -> Delivery:
+    async def send(self, phone: Phone, text: str, ask: Ask | None = None) -> Delivery:
         if self.gate is not None:
             await self.gate.wait()
         self.sent.append((phone, text))
+        if ask is not None:
+            self.asks[phone.extension] = ask
         await asyncio.sleep(0)  # a real sender yields too: other commands may run meanwhile
         answer = self.answers.get(phone.extension, 200)
         if callable(answer):

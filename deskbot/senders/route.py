@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from deskbot.directory.snapshot import Phone
-from deskbot.senders.base import Delivery, Health, Sender
+from deskbot.senders.base import Ask, Delivery, Health, Sender
 from deskbot.settings.schema import Settings
 
 
@@ -51,9 +51,9 @@ class RouteSender:
             local.restarts,
         )
 
-    async def send(self, phone: Phone, text: str) -> Delivery:
+    async def send(self, phone: Phone, text: str, ask: Ask | None = None) -> Delivery:
         sender = self.sites if phone.site else self.local
-        return await sender.send(phone, text)
+        return await sender.send(phone, text, ask)
 
     async def probe(self, phone: Phone) -> Delivery:
         sender = self.sites if phone.site else self.local

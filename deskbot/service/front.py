@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from deskbot.relay.relay import Relay
 from deskbot.relay.values import Policy
 from deskbot.senders.base import Sender, SenderError
 from deskbot.senders.route import SiteEdges
+from deskbot.service.confirms import ConfirmPoster
 from deskbot.service.health import HealthServer, Metrics
 from deskbot.service.replicas import Replicas
 from deskbot.settings.load import ConfigError, load
@@ -124,6 +126,7 @@ class Service:
         # deferred sends and [schedules]: the clock as a source, answering through the chats
         chats = {source.name: source for source in self.sources if isinstance(source, Replies)}
         self.schedule = ScheduleSource(self.relay, self.relay.deferred, chats)
+        self.confirms = self._confirm_poster(chats)
         token_env = s.health.reload_token_env
         self.replicas = Replicas(self.relay, self.audit, chats, self.schedule, s.audit.lease)
         self._takeovers_counted = 0
@@ -333,6 +336,20 @@ class Service:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), WATCH_RETRY)
 
+    def _confirm_poster(self, chats: Mapping[str, Replies]) -> ConfirmPoster | None:
+        """Each confirmation posted to its command's thread."""
+        confirmer = self.relay.confirmer
+        if confirmer is None:
+            return None
+
+        def label(extension: str) -> str:
+            phone = self.relay.directory.phones.get(extension)
+            return phone.label if phone else ""
+
+        poster = ConfirmPoster(confirmer.store, chats, label, self.cfg.settings.message.timezone)
+        confirmer.on_confirm.append(poster.pressed)
+        return poster
+
     async def run(self) -> None:
         """Serve until SIGTERM or SIGINT; raise StartError if something cannot start."""
         loop = asyncio.get_running_loop()
@@ -365,6 +382,9 @@ class Service:
             self._tasks.append(loop.create_task(self.replicas.run(self.stopping), name="replicas"))
             await self.schedule.start()
             self._tasks.append(loop.create_task(self.schedule.run(), name="schedule"))
+            if self.confirms is not None:  # pressed before a stop, not posted yet
+                self._tasks.append(loop.create_task(self.confirms.catch_up(), name="confirms"))
+                self._tasks.append(loop.create_task(self.confirms.run(), name="confirm-sweep"))
             self._tasks.append(loop.create_task(self._watch(), name="config-watch"))
             if self.cfg.settings.nats is not None and isinstance(self.sender, SiteEdges):
                 edges = self._watch_sites(self.sender)
@@ -426,10 +446,10 @@ def run(cfg: Config) -> None:
             local = FormatSender(local, http)
         sender = route.for_settings(s, cfg.secret, local)
         service = Service(cfg, sender)
-        if board is not None and s.desk is not None:
+        if s.desk is not None and s.desk.url:  # Cisco screens and confirm keys
             from deskbot.sources.desk import DeskSource
 
-            service.sources.append(DeskSource(s.desk, board))
+            service.sources.append(DeskSource(s.desk, board, service.relay.confirmer))
         await service.run()
 
     return asyncio.run(main())

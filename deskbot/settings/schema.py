@@ -90,6 +90,8 @@ class Message:
     # how phones get text unless [phones.EXT] format says otherwise
     format: Format = "message"
     timezone: str | None = None  # IANA name for `at 14:55`; None: the host's
+    # seconds a confirmation request waits before naming who did not confirm
+    confirm_within: Annotated[int, Field(ge=10, le=7 * 86400)] = 600
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -298,6 +300,8 @@ class Template:
     __pydantic_config__ = _STRICT
     text: Annotated[str, Field(min_length=1)]
     targets: str | None = None  # used when the command names none
+    confirm: bool = False  # ask each phone for a confirmation (a key labelled OK)
+    escalate_to: str | None = None  # told who did not confirm within confirm_within
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -21,6 +21,7 @@ import hmac
 import json
 import logging
 import re
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from aiohttp import web
 
 from deskbot.loglimit import RateLimitedLog
 from deskbot.relay import report
+from deskbot.relay.confirm import state_of
 from deskbot.relay.relay import Relay
 from deskbot.relay.values import API, Accepted, Answer, ChatUser, Dispatch, Replay, Request
 from deskbot.settings.schema import Api
@@ -151,6 +153,7 @@ class ApiSource:
     async def start(self) -> None:
         app = web.Application(client_max_size=MAX_BODY, middlewares=[self._counted])
         app.router.add_post("/v1/send", self._send)
+        app.router.add_get("/v1/commands/{id}", self._command)
         app.router.add_post("/v1/alertmanager", self._alertmanager)
         app.router.add_post("/v1/grafana", self._grafana)
         app.router.add_put("/v1/grafana", self._grafana)  # Grafana may be set to PUT
@@ -244,7 +247,11 @@ class ApiSource:
         if client is None:
             return self._unauthorized(request)
         try:
-            targets, text = _send_fields(await self._json(request))
+            body = await self._json(request)
+            targets, text = _send_fields(body)
+            confirm = body.get("confirm", False)
+            if not isinstance(confirm, bool):
+                raise BadRequest(400, "wrong-type", "the field 'confirm' must be true or false")
         except BadRequest as exc:
             return error(exc.status, exc.problem, str(exc))
         user = ChatUser(API, client.name, client.display)
@@ -266,15 +273,48 @@ class ApiSource:
             while len(self._bodies) > MAX_KEYS_KEPT:
                 self._bodies.popitem(last=False)
         replier = HttpReplier()
-        sent = Request(user, text, "api", key, targets=targets, answer_repeats=True)
+        sent = Request(
+            user, text, "api", key, targets=targets, answer_repeats=True, confirm=confirm
+        )
         await serve(self.relay, sent, replier)
         if replier.result is not None:
-            return web.json_response(deliveries(replier.result))
+            return web.json_response(
+                {"id": replier.result.command_id, **deliveries(replier.result)}
+            )
         if replier.answer_given is None:  # the relay is still sending the first of this key
             return error(409, "in-progress", "a send with this Idempotency-Key is still going on")
         if key:
             self._bodies.pop(key, None)  # a refusal is not kept: the key may be used afresh
         return refusal(replier.answer_given)
+
+    async def _command(self, request: web.Request) -> web.Response:
+        """GET /v1/commands/ID: the client's own command, each phone's answer and confirm."""
+        client = self._client(request)
+        if client is None:
+            return self._unauthorized(request)
+        raw = request.match_info["id"]
+        audit = self.relay.audit
+        found = audit.commanded(int(raw)) if audit and raw.isdigit() and len(raw) < 19 else None
+        if found is None or (found.chat, found.sender_id) != (API, client.name):
+            return error(404, "unknown-command", "no command of this client has that id")
+        confirmer = self.relay.confirmer
+        asked = {c.extension: c for c in confirmer.store.of(found.id)} if confirmer else {}
+        answers = {a.extension: a for a in found.answers}
+        now = time.time()
+        rows = []
+        for planned in found.plan:
+            answer = answers.get(planned.extension)
+            confirmation = asked.get(planned.extension)
+            rows.append(
+                {
+                    "target": planned.extension,
+                    "code": answer.code if answer else 0,
+                    "reason": answer.reason if answer else planned.skipped,
+                    "confirm": state_of(confirmation, now),
+                    "confirmed_at": confirmation.confirmed_at if confirmation else None,
+                }
+            )
+        return web.json_response({"id": found.id, "deliveries": rows})
 
     async def _alertmanager(self, request: web.Request) -> web.Response:
         return await self._webhook(request, "alertmanager")

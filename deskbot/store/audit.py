@@ -20,10 +20,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deskbot.store import private
-from deskbot.store.base import Answer, AuditError, HistoryEntry, Orphan, Planned, Seen, Taken
+from deskbot.store.base import (
+    Answer,
+    AuditError,
+    Commanded,
+    HistoryEntry,
+    Orphan,
+    Planned,
+    Seen,
+    Taken,
+)
 from deskbot.store.migrations import LATEST, STEPS
 
 if TYPE_CHECKING:
+    from deskbot.store.confirms import SqliteConfirmations
     from deskbot.store.deferred import DeferredSends
 
 log = logging.getLogger("deskbot.audit")
@@ -78,6 +88,12 @@ class AuditLog:
         from deskbot.store.deferred import DeferredSends
 
         return DeferredSends(self)
+
+    def confirmations(self) -> SqliteConfirmations:
+        """The confirmation requests kept in the same file."""
+        from deskbot.store.confirms import SqliteConfirmations
+
+        return SqliteConfirmations(self)
 
     def _write(
         self,
@@ -334,6 +350,24 @@ class AuditLog:
             )
         )
         return Seen(bool(answered), int(command_id), plan, answers, owner, lease_until, epoch)
+
+    def commanded(self, command_id: int) -> Commanded | None:
+        """A command by its id (the API's GET /v1/commands/ID), or None."""
+        row = self.db.execute(
+            "SELECT chat, sender_id, plan FROM commands WHERE id = ?", (command_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        plan = tuple(Planned(*map(str, p)) for p in json.loads(row[2]))
+        answers = tuple(
+            Answer(*r)
+            for r in self.db.execute(
+                "SELECT extension, uri, code, reason, elapsed_ms, cause FROM deliveries"
+                " WHERE command_id = ? ORDER BY rowid",
+                (command_id,),
+            )
+        )
+        return Commanded(command_id, str(row[0]), str(row[1]), plan, answers)
 
     def history(
         self, *, chat: str | None, sender_id: str | None, person: str | None, limit: int = 10

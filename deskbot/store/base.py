@@ -79,6 +79,17 @@ class Orphan:
 
 
 @dataclass(frozen=True, slots=True)
+class Commanded:
+    """One recorded command by its id: who gave it, its phones and their answers so far."""
+
+    id: int
+    chat: str
+    sender_id: str
+    plan: tuple[Planned, ...]
+    answers: tuple[Answer, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Deferred:
     id: int
     due: float  # epoch seconds
@@ -94,6 +105,58 @@ class Deferred:
     @property
     def key(self) -> str:
         return f"deferred:{self.id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    """One phone's confirmation request of a command, as kept."""
+
+    command_id: int
+    extension: str
+    format: str
+    state: str  # "waiting", "confirmed" or "unsupported" (its format has no keys)
+    confirmed_at: float | None  # epoch seconds of the press
+    expires: float  # epoch seconds after which its token confirms nothing
+
+
+@dataclass(frozen=True, slots=True)
+class Thread:
+    """Where a command was given, so that its confirmations are posted there."""
+
+    chat: str
+    sender_id: str
+    place: str
+    thread: str  # the source's reference to the command's thread ("" the place itself)
+
+
+class Confirmations(Protocol):
+    """Confirmation requests: tokens (kept hashed), presses, and which reached the thread."""
+
+    def remember(self, command_id: int, where: Thread, due: float) -> None: ...
+
+    def overdue(self, now: float) -> list[int]: ...
+
+    def summarized(self, command_id: int) -> None: ...
+
+    def where(self, command_id: int) -> Thread | None: ...
+
+    def ask(
+        self,
+        command_id: int,
+        extension: str,
+        format: str,
+        token: str | None,
+        host: str,
+        expires: float,
+    ) -> None: ...
+
+    def press(self, token: str, host: str, now: float) -> tuple[Confirmation, bool] | None: ...
+
+    def of(self, command_id: int) -> list[Confirmation]: ...
+
+    def unposted(self) -> list[Confirmation]: ...
+
+    def posted(self, command_id: int, extension: str) -> None: ...
 
 
 class LaterSends(Protocol):
@@ -188,6 +251,8 @@ class CommandLog(Protocol):
 
     def seen(self, key: str, within: float | None = None) -> Seen | None: ...
 
+    def commanded(self, command_id: int) -> Commanded | None: ...
+
     def history(
         self, *, chat: str | None, sender_id: str | None, person: str | None, limit: int = 10
     ) -> list[HistoryEntry]: ...
@@ -197,5 +262,9 @@ class CommandLog(Protocol):
     def cached_directory(self, source: str) -> tuple[float, str] | None: ...
 
     def deferred_sends(self) -> LaterSends: ...
+
+    def confirmations(self) -> Confirmations | None:
+        """The confirm tokens and presses; None where the backend keeps none yet."""
+        ...
 
     def close(self) -> None: ...

@@ -28,7 +28,16 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from deskbot.store.audit import CLAIM, ORPHAN_AGE, ORPHANS
-from deskbot.store.base import Answer, AuditError, HistoryEntry, Orphan, Planned, Seen, Taken
+from deskbot.store.base import (
+    Answer,
+    AuditError,
+    Commanded,
+    HistoryEntry,
+    Orphan,
+    Planned,
+    Seen,
+    Taken,
+)
 from deskbot.store.migrations import LATEST, STEPS
 
 if TYPE_CHECKING:
@@ -448,6 +457,34 @@ class PostgresLog:
         self._settle()
         rows: list[tuple[Any, ...]] = self.run("be read", lambda c: c.execute(sql, args).fetchall())
         return rows
+
+    def confirmations(self) -> None:
+        """Confirmations are kept on SQLite only so far: `confirm` is refused on PostgreSQL."""
+        return None
+
+    def commanded(self, command_id: int) -> Commanded | None:
+        """A command by its id (the API's GET /v1/commands/ID), or None."""
+        self._settle()
+
+        def read(conn: psycopg.Connection[Any]) -> Commanded | None:
+            row = conn.execute(
+                "SELECT chat, sender_id, plan FROM commands WHERE id = %s", (command_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            plan = tuple(Planned(*map(str, p)) for p in json.loads(row[2]))
+            answers = tuple(
+                Answer(*r)
+                for r in conn.execute(
+                    "SELECT extension, uri, code, reason, elapsed_ms, cause FROM deliveries"
+                    " WHERE command_id = %s ORDER BY seq",
+                    (command_id,),
+                )
+            )
+            return Commanded(command_id, str(row[0]), str(row[1]), plan, answers)
+
+        result: Commanded | None = self.run("read a command", read)
+        return result
 
     def seen(self, key: str, within: float | None = None) -> Seen | None:
         """What is known of a command key, or None for a new command."""

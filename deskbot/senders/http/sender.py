@@ -22,11 +22,12 @@ import aiohttp
 from yarl import URL
 
 from deskbot.directory.snapshot import CISCO_XML, POLY_PUSH, Phone
-from deskbot.senders.base import TITLE, Cause, Delivery, Health
+from deskbot.senders.base import TITLE, Ask, Cause, Delivery, Health
 from deskbot.senders.fair import FairSlots
 from deskbot.senders.http import digest
 from deskbot.senders.http.board import Board, Screen
 from deskbot.senders.screens import cisco, poly
+from deskbot.senders.screens.xmltext import SoftKey
 from deskbot.settings.schema import Push
 from deskbot.sipuri import split_hostport
 
@@ -107,14 +108,14 @@ class HttpSender:
     def health(self) -> Health:
         return Health(self._session is not None, {"push_in_flight": self.in_flight}, self.in_flight)
 
-    async def send(self, phone: Phone, text: str) -> Delivery:
+    async def send(self, phone: Phone, text: str, ask: Ask | None = None) -> Delivery:
         started = time.perf_counter()
         key = await self._slots.acquire()
         self.in_flight += 1
         waiting: Screen | None = None
         try:
             async with asyncio.timeout(self._timeout):  # from the slot on, as pjsip's timer
-                code, reason, cause, waiting = await self._push(phone, text)
+                code, reason, cause, waiting = await self._push(phone, text, ask)
         except TimeoutError:
             code, reason, cause = 408, "Request Timeout (no answer from the phone)", Cause.TIMEOUT
         except PushError as exc:
@@ -147,16 +148,21 @@ class HttpSender:
         return Delivery(address(phone), code, reason, elapsed, cause)
 
     # -- one push -------------------------------------------------------------
-    async def _push(self, phone: Phone, text: str) -> tuple[int, str, Cause, Screen | None]:
+    async def _push(
+        self, phone: Phone, text: str, ask: Ask | None
+    ) -> tuple[int, str, Cause, Screen | None]:
         """The answer, and the screen the phone is still to fetch (Cisco) if any."""
+        keys = (SoftKey(ask.label, ask.url),) if ask else ()
         if phone.format == POLY_PUSH:
-            return (*await self._poly(phone, text), None)
+            return (*await self._poly(phone, text, keys), None)
         if phone.format == CISCO_XML:
-            return await self._cisco(phone, text)
+            return await self._cisco(phone, text, keys)
         return 501, f"format {phone.format!r} is not pushed over HTTP", Cause.TRANSPORT, None
 
-    async def _poly(self, phone: Phone, text: str) -> tuple[int, str, Cause]:
-        body = poly.body(text, TITLE.get()).encode()
+    async def _poly(
+        self, phone: Phone, text: str, keys: tuple[SoftKey, ...]
+    ) -> tuple[int, str, Cause]:
+        body = poly.body(text, TITLE.get(), keys).encode()
         url = address(phone) + poly.PATH
         headers = {"Content-Type": poly.CONTENT_TYPE}
         code, reason, answer = await self._request("POST", url, body, headers)
@@ -172,10 +178,12 @@ class HttpSender:
             code, reason, answer = await self._request("POST", url, body, headers)
         return code, reason, Cause.ANSWERED
 
-    async def _cisco(self, phone: Phone, text: str) -> tuple[int, str, Cause, Screen | None]:
+    async def _cisco(
+        self, phone: Phone, text: str, keys: tuple[SoftKey, ...]
+    ) -> tuple[int, str, Cause, Screen | None]:
         if self.board is None:
             return 503, "no [desk] endpoint to serve the Cisco screen from", Cause.TRANSPORT, None
-        screen = cisco.screen(text, TITLE.get()).encode("iso-8859-1")
+        screen = cisco.screen(text, TITLE.get(), keys).encode("iso-8859-1")
         url, entry = self.board.put(phone.extension, screen, cisco.SCREEN_TYPE)
         headers = {
             "Content-Type": cisco.FORM_TYPE,

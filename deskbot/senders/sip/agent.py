@@ -21,9 +21,10 @@ from typing import Any
 
 from deskbot import __version__
 from deskbot.directory.snapshot import HTTP_FORMATS, Phone
-from deskbot.senders.base import TITLE, Cause, Delivery, Health, SenderError
+from deskbot.senders.base import TITLE, Ask, Cause, Delivery, Health, SenderError
 from deskbot.senders.fair import FairSlots
 from deskbot.senders.screens import catalog
+from deskbot.senders.screens.xmltext import SoftKey
 from deskbot.senders.sip import protocol
 from deskbot.senders.sip.spawn import WORKER_COMMAND, WorkerProcess, spawn_worker
 from deskbot.settings.schema import Sip
@@ -171,12 +172,13 @@ class SipAgent:
         return Health(alive, details, self.in_flight, state.restarts)
 
     # -- sending ------------------------------------------------------------
-    async def send(self, phone: Phone, text: str) -> Delivery:
+    async def send(self, phone: Phone, text: str, ask: Ask | None = None) -> Delivery:
         if phone.format in HTTP_FORMATS:  # never a MESSAGE instead: no HTTP sender runs here
             why = f"{phone.format} is pushed over HTTP: deskbot started without [push]"
             return Delivery(phone.uri, 503, why, 0.0, Cause.TRANSPORT)
         if phone.format in protocol.NOTIFY_KINDS:  # a maker's screen by NOTIFY, titled
-            body = catalog.spec(phone.format).build(text, TITLE.get(), ())
+            keys = (SoftKey(ask.label, ask.url),) if ask else ()
+            body = catalog.spec(phone.format).build(text, TITLE.get(), keys)
             return await self._request(phone.uri, body, phone.format)
         return await self._request(phone.uri, text, protocol.MESSAGE)
 

@@ -1,0 +1,204 @@
+"""Confirmation requests in the audit log's SQLite file: one row per (command, phone).
+
+A row is written before the phone gets its screen: the token's SHA-256 (the
+token itself is never stored, so a copy of the file confirms nothing), when
+it expires, and the phone's state: ``waiting``, ``confirmed`` (with its time)
+or ``unsupported`` (a format without keys). A press is recorded once, in one
+statement that only changes a waiting, unexpired row; ``posted`` marks that
+the confirmation reached the command's thread, so a restart posts it once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sqlite3
+from collections.abc import Sequence
+from typing import Protocol
+
+from deskbot.store.base import AuditError, Confirmation, Thread
+
+log = logging.getLogger("deskbot.confirms")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS confirms (
+    command_id INTEGER NOT NULL,
+    extension TEXT NOT NULL,
+    token_hash TEXT UNIQUE,
+    host TEXT NOT NULL DEFAULT '',
+    format TEXT NOT NULL,
+    expires REAL NOT NULL,
+    state TEXT NOT NULL,
+    confirmed_at REAL,
+    posted INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (command_id, extension)
+);
+CREATE INDEX IF NOT EXISTS confirms_unposted ON confirms(posted, state);
+CREATE TABLE IF NOT EXISTS confirm_threads (
+    command_id INTEGER PRIMARY KEY,
+    chat TEXT NOT NULL,
+    sender_id TEXT NOT NULL,
+    place TEXT NOT NULL,
+    thread TEXT NOT NULL,
+    due REAL NOT NULL DEFAULT 0,
+    summarized INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS confirm_threads_due ON confirm_threads(summarized, due);
+"""
+COLUMNS = "command_id, extension, format, state, confirmed_at, expires"
+
+
+class Database(Protocol):
+    """What the confirmations use of the audit log's SQLite file (``audit.AuditLog``)."""
+
+    path: str
+    db: sqlite3.Connection
+
+    def _write(self, what: str, statements: Sequence[tuple[str, tuple[object, ...]]]) -> int: ...
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _row(row: tuple[object, ...]) -> Confirmation:
+    command_id, extension, format, state, confirmed_at, expires = row
+    return Confirmation(
+        int(str(command_id)),
+        str(extension),
+        str(format),
+        str(state),
+        None if confirmed_at is None else float(str(confirmed_at)),
+        float(str(expires)),
+    )
+
+
+class SqliteConfirmations:
+    def __init__(self, audit: Database):
+        self.audit = audit
+        try:
+            with audit.db:
+                audit.db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise AuditError(f"the audit log {audit.path}: {exc}") from None
+
+    def remember(self, command_id: int, where: Thread, due: float) -> None:
+        """Where the command was given (its confirmations are posted there), and when the
+        thread is to name the phones that did not confirm."""
+        self.audit._write(
+            "where a command was given",
+            [
+                (
+                    "INSERT OR IGNORE INTO confirm_threads (command_id, chat, sender_id, place,"
+                    " thread, due) VALUES (?, ?, ?, ?, ?, ?)",
+                    (command_id, where.chat, where.sender_id, where.place, where.thread, due),
+                )
+            ],
+        )
+
+    def where(self, command_id: int) -> Thread | None:
+        row = self.audit.db.execute(
+            "SELECT chat, sender_id, place, thread FROM confirm_threads WHERE command_id = ?",
+            (command_id,),
+        ).fetchone()
+        return Thread(*map(str, row)) if row else None
+
+    def overdue(self, now: float) -> list[int]:
+        """Commands whose confirm_within has passed and whose thread was not told yet."""
+        rows = self.audit.db.execute(
+            "SELECT command_id FROM confirm_threads WHERE summarized = 0 AND due <= ?"
+            " ORDER BY due LIMIT 100",
+            (now,),
+        )
+        return [int(r[0]) for r in rows]
+
+    def summarized(self, command_id: int) -> None:
+        try:
+            with self.audit.db:
+                self.audit.db.execute(
+                    "UPDATE confirm_threads SET summarized = 1 WHERE command_id = ?",
+                    (command_id,),
+                )
+        except sqlite3.Error as exc:  # told again after a restart, at worst
+            log.warning("the audit log %s cannot mark a summary: %s", self.audit.path, exc)
+
+    def ask(
+        self,
+        command_id: int,
+        extension: str,
+        format: str,
+        token: str | None,
+        host: str,
+        expires: float,
+    ) -> None:
+        """Keep one phone's request (token None: its format has no keys, ``unsupported``)."""
+        state = "waiting" if token else "unsupported"
+        self.audit._write(
+            "a confirmation request",
+            [
+                (
+                    "INSERT OR IGNORE INTO confirms (command_id, extension, token_hash, host,"
+                    " format, expires, state) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        command_id,
+                        extension,
+                        digest(token) if token else None,
+                        host,
+                        format,
+                        expires,
+                        state,
+                    ),
+                )
+            ],
+        )
+
+    def press(self, token: str, host: str, now: float) -> tuple[Confirmation, bool] | None:
+        """The request a token names, and whether this press confirmed it (False: again).
+
+        None, changing nothing, when the token is unknown, expired or pressed from another
+        phone's address (``host``; a request kept without a host takes any)."""
+        hashed = digest(token)
+        db = self.audit.db
+        found = db.execute(
+            f"SELECT {COLUMNS}, host FROM confirms WHERE token_hash = ?", (hashed,)
+        ).fetchone()
+        if found is None or float(found[5]) <= now or (found[6] and found[6] != host):
+            return None
+        try:
+            with db:
+                changed = db.execute(
+                    "UPDATE confirms SET state = 'confirmed', confirmed_at = ?"
+                    " WHERE token_hash = ? AND state = 'waiting' AND expires > ?",
+                    (now, hashed, now),
+                ).rowcount
+        except sqlite3.Error as exc:
+            why = f"the audit log {self.audit.path} cannot record a confirmation: {exc}"
+            raise AuditError(why) from None
+        row = db.execute(f"SELECT {COLUMNS} FROM confirms WHERE token_hash = ?", (hashed,))
+        return _row(row.fetchone()), bool(changed)
+
+    def of(self, command_id: int) -> list[Confirmation]:
+        rows = self.audit.db.execute(
+            f"SELECT {COLUMNS} FROM confirms WHERE command_id = ? ORDER BY rowid", (command_id,)
+        )
+        return [_row(r) for r in rows]
+
+    def unposted(self) -> list[Confirmation]:
+        """Confirmations not yet in their command's thread (after a restart, say)."""
+        rows = self.audit.db.execute(
+            f"SELECT {COLUMNS} FROM confirms WHERE state = 'confirmed' AND posted = 0"
+            " ORDER BY confirmed_at"
+        )
+        return [_row(r) for r in rows]
+
+    def posted(self, command_id: int, extension: str) -> None:
+        try:
+            with self.audit.db:
+                self.audit.db.execute(
+                    "UPDATE confirms SET posted = 1 WHERE command_id = ? AND extension = ?",
+                    (command_id, extension),
+                )
+        except sqlite3.Error as exc:  # posted again after a restart, at worst
+            log.warning(
+                "the audit log %s cannot mark a confirmation posted: %s", self.audit.path, exc
+            )

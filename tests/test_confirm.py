@@ -1,0 +1,205 @@
+"""Confirmations: `confirm TARGETS TEXT`, the OK key on the screen, the phone's press at [desk].
+
+The relay runs on the recording sender (what each phone was asked is kept);
+the desk endpoint is reached as a phone (or a stranger) would, over raw HTTP
+on loopback: 127.0.0.1 for the phone itself, 127.0.0.2 for another one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from deskbot.directory import loader
+from deskbot.directory.snapshot import Phone
+from deskbot.relay import grammar, report
+from deskbot.relay.confirm import MARGIN, Confirmer, host_of, state_of
+from deskbot.relay.grammar import Send, UsageError, UseTemplate
+from deskbot.relay.relay import Relay
+from deskbot.relay.values import Answer, ChatUser, Dispatch, Policy, Request
+from deskbot.senders.recording import RecordingSender
+from deskbot.senders.screens import snom
+from deskbot.settings.load import parse
+from deskbot.settings.schema import Desk
+from deskbot.sources.desk import MISSES_PER_MINUTE, DeskSource
+from deskbot.store.audit import AuditLog
+
+ALICE = ChatUser("slack", "U0ALICE01", "Alice S")
+DESK = "http://127.0.0.1:9122"
+
+
+def test_confirm_is_a_send_or_a_template_send_asked_for_an_ok():
+    assert grammar.parse("confirm 601 fire drill at 14:00") == Send(
+        "601", "fire drill at 14:00", confirm=True
+    )
+    assert grammar.parse("confirm @floor !firedrill time=3pm") == UseTemplate(
+        "@floor", "firedrill", (("time", "3pm"),), confirm=True
+    )
+    assert grammar.parse("601 confirm this") == Send("601", "confirm this")
+    for wrong in ("confirm", "confirm 601", "confirm help", "confirm who 601"):
+        with pytest.raises(UsageError):
+            grammar.parse(wrong)
+
+
+def _settings(tmp_path: Path, desk: bool = True):
+    raw: dict = {
+        "phones": {
+            "601": {"uri": "sip:601@127.0.0.1:5070", "label": "Reception", "format": "snom-xml"},
+            "602": {"uri": "sip:602@127.0.0.2:5070", "label": "Lobby", "format": "yealink-xml"},
+            "603": {"uri": "sip:603@127.0.0.1:5071", "label": "Kitchen"},
+        },
+        "people": {"alice": {"phone": "601", "slack": "U0ALICE01"}},
+        "groups": {"floor": {"members": ["601", "602", "603"]}},
+        "templates": {"drill": {"text": "Fire drill at {time}", "confirm": True}},
+    }
+    if desk:
+        raw["desk"] = {"listen": "127.0.0.1:0", "url": DESK}
+    return parse(raw, tmp_path / "t.toml", {}).settings
+
+
+def _relay(tmp_path: Path, phones: RecordingSender, desk: bool = True) -> Relay:
+    s = _settings(tmp_path, desk)
+    audit = AuditLog(tmp_path / "audit.sqlite3")
+    return Relay(phones, loader.from_settings(s), Policy.from_settings(s), audit)
+
+
+async def _send(relay: Relay, text: str) -> report.Report | Answer:
+    job = relay.prepare(Request(ALICE, text))
+    if not isinstance(job, Dispatch):
+        assert isinstance(job, Answer)
+        return job
+    return await relay.deliver(job)
+
+
+async def test_a_confirm_send_puts_an_ok_key_on_screens_that_have_keys(tmp_path):
+    phones = RecordingSender()
+    relay = _relay(tmp_path, phones)
+    result = await _send(relay, "confirm @floor Fire drill at 14:00")
+    assert isinstance(result, report.Report)
+    assert set(phones.asks) == {"601", "602"}  # 603 is a plain MESSAGE: no key to press
+    urls = {ext: ask.url for ext, ask in phones.asks.items()}
+    assert all(u.startswith(DESK + "/c/") and len(u) > len(DESK) + 20 for u in urls.values())
+    assert urls["601"] != urls["602"]
+    assert {a.label for a in phones.asks.values()} == {"OK"}
+    shown = report.plain(result)
+    assert "603 (Kitchen): 200 OK (1 ms); cannot confirm (format message)" in shown
+    assert "601 (Reception): 200 OK (1 ms); confirm asked" in shown
+    # a plain send asks nothing
+    await _send(relay, "601 hello")
+    assert phones.texts("601")[-1].endswith("hello") and len(phones.asks) == 2
+
+
+async def test_a_template_with_confirm_asks_and_without_a_desk_url_confirm_is_refused(tmp_path):
+    phones = RecordingSender()
+    relay = _relay(tmp_path, phones)
+    await _send(relay, "601 !drill time=14:00")
+    assert set(phones.asks) == {"601"}
+    refused = await _send(_relay(tmp_path / "b", RecordingSender(), desk=False), "confirm 601 x")
+    assert isinstance(refused, Answer) and refused.error and "[desk] url" in refused.text
+
+
+def test_a_press_counts_once_and_only_for_its_own_phone_until_it_expires(tmp_path):
+    now = [1000.0]
+    audit = AuditLog(tmp_path / "audit.sqlite3")
+    confirmer = Confirmer(audit.confirmations(), clock=lambda: now[0])
+    told = []
+    confirmer.on_confirm.append(told.append)
+    reception = Phone("601", "sip:601@127.0.0.1:5070", "Reception", "snom-xml")
+    lobby = Phone("602", "sip:602@127.0.0.2:5070", "Lobby", "yealink-xml")
+    kitchen = Phone("603", "sip:603@127.0.0.1:5071", "Kitchen")
+    ask = confirmer.ask(7, reception, DESK, 600)
+    other = confirmer.ask(7, lobby, DESK, 600)
+    assert ask and other and confirmer.ask(7, kitchen, DESK, 600) is None
+    path, other_path = ask.url.removeprefix(DESK), other.url.removeprefix(DESK)
+    store = audit.confirmations()
+    assert [state_of(c, now[0]) for c in store.of(7)] == ["waiting", "waiting", "unsupported"]
+    assert confirmer.press(other_path, "127.0.0.1") is None  # 602's token from 601's address
+    assert confirmer.press("/c/" + "A" * 22, "127.0.0.1") is None
+    assert confirmer.press(path[:-1], "127.0.0.1") is None
+    assert told == []
+    now[0] += 5
+    first = confirmer.press(path, "127.0.0.1")
+    assert first and first.state == "confirmed" and first.confirmed_at == 1005.0
+    again = confirmer.press(path, "127.0.0.1")
+    assert again and again.confirmed_at == 1005.0
+    assert [c.extension for c in told] == ["601"]  # recorded and told once
+    now[0] += 600 + MARGIN
+    assert confirmer.press(other_path, "127.0.0.2") is None  # expired
+    assert [state_of(c, now[0]) for c in store.of(7)] == [
+        "confirmed",
+        "not confirmed",
+        "unsupported",
+    ]
+    assert ask.url.rpartition("/")[2].encode() not in (tmp_path / "audit.sqlite3").read_bytes()
+
+
+def test_a_press_must_come_from_the_phones_ip_address():
+    assert host_of(Phone("1", "sip:1@10.0.0.5:5060")) == "10.0.0.5"
+    assert host_of(Phone("1", "sip:1@[::1]:5060")) == "::1"
+    assert host_of(Phone("1", "sip:1@9.9.9.9", http="http://10.0.0.7:8080/x")) == "10.0.0.7"
+    assert host_of(Phone("1", "sip:1@phone.example.com")) == ""  # a name: any address
+
+
+def _get(url: str, source: str = "127.0.0.1") -> tuple[int, bytes, dict[str, str]]:
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(
+        parts.hostname, parts.port, timeout=5, source_address=(source, 0)
+    )
+    try:
+        conn.request("GET", parts.path)
+        resp = conn.getresponse()
+        return resp.status, resp.read(), dict(resp.headers)
+    finally:
+        conn.close()
+
+
+async def test_the_desk_endpoint_thanks_a_press_in_the_phones_xml_and_404s_the_rest(
+    tmp_path, caplog
+):
+    caplog.set_level(logging.DEBUG)
+    audit = AuditLog(tmp_path / "audit.sqlite3")
+    confirmer = Confirmer(audit.confirmations())
+    told = []
+    confirmer.on_confirm.append(told.append)
+    desk = DeskSource(Desk(listen="127.0.0.1:0", url="http://127.0.0.1"), None, confirmer)
+    await desk.start()
+    try:
+        base = f"http://127.0.0.1:{desk.port}"
+        reception = Phone("601", "sip:601@127.0.0.1:5070", "Reception", snom.NAME)
+        lobby = Phone("602", "sip:602@127.0.0.2:5070", "Lobby", "yealink-xml")
+        mine = confirmer.ask(9, reception, base, 600)
+        theirs = confirmer.ask(9, lobby, base, 600)
+        assert mine and theirs
+        status, body, headers = await asyncio.to_thread(_get, mine.url)
+        assert status == 200 and headers["Content-Type"].startswith("text/xml")
+        root = ET.fromstring(body)
+        assert root.tag == "SnomIPPhoneText" and "Thank you" in (root.findtext("Text") or "")
+        assert [c.extension for c in told] == ["601"]
+        assert (await asyncio.to_thread(_get, mine.url))[0] == 200
+        assert len(told) == 1  # a second press changes nothing
+        assert (await asyncio.to_thread(_get, theirs.url, "127.0.0.1"))[0] == 404
+        status, body, _ = await asyncio.to_thread(_get, theirs.url, "127.0.0.2")
+        assert status == 200 and ET.fromstring(body).tag == "YealinkIPPhoneTextScreen"
+        assert [c.extension for c in told] == ["601", "602"]
+        token = mine.url.rpartition("/")[2]
+        assert token not in caplog.text and theirs.url.rpartition("/")[2] not in caplog.text
+
+        def misses() -> list[int]:
+            return [_get(f"{base}/c/guess{n:04d}")[0] for n in range(MISSES_PER_MINUTE + 2)]
+
+        answers = await asyncio.to_thread(misses)  # one miss came before: 602's token
+        assert answers[: MISSES_PER_MINUTE - 1] == [404] * (MISSES_PER_MINUTE - 1)
+        assert answers[MISSES_PER_MINUTE - 1 :] == [429, 429, 429]
+        third = confirmer.ask(9, Phone("604", "sip:604@127.0.0.1", "", snom.NAME), base, 600)
+        assert third and (await asyncio.to_thread(_get, third.url))[0] == 429  # limited now
+        assert (await asyncio.to_thread(_get, third.url, "127.0.0.3"))[0] == 404  # not 604's
+        assert len(told) == 2
+    finally:
+        await desk.stop()
