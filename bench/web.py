@@ -48,7 +48,7 @@ class GatedSender(RecordingSender):
         self.gates: list[asyncio.Future[None]] = []
         self.answered_at: list[float] = []
 
-    async def send(self, phone, text):  # type: ignore[no-untyped-def]
+    async def send(self, phone, text, ask=None):  # type: ignore[no-untyped-def]
         gate = asyncio.get_running_loop().create_future()
         self.gates.append(gate)
         await gate

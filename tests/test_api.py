@@ -318,9 +318,9 @@ async def test_an_alertmanager_notification_is_answered_once_recorded_and_sent_a
     asked: list[str] = []
     answer = held.send
 
-    async def send(phone, text):
+    async def send(phone, text, ask=None):
         asked.append(phone.extension)  # before the gate: the phone has the request
-        return await answer(phone, text)
+        return await answer(phone, text, ask)
 
     held.send = send
     api = await api_for()

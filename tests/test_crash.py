@@ -157,6 +157,7 @@ async def test_a_crash_on_postgresql_answers_once_and_sends_each_phone_at_most_o
 
     if point != "mid-send":
         run.env["DESKBOT_FAILPOINT"] = point
+        run.env["DESKBOT_FAILPOINT_TEST"] = "1"  # a test asks: armed
     run.start()
     command = await alice.say(room, "!deskphone 486,487 evacuate by the stairs")
     if point == "mid-send":

@@ -128,9 +128,20 @@ def test_deskbot_send_reaches_a_sipp_phone_inside_the_units_sandbox(sipp, tmp_pa
         cfg = write_config(state / "config.toml", CONFIG.format(uri=phone.uri()))
         os.chown(cfg, NOBODY, NOBODY)
         env = dict(e.split("=", 1) for line in unit["Environment"] for e in line.split())
-        python = Path(sys.base_prefix).resolve()  # visible only if it lives in a home
-        in_home = any(python.is_relative_to(home) for home in ("/root", "/home"))
-        keep = str(python) if in_home else ""
+        # what the unit's empty /tmp and homes would hide: a pyenv Python, this checkout and
+        # its venv (CI clones anywhere); an installed unit runs from /opt instead
+        masked = ("/tmp", "/var/tmp", "/root", "/home")
+        wanted = [
+            Path(sys.base_prefix).resolve(),
+            HERE.parent.resolve(),
+            Path(sys.prefix).resolve(),
+        ]
+        kept: list[Path] = []
+        for folder in wanted:
+            hidden = any(folder.is_relative_to(m) for m in masked)
+            if hidden and not any(folder.is_relative_to(k) for k in kept):
+                kept = [k for k in kept if not k.is_relative_to(folder)] + [folder]
+        keep = ":".join(map(str, kept))
         command = [require("unshare"), "-m", str(HERE / "unit_sandbox.sh"), str(state), keep]
         command += [require("strace"), "-f", "-qq", "-o", "/var/lib/deskbot/trace"]
         command += [str(DESKBOT), "send", "-c", "/var/lib/deskbot/config.toml", "486", "hi"]
