@@ -34,3 +34,19 @@ def test_demo_runs_the_whole_flow_from_stdin():
     assert "📟 487 Warehouse shows: Alice: fire drill" in out  # a Snom Infobox NOTIFY
     assert "✅ 487 (Warehouse): 200 OK" in out
     assert "3/4 phones answer" in out
+
+
+def test_demo_sends_later_and_from_templates_as_chat_does():
+    """Later sends fire in the demo too (its clock runs), also when stdin has already ended."""
+    deskbot = str(Path(sys.executable).parent / "deskbot")
+    script = "!lunch\nin 1s 486 tea is ready\nscheduled\nin 2h 487 much later\n"
+    result = subprocess.run(
+        [deskbot, "demo"], input=script, capture_output=True, text=True, timeout=60
+    )
+    out = result.stdout
+    assert result.returncode == 0, result.stderr
+    assert "📟 487 Warehouse shows: Alice: Lunch is in the kitchen" in out  # a template
+    assert "• id 1 at " in out and "by alice: 486 tea is ready" in out  # `scheduled`
+    assert "📟 486 Reception shows: Alice: tea is ready" in out  # fired after stdin ended
+    assert "deskbot demo: 1 later send(s) not sent: the demo has ended" in out
+    assert "much later" not in out.split("the demo has ended")[-1]

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,10 @@ from deskbot.senders.sip.agent import SipAgent
 from deskbot.senders.sip.phonesim import SimulatedPhone
 from deskbot.settings.load import parse
 from deskbot.sources.console import ConsoleSource
+from deskbot.sources.schedule import ScheduleSource
 from deskbot.store.audit import AuditLog
 
+LINGER = 60.0  # seconds the demo waits, once stdin has ended, for later sends due by then
 PHONES = [("486", "Reception", False), ("487", "Warehouse", False), ("488", "Lab", True)]
 INFOBOX = ("487",)  # a Snom phone taking Infobox notifications (SIP NOTIFY)
 
@@ -33,6 +36,7 @@ deskbot demo: a console chat and simulated desk phones on 127.0.0.1.
           489 Old desk (the directory points at a phone without that identity: 404)
   people: alice (486, admin), bob (487), carol (488); groups: @sales, @everyone
 Try:  486 meeting moved  |  @sales lunch is here  |  who @everyone  |  probe @everyone
+      in 10s 486 tea is ready  |  scheduled  |  templates  |  !drill time=15:00  |  !lunch
       history  |  help
 You are {user}. Type commands, one per line (Ctrl-D to quit).
 """
@@ -62,6 +66,10 @@ def demo_settings(ports: dict[str, int], audit_path: Path) -> dict[str, Any]:
             "sales": {"members": ["alice", "bob"]},
             "everyone": {"members": ["486", "487", "488", "489"]},
         },
+        "templates": {
+            "drill": {"text": "Fire drill at {time}: leave by the stairs", "targets": "@everyone"},
+            "lunch": {"text": "Lunch is in the kitchen", "targets": "@sales"},
+        },
     }
 
 
@@ -88,15 +96,39 @@ async def run_demo(as_user: str, out: Any = sys.stdout) -> None:
                 agent, loader.from_settings(settings), Policy.from_settings(settings), audit
             )
             console = ConsoleSource(relay, ChatUser("console", as_user), out)
+            assert relay.deferred is not None  # the demo has its audit log
+            clock = ScheduleSource(relay, relay.deferred, {"console": console})
             out.write(BANNER.format(user=as_user))
             out.flush()
             await console.start()
-            await console.run()
+            await clock.start()
+            ticking = asyncio.create_task(clock.run(), name="demo-clock")
+            try:
+                await console.run()
+                await _linger(relay, out)
+            finally:
+                await clock.stop()
+                ticking.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ticking
         finally:
             await agent.close()
             audit.close()
             for phone in phones:
                 phone.close()
+
+
+async def _linger(relay: Relay, out: Any) -> None:
+    """After stdin ends, let later sends due within LINGER go out (a scripted demo)."""
+    assert relay.deferred is not None
+    deadline = time.time() + LINGER
+    while True:
+        pending = relay.deferred.pending(None, None, None)
+        if not any(d.due <= deadline for d in pending):
+            break
+        await asyncio.sleep(0.1)
+    if pending:
+        out.write(f"deskbot demo: {len(pending)} later send(s) not sent: the demo has ended\n")
 
 
 def main(as_user: str = "alice") -> None:
