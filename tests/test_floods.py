@@ -155,7 +155,7 @@ def test_a_thousand_idle_connections_do_not_use_up_deskbot_and_authenticated_pee
         assert gateway.fds() < 600, "each idle connection holds a descriptor of deskbot's"
         assert healthz_seconds(gateway.healthz) < 1
         stranger = connect_from("127.0.0.9", gateway.api)  # no place left for a stranger
-        assert closed_by_server(stranger, 2)
+        assert closed_by_server(stranger, 10)  # generous: 1,000 connects queue
         status, _ = gateway.post("/v1/send", b'{"targets":"486","text":"x"}', "DESKBOT_TEST_MON")
         assert status == 200  # the monitoring system authenticated before: a reserved place
         silent = flood[0]
