@@ -214,3 +214,12 @@ def test_a_later_send_from_the_shell_says_plainly_that_the_shell_sends_now_only(
     assert result.returncode == 2
     assert "`deskbot send` sends now only: plan later sends in chat" in result.stderr
     assert "need the audit log" not in result.stderr and phone.received() == []
+
+    # `history` from the shell lists the shell's sends from that audit log, as chat's does
+    assert run_deskbot("send", "-c", str(config), "486", "coffee").returncode == 0
+    result = run_deskbot("send", "-c", str(config), "history")
+    assert result.returncode == 0, result.stderr
+    assert "Last sends:" in result.stdout and "→ 486 (6 chars): 1/1 delivered" in result.stdout
+    assert "not kept" not in result.stderr + result.stdout
+    result = run_deskbot("send", "-c", str(config), "scheduled")
+    assert (result.returncode, result.stdout) == (0, "nothing is scheduled (by anyone)\n")

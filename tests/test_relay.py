@@ -402,3 +402,34 @@ async def test_who_shows_each_phones_format(relay_for):
     who = ask(relay, BOB, "who 486,487")
     assert isinstance(who, Answer)
     assert who.text.splitlines()[1:] == ["• 486 (Snom XML screen)", "• 487 (Yealink XML screen)"]
+
+
+def test_help_names_every_command_of_the_grammar_and_its_examples_parse(relay_for):
+    """One help text for every source (console/demo, Slack, Matrix): each command word of the
+    chat grammar is in it, and every example written in it is a command the grammar takes."""
+    import re
+
+    from deskbot.relay import grammar
+
+    relay = relay_for(templates={"drill": {"text": "Drill at {time}", "targets": "@all"}})
+    help_ = ask(relay, ALICE, "help")
+    assert isinstance(help_, Answer)
+    for shown in (
+        "`in 20s|15m|2h TARGETS TEXT`",
+        "`at 14:55 TARGETS TEXT`",
+        "`scheduled`",
+        "`cancel ID`",
+        "`templates`",
+        "`!TEMPLATE key=value...`",
+        "`confirm TARGETS TEXT`",
+        "`who TARGET`",
+        "`history`",
+    ):
+        assert shown in help_.text
+    examples = {"`486 meeting moved`", "`@sales lunch is here`", "`history all`"}
+    concrete = [e for e in re.findall(r"`[^`]+`", help_.text) if e in examples]
+    assert len(concrete) == len(examples)
+    for example in concrete:
+        grammar.parse(example.strip("`"))  # no UsageError
+    for template in ("in 20s 486 x", "at 14:55 486 x", "cancel 3", "486 !drill time=3", "!drill"):
+        grammar.parse(template)

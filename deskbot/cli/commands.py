@@ -50,7 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     common(p)
     p.add_argument("--json", action="store_true", help="one JSON object per phone and line")
     p.add_argument("targets", metavar="TARGETS", help="486, alice, @sales or 486,alice,@sales")
-    p.add_argument("text", metavar="TEXT", nargs="+", help="the text the phone shows")
+    p.add_argument(
+        "text",
+        metavar="TEXT",
+        nargs="*",
+        help="the text the phone shows (`deskbot send history` lists the shell's sends)",
+    )
     p = sub.add_parser(
         "probe", help="ask TARGETS whether they answer (SIP OPTIONS; nothing is shown)"
     )
@@ -96,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"deskbot: {problem}. Nothing was sent.", file=sys.stderr)
             return EXIT_NOTHING_SENT
         if args.command == "send":
-            command = f"{args.targets} {' '.join(args.text)}"
+            command = " ".join([args.targets, *args.text])
         else:
             command = f"probe {args.targets}"
         try:

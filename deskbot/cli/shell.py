@@ -46,7 +46,10 @@ class ShellReplier:
         self.as_json = as_json
 
     async def answer(self, answer: Answer) -> None:
-        print(f"deskbot: {answer.text}", file=sys.stderr)
+        if answer.error:
+            print(f"deskbot: {answer.text}", file=sys.stderr)
+        else:  # what was asked for (`history`, `scheduled`, `who 486`): stdout, like a report
+            print("".join(f"{_plain(line)}\n" for line in answer.text.splitlines()), end="")
 
     async def waiting(self, job: Dispatch) -> None:
         pass
@@ -115,7 +118,15 @@ async def _send(
                 print(f"deskbot: {outcome.message}", file=sys.stderr)
             merged = merge(directory, ldap.current)[0]
         directory = merged
-    relay = Relay(agent, directory, Policy.from_settings(s))
+    reads_log = _reads_log(command)
+    if reads_log and opened is None:
+        try:
+            opened = open_log(s.audit, audit_password(cfg))
+        except AuditError as exc:
+            print(f"deskbot: cannot open {exc}", file=sys.stderr)
+            await agent.close()
+            return EXIT_NOTHING_SENT
+    relay = Relay(agent, directory, Policy.from_settings(s), opened if reads_log else None)
     replier = ShellReplier(as_json)
     user = ChatUser(SHELL, _login_name())
     prepared = relay.prepare(Request(user, command))
@@ -124,7 +135,7 @@ async def _send(
         if opened is not None:
             opened.close()
         await agent.close()
-        return EXIT_NOTHING_SENT
+        return EXIT_NOTHING_SENT if prepared.error else 0  # `who 486`, `history`: asked, answered
     assert isinstance(prepared, Dispatch)  # the shell's requests have no key to replay
     audit = opened
     if not prepared.probe:  # a probe shows nothing and is not recorded
@@ -211,6 +222,17 @@ async def _http_push(
     closing.insert(0, http.close)
     relay.sender = FormatSender(relay.sender, http)
     return closing
+
+
+def _reads_log(command: str) -> bool:
+    """`history`, `scheduled` and `cancel ID` answer from the audit log, as in chat."""
+    from deskbot.relay import grammar
+
+    try:
+        parsed = grammar.parse(command)
+    except grammar.UsageError:
+        return False
+    return isinstance(parsed, grammar.History | grammar.Scheduled | grammar.Cancel)
 
 
 def _login_name() -> str:

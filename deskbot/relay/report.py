@@ -232,6 +232,12 @@ def help_text(directory: Directory, max_chars: int, admin: bool = False) -> str:
             "TARGETS: an extension (`486`), a person (`alice`), a group (`@sales`), a mention, "
             "or several joined by commas (`486,alice,@sales`).",
             f"Text: up to {max_chars} characters.",
+            "Templates: `TARGETS !TEMPLATE key=value...` or `!TEMPLATE key=value...` (to the "
+            "template's own targets); `templates` lists them.",
+            "Later: `in 20s|15m|2h TARGETS TEXT` or `at 14:55 TARGETS TEXT`; `scheduled` lists "
+            "your pending sends, `cancel ID` cancels one.",
+            "`confirm TARGETS TEXT` asks each phone to confirm with a key; the confirmations "
+            "come to this thread.",
             "`who TARGET` shows where a target goes; `history` lists your last sends "
             "(`history all` for admins).",
             f"Groups: {groups}. Phones in the directory: {len(directory.phones)}.",
