@@ -274,3 +274,45 @@ def test_the_readme_permissions_let_front_and_edge_work_and_no_more(
     log = (nats_hub.workdir / "nats-server.log").read_text()
     for subject in ("deskbot.send.paris", "deskbot.reply.berlin.x", "deskbot.ping.berlin"):
         assert f'Publish Violation - User "edge-paris", Subject "{subject}"' in log
+
+
+def test_a_site_phone_is_probed_by_its_edge_and_a_captured_probe_is_refused(
+    tmp_path, nats_hub, sipp, edges, intruder
+):
+    """`deskbot probe` of a site phone: its edge asks it (SIP OPTIONS) and signs the answer;
+    a site without an edge is said plainly; a probe captured and asked again, or altered, or
+    signed with another key, is refused by the edge and no phone is asked."""
+    berlin = sipp(200, method="OPTIONS")
+    front = configs(
+        tmp_path,
+        nats_hub.url,
+        {"486": (berlin.uri("486"), "berlin"), "600": ("sip:600@127.0.0.1:9", "lyon")},
+    )
+    edge = Edge(tmp_path / "edge-berlin.toml", "edge").wait_ready()
+    edges.append(edge)
+    intruder.capture(wire.PING.format(site="berlin"))
+
+    result = run_deskbot("probe", "-c", str(front), "--json", "486,600")
+
+    got = answers(result)
+    assert (got["486"]["code"], got["486"]["reason"]) == (200, "OK"), result.stdout
+    assert got["600"]["reason"] == "site lyon has no edge online: not probed"
+    assert "start `deskbot edge` there" in got["600"]["hint"]
+    assert result.returncode == 3  # lyon: no answer
+    assert len(berlin.received()) == 1
+    (probe,) = [data for _, data in intruder.captured if data]  # the pings carry no body
+    mac, _, body = probe.partition(b".")
+    record = json.loads(body)
+
+    def ask(data: bytes) -> None:
+        with pytest.raises(Exception):  # noqa: B017 - no answer: the request times out
+            intruder.run(intruder.nc.request(wire.PING.format(site="berlin"), data, timeout=1))
+
+    wait_for(lambda: time.time() > record["deadline"], 30, "the probe's deadline to pass")
+    ask(probe)  # replayed as captured
+    ask(mac + b"." + json.dumps({**record, "deadline": time.time() + 30}).encode())
+    forged = {**record, "deadline": time.time() + 30}
+    ask(seal.seal(seal.PROBE, KEYS["lyon"].encode(), "berlin", forged))  # another site's key
+    ask(seal.seal(seal.JOB, KEYS["berlin"].encode(), "berlin", forged))  # a job's MAC kind
+    wait_for(lambda: edge.log().count("a probe refused") == 4, 10, "the refusals")
+    assert len(berlin.received()) == 1

@@ -39,6 +39,8 @@ def hint(delivery: Delivery, phone: Phone | None = None, probe: bool = False) ->
         if found:
             return found
     match delivery.cause:
+        case Cause.UNCONFIRMED if probe:  # a site's edge that did not answer its probe
+            return "nobody can say whether the phone answers: check that office's deskbot edge"
         case Cause.UNCONFIRMED:
             return (
                 "deskbot or its SIP agent restarted while sending: the text may or may not "
@@ -47,7 +49,9 @@ def hint(delivery: Delivery, phone: Phone | None = None, probe: bool = False) ->
         case Cause.SITE_DOWN:
             return (
                 "nothing was sent: no edge of this phone's office is online; start "
-                "`deskbot edge` there or check its link to NATS, then send again"
+                "`deskbot edge` there or check its link to NATS, then "
+                + ("probe" if probe else "send")
+                + " again"
             )
         case Cause.TOO_LONG:
             return "the text is too long for one SIP message: shorten it"

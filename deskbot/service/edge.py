@@ -62,6 +62,7 @@ class Edge:
         self.slots = asyncio.Semaphore(s.sip.max_in_flight)
         self.free = s.sip.max_in_flight
         self._tasks: set[asyncio.Task[None]] = set()
+        self._probing: set[asyncio.Task[None]] = set()
         self.sent = 0
         self.nc: Client | None = None
         # the image's HEALTHCHECK asks this: SIP agent alive and NATS connected
@@ -172,9 +173,34 @@ class Edge:
         return None
 
     async def _pong(self, msg: Msg) -> None:
-        if self.agent.health().alive and not self.stopping.is_set():
+        """ "Is an edge online?" (no body), or a probe of one phone (signed, see ``_probe``)."""
+        if not self.agent.health().alive or self.stopping.is_set():
+            return
+        if not msg.data:
             with contextlib.suppress(Exception):
                 await msg.respond(self.name.encode())
+            return
+        if len(self._probing) >= self.cfg.settings.sip.max_in_flight:  # bounded, like sends
+            self.refused.warning("site %s: too many probes at once; one not answered", self.site)
+            return
+        task = asyncio.create_task(self._probe(msg))  # not in the subscription's own turn
+        self._probing.add(task)
+        task.add_done_callback(self._probing.discard)
+
+    async def _probe(self, msg: Msg) -> None:
+        """A SIP OPTIONS to a phone of this site, for a probe the site's key signed."""
+        try:
+            probe_id, uri = wire.decode_probe(msg.data, self.key, self.site, time.time())
+        except seal.Refused as exc:  # forged, altered, another site's, too late: not probed
+            self.refused.warning("site %s: a probe refused, not sent: %s", self.site, exc)
+            return
+        if sipuri.is_valid(uri):
+            delivery = await self.agent.probe(Phone("", uri, site=self.site))
+        else:
+            refused = "Not probed: the edge takes only valid sip: URIs"
+            delivery = Delivery(uri, 400, refused, 0.0, Cause.TRANSPORT)
+        with contextlib.suppress(*wire.ERRORS):
+            await msg.respond(wire.encode_answer(self.key, self.site, probe_id, delivery))
 
     async def _pull(
         self, psub: JetStreamContext.PullSubscription, kv: KeyValue, nc: Client

@@ -2,7 +2,7 @@
 
 Anyone who can publish on the NATS server must not be able to ring a phone
 or to answer for one. Each message is ``MAC.BODY``: BODY is a JSON object,
-MAC the hex HMAC-SHA256 of its kind ("job" or "answer"), the site and BODY
+MAC the hex HMAC-SHA256 of its kind ("job", "probe" or "answer"), the site and BODY
 under that site's key, which only the front and that site's edges hold
 (``[nats] site_keys_env``, else ``key_env``). The kind and site in the MAC
 keep a job from passing as an answer and one site's message from passing at
@@ -23,7 +23,7 @@ from typing import Any
 from deskbot.settings.schema import Nats
 
 MAX_BYTES = 16 << 10  # a job (1,200 bytes of text at most, escaped) or an answer fits easily
-JOB, ANSWER = b"job", b"answer"
+JOB, ANSWER, PROBE = b"job", b"answer", b"probe"
 
 
 class Refused(ValueError):

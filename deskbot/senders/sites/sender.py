@@ -126,14 +126,39 @@ class EdgeSender:
         return Health(connected, {"nats": details}, len(self._waiting))
 
     async def probe(self, phone: Phone) -> Delivery:
-        """Not through an edge yet: the office's own `deskbot probe` asks its phones."""
-        return Delivery(
-            phone.uri,
-            501,
-            f"probing site {phone.site}'s phones goes through no edge yet: run deskbot probe there",
-            0.0,
-            Cause.TRANSPORT,
-        )
+        """A SIP OPTIONS sent by one of the site's edges: a signed question on the site's ping
+        subject, answered (signed) with the phone's answer."""
+        started = time.perf_counter()
+        site = phone.site
+
+        def done(code: int, reason: str, cause: Cause) -> Delivery:
+            elapsed = round((time.perf_counter() - started) * 1000, 1)
+            return Delivery(phone.uri, code, reason, elapsed, cause)
+
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            return done(503, f"site {site} is unreachable ({self._why_down()}): not probed", DOWN)
+        key = seal.site_key(self.settings, self._secret, site)
+        probe_id = wire.new_job_id()
+        wait = self._sip_timeout + MARGIN
+        asked = wire.encode_probe(key, site, probe_id, phone.uri, time.time() + wait)
+        try:
+            msg = await nc.request(wire.PING.format(site=site), asked, timeout=wait)
+        except NoRespondersError:
+            return done(503, f"site {site} has no edge online: not probed", DOWN)
+        except wire.ERRORS:
+            return done(0, f"site {site}'s edge did not answer the probe", UNSURE)
+        try:
+            answered, code, reason, cause = wire.decode_answer(msg.data, key, site)
+            if answered != probe_id:
+                raise seal.Refused("not the answer to this probe")
+        except seal.Refused as exc:  # an edge older than probes answers with its name
+            self._refused.warning("NATS: a probe's answer from site %s refused: %s", site, exc)
+            return done(0, f"site {site}'s edge gave no signed answer (an older edge?)", UNSURE)
+        return done(code, reason, cause)
+
+    def _why_down(self) -> str:
+        return "JetStream is off" if self._error == wire.JETSTREAM_OFF else "NATS is not connected"
 
     async def send(self, phone: Phone, text: str, ask: Ask | None = None) -> Delivery:
         # an edge's screen carries no key yet: its phone stays "waiting" (README, Confirmations)
@@ -146,9 +171,7 @@ class EdgeSender:
 
         nc, kv = self._nc, self._kv
         if nc is None or kv is None or not nc.is_connected:
-            off = self._error == wire.JETSTREAM_OFF
-            why = "JetStream is off" if off else "NATS is not connected"
-            return done(503, f"site {site} is unreachable ({why}): not sent", DOWN)
+            return done(503, f"site {site} is unreachable ({self._why_down()}): not sent", DOWN)
         if not await self._edge_online(nc, site):
             return done(503, f"site {site} has no edge online: not sent", DOWN)
         job_id = wire.new_job_id()

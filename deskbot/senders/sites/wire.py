@@ -38,7 +38,9 @@ log = logging.getLogger("deskbot.nats")
 
 STREAM = "DESKBOT_SITES"
 SEND = "deskbot.send.{site}"  # the front publishes here (JetStream)
-PING = "deskbot.ping.{site}"  # edges answer here when they can send (core request-reply)
+# edges answer here when they can send (core request-reply); a signed probe asked here is
+# answered with the phone's answer to a SIP OPTIONS (no claim: a probe shows nothing)
+PING = "deskbot.ping.{site}"
 REPLY = "deskbot.reply.{site}.{front}"  # an edge's answers to one front (core)
 CLAIMS = "deskbot_claims"  # KV bucket: "SITE.ID" -> who started or expired the delivery
 DUPLICATE_WINDOW = 120.0  # seconds a Nats-Msg-Id is remembered (JetStream's default)
@@ -204,26 +206,47 @@ class Job:
     def decode(cls, data: bytes, key: bytes, site: str, now: float) -> Job:
         """A job for ``site`` signed with its key, every field checked; else seal.Refused."""
         raw = seal.unseal(seal.JOB, key, site, data)
-        job_id = _text(raw, "id", 32)
-        if not JOB_ID.fullmatch(job_id):
-            raise seal.Refused("id: not a job id")
-        if raw.get("site") != site:
-            raise seal.Refused("site: another site's job")
+        job_id, deadline = _id_and_deadline(raw, site, now)
         reply = _text(raw, "reply", 100)
         front = reply.removeprefix(REPLY.format(site=site, front=""))
         if front == reply or not FRONT_ID.fullmatch(front):
             raise seal.Refused("reply: not a reply subject of this site")
-        deadline = raw.get("deadline")
-        if isinstance(deadline, bool) or not isinstance(deadline, int | float):
-            raise seal.Refused("deadline: not a number")
-        if not math.isfinite(deadline) or deadline > now + MAX_AHEAD:
-            raise seal.Refused("deadline: not a time in the next two minutes or before")
         format = raw.get("format")
         if format not in FORMATS:
             raise seal.Refused("format: not a phone format")
         uri = _text(raw, "uri", MAX_URI_CHARS)
         text = _text(raw, "text", MAX_TEXT_CHARS)
-        return cls(job_id, site, uri, text, float(deadline), reply, str(format))
+        return cls(job_id, site, uri, text, deadline, reply, str(format))
+
+
+def _id_and_deadline(raw: dict[str, Any], site: str, now: float) -> tuple[str, float]:
+    """A job's or probe's id, site and deadline, checked."""
+    job_id = _text(raw, "id", 32)
+    if not JOB_ID.fullmatch(job_id):
+        raise seal.Refused("id: not a job id")
+    if raw.get("site") != site:
+        raise seal.Refused("site: another site's job")
+    deadline = raw.get("deadline")
+    if isinstance(deadline, bool) or not isinstance(deadline, int | float):
+        raise seal.Refused("deadline: not a number")
+    if not math.isfinite(deadline) or deadline > now + MAX_AHEAD:
+        raise seal.Refused("deadline: not a time in the next two minutes or before")
+    return job_id, float(deadline)
+
+
+def encode_probe(key: bytes, site: str, probe_id: str, uri: str, deadline: float) -> bytes:
+    record = {"id": probe_id, "site": site, "uri": uri, "deadline": deadline}
+    return seal.seal(seal.PROBE, key, site, record)
+
+
+def decode_probe(data: bytes, key: bytes, site: str, now: float) -> tuple[str, str]:
+    """(probe id, phone URI) of a probe for ``site`` signed with its key and not yet past its
+    deadline (a captured probe asked again later is refused); else seal.Refused."""
+    raw = seal.unseal(seal.PROBE, key, site, data)
+    probe_id, deadline = _id_and_deadline(raw, site, now)
+    if now > deadline:
+        raise seal.Refused("deadline: passed")
+    return probe_id, _text(raw, "uri", MAX_URI_CHARS)
 
 
 def encode_answer(key: bytes, site: str, job_id: str, d: Delivery) -> bytes:
