@@ -193,3 +193,58 @@ def test_the_images_healthcheck_passes_once_deskbot_run_is_ready(sipp, tmp_path)
         assert run.stop() == 0
     check = subprocess.run(healthcheck_command(port), capture_output=True, timeout=10)
     assert check.returncode != 0  # nothing answers: unhealthy
+
+
+async def test_a_reload_applies_check_config_s_checks_and_what_the_process_runs_with(
+    sipp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    """A site phone added while deskbot runs without [nats] would be sent by the front's own
+    SIP agent: the reload is refused (the last good directory stays, the log says why); with
+    [directory.ldap], a reference LDAP's last names do not have is refused as check-config
+    refuses it."""
+    from deskbot.directory.snapshot import Directory, Person
+    from deskbot.directory.sync import LdapSync
+
+    phone = sipp(200)
+    path = write_config(
+        tmp_path / "d.toml", CONFIG.format(health="", tmp=tmp_path, uri=phone.uri())
+    )
+    cfg = load(path, {})
+    service = Service(cfg, SipAgent(cfg.settings.sip), sources=[])
+    base = path.read_text()
+    site_phone = f'[phones.601]\nuri = "{phone.uri("601")}"\nsite = "berlin"\n'
+    monkeypatch.setenv("DESKBOT_T_NATS", "nats-password")
+    monkeypatch.setenv("DESKBOT_T_KEY", "k" * 32)
+    monkeypatch.setenv("DESKBOT_T_LDAP", "ldap-password")
+    nats = (
+        '[nats]\nurl = "nats://127.0.0.1:9"\nuser = "front"\n'
+        'password_env = "DESKBOT_T_NATS"\nkey_env = "DESKBOT_T_KEY"\n'
+    )
+    path.write_text(base + site_phone + nats)  # a good file for a fresh start...
+    check = subprocess.run(
+        [str(Path(sys.executable).parent / "deskbot"), "check-config", "-c", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stdout
+    assert await service.reload("SIGHUP") is False  # ...but not for this running one
+    assert "601" not in service.relay.directory.phones
+    assert (
+        f"{path}: phones.601.site: deskbot started without [nats]: nothing would take this "
+        "phone to its site's edge; restart deskbot to apply [nats]"
+    ) in caplog.text
+
+    ldap = (
+        '[directory.ldap]\nurl = "ldap://127.0.0.1:9"\nbase = "dc=example,dc=com"\n'
+        'bind_dn = "cn=deskbot,dc=example,dc=com"\npassword_env = "DESKBOT_T_LDAP"\n'
+        'phone_uri = "sip:{extension}@127.0.0.1"\n'
+    )
+    path.write_text(base + ldap)
+    service.cfg = load(path, {"DESKBOT_T_LDAP": "x"})  # running with LDAP's last names:
+    service.ldap = LdapSync(None)
+    service.ldap.current = Directory({}, {"alice": Person("alice", "Alice", None)}, {})
+    path.write_text(base + ldap + '[groups.desk]\nmembers = ["alice", "zed"]\n')
+    assert await service.reload("SIGHUP") is False
+    assert "groups.desk.members" in caplog.text and "zed" in caplog.text
+    path.write_text(base + ldap + '[groups.desk]\nmembers = ["alice", "486"]\n')
+    assert await service.reload("SIGHUP") is True

@@ -188,6 +188,12 @@ class LdapSync:
         return f"keeping the last good LDAP directory ({sized(self.current)}, {self.age()})"
 
 
+def reference_problems(cfg: Config, ldap: Directory) -> list[str]:
+    """The file's references checked against LDAP's names too (check-config, a reload)."""
+    names = Names(frozenset(ldap.phones), frozenset(ldap.people), frozenset(ldap.groups))
+    return [f"{cfg.path}: {key}: {msg}" for key, msg in cross_check(cfg.settings, names)]
+
+
 def check_config(cfg: Config) -> tuple[list[str], str]:
     """``check-config`` with ``[directory.ldap]``: bind and search now, then the references.
 
@@ -200,8 +206,7 @@ def check_config(cfg: Config) -> tuple[list[str], str]:
     except LdapError as exc:
         return [f"{cfg.path}: directory.ldap: {exc}"], ""
     ldap = fetched.directory
-    names = Names(frozenset(ldap.phones), frozenset(ldap.people), frozenset(ldap.groups))
-    problems = [f"{cfg.path}: {key}: {msg}" for key, msg in cross_check(cfg.settings, names)]
+    problems = reference_problems(cfg, ldap)
     if not ldap.people:
         problems.append(f"{cfg.path}: directory.ldap: LDAP {settings.url}: {judge(None, ldap)}")
     if problems:

@@ -16,7 +16,7 @@ from typing import Any
 
 from deskbot.directory import loader
 from deskbot.directory.snapshot import Directory
-from deskbot.directory.sync import LdapSync, merge
+from deskbot.directory.sync import LdapSync, merge, reference_problems
 from deskbot.relay import report
 from deskbot.relay.relay import Relay
 from deskbot.relay.values import Policy
@@ -25,6 +25,7 @@ from deskbot.senders.route import SiteEdges
 from deskbot.service.confirms import ConfirmPoster
 from deskbot.service.health import HealthServer, Metrics
 from deskbot.service.replicas import Replicas
+from deskbot.settings.checks import live_problems
 from deskbot.settings.load import ConfigError, load
 from deskbot.settings.schema import Config, Settings, counts
 from deskbot.sources.api import ApiSource
@@ -197,15 +198,18 @@ class Service:
         self._loaded_stamp = _stamp(self.cfg.path)
         try:  # in a thread: a large file must not stall the chats or /healthz
             new = await asyncio.to_thread(load, self.cfg.path)
+            problems = self._reload_problems(new)
         except ConfigError as exc:
+            problems = exc.problems
+        if problems:
             self.metrics.reloads.labels("rejected").inc()
             log.error(
                 "config change rejected (%s); keeping the last good directory:\n%s",
                 reason,
-                "\n".join(exc.problems),
+                "\n".join(problems),
             )
             text = "deskbot: config change rejected, the last good directory stays:\n" + "\n".join(
-                exc.problems[:20]
+                problems[:20]
             )
             await self._tell_admins(text)
             return False
@@ -219,6 +223,18 @@ class Service:
         self.metrics.reloads.labels("applied").inc()
         log.info("directory reloaded (%s): %s", reason, counts(new.settings))
         return True
+
+    def _reload_problems(self, new: Config) -> list[str]:
+        """check-config's checks beyond the file's own (``load`` made those): LDAP's names,
+        as last fetched, for the references; and what this process runs with."""
+        s = new.settings
+        problems = [f"{new.path}: {k}: {m}" for k, m in live_problems(self.running, s)]
+        same_ldap = (
+            s.directory.ldap is not None and s.directory.ldap == self.cfg.settings.directory.ldap
+        )
+        if same_ldap and self.ldap is not None and self.ldap.current is not None:
+            problems += reference_problems(new, self.ldap.current)
+        return problems
 
     def _directory(self, s: Settings) -> Directory:
         """The file's directory, with the last good LDAP one merged in (the file wins)."""

@@ -180,6 +180,22 @@ def _nats_problems(s: Settings) -> list[tuple[str, str]]:
     return problems
 
 
+def live_problems(running: Settings, new: Settings) -> list[tuple[str, str]]:
+    """What a running deskbot cannot take from a reloaded file, beyond ``cross_check``: its
+    senders were built at its start, so a site phone needs [nats] to have been there."""
+    if running.nats is not None:
+        return []
+    return [
+        (
+            f"phones.{ext}.site",
+            "deskbot started without [nats]: nothing would take this phone to its site's "
+            "edge; restart deskbot to apply [nats]",
+        )
+        for ext, phone in new.phones.items()
+        if phone.site
+    ]
+
+
 def _group_cycles(s: Settings) -> list[tuple[str, str]]:
     """Each cycle among groups, found by one depth-first walk (linear in the directory)."""
     edges = {
