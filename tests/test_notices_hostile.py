@@ -10,6 +10,7 @@ from conftest import Chat
 from test_notices import ALICE, BOB, MONDAY, World
 
 from deskbot.relay.values import Request
+from deskbot.relay.window import SlidingWindow
 from deskbot.sources.serve import serve
 
 
@@ -32,6 +33,30 @@ async def test_one_sender_may_plan_only_so_many_later_sends_and_due_ones_go_out_
     await world.clock.settle()
     await world.tick(MONDAY + 62)
     assert len(world.phones.texts("486")) == 20 and len(world.phones.texts("487")) == 60
+
+
+async def test_later_sends_of_one_thread_refused_at_their_time_get_one_answer_naming_them(
+    tmp_path: Path,
+):
+    world = World(tmp_path, limits={"per_sender_per_minute": 5, "per_phone_per_minute": 1000})
+    world.relay.sender_limit = SlidingWindow(5, clock=lambda: world.now)  # the world's minute
+    await world.clock.start()
+    for i in range(12):  # a script planning into one thread, within the rate limit
+        world.now = MONDAY + 61 * (i // 4)  # four a minute
+        assert (await world.say(BOB, f"at 10:00 486 note {i}")).startswith("will send at "), i
+    await world.say(BOB, "at 10:00 487 elsewhere", thread="$other")
+    await world.tick(MONDAY + 331)  # 10:00:01: thirteen due at once, five may go
+    await world.tick(MONDAY + 332)
+    shown = world.chats.threads["!room $cmd"].shown
+    assert len(world.phones.texts("486")) == 5
+    refusals = [s for s in shown if s.startswith("⚠️")]
+    assert len(shown) == 6 and len(refusals) == 1, shown  # 5 reports, one answer for 7
+    (refusal,) = refusals
+    ids = refusal.split("(ids ")[1].split(")")[0].split(", ")
+    assert refusal.startswith("⚠️ 7 planned sends were not sent (ids ") and len(ids) == 7
+    assert refusal.count("\n• ") == 1  # the one reason, once
+    assert world.chats.threads["!room $other"].shown[0].startswith("⚠️")  # its own thread
+    assert world.relay.deferred is not None and world.relay.deferred.pending(None, None, None) == []
 
 
 async def test_after_downtime_a_schedule_sends_only_its_latest_missed_occurrence(tmp_path: Path):

@@ -28,6 +28,7 @@ from deskbot.relay.values import SCHEDULE, Answer, ChatUser, Dispatch, Request
 from deskbot.settings.schema import Schedule
 from deskbot.sources.base import Replier, Replies
 from deskbot.sources.serve import serve
+from deskbot.sources.together import Together
 from deskbot.store.base import Deferred, LaterSends
 
 log = logging.getLogger("deskbot.schedule")
@@ -81,6 +82,7 @@ class ScheduleSource:
         self._marked_at = 0.0
         self._born_at: dict[str, float] = {}  # schedule -> when deskbot first had it
         self.leading = True  # replicas: only the one holding the clocks' lock fires them
+        self.together = Together()  # refusals of sends due together: one answer per thread
 
     async def start(self) -> None:
         now, max_age = self.clock(), self.relay.policy.message.max_age
@@ -196,7 +198,9 @@ class ScheduleSource:
         if chat is None:  # that chat is no longer configured
             return LogReplier(f"deferred send {planned.id} of {planned.chat}:{planned.sender_id}")
         user = ChatUser(planned.chat, planned.sender_id, planned.display_name)
-        return chat.replier_for(user, planned.place, planned.thread, planned.key)
+        inner = chat.replier_for(user, planned.place, planned.thread, planned.key)
+        thread = (planned.chat, planned.place, planned.thread)
+        return self.together.replier(thread, planned.id, inner)
 
     @staticmethod
     def _schedule_request(name: str, schedule: Schedule, key: str, due: float) -> Request:
