@@ -7,6 +7,7 @@ asserts what that user sees in Slack and what the phone received.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 import urllib.error
@@ -530,6 +531,37 @@ def test_a_thousand_half_open_connections_do_not_stop_a_genuine_command(sipp, sl
         for s in lingering:
             s.close()
     assert bot.health()["ok"] is True
+
+
+def test_slack_whose_signature_verified_before_gets_a_reserved_place_in_a_flood(
+    sipp, slack, deskbot
+):
+    """Peers that signed a request before may use the listener's reserved places, as the
+    API's clients with a good token do: a flood from 20 addresses fills the others."""
+    phone = sipp(200)
+    bot = deskbot({"486": phone.uri()}, mode="http")
+    port = int(bot.url.split(":")[2].split("/")[0])
+    assert post_command(bot.url, slack.command_fields("486 first", ALICE, DESK)).status == 200
+    flood = []
+    try:
+        for i in range(1, 21):  # 20 peers x 14: more than the unreserved places
+            for _ in range(14):
+                s = socket.socket()
+                s.bind((f"127.0.1.{i}", 0))
+                s.connect(("127.0.0.1", port))
+                flood.append(s)
+        stranger = socket.socket()
+        stranger.bind(("127.0.0.9", 0))
+        stranger.connect(("127.0.0.1", port))
+        stranger.settimeout(3)
+        with contextlib.suppress(ConnectionResetError):  # closed (or reset) at once:
+            assert stranger.recv(1) == b""  # no place left for a stranger
+        genuine = post_command(bot.url, slack.command_fields("486 in a flood", ALICE, DESK))
+        assert genuine.status == 200  # Slack signed before: a reserved place
+    finally:
+        for s in flood:
+            s.close()
+    wait_for(lambda: len(phone.received()) == 2, what="both texts")
 
 
 def test_a_signed_command_replayed_within_the_window_is_carried_out_once(sipp, slack, deskbot):

@@ -3,8 +3,10 @@
 - Connections are capped and short-lived (``sources.http``): a half-open or
   slow-loris connection cannot hold the listener.
 - Bodies are capped at ``MAX_BODY`` bytes; the signature is checked before
-  anything parses the body. A rejected request gets 401 (413 when too large)
-  and at most one short log line every ``LOG_EVERY`` seconds, never its body.
+  anything parses the body. A peer whose signature verified may use the
+  listener's reserved places from then on, as an API client with a good
+  token. A rejected request gets 401 (413 when too large) and at most one
+  short log line every ``LOG_EVERY`` seconds, never its body.
 """
 
 from __future__ import annotations
@@ -64,6 +66,9 @@ def checked(signing_secret: str, dispatch: Handler) -> Handler:
             return rejections.reject(401, "no valid X-Slack-Request-Timestamp")
         if not verifier.is_valid(body, timestamp, signature):
             return rejections.reject(401, "invalid signature")
+        guard = request.app.get(http.GUARD)
+        if guard is not None:  # Slack, by its signature: the reserved places are its too
+            guard.trust(request.remote)
         return await dispatch(request)
 
     handle.rejections = rejections  # type: ignore[attr-defined]
