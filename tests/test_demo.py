@@ -50,3 +50,36 @@ def test_demo_sends_later_and_from_templates_as_chat_does():
     assert "📟 486 Reception shows: Alice: tea is ready" in out  # fired after stdin ended
     assert "deskbot demo: 1 later send(s) not sent: the demo has ended" in out
     assert "much later" not in out.split("the demo has ended")[-1]
+
+
+async def test_the_demo_waits_for_later_sends_woken_by_the_clock_not_by_polling_the_store():
+    """After stdin ends the demo waits for a send due soon: the schedule source wakes it when
+    it served one; the store is looked at once per wake-up, not ten times a second."""
+    import asyncio
+    import io
+    import time
+    from types import SimpleNamespace
+
+    from deskbot.cli.demo import _linger
+
+    looks: list[float] = []
+    due = [SimpleNamespace(due=time.time() + 1.0)]
+
+    def pending(*_: object) -> list:
+        looks.append(time.time())
+        return list(due)
+
+    relay = SimpleNamespace(deferred=SimpleNamespace(pending=pending))
+    clock = SimpleNamespace(served=asyncio.Event())
+
+    async def fire() -> None:
+        await asyncio.sleep(1.0)
+        due.clear()  # served: closed in the store, then the event is set
+        clock.served.set()
+
+    out = io.StringIO()
+    firing = asyncio.create_task(fire())
+    await asyncio.wait_for(_linger(relay, clock, out), 10)  # type: ignore[arg-type]
+    await firing
+    assert len(looks) <= 3, len(looks)
+    assert out.getvalue() == ""  # nothing left unsent

@@ -105,7 +105,7 @@ async def run_demo(as_user: str, out: Any = sys.stdout) -> None:
             ticking = asyncio.create_task(clock.run(), name="demo-clock")
             try:
                 await console.run()
-                await _linger(relay, out)
+                await _linger(relay, clock, out)
             finally:
                 await clock.stop()
                 ticking.cancel()
@@ -118,15 +118,19 @@ async def run_demo(as_user: str, out: Any = sys.stdout) -> None:
                 phone.close()
 
 
-async def _linger(relay: Relay, out: Any) -> None:
-    """After stdin ends, let later sends due within LINGER go out (a scripted demo)."""
+async def _linger(relay: Relay, clock: ScheduleSource, out: Any) -> None:
+    """After stdin ends, let later sends due within LINGER go out (a scripted demo); woken by
+    the clock each time it served one, not by looking at the store."""
     assert relay.deferred is not None
     deadline = time.time() + LINGER
-    while True:
+    while time.time() < deadline:
+        clock.served.clear()  # before looking: a send served meanwhile wakes the wait
         pending = relay.deferred.pending(None, None, None)
         if not any(d.due <= deadline for d in pending):
             break
-        await asyncio.sleep(0.1)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(clock.served.wait(), deadline - time.time())
+    pending = relay.deferred.pending(None, None, None)
     if pending:
         out.write(f"deskbot demo: {len(pending)} later send(s) not sent: the demo has ended\n")
 

@@ -83,6 +83,7 @@ class ScheduleSource:
         self._born_at: dict[str, float] = {}  # schedule -> when deskbot first had it
         self.leading = True  # replicas: only the one holding the clocks' lock fires them
         self.together = Together()  # refusals of sends due together: one answer per thread
+        self.served = asyncio.Event()  # set each time a firing was served (the demo waits)
 
     async def start(self) -> None:
         now, max_age = self.clock(), self.relay.policy.message.max_age
@@ -181,6 +182,7 @@ class ScheduleSource:
             self._retry_at[key] = self.clock() + RETRY
         finally:
             self._firing.discard(key)
+            self.served.set()
 
     def _deferred_request(self, planned: Deferred) -> Request:
         user = ChatUser(planned.chat, planned.sender_id, planned.display_name)
