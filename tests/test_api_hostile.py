@@ -63,6 +63,28 @@ async def test_a_text_far_over_max_chars_is_refused_with_its_length(api_for, pho
     assert phones.sent == []
 
 
+async def test_a_scoped_client_s_phones_are_resolved_once_per_directory_and_anew_at_a_reload(
+    api_for, phones
+):
+    from deskbot.directory import loader
+    from deskbot.relay.values import Policy
+
+    api = await api_for()
+    relay = api.source.relay
+    resolved: list[str] = []
+    directory = relay.directory
+    plain_resolve = directory.resolve
+    directory.resolve = lambda t: resolved.append(t) or plain_resolve(t)  # type: ignore[method-assign]
+    for i in range(5):
+        status, _, _ = await api.post("/v1/send", {"targets": "486", "text": f"n{i}"}, MON)
+        assert status == 200
+    assert resolved.count("@ops") == 1  # the client's scope: once, not once per request
+    assert (await api.post("/v1/send", {"targets": "488", "text": "x"}, MON))[0] == 403
+    bigger = test_api.settings(groups={"ops": {"members": ["486", "487", "488"]}})
+    relay.use(loader.from_settings(bigger), Policy.from_settings(bigger))  # a reload
+    assert (await api.post("/v1/send", {"targets": "488", "text": "now"}, MON))[0] == 200
+
+
 BODIES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner),

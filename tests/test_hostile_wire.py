@@ -1,4 +1,4 @@
-"""Fuzzing what comes off NATS: jobs at an edge, answers at the front.
+"""Fuzzing what comes off NATS: jobs and probes at an edge, answers at the front.
 
 Whatever bytes arrive, decoding either refuses them (``seal.Refused``) or
 gives values inside the documented bounds; nothing else can come out.
@@ -55,6 +55,7 @@ def test_any_bytes_as_a_job_or_an_answer_are_refused(data: bytes) -> None:
     for decode in (
         lambda: wire.Job.decode(data, KEY, "berlin", time.time()),
         lambda: wire.decode_answer(data, KEY, "berlin"),
+        lambda: wire.decode_probe(data, KEY, "berlin", time.time()),
     ):
         try:
             decode()
@@ -91,3 +92,30 @@ def test_an_answer_is_taken_only_signed_by_its_site_and_is_one_bounded_line(reco
     assert len(reason) <= wire.MAX_REASON_CHARS and reason.isprintable()
     assert isinstance(cause, Cause)
     json.dumps([code, reason])  # fits an audit row and a JSON line
+
+
+PROBE_FIELDS = {
+    **{k: JOB_FIELDS[k] for k in ("id", "site", "uri")},
+    # some inside their bounds (a few seconds ahead), most not
+    "deadline": st.floats(-5, 200).map(lambda ahead: time.time() + ahead) | JOB_FIELDS["deadline"],
+}
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    records(PROBE_FIELDS),
+    st.sampled_from([KEY, b"other" * 8]),
+    st.sampled_from([seal.PROBE, seal.JOB]),
+)
+def test_a_probe_is_taken_only_signed_as_a_probe_of_the_site_and_before_its_deadline(
+    record, key, kind
+) -> None:
+    now = time.time()
+    data = seal.seal(kind, key, "berlin", record)
+    try:
+        probe_id, uri = wire.decode_probe(data, KEY, "berlin", now)
+    except seal.Refused:
+        return
+    assert key == KEY and kind == seal.PROBE and record["site"] == "berlin"
+    assert wire.JOB_ID.fullmatch(probe_id) and now <= record["deadline"] <= now + wire.MAX_AHEAD
+    assert isinstance(uri, str) and len(uri) <= wire.MAX_URI_CHARS
