@@ -85,6 +85,17 @@ async def test_a_scoped_client_s_phones_are_resolved_once_per_directory_and_anew
     assert (await api.post("/v1/send", {"targets": "488", "text": "now"}, MON))[0] == 200
 
 
+async def test_a_bad_webhook_body_is_named_in_plain_english(api_for, phones):
+    api = await api_for()
+    for path, kind in (
+        ("/v1/alertmanager?targets=486", "an alertmanager"),
+        ("/v1/grafana?targets=486", "a grafana"),
+    ):
+        status, body, _ = await api.post(path, {"alerts": "none"}, MON)
+        assert status == 400 and body["message"].startswith(f"not {kind} notification: "), body
+    assert phones.sent == []
+
+
 BODIES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner),
