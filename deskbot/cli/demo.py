@@ -36,8 +36,8 @@ deskbot demo: a console chat and simulated desk phones on 127.0.0.1.
           489 Old desk (the directory points at a phone without that identity: 404)
   people: alice (486, admin), bob (487), carol (488); groups: @sales, @everyone
 Try:  486 meeting moved  |  @sales lunch is here  |  who @everyone  |  probe @everyone
-      in 10s 486 tea is ready  |  scheduled  |  templates  |  !drill time=15:00  |  !lunch
-      history  |  help
+      in 10s 486 tea is ready  |  scheduled  |  cancel 1  |  templates  |  !lunch
+      !drill time=15:00  |  history  |  help
 You are {user}. Type commands, one per line (Ctrl-D to quit).
 """
 
