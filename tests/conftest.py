@@ -416,10 +416,15 @@ def service_lines(tmp_path: Path, *, desk: int = 0, api: int = 0) -> list[str]:
         'password_env = "DESKBOT_PUSH_PASSWORD"',
     ]
     if desk:
-        lines += ["[desk]", f'listen = "127.0.0.1:{desk}"', f'url = "http://127.0.0.1:{desk}"']
+        lines += desk_lines(desk)
     if api:
         lines += ["[api]", f'listen = "127.0.0.1:{api}"']
     return lines
+
+
+def desk_lines(port: int) -> list[str]:
+    """``[desk]`` on 127.0.0.1:``port``, the URL the phones' keys fetch."""
+    return ["[desk]", f'listen = "127.0.0.1:{port}"', f'url = "http://127.0.0.1:{port}"']
 
 
 def phone_lines(
