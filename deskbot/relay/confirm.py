@@ -63,6 +63,13 @@ class Confirmer:
         """Where the command was given; raises AuditError when it cannot be kept."""
         self.store.remember(command_id, where, self.clock() + within)
 
+    def rethread(self, command_id: int, thread: str) -> None:
+        """The command's answer opened its thread only now: its confirmations go there too."""
+        try:
+            self.store.rethread(command_id, thread)
+        except AuditError as exc:  # posted where the command was given instead
+            log.error("%s", exc)
+
     def ask(self, command_id: int, phone: Phone, desk_url: str, within: float) -> Ask | None:
         """Keep the phone's request and the key for its screen; None: its format has none.
 

@@ -140,6 +140,8 @@ class Confirmations(Protocol):
 
     def where(self, command_id: int) -> Thread | None: ...
 
+    def rethread(self, command_id: int, thread: str) -> None: ...
+
     def ask(
         self,
         command_id: int,

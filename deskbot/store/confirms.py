@@ -103,6 +103,13 @@ class SqliteConfirmations:
         ).fetchone()
         return Thread(*map(str, row)) if row else None
 
+    def rethread(self, command_id: int, thread: str) -> None:
+        """The thread the command's answer opened after it was taken (a slash command's)."""
+        self.audit._write(
+            "the thread of a command",
+            [("UPDATE confirm_threads SET thread = ? WHERE command_id = ?", (thread, command_id))],
+        )
+
     def overdue(self, now: float) -> list[int]:
         """Commands whose confirm_within has passed and whose thread was not told yet."""
         rows = self.audit.db.execute(
