@@ -7,6 +7,9 @@ asserts what that user sees in Slack and what the phone received.
 
 from __future__ import annotations
 
+import contextlib
+import http.client
+import signal
 import socket
 import time
 import urllib.error
@@ -56,7 +59,8 @@ def slack() -> Iterator[SlackStandIn]:
 def deskbot(tmp_path: Path, slack: SlackStandIn) -> Iterator:
     """deskbot(phones, mode=..., senders=..., channels=..., extra=...) -> a running Deskbot.
 
-    A phone is its URI, or (URI, format); ``extra`` holds more config lines."""
+    A phone is its URI, or (URI, format); ``extra`` holds more config lines, ``env`` more
+    of deskbot's environment."""
     started: list[DeskbotRun] = []
 
     def start(
@@ -66,6 +70,7 @@ def deskbot(tmp_path: Path, slack: SlackStandIn) -> Iterator:
         senders: str = '["alice", "bob"]',
         channels: str = f'["{DESK}", "{NOBOT}"]',
         extra: list[str] = (),
+        env: dict[str, str] | None = None,
     ) -> DeskbotRun:
         lines = [
             "[sip]",
@@ -90,7 +95,7 @@ def deskbot(tmp_path: Path, slack: SlackStandIn) -> Iterator:
             f'api_url = "{slack.api_url}"',
             f"channels = {channels}",
         ]
-        env = {"SLACK_BOT_TOKEN": BOT_TOKEN}
+        env = {"SLACK_BOT_TOKEN": BOT_TOKEN, **(env or {})}
         if mode == "http":
             port = free_port(socket.SOCK_STREAM)
             lines.append(f'http_listen = "127.0.0.1:{port}"')
@@ -593,13 +598,13 @@ def test_at_a_time_reads_the_senders_slack_time_zone(sipp, slack, deskbot):
 # -- confirmations ---------------------------------------------------------------------------
 
 
-def _confirming(sipp, deskbot) -> tuple:
+def _confirming(sipp, deskbot, env: dict[str, str] | None = None) -> tuple:
     """A Snom phone 601 and a Yealink 602 with keys, [desk] on loopback, confirm_within 10 s."""
     snom, yealink = sipp(200, screen="snom-xml"), sipp(200, screen="yealink-xml")
     desk = free_port(socket.SOCK_STREAM)
     phones: dict[str, str | tuple[str, str]] = {"486": "sip:486@127.0.0.1:9"}  # alice's own
     phones |= {"601": (snom.uri("601"), "snom-xml"), "602": (yealink.uri("602"), "yealink-xml")}
-    bot = deskbot(phones, extra=[*desk_lines(desk), "[message]", "confirm_within = 10"])
+    bot = deskbot(phones, extra=[*desk_lines(desk), "[message]", "confirm_within = 10"], env=env)
     return bot, snom, yealink
 
 
@@ -656,3 +661,37 @@ def test_a_confirm_mention_is_confirmed_in_the_mentions_thread(sipp, slack, desk
     )
     assert [p.text.split(" at ")[0] for p in confirmed] == ["601 Desk 601 confirmed"]
     assert slack.ephemerals == []
+
+
+def test_a_press_recorded_when_deskbot_is_killed_is_posted_once_after_the_restart(
+    sipp, slack, deskbot
+):
+    failpoint = {"DESKBOT_FAILPOINT_TEST": "1", "DESKBOT_FAILPOINT": "before-confirm-post"}
+    bot, snom, _ = _confirming(sipp, deskbot, failpoint)
+    slack.push_command("confirm 601,602 Fire drill", ALICE, DESK)
+    anchor, _ = thread_of(slack, DESK)
+    thread = anchor.args["ts"]
+    url = ok_key(snom.wait_received(1)[0].body, "snom-xml")
+    with contextlib.suppress(OSError, http.client.HTTPException):  # the answer may die with it
+        http_get(url)  # the press is recorded, then deskbot gets SIGKILL before it posts
+    assert bot.proc is not None and bot.proc.wait(10) == -signal.SIGKILL
+
+    def confirmations() -> list[Posted]:
+        return [p for p in slack.posts if p.thread_ts == thread and "confirmed at" in p.text]
+
+    assert confirmations() == []
+    for name in failpoint:
+        del bot.env[name]
+    bot.start()  # the same config and audit log
+    wait_for(confirmations, what="the confirmation after the restart")
+    status, page = http_get(url)  # the phone asks again: thanked, nothing recorded anew
+    assert status == 200 and "Thank you" in thanks_of(page, "snom-xml")
+    assert bot.stop() == 0
+    bot.start()  # and once more: nothing is left to post
+    slack.push_command("601 barrier", ALICE, DESK)  # answered after any catch-up post
+    barrier = wait_for(
+        lambda: [p for p in slack.posts if not p.thread_ts and "barrier" in p.text],
+        what="the barrier's anchor",
+    )
+    replies_to(slack, DESK, barrier[0].args["ts"])
+    assert [p.text.split(" at ")[0] for p in confirmations()] == ["601 Desk 601 confirmed"]
