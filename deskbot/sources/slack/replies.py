@@ -132,7 +132,7 @@ class SlackReplier:
         later: bool = False,
     ):
         self.poster, self.job, self._ack = poster, job, ack
-        self.on_anchor = on_anchor  # told the anchor's ts: the command's thread from now on
+        self.on_anchor = on_anchor  # told a confirm command's anchor ts: its thread from now on
         self.later = later  # answers a command later (a confirmation): said in the thread
         self.waiting_after: float | None = 0.0 if ack is not None else None
         self.acked = ack is None
@@ -166,7 +166,7 @@ class SlackReplier:
             self.job.thread_ts = await self.poster.post(
                 self.job.channel, title, [wire.section("📟 " + report.mrkdwn_escape(title))]
             )
-            if self.on_anchor is not None:
+            if self.on_anchor is not None and job.confirm:  # its confirmations go there
                 self.on_anchor(self.job.thread_ts)
         except SlackApiError as exc:
             if not self.job.response_url:
