@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+from deskbot import failpoints
 from deskbot.directory.snapshot import Phone
 from deskbot.senders.base import Ask, can_confirm
 from deskbot.sipuri import split_hostport
@@ -101,6 +102,7 @@ class Confirmer:
         confirmation, first = found
         if first:
             log.info("command %d: %s confirmed", confirmation.command_id, confirmation.extension)
+            failpoints.reached("before-confirm-post")  # recorded, not yet told to the thread
             for listener in self.on_confirm:
                 try:
                     listener(confirmation)

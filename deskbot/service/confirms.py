@@ -17,7 +17,6 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from deskbot import failpoints
 from deskbot.relay.values import Answer, ChatUser
 from deskbot.sources.base import Replies
 from deskbot.store.base import Confirmation, Confirmations
@@ -86,7 +85,6 @@ class ConfirmPoster:
         )
         user = ChatUser(where.chat, where.sender_id)
         replier = source.replier_for(user, where.place, where.thread, f"confirm:{cid}:{extension}")
-        failpoints.reached("before-confirm-post")  # pressed and recorded, not yet in the thread
         try:
             await replier.answer(Answer(text))
         except Exception as exc:  # the chat is away: posted at the next start

@@ -140,8 +140,6 @@ class Confirmations(Protocol):
 
     def where(self, command_id: int) -> Thread | None: ...
 
-    def rethread(self, command_id: int, thread: str) -> None: ...
-
     def ask(
         self,
         command_id: int,
@@ -159,6 +157,8 @@ class Confirmations(Protocol):
     def unposted(self) -> list[Confirmation]: ...
 
     def posted(self, command_id: int, extension: str) -> None: ...
+
+    def rethread(self, command_id: int, thread: str) -> None: ...
 
 
 class LaterSends(Protocol):

@@ -103,13 +103,6 @@ class SqliteConfirmations:
         ).fetchone()
         return Thread(*map(str, row)) if row else None
 
-    def rethread(self, command_id: int, thread: str) -> None:
-        """The thread the command's answer opened after it was taken (a slash command's)."""
-        self.audit._write(
-            "the thread of a command",
-            [("UPDATE confirm_threads SET thread = ? WHERE command_id = ?", (thread, command_id))],
-        )
-
     def overdue(self, now: float) -> list[int]:
         """Commands whose confirm_within has passed and whose thread was not told yet."""
         rows = self.audit.db.execute(
@@ -209,3 +202,10 @@ class SqliteConfirmations:
             log.warning(
                 "the audit log %s cannot mark a confirmation posted: %s", self.audit.path, exc
             )
+
+    def rethread(self, command_id: int, thread: str) -> None:
+        """The thread the command's answer opened after it was taken (a slash command's)."""
+        self.audit._write(
+            "the thread of a command",
+            [("UPDATE confirm_threads SET thread = ? WHERE command_id = ?", (thread, command_id))],
+        )
