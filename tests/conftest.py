@@ -20,6 +20,7 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -396,6 +397,82 @@ def baresip(tmp_path: Path) -> Iterator[Baresip]:
 def write_config(path: Path, body: str) -> Path:
     path.write_text(textwrap.dedent(body))
     return path
+
+
+def service_lines(tmp_path: Path, *, desk: int = 0, api: int = 0) -> list[str]:
+    """A `deskbot run` config on loopback: SIP, the audit file, health, [push] for HTTP phones
+    (password in $DESKBOT_PUSH_PASSWORD); [desk] on port ``desk`` and [api] on port ``api``
+    when given (the caller adds its [api.clients.*] and phones)."""
+    lines = [
+        "[sip]",
+        'listen = "127.0.0.1:0"',
+        "timeout = 1.0",
+        "[audit]",
+        f'path = "{tmp_path / "audit.sqlite3"}"',
+        "[health]",
+        'listen = "127.0.0.1:0"',
+        "[push]",
+        'username = "deskbot"',
+        'password_env = "DESKBOT_PUSH_PASSWORD"',
+    ]
+    if desk:
+        lines += desk_lines(desk)
+    if api:
+        lines += ["[api]", f'listen = "127.0.0.1:{api}"']
+    return lines
+
+
+def desk_lines(port: int) -> list[str]:
+    """``[desk]`` on 127.0.0.1:``port``, the URL the phones' keys fetch."""
+    return ["[desk]", f'listen = "127.0.0.1:{port}"', f'url = "http://127.0.0.1:{port}"']
+
+
+def phone_lines(
+    extension: str, uri: str, fmt: str = "", http: str = "", label: str = ""
+) -> list[str]:
+    """One ``[phones.EXT]`` table (format, HTTP address and label only when given)."""
+    lines = [f"[phones.{extension}]", f'uri = "{uri}"']
+    lines += [f'format = "{fmt}"'] * bool(fmt) + [f'http = "{http}"'] * bool(http)
+    return lines + [f'label = "{label}"'] * bool(label)
+
+
+def http_get(url: str, timeout: float = 5) -> tuple[int, bytes]:
+    """A GET as a phone makes it (a key's URL): the status and body, also of a 4xx."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def ok_key(screen: bytes, fmt: str) -> str:
+    """The URL behind the OK key of a pushed screen, read as that maker's firmware reads it."""
+    root = ET.fromstring(screen)
+    if fmt == "poly-push":  # <softkey label="OK" action="SoftKey:Fetch;URL"/> inside Data
+        [key] = root.iter("softkey")
+        label, action = key.get("label"), key.get("action") or ""
+        assert action.startswith("SoftKey:Fetch;"), action
+        url = action.removeprefix("SoftKey:Fetch;")
+    else:
+        tags = {"snom-xml": ("SoftKeyItem", "URL"), "yealink-xml": ("SoftKey", "URI")}[fmt]
+        [key] = root.findall(tags[0])
+        label, url = key.findtext("Label"), key.findtext(tags[1]) or ""
+    assert label == "OK", label
+    return url
+
+
+def thanks_of(page: bytes, fmt: str) -> str:
+    """The text of the screen a press is answered with; it must be the maker's own XML."""
+    root = ET.fromstring(page)
+    if fmt == "poly-push":  # an XHTML page for the microbrowser
+        xhtml = "{http://www.w3.org/1999/xhtml}"
+        assert root.tag == f"{xhtml}html", root.tag
+        return "".join(root.find(f"{xhtml}body").itertext())  # type: ignore[union-attr]
+    assert (
+        root.tag == {"snom-xml": "SnomIPPhoneText", "yealink-xml": "YealinkIPPhoneTextScreen"}[fmt]
+    )
+    assert not [el for el in root if "SoftKey" in el.tag]  # a thank-you screen has no keys
+    return root.findtext("Text") or ""
 
 
 def run_deskbot(

@@ -28,6 +28,7 @@ SMOKE = {
     "push.py": ["--phones", "4", "--runs", "1"],
     "web.py": ["--runs", "2", "--people", "2", "--idle", "1"],
     "store_ab.py": ["--phones", "5", "--runs", "1", "--commands", "3"],
+    "confirm.py": ["--runs", "2"],
 }
 
 

@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import DeskbotRun, free_port, wait_for, write_config
+from conftest import DeskbotRun, free_port, phone_lines, service_lines, wait_for, write_config
 
 from deskbot.senders.http.board import MAX_SCREENS, Board
 from deskbot.settings.schema import Desk
@@ -92,32 +92,11 @@ def test_deskbot_run_sends_one_api_command_to_every_format(http_phones, sipp, tm
         "490": ("poly-push", "sip:490@127.0.0.1:9", http_phones.url("490")),
         "491": ("cisco-xml", "sip:491@127.0.0.1:9", http_phones.url("491")),
     }
-    lines = [
-        "[sip]",
-        'listen = "127.0.0.1:0"',
-        "timeout = 1.0",
-        "[audit]",
-        f'path = "{tmp_path / "audit.sqlite3"}"',
-        "[health]",
-        'listen = "127.0.0.1:0"',
-        "[push]",
-        'username = "deskbot"',
-        'password_env = "DESKBOT_PUSH_PASSWORD"',
-        "[desk]",
-        f'listen = "127.0.0.1:{desk}"',
-        f'url = "http://127.0.0.1:{desk}"',
-        "[api]",
-        f'listen = "127.0.0.1:{api}"',
-        "[api.clients.monitoring]",
-        'token_env = "DESKBOT_API_TOKEN"',
-        'name = "Alerts"',
-        "[groups.floor]",
-        f"members = {json.dumps(list(phones))}",
-    ]
+    lines = service_lines(tmp_path, desk=desk, api=api)
+    lines += ["[api.clients.monitoring]", 'token_env = "DESKBOT_API_TOKEN"', 'name = "Alerts"']
+    lines += ["[groups.floor]", f"members = {json.dumps(list(phones))}"]
     for ext, (fmt, uri, http) in phones.items():
-        lines += [f"[phones.{ext}]", f'uri = "{uri}"', f'format = "{fmt}"']
-        if http:
-            lines.append(f'http = "{http}"')
+        lines += phone_lines(ext, uri, fmt, http)
     cfg = write_config(tmp_path / "deskbot.toml", "\n".join(lines) + "\n")
     env = {"DESKBOT_PUSH_PASSWORD": "push-secret", "DESKBOT_API_TOKEN": TOKEN}
     run = DeskbotRun(cfg, env, tmp_path / "run.log").start()

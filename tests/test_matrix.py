@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import signal
+import socket
 import time
 
-from conftest import run_deskbot, wait_for
+from conftest import (
+    desk_lines,
+    free_port,
+    http_get,
+    ok_key,
+    phone_lines,
+    run_deskbot,
+    thanks_of,
+    wait_for,
+)
 from matrix_people import (
     SYNC_FILTER,
     Person,
@@ -406,3 +417,46 @@ async def test_hostile_events_neither_freeze_deskbot_nor_lose_the_commands_besid
     assert sorted(m.body.decode() for m in phone.received()) == sorted(
         f"alice: {t}" for t in ("first", "odd", "list", "after")
     )
+
+
+async def test_a_confirm_pressed_at_the_phone_is_told_in_the_thread_then_who_did_not(
+    synapse: Synapse,
+    sipp,
+    people,
+    bot: Account,
+    deskbot,
+):
+    snom, yealink = sipp(200, screen="snom-xml"), sipp(200, screen="yealink-xml")
+    desk = free_port(socket.SOCK_STREAM)
+    extra = [*desk_lines(desk), "[message]", "confirm_within = 10"]
+    extra += phone_lines("601", snom.uri("601"), "snom-xml", label="Reception")
+    extra += phone_lines("602", yealink.uri("602"), "yealink-xml", label="Lobby")
+    alice, room = await alice_in_a_room_with_the_bot(synapse, people, bot)
+    run = deskbot(bot, alice, {}, extra="\n".join(extra) + "\n").start()
+
+    command = await alice.say(room, "!deskphone confirm 601,602 Fire drill")
+    report = text_of(await alice.reply_to(command))
+    assert "601 (Reception): 200 OK" in report and "602 (Lobby): 200 OK" in report
+    url = ok_key(snom.wait_received(1)[0].body, "snom-xml")
+    assert ok_key(yealink.wait_received(1)[0].body, "yealink-xml") != url
+    before = time.strftime("%H:%M")
+    status, page = await asyncio.to_thread(http_get, url)  # the person at 601 presses OK
+    assert status == 200 and "Thank you" in thanks_of(page, "snom-xml")
+    clock = {before, time.strftime("%H:%M")}
+
+    def said(words: str) -> list[dict]:
+        return [e for e in alice.replies_to(command) if words in text_of(e)]
+
+    [confirmed] = await alice.wait("the confirmation in the thread", lambda: said("confirmed at"))
+    assert text_of(confirmed) in {f"601 Reception confirmed at {c}" for c in clock}
+    assert confirmed["sender"] == bot.user_id and confirmed["content"]["msgtype"] == "m.notice"
+    relation = confirmed["content"]["m.relates_to"]
+    assert relation["rel_type"] == "m.thread" and relation["event_id"] == command
+    await asyncio.to_thread(http_get, url)  # pressed again: nothing more in the thread
+    [summary] = await alice.wait("the summary", lambda: said("1/2"), timeout=30)
+    assert text_of(summary) == "1/2 confirmed; not confirmed: 602 Lobby"
+    assert summary["content"]["m.relates_to"]["event_id"] == command
+    barrier = await alice.say(room, "!deskphone who 601")
+    await alice.reply_to(barrier)
+    assert len(alice.replies_to(command)) == 3  # the report, the confirmation, the summary
+    assert url.rpartition("/")[2] not in run.log() and "Fire drill" not in run.log()

@@ -8,6 +8,8 @@ asserts what that user sees in Slack and what the phone received.
 from __future__ import annotations
 
 import contextlib
+import http.client
+import signal
 import socket
 import time
 import urllib.error
@@ -16,7 +18,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DeskbotRun, free_port, run_deskbot, wait_for, write_config
+from conftest import (
+    DeskbotRun,
+    desk_lines,
+    free_port,
+    http_get,
+    ok_key,
+    phone_lines,
+    run_deskbot,
+    thanks_of,
+    wait_for,
+    write_config,
+)
 from slack_standin import (
     APP_TOKEN,
     BOT_TOKEN,
@@ -44,15 +57,20 @@ def slack() -> Iterator[SlackStandIn]:
 
 @pytest.fixture
 def deskbot(tmp_path: Path, slack: SlackStandIn) -> Iterator:
-    """deskbot(phones, mode=..., senders=..., channels=...) -> a running Deskbot."""
+    """deskbot(phones, mode=..., senders=..., channels=..., extra=...) -> a running Deskbot.
+
+    A phone is its URI, or (URI, format); ``extra`` holds more config lines, ``env`` more
+    of deskbot's environment."""
     started: list[DeskbotRun] = []
 
     def start(
-        phones: dict[str, str],
+        phones: dict[str, str | tuple[str, str]],
         *,
         mode: str = "socket",
         senders: str = '["alice", "bob"]',
         channels: str = f'["{DESK}", "{NOBOT}"]',
+        extra: list[str] = (),
+        env: dict[str, str] | None = None,
     ) -> DeskbotRun:
         lines = [
             "[sip]",
@@ -77,15 +95,17 @@ def deskbot(tmp_path: Path, slack: SlackStandIn) -> Iterator:
             f'api_url = "{slack.api_url}"',
             f"channels = {channels}",
         ]
-        env = {"SLACK_BOT_TOKEN": BOT_TOKEN}
+        env = {"SLACK_BOT_TOKEN": BOT_TOKEN, **(env or {})}
         if mode == "http":
             port = free_port(socket.SOCK_STREAM)
             lines.append(f'http_listen = "127.0.0.1:{port}"')
             env["SLACK_SIGNING_SECRET"] = SIGNING_SECRET
         else:
             env["SLACK_APP_TOKEN"] = APP_TOKEN
-        for ext, uri in phones.items():
-            lines += [f"[phones.{ext}]", f'uri = "{uri}"', f'label = "Desk {ext}"']
+        for ext, phone in phones.items():
+            uri, fmt = (phone, "") if isinstance(phone, str) else phone
+            lines += phone_lines(ext, uri, fmt, label=f"Desk {ext}")
+        lines += extra
         etc = tmp_path / "etc"  # deskbot watches the config's folder: keep logs and traces out
         etc.mkdir(exist_ok=True)
         cfg = write_config(etc / "deskbot.toml", "\n".join(lines) + "\n")
@@ -604,3 +624,105 @@ def test_at_a_time_reads_the_senders_slack_time_zone(sipp, slack, deskbot):
     envelope = slack.push_command("at 14:55 486 stand-up", ALICE, DESK)
     text = ack_of(slack, envelope).payload["text"]
     assert text.startswith("will send at 14:55 NZ") and "id 1" in text, text
+
+
+# -- confirmations ---------------------------------------------------------------------------
+
+
+def _confirming(sipp, deskbot, env: dict[str, str] | None = None) -> tuple:
+    """A Snom phone 601 and a Yealink 602 with keys, [desk] on loopback, confirm_within 10 s."""
+    snom, yealink = sipp(200, screen="snom-xml"), sipp(200, screen="yealink-xml")
+    desk = free_port(socket.SOCK_STREAM)
+    phones: dict[str, str | tuple[str, str]] = {"486": "sip:486@127.0.0.1:9"}  # alice's own
+    phones |= {"601": (snom.uri("601"), "snom-xml"), "602": (yealink.uri("602"), "yealink-xml")}
+    bot = deskbot(phones, extra=[*desk_lines(desk), "[message]", "confirm_within = 10"], env=env)
+    return bot, snom, yealink
+
+
+def _press(phone, fmt: str) -> str:
+    """The person at the phone presses OK: the phone fetches the key's URL; the token."""
+    url = ok_key(phone.wait_received(1)[0].body, fmt)
+    status, page = http_get(url)
+    assert status == 200 and "Thank you" in thanks_of(page, fmt)
+    return url.rpartition("/")[2]
+
+
+def test_a_confirm_slash_command_gets_each_press_and_who_did_not_in_its_thread(
+    sipp, slack, deskbot
+):
+    bot, snom, yealink = _confirming(sipp, deskbot)
+    slack.push_command("confirm 601,602 Fire drill", ALICE, DESK)
+    anchor, [report] = thread_of(slack, DESK)
+    assert "601 (Desk 601): 200 OK" in report.text and "602 (Desk 602): 200 OK" in report.text
+    before = time.strftime("%H:%M")
+    token = _press(snom, "snom-xml")
+    assert ok_key(yealink.wait_received(1)[0].body, "yealink-xml")  # 602 has its key, unpressed
+    clock = {before, time.strftime("%H:%M")}
+    thread = anchor.args["ts"]
+    _, confirmed = thread_of(slack, DESK, replies=2)
+    assert confirmed[1].text in {f"601 Desk 601 confirmed at {c}" for c in clock}
+    assert confirmed[1].thread_ts == report.thread_ts == thread
+    assert confirmed[1].method == "chat.postMessage"  # in the thread for all, not ephemeral
+    _, told = wait_for(lambda: thread_of(slack, DESK, replies=3), timeout=30, what="the summary")
+    assert told[2].text == "1/2 confirmed; not confirmed: 602 Desk 602"
+    assert told[2].thread_ts == thread
+    assert [p for p in slack.posts if not p.thread_ts] == [anchor]  # no second anchor
+    assert slack.ephemerals == []
+    assert token not in bot.log() and "Fire drill" not in bot.log()
+
+
+def test_a_confirm_mention_is_confirmed_in_the_mentions_thread(sipp, slack, deskbot):
+    _, snom, _ = _confirming(sipp, deskbot)
+    ts = "1700000000.000900"
+    slack.push_event(
+        {
+            "type": "app_mention",
+            "user": ALICE,
+            "text": f"<@{BOT_USER_ID}> confirm 601 Fire drill",
+            "ts": ts,
+            "channel": DESK,
+        }
+    )
+    [report] = replies_to(slack, DESK, ts)
+    assert "601 (Desk 601): 200 OK" in report.text
+    _press(snom, "snom-xml")
+    confirmed = wait_for(
+        lambda: [p for p in slack.posts if p.thread_ts == ts and "confirmed at" in p.text],
+        what="the confirmation in the mention's thread",
+    )
+    assert [p.text.split(" at ")[0] for p in confirmed] == ["601 Desk 601 confirmed"]
+    assert slack.ephemerals == []
+
+
+def test_a_press_recorded_when_deskbot_is_killed_is_posted_once_after_the_restart(
+    sipp, slack, deskbot
+):
+    failpoint = {"DESKBOT_FAILPOINT_TEST": "1", "DESKBOT_FAILPOINT": "before-confirm-post"}
+    bot, snom, _ = _confirming(sipp, deskbot, failpoint)
+    slack.push_command("confirm 601,602 Fire drill", ALICE, DESK)
+    anchor, _ = thread_of(slack, DESK)
+    thread = anchor.args["ts"]
+    url = ok_key(snom.wait_received(1)[0].body, "snom-xml")
+    with contextlib.suppress(OSError, http.client.HTTPException):  # the answer may die with it
+        http_get(url)  # the press is recorded, then deskbot gets SIGKILL before it posts
+    assert bot.proc is not None and bot.proc.wait(10) == -signal.SIGKILL
+
+    def confirmations() -> list[Posted]:
+        return [p for p in slack.posts if p.thread_ts == thread and "confirmed at" in p.text]
+
+    assert confirmations() == []
+    for name in failpoint:
+        del bot.env[name]
+    bot.start()  # the same config and audit log
+    wait_for(confirmations, what="the confirmation after the restart")
+    status, page = http_get(url)  # the phone asks again: thanked, nothing recorded anew
+    assert status == 200 and "Thank you" in thanks_of(page, "snom-xml")
+    assert bot.stop() == 0
+    bot.start()  # and once more: nothing is left to post
+    slack.push_command("601 barrier", ALICE, DESK)  # answered after any catch-up post
+    barrier = wait_for(
+        lambda: [p for p in slack.posts if not p.thread_ts and "barrier" in p.text],
+        what="the barrier's anchor",
+    )
+    replies_to(slack, DESK, barrier[0].args["ts"])
+    assert [p.text.split(" at ")[0] for p in confirmations()] == ["601 Desk 601 confirmed"]

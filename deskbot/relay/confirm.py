@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+from deskbot import failpoints
 from deskbot.directory.snapshot import Phone
 from deskbot.senders.base import Ask, can_confirm
 from deskbot.sipuri import split_hostport
@@ -63,6 +64,13 @@ class Confirmer:
         """Where the command was given; raises AuditError when it cannot be kept."""
         self.store.remember(command_id, where, self.clock() + within)
 
+    def rethread(self, command_id: int, thread: str) -> None:
+        """The command's answer opened its thread only now: its confirmations go there too."""
+        try:
+            self.store.rethread(command_id, thread)
+        except AuditError as exc:  # posted where the command was given instead
+            log.error("%s", exc)
+
     def ask(self, command_id: int, phone: Phone, desk_url: str, within: float) -> Ask | None:
         """Keep the phone's request and the key for its screen; None: its format has none.
 
@@ -94,6 +102,7 @@ class Confirmer:
         confirmation, first = found
         if first:
             log.info("command %d: %s confirmed", confirmation.command_id, confirmation.extension)
+            failpoints.reached("before-confirm-post")  # recorded, not yet told to the thread
             for listener in self.on_confirm:
                 try:
                     listener(confirmation)

@@ -521,6 +521,13 @@ class Relay:
         if self.audit and accepted.command_id:
             self.audit.let_go(accepted.command_id)
 
+    def threaded(self, request: Request, thread: str) -> None:
+        """The source answered the command in a thread it opened after the command was taken
+        (a Slack slash command's anchor): the command's confirmations are posted there."""
+        if self.confirmer is not None and request.key:
+            for command_id in [i for i, k in self.held.items() if k == request.key]:
+                self.confirmer.rethread(command_id, thread)
+
     def release(self, request: Request) -> None:
         """This replica no longer works on the command: its hold is left to expire."""
         if request.key and self.held:

@@ -158,6 +158,8 @@ class Confirmations(Protocol):
 
     def posted(self, command_id: int, extension: str) -> None: ...
 
+    def rethread(self, command_id: int, thread: str) -> None: ...
+
 
 class LaterSends(Protocol):
     """Deferred sends (`in 20s ...`, `at 14:55 ...`) and the schedules' marks."""

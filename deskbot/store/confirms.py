@@ -202,3 +202,10 @@ class SqliteConfirmations:
             log.warning(
                 "the audit log %s cannot mark a confirmation posted: %s", self.audit.path, exc
             )
+
+    def rethread(self, command_id: int, thread: str) -> None:
+        """The thread the command's answer opened after it was taken (a slash command's)."""
+        self.audit._write(
+            "the thread of a command",
+            [("UPDATE confirm_threads SET thread = ? WHERE command_id = ?", (thread, command_id))],
+        )

@@ -295,7 +295,9 @@ class SlackSource:
         await self._serve(request, job)
 
     async def _serve(self, request: Request, job: Job, ack: Ack | None = None) -> None:
-        replier = SlackReplier(self._poster, job, ack)
+        replier = SlackReplier(
+            self._poster, job, ack, on_anchor=lambda ts: self.relay.threaded(request, ts)
+        )
         try:
             await serve(self.relay, request, replier)
         finally:
@@ -304,7 +306,7 @@ class SlackSource:
     def replier_for(self, user: ChatUser, place: str, thread: str, key: str) -> SlackReplier:
         """A later answer: in the thread of a mention or DM; a slash command's gets an anchor."""
         job = Job(user, place, thread_ts=thread, direct=place.startswith("D"))
-        replier = SlackReplier(self._poster, job)
+        replier = SlackReplier(self._poster, job, later=True)
         if not thread:
             replier.waiting_after = 0.0  # post the anchor message the report threads under
         return replier

@@ -123,8 +123,17 @@ Ack = Callable[..., Awaitable[Any]]
 class SlackReplier:
     """Answers one command; ``ack`` is the slash command's acknowledgement (None for events)."""
 
-    def __init__(self, poster: Poster, job: Job, ack: Ack | None = None):
+    def __init__(
+        self,
+        poster: Poster,
+        job: Job,
+        ack: Ack | None = None,
+        on_anchor: Callable[[str], None] | None = None,
+        later: bool = False,
+    ):
         self.poster, self.job, self._ack = poster, job, ack
+        self.on_anchor = on_anchor  # told a confirm command's anchor ts: its thread from now on
+        self.later = later  # answers a command later (a confirmation): said in the thread
         self.waiting_after: float | None = 0.0 if ack is not None else None
         self.acked = ack is None
         self.anchor_failed = False
@@ -141,6 +150,9 @@ class SlackReplier:
             blocks = wire.answer_blocks(answer)
             text = wire.fallback(answer.text)
             await self.ack(response_type="ephemeral", text=text, blocks=blocks)
+        elif self.later and not answer.error:  # news for everyone in the command's thread
+            text, blocks = wire.fallback(answer.text), wire.answer_blocks(answer)
+            await self.poster.post(self.job.channel, text, blocks, self.job.thread_ts)
         else:
             await self.poster.answer(self.job, answer)
 
@@ -154,6 +166,8 @@ class SlackReplier:
             self.job.thread_ts = await self.poster.post(
                 self.job.channel, title, [wire.section("📟 " + report.mrkdwn_escape(title))]
             )
+            if self.on_anchor is not None and job.confirm:  # its confirmations go there
+                self.on_anchor(self.job.thread_ts)
         except SlackApiError as exc:
             if not self.job.response_url:
                 raise
