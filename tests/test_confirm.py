@@ -11,6 +11,7 @@ import asyncio
 import logging
 import sqlite3
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -162,7 +163,7 @@ def test_two_replicas_pressing_one_token_record_it_once_and_keep_what_follows(st
     follow = FollowUp("@wardens", "Fire drill at 14:00", "monitoring", (("alertname", "Disk"),))
     first.remember(9, where, 2000.0, follow)
     second.remember(9, Thread("slack", "U1", "C1", ""), 3000.0)  # a repeat changes nothing
-    assert second.where(9) == where and second.follow_up(9) == follow
+    assert second.where(9) == where and second.follow_up(9) == replace(follow, due=2000.0)
     first.ask(9, "601", "snom-xml", "t" * 22, "", 5000.0)
     presses = [first.press("t" * 22, "10.0.0.1", 1500.0), second.press("t" * 22, "", 1501.0)]
     assert sorted(bool(p and p[1]) for p in presses) == [False, True]
@@ -173,7 +174,9 @@ def test_two_replicas_pressing_one_token_record_it_once_and_keep_what_follows(st
     assert second.overdue(1999.0) == [] and second.overdue(2000.0) == [9]
     first.summarized(9)
     assert second.overdue(2000.0) == []
-    assert second.follow_up(9) == FollowUp("@wardens", "", "monitoring", (("alertname", "Disk"),))
+    assert second.follow_up(9) == FollowUp(
+        "@wardens", "", "monitoring", (("alertname", "Disk"),), 2000.0
+    )
 
 
 def test_a_press_must_come_from_the_phones_ip_address():
@@ -257,4 +260,4 @@ def test_a_file_of_the_first_confirmations_gains_the_escalation_columns(tmp_path
         db.execute("PRAGMA user_version = 6")
     kept = AuditLog(tmp_path / "audit.sqlite3").confirmations()
     assert kept.where(3) == Thread("console", "alice", "", "")
-    assert kept.follow_up(3) == FollowUp() and kept.overdue(5) == [3]
+    assert kept.follow_up(3) == FollowUp(due=5.0) and kept.overdue(5) == [3]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Protocol
 
 from deskbot.directory.snapshot import Directory, TargetError
@@ -55,6 +56,21 @@ def within_scope(relay: Scope, job: Dispatch) -> Answer | None:
         error=True,
         problem="forbidden",
     )
+
+
+def escalation(relay: Scope, job: Dispatch) -> Answer | None:
+    """Who is told of the phones that did not confirm is a target this sender may reach."""
+    if not job.escalate_to:
+        return None
+    try:
+        phones = relay.directory.resolve(job.escalate_to).phones
+    except TargetError as exc:
+        why = f"escalate_to: {exc}. Nothing was sent."
+        return Answer(why, error=True, problem="unknown-target")
+    refused = within_scope(relay, replace(job, targets=job.escalate_to, phones=phones))
+    if refused is not None:
+        return replace(refused, text=f"escalate_to: {refused.text}")
+    return None
 
 
 def fresh(relay: Scope, job: Dispatch) -> Answer | None:
@@ -163,4 +179,4 @@ def duration(seconds: float) -> str:
 
 
 Check = Callable[[Scope, Dispatch], Answer | None]
-IN_ORDER: tuple[Check, ...] = (within_scope, fresh, group_size, body_fits, sender_rate)
+IN_ORDER: tuple[Check, ...] = (within_scope, escalation, fresh, group_size, body_fits, sender_rate)

@@ -23,7 +23,14 @@ from urllib.parse import urlsplit
 from deskbot.directory.snapshot import Phone
 from deskbot.senders.base import Ask, can_confirm
 from deskbot.sipuri import split_hostport
-from deskbot.store.base import AuditError, Confirmation, Confirmations, Thread
+from deskbot.store.base import (
+    NO_FOLLOW_UP,
+    AuditError,
+    Confirmation,
+    Confirmations,
+    FollowUp,
+    Thread,
+)
 
 log = logging.getLogger("deskbot.confirm")
 
@@ -59,9 +66,12 @@ class Confirmer:
         self.clock = clock
         self.on_confirm: list[Callable[[Confirmation], None]] = []
 
-    def remember(self, command_id: int, where: Thread, within: float) -> None:
-        """Where the command was given; raises AuditError when it cannot be kept."""
-        self.store.remember(command_id, where, self.clock() + within)
+    def remember(
+        self, command_id: int, where: Thread, within: float, follow: FollowUp = NO_FOLLOW_UP
+    ) -> None:
+        """Where the command was given, and what follows a press or confirm_within (who is
+        told, the alert silenced); raises AuditError when it cannot be kept."""
+        self.store.remember(command_id, where, self.clock() + within, follow)
 
     def ask(self, command_id: int, phone: Phone, desk_url: str, within: float) -> Ask | None:
         """Keep the phone's request and the key for its screen; None: its format has none.

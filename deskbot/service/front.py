@@ -346,7 +346,10 @@ class Service:
             phone = self.relay.directory.phones.get(extension)
             return phone.label if phone else ""
 
-        poster = ConfirmPoster(confirmer.store, chats, label, self.cfg.settings.message.timezone)
+        zone = self.cfg.settings.message.timezone
+        poster = ConfirmPoster(
+            confirmer.store, chats, label, zone, self.relay, lambda: self.replicas.leading
+        )
         confirmer.on_confirm.append(poster.pressed)
         return poster
 

@@ -314,6 +314,8 @@ class Schedule:
     template: str | None = None
     vars: dict[str, str] = field(default_factory=dict)
     report_to: str | None = None  # "matrix:!room:server", "slack:C0123", "console"
+    confirm: bool = False  # ask each phone for a confirmation (as a template's)
+    escalate_to: str | None = None  # told who did not confirm within confirm_within
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -140,6 +140,7 @@ class FollowUp:
     text: str = ""
     client: str = ""
     labels: tuple[tuple[str, str], ...] = ()
+    due: float = 0.0  # read back: when confirm_within passes (``remember`` takes it apart)
 
 
 NO_FOLLOW_UP = FollowUp()

@@ -40,7 +40,7 @@ def digest(token: str) -> str:
 
 
 THREAD = "chat, sender_id, place, thread"
-FOLLOW = "escalate_to, text, client, labels"
+FOLLOW = "escalate_to, text, client, labels, due"
 
 
 def labels_text(follow: FollowUp) -> str:
@@ -48,10 +48,10 @@ def labels_text(follow: FollowUp) -> str:
 
 
 def follow_up(row: tuple[object, ...]) -> FollowUp:
-    escalate_to, text, client, labels = map(str, row)
+    escalate_to, text, client, labels = map(str, row[:4])
     found = json.loads(labels) if labels else {}
     pairs = tuple((str(k), str(v)) for k, v in found.items()) if isinstance(found, dict) else ()
-    return FollowUp(escalate_to, text, client, pairs)
+    return FollowUp(escalate_to, text, client, pairs, float(str(row[4])))
 
 
 INSERT_THREAD = (
