@@ -13,6 +13,10 @@ clocks), the thread is told who did not confirm, and a command's
 (limits, audit) under the key ``escalate:ID``: a crash between that send and
 the mark that it is done sends it once, and one that fell due while deskbot
 was down longer than ``max_age`` is answered "not sent" in the thread.
+
+A press of an alert's text, when its API client has ``alertmanager`` and
+``silence_on_confirm``, first silences that alert there (``silences``); what
+Alertmanager answered goes into the line posted.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from deskbot.relay import report
 from deskbot.relay.relay import Relay
 from deskbot.relay.values import SCHEDULE, Answer, ChatUser, Dispatch, Request
+from deskbot.service.silences import Silencer
 from deskbot.sources.base import Replier, Replies
 from deskbot.sources.serve import serve
 from deskbot.store.base import Confirmation, Confirmations, FollowUp, Thread
@@ -91,6 +96,7 @@ class ConfirmPoster:
         zone: str | None = None,
         relay: Relay | None = None,
         leads: Callable[[], bool] = lambda: True,
+        silencer: Silencer | None = None,
     ):
         self.store = store
         self.chats = chats
@@ -98,6 +104,7 @@ class ConfirmPoster:
         self.zone = zone
         self.relay = relay  # sends the escalations; None: none are sent
         self.leads = leads  # replicas: only the one firing the clocks sweeps
+        self.silencer = silencer  # a confirmed alert silenced in its client's Alertmanager
         self._tasks: set[asyncio.Task[None]] = set()
 
     def pressed(self, confirmation: Confirmation) -> None:
@@ -114,16 +121,19 @@ class ConfirmPoster:
         return len(waiting)
 
     async def post(self, confirmation: Confirmation) -> None:
+        """Silence the alert it confirms (if its client asks), then tell the thread."""
         cid, extension = confirmation.command_id, confirmation.extension
-        where = self.store.where(cid)
-        if where is None or confirmation.confirmed_at is None:
-            log.info("command %d: %s confirmed; no chat to tell", cid, extension)
+        if confirmation.confirmed_at is None:
             self.store.posted(cid, extension)
             return
-        text = confirmed_text(
-            extension, self.label_of(extension), confirmation.confirmed_at, self.zone
-        )
-        replier = self._replier(where, f"confirm:{cid}:{extension}")
+        label = self.label_of(extension)
+        text = confirmed_text(extension, label, confirmation.confirmed_at, self.zone)
+        if self.silencer is not None:
+            phone = " ".join(filter(None, (extension, label)))
+            said = await self.silencer.silence(self.store.follow_up(cid), phone, cid)
+            text = f"{text}; {said}" if said else text
+        where = self.store.where(cid)
+        replier = self._replier(where, f"confirm:{cid}:{extension}") if where else None
         if replier is None:
             log.info("command %d: %s confirmed; no chat to tell", cid, extension)
             self.store.posted(cid, extension)

@@ -31,6 +31,10 @@ def problems(s: Settings) -> list[tuple[str, str]]:
         found += _escalation(s, key, template.confirm, template.escalate_to)
     for name in s.schedules:
         found += _schedule(s, name)
+    for name, client in (s.api.clients if s.api else {}).items():
+        if client.silence_on_confirm and not client.alertmanager:
+            why = "silences a confirmed alert in the client's alertmanager: give its URL"
+            found.append((f"api.clients.{name}.silence_on_confirm", why))
     return found
 
 

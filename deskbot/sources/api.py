@@ -339,6 +339,9 @@ class ApiSource:
                 f"say where the alerts go: /v1/{kind}?targets=486,@ops "
                 f"(1 to {MAX_TARGETS_CHARS} characters)",
             )
+        confirm = request.query.get("confirm", "0")
+        if confirm not in ("0", "1"):
+            return error(400, "wrong-type", "confirm is 1 (each phone is asked to confirm) or 0")
         user = ChatUser(API, client.name, client.display)
         refused = self.relay.screen(Request(user, "", place=kind, targets=targets))
         if refused is not None:  # scope and rate first: a refused client costs no parsing
@@ -364,6 +367,8 @@ class ApiSource:
                 key=alerts.key(kind, client.name, targets, notification),
                 targets=targets,
                 key_window=self.settings.dedup_window,
+                confirm=confirm == "1",
+                labels=alerts.labels(notification) if confirm == "1" else (),
             ),
         )
         if isinstance(taken, Replay):
