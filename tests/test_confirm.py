@@ -19,10 +19,11 @@ import pytest
 from deskbot.directory import loader
 from deskbot.directory.snapshot import Phone
 from deskbot.relay import grammar, report
-from deskbot.relay.confirm import MARGIN, Confirmer, host_of, state_of
+from deskbot.relay.confirm import MARGIN, Confirmer, host_of, sample_ask, state_of
 from deskbot.relay.grammar import Send, UsageError, UseTemplate
 from deskbot.relay.relay import Relay
 from deskbot.relay.values import Answer, ChatUser, Dispatch, Policy, Request
+from deskbot.senders.base import body_limit, wire_bytes
 from deskbot.senders.recording import RecordingSender
 from deskbot.senders.screens import snom
 from deskbot.settings.load import parse
@@ -261,3 +262,30 @@ def test_a_file_of_the_first_confirmations_gains_the_escalation_columns(tmp_path
     kept = AuditLog(tmp_path / "audit.sqlite3").confirmations()
     assert kept.where(3) == Thread("console", "alice", "", "")
     assert kept.follow_up(3) == FollowUp(due=5.0) and kept.overdue(5) == [3]
+
+
+def test_a_text_that_fits_a_screen_only_without_the_ok_key_is_refused_as_too_long(tmp_path):
+    raw: dict = {
+        "phones": {"605": {"uri": "sip:605@127.0.0.1:9", "format": "poly-push",
+                           "http": "http://127.0.0.1:9/push"}},
+        "message": {"max_chars": 1000, "sender_prefix": False},
+        "desk": {"listen": "127.0.0.1:0", "url": DESK},
+        "push": {"username": "deskbot", "password_env": "P"},
+    }  # fmt: skip
+    s = parse(raw, tmp_path / "t.toml", {"P": "secret"}).settings
+    relay = Relay(RecordingSender(), loader.from_settings(s), Policy.from_settings(s),
+                  AuditLog(tmp_path / "audit.sqlite3"))  # fmt: skip
+    most = body_limit("poly-push", 1200)
+    # the longest text of "&" (5 bytes as XML) that fits the screen without a key
+    fits = max(n for n in range(1, 1000) if wire_bytes("poly-push", "&" * n) <= most)
+    assert wire_bytes("poly-push", "&" * fits, "", sample_ask(DESK)) > most
+
+    def send(confirm: bool) -> Answer | Dispatch:
+        got = relay.prepare(Request(ALICE, "&" * fits, targets="605", confirm=confirm))
+        assert isinstance(got, Answer | Dispatch)
+        return got
+
+    assert isinstance(send(False), Dispatch)
+    refused = send(True)
+    assert isinstance(refused, Answer) and refused.problem == "too-long"
+    assert "escaped as XML with the OK key" in refused.text

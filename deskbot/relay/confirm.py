@@ -38,6 +38,7 @@ PREFIX = "/c/"
 MARGIN = 300.0  # seconds a token outlives confirm_within: a late press still counts
 TOKEN_BYTES = 16
 MAX_TOKEN_CHARS = 64
+TOKEN_CHARS = len(secrets.token_urlsafe(TOKEN_BYTES))  # 22: every token is this long
 
 WAITING, CONFIRMED, UNSUPPORTED = "waiting", "confirmed", "unsupported"
 NOT_CONFIRMED = "not confirmed"
@@ -54,6 +55,11 @@ def host_of(phone: Phone) -> str:
         return str(ipaddress.ip_address(host))
     except ValueError:
         return ""  # a name: where its presses come from cannot be told
+
+
+def sample_ask(desk_url: str) -> Ask:
+    """A key as long as any ``ask`` makes on ``desk_url``: what the size check counts."""
+    return Ask(f"{desk_url.rstrip('/')}{PREFIX}{'A' * TOKEN_CHARS}")
 
 
 def why_not(format: str) -> str:
