@@ -72,7 +72,7 @@ class World:
         self.source, self.http, self.relay, self.phones = source, http, relay, phones
         self.poster, self.out = poster, out
 
-    async def notify(self, status: str, trap: socket.socket, query: str, who=MON):
+    async def notify(self, status: str, trap: socket.socket, query: str, who=MON, to="601"):
         payload = {
             "version": "4",
             "status": status,
@@ -89,25 +89,27 @@ class World:
                 }
             ],
         }
-        url = f"http://127.0.0.1:{self.source.port}/v1/alertmanager?targets=601{query}"
+        url = f"http://127.0.0.1:{self.source.port}/v1/alertmanager?targets={to}{query}"
         async with self.http.post(url, data=json.dumps(payload), headers=who) as resp:
             body = await resp.json(content_type=None)
         await asyncio.gather(*self.source.sending)
         return resp.status, body
 
-    async def press(self) -> None:
+    async def press(self, *phones: str) -> None:
         confirmer = self.relay.confirmer
         assert confirmer is not None
-        path = self.phones.asks["601"].url.removeprefix(DESK)
-        assert confirmer.press(path, "127.0.0.1")
-        assert await self.poster.catch_up() == 1
+        for phone in phones or ("601",):
+            path = self.phones.asks[phone].url.removeprefix(DESK)
+            assert confirmer.press(path, "127.0.0.2" if phone == "602" else "127.0.0.1")
+        assert await self.poster.catch_up() == len(phones or ("601",))
 
 
 @pytest.fixture
 async def world(tmp_path: Path, alertmanager: Alertmanager) -> AsyncIterator[World]:
     raw = {
         "phones": {
-            "601": {"uri": "sip:601@127.0.0.1:5070", "label": "Freezers", "format": "snom-xml"}
+            "601": {"uri": "sip:601@127.0.0.1:5070", "label": "Freezers", "format": "snom-xml"},
+            "602": {"uri": "sip:602@127.0.0.2:5070", "label": "Cold room", "format": "snom-xml"},
         },
         "desk": {"listen": "127.0.0.1:0", "url": DESK},
         "api": {
@@ -187,6 +189,17 @@ async def test_a_confirmed_alert_is_silenced_in_the_clients_alertmanager_for_its
     assert world.phones.texts("601")[-1].endswith("RESOLVED: FreezerWarm: Freezer 2 at -12 C")
     with pytest.raises(BlockingIOError):
         trap.accept()  # the payload's externalURL was never called
+
+
+async def test_an_alert_confirmed_at_two_phones_is_silenced_once(
+    world: World, alertmanager: Alertmanager, trap: socket.socket
+):
+    before = len(silences(alertmanager))
+    status, _ = await world.notify("firing", trap, "&confirm=1", to="601,602")
+    assert status == 202 and set(world.phones.asks) == {"601", "602"}
+    await world.press("602", "601")
+    assert len(silences(alertmanager)) == before + 1
+    assert world.out.getvalue().count("silenced in Alertmanager") == 1
 
 
 async def test_an_unreachable_alertmanager_is_told_and_logged_and_a_plain_alert_asks_nothing(

@@ -128,7 +128,7 @@ class ConfirmPoster:
             return
         label = self.label_of(extension)
         text = confirmed_text(extension, label, confirmation.confirmed_at, self.zone)
-        if self.silencer is not None:
+        if self.silencer is not None and self._first(confirmation):  # one silence an alert
             phone = " ".join(filter(None, (extension, label)))
             said = await self.silencer.silence(self.store.follow_up(cid), phone, cid)
             text = f"{text}; {said}" if said else text
@@ -207,6 +207,12 @@ class ConfirmPoster:
             log.warning("command %d: the confirmation summary not posted: %s", command_id, exc)
             return False
         return True
+
+    def _first(self, confirmation: Confirmation) -> bool:
+        """Whether it is the command's first press (the earliest; a tie: the lower phone)."""
+        pressed = [c for c in self.store.of(confirmation.command_id) if c.confirmed_at]
+        first = min(pressed, key=lambda c: (c.confirmed_at or 0.0, c.extension), default=None)
+        return first is None or first.extension == confirmation.extension
 
     def _replier(self, where: Thread, key: str) -> Replier | None:
         """Where the command was given; a schedule's: its report_to place. None: no chat."""
