@@ -250,3 +250,55 @@ def test_silence_on_confirm_is_a_duration_and_needs_an_alertmanager(tmp_path):
     wrong = problems({"alertmanager": "http://127.0.0.1:9093", "silence_on_confirm": "2 hours"})
     assert len(wrong) == 1 and "is not a duration" in wrong[0]
     assert problems({"alertmanager": "http://u:p@127.0.0.1:9093"}) != []
+
+
+async def test_a_hostile_alertmanager_is_not_followed_read_whole_or_waited_for(trap):
+    from aiohttp import web
+
+    from deskbot.settings.schema import ApiClient
+    from deskbot.store.base import FollowUp
+
+    hang = asyncio.Event()
+
+    async def moved(request: web.Request) -> web.Response:
+        raise web.HTTPFound(f"http://127.0.0.1:{trap.getsockname()[1]}/api/v2/silences")
+
+    async def huge(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        for _ in range(200):  # 12.8 MB, more than anyone reads
+            await resp.write(b'{"silenceID": "' + b"x" * 65536)
+        return resp
+
+    async def slow(request: web.Request) -> web.Response:
+        await hang.wait()
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/moved/api/v2/silences", moved)
+    app.router.add_post("/huge/api/v2/silences", huge)
+    app.router.add_post("/slow/api/v2/silences", slow)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    follow = FollowUp(client="c", labels=(("alertname", "A"),))
+    try:
+        for path, told in (
+            ("moved", "not silenced in Alertmanager: it answered 302"),
+            ("huge", "silenced in Alertmanager for 1h"),  # no id shown: it was never read
+            ("slow", "not silenced in Alertmanager: it cannot be reached (TimeoutError)"),
+        ):
+            client = ApiClient(
+                token_env="T",
+                alertmanager=f"http://127.0.0.1:{port}/{path}",
+                silence_on_confirm="1h",
+            )
+            silencer = Silencer(lambda c=client: {"c": c}, timeout=0.5)
+            assert await silencer.silence(follow, "601", 1) == told
+    finally:
+        hang.set()
+        await runner.cleanup()
+    with pytest.raises(BlockingIOError):
+        trap.accept()  # the redirect's target was never called
