@@ -120,18 +120,27 @@ async def test_nothing_is_escalated_when_every_phone_confirmed(tmp_path, store):
     assert out.getvalue().strip().endswith("2/3 confirmed")
 
 
-async def test_an_escalation_due_longer_than_max_age_ago_is_not_sent_and_the_thread_says_so(
-    tmp_path, store
+@pytest.mark.parametrize("late", [60, 360])  # max_age is 300 s
+async def test_an_escalation_due_while_deskbot_was_down_is_sent_back_within_max_age_only(
+    tmp_path, store, late
 ):
-    relay, phones, out, console, poster = _service(tmp_path, store())
+    relay, _, _, console, _ = _service(tmp_path, store())
     await console.handle_line("!evac time=14:00")
     within, most = relay.policy.message.confirm_within, relay.policy.message.max_age
-    relay.clock_wall = lambda: time.time() + within + most + 60  # deskbot was down that long
-    assert await poster.sweep(time.time() + within + most + 60) == 1
-    assert phones.texts("700") == []
-    told = out.getvalue()
+    # deskbot stops before the command is due and is back `late` seconds after
+    back, again, said, _, later = _service(tmp_path, store("r2"))
+    back.clock_wall = lambda: time.time() + within + late
+    assert await later.sweep(time.time() + within + late) == 1
+    told = said.getvalue()
     assert "0/3 confirmed; not confirmed: 601 Reception, 602 Lobby" in told
-    assert "@wardens not told: not sent: this command waited" in told
+    if late <= most:
+        assert again.texts("700") == [
+            "alice: Not confirmed at 601 Reception, 602 Lobby: Fire drill at 14:00"
+        ]
+        assert "told @wardens: ✅ 700 (Warden): 200 OK" in told
+    else:
+        assert again.texts("700") == []
+        assert "@wardens not told: not sent: this command waited" in told
 
 
 async def test_escalate_to_is_a_target_the_sender_may_reach_and_needs_confirm(tmp_path, store):
