@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,16 +19,20 @@ import pytest
 from deskbot.directory import loader
 from deskbot.directory.snapshot import Phone
 from deskbot.relay import grammar, report
-from deskbot.relay.confirm import MARGIN, Confirmer, host_of, state_of
+from deskbot.relay.confirm import MARGIN, Confirmer, host_of, sample_ask, state_of
 from deskbot.relay.grammar import Send, UsageError, UseTemplate
 from deskbot.relay.relay import Relay
 from deskbot.relay.values import Answer, ChatUser, Dispatch, Policy, Request
+from deskbot.senders.base import body_limit, wire_bytes
 from deskbot.senders.recording import RecordingSender
 from deskbot.senders.screens import snom
 from deskbot.settings.load import parse
 from deskbot.settings.schema import Desk
 from deskbot.sources.desk import MISSES_PER_MINUTE, DeskSource
 from deskbot.store.audit import AuditLog
+from deskbot.store.base import FollowUp, Thread
+
+BOTH = pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
 
 ALICE = ChatUser("slack", "U0ALICE01", "Alice S")
 DESK = "http://127.0.0.1:9122"
@@ -61,9 +67,9 @@ def _settings(tmp_path: Path, desk: bool = True):
     return parse(raw, tmp_path / "t.toml", {}).settings
 
 
-def _relay(tmp_path: Path, phones: RecordingSender, desk: bool = True) -> Relay:
+def _relay(tmp_path: Path, phones: RecordingSender, desk: bool = True, audit=None) -> Relay:
     s = _settings(tmp_path, desk)
-    audit = AuditLog(tmp_path / "audit.sqlite3")
+    audit = audit or AuditLog(tmp_path / "audit.sqlite3")
     return Relay(phones, loader.from_settings(s), Policy.from_settings(s), audit)
 
 
@@ -75,9 +81,10 @@ async def _send(relay: Relay, text: str) -> report.Report | Answer:
     return await relay.deliver(job)
 
 
-async def test_a_confirm_send_puts_an_ok_key_on_screens_that_have_keys(tmp_path):
+@BOTH
+async def test_a_confirm_send_puts_an_ok_key_on_screens_that_have_keys(tmp_path, store):
     phones = RecordingSender()
-    relay = _relay(tmp_path, phones)
+    relay = _relay(tmp_path, phones, audit=store())
     result = await _send(relay, "confirm @floor Fire drill at 14:00")
     assert isinstance(result, report.Report)
     assert set(phones.asks) == {"601", "602"}  # 603 is a plain MESSAGE: no key to press
@@ -91,6 +98,9 @@ async def test_a_confirm_send_puts_an_ok_key_on_screens_that_have_keys(tmp_path)
     # a plain send asks nothing
     await _send(relay, "601 hello")
     assert phones.texts("601")[-1].endswith("hello") and len(phones.asks) == 2
+    assert relay.confirmer is not None
+    states = [c.state for c in relay.confirmer.store.of(result.command_id)]
+    assert states == ["waiting", "waiting", "unsupported"]
 
 
 async def test_a_template_with_confirm_asks_and_without_a_desk_url_confirm_is_refused(tmp_path):
@@ -102,9 +112,12 @@ async def test_a_template_with_confirm_asks_and_without_a_desk_url_confirm_is_re
     assert isinstance(refused, Answer) and refused.error and "[desk] url" in refused.text
 
 
-def test_a_press_counts_once_and_only_for_its_own_phone_until_it_expires(tmp_path):
+@BOTH
+def test_a_press_counts_once_and_only_for_its_own_phone_until_it_expires(
+    store, backend, tmp_path, request
+):
     now = [1000.0]
-    audit = AuditLog(tmp_path / "audit.sqlite3")
+    audit = store()
     confirmer = Confirmer(audit.confirmations(), clock=lambda: now[0])
     told = []
     confirmer.on_confirm.append(told.append)
@@ -115,8 +128,8 @@ def test_a_press_counts_once_and_only_for_its_own_phone_until_it_expires(tmp_pat
     other = confirmer.ask(7, lobby, DESK, 600)
     assert ask and other and confirmer.ask(7, kitchen, DESK, 600) is None
     path, other_path = ask.url.removeprefix(DESK), other.url.removeprefix(DESK)
-    store = audit.confirmations()
-    assert [state_of(c, now[0]) for c in store.of(7)] == ["waiting", "waiting", "unsupported"]
+    kept = store("r2").confirmations()  # another process (replica) reads the same rows
+    assert [state_of(c, now[0]) for c in kept.of(7)] == ["waiting", "waiting", "unsupported"]
     assert confirmer.press(other_path, "127.0.0.1") is None  # 602's token from 601's address
     assert confirmer.press("/c/" + "A" * 22, "127.0.0.1") is None
     assert confirmer.press(path[:-1], "127.0.0.1") is None
@@ -129,12 +142,42 @@ def test_a_press_counts_once_and_only_for_its_own_phone_until_it_expires(tmp_pat
     assert [c.extension for c in told] == ["601"]  # recorded and told once
     now[0] += 600 + MARGIN
     assert confirmer.press(other_path, "127.0.0.2") is None  # expired
-    assert [state_of(c, now[0]) for c in store.of(7)] == [
+    assert [state_of(c, now[0]) for c in kept.of(7)] == [
         "confirmed",
         "not confirmed",
         "unsupported",
     ]
-    assert ask.url.rpartition("/")[2].encode() not in (tmp_path / "audit.sqlite3").read_bytes()
+    token = ask.url.rpartition("/")[2]
+    if backend == "sqlite":
+        assert token.encode() not in (tmp_path / "audit.sqlite3").read_bytes()
+    else:
+        rows = request.getfixturevalue("postgres").query(
+            audit.path.rsplit("/", 1)[1], "SELECT * FROM confirms"
+        )
+        assert len(rows) == 3 and token not in repr(rows)
+
+
+@BOTH
+def test_two_replicas_pressing_one_token_record_it_once_and_keep_what_follows(store):
+    first, second = store("r1").confirmations(), store("r2").confirmations()
+    where = Thread("matrix", "@alice:x", "!room", "$ev")
+    follow = FollowUp("@wardens", "Fire drill at 14:00", "monitoring", (("alertname", "Disk"),))
+    first.remember(9, where, 2000.0, follow)
+    second.remember(9, Thread("slack", "U1", "C1", ""), 3000.0)  # a repeat changes nothing
+    assert second.where(9) == where and second.follow_up(9) == replace(follow, due=2000.0)
+    first.ask(9, "601", "snom-xml", "t" * 22, "", 5000.0)
+    presses = [first.press("t" * 22, "10.0.0.1", 1500.0), second.press("t" * 22, "", 1501.0)]
+    assert sorted(bool(p and p[1]) for p in presses) == [False, True]
+    assert {p[0].confirmed_at for p in presses if p} == {1500.0}
+    assert [c.extension for c in second.unposted()] == ["601"]
+    first.posted(9, "601")
+    assert second.unposted() == []
+    assert second.overdue(1999.0) == [] and second.overdue(2000.0) == [9]
+    first.summarized(9)
+    assert second.overdue(2000.0) == []
+    assert second.follow_up(9) == FollowUp(
+        "@wardens", "", "monitoring", (("alertname", "Disk"),), 2000.0
+    )
 
 
 def test_a_press_must_come_from_the_phones_ip_address():
@@ -203,3 +246,46 @@ async def test_the_desk_endpoint_thanks_a_press_in_the_phones_xml_and_404s_the_r
         assert len(told) == 2
     finally:
         await desk.stop()
+
+
+def test_a_file_of_the_first_confirmations_gains_the_escalation_columns(tmp_path):
+    AuditLog(tmp_path / "audit.sqlite3").close()
+    with sqlite3.connect(tmp_path / "audit.sqlite3") as db:  # as the first confirmations left it
+        db.execute("DROP TABLE confirm_threads")
+        db.execute(
+            "CREATE TABLE confirm_threads (command_id INTEGER PRIMARY KEY, chat TEXT NOT NULL,"
+            " sender_id TEXT NOT NULL, place TEXT NOT NULL, thread TEXT NOT NULL,"
+            " due REAL NOT NULL DEFAULT 0, summarized INTEGER NOT NULL DEFAULT 0)"
+        )
+        db.execute("INSERT INTO confirm_threads VALUES (3, 'console', 'alice', '', '', 5, 0)")
+        db.execute("PRAGMA user_version = 6")
+    kept = AuditLog(tmp_path / "audit.sqlite3").confirmations()
+    assert kept.where(3) == Thread("console", "alice", "", "")
+    assert kept.follow_up(3) == FollowUp(due=5.0) and kept.overdue(5) == [3]
+
+
+def test_a_text_that_fits_a_screen_only_without_the_ok_key_is_refused_as_too_long(tmp_path):
+    raw: dict = {
+        "phones": {"605": {"uri": "sip:605@127.0.0.1:9", "format": "poly-push",
+                           "http": "http://127.0.0.1:9/push"}},
+        "message": {"max_chars": 1000, "sender_prefix": False},
+        "desk": {"listen": "127.0.0.1:0", "url": DESK},
+        "push": {"username": "deskbot", "password_env": "P"},
+    }  # fmt: skip
+    s = parse(raw, tmp_path / "t.toml", {"P": "secret"}).settings
+    relay = Relay(RecordingSender(), loader.from_settings(s), Policy.from_settings(s),
+                  AuditLog(tmp_path / "audit.sqlite3"))  # fmt: skip
+    most = body_limit("poly-push", 1200)
+    # the longest text of "&" (5 bytes as XML) that fits the screen without a key
+    fits = max(n for n in range(1, 1000) if wire_bytes("poly-push", "&" * n) <= most)
+    assert wire_bytes("poly-push", "&" * fits, "", sample_ask(DESK)) > most
+
+    def send(confirm: bool) -> Answer | Dispatch:
+        got = relay.prepare(Request(ALICE, "&" * fits, targets="605", confirm=confirm))
+        assert isinstance(got, Answer | Dispatch)
+        return got
+
+    assert isinstance(send(False), Dispatch)
+    refused = send(True)
+    assert isinstance(refused, Answer) and refused.problem == "too-long"
+    assert "escaped as XML with the OK key" in refused.text

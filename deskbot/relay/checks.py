@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Protocol
 
 from deskbot.directory.snapshot import Directory, TargetError
+from deskbot.relay.confirm import sample_ask
 from deskbot.relay.values import API, SHELL, Answer, Dispatch, Policy
 from deskbot.relay.window import Window
-from deskbot.senders.base import Sender, body_limit, maker_of, wire_bytes
+from deskbot.senders.base import Sender, body_limit, can_confirm, maker_of, wire_bytes
 
 log = logging.getLogger("deskbot.relay")
 
@@ -57,6 +59,21 @@ def within_scope(relay: Scope, job: Dispatch) -> Answer | None:
     )
 
 
+def escalation(relay: Scope, job: Dispatch) -> Answer | None:
+    """Who is told of the phones that did not confirm is a target this sender may reach."""
+    if not job.escalate_to:
+        return None
+    try:
+        phones = relay.directory.resolve(job.escalate_to).phones
+    except TargetError as exc:
+        why = f"escalate_to: {exc}. Nothing was sent."
+        return Answer(why, error=True, problem="unknown-target")
+    refused = within_scope(relay, replace(job, targets=job.escalate_to, phones=phones))
+    if refused is not None:
+        return replace(refused, text=f"escalate_to: {refused.text}")
+    return None
+
+
 def fresh(relay: Scope, job: Dispatch) -> Answer | None:
     """A command that waited too long (deskbot was down) is answered, not sent."""
     sent_at, most = job.request.sent_at, relay.policy.message.max_age
@@ -88,16 +105,18 @@ def group_size(relay: Scope, job: Dispatch) -> Answer | None:
 def body_fits(relay: Scope, job: Dispatch) -> Answer | None:
     """Every phone's body fits, in its own format: else none is sent (not a 413 for some)."""
     sip_most = relay.sender.max_body_bytes
+    ask = sample_ask(relay.policy.desk_url) if job.confirm else None  # its key's XML counts
     over = []
     for fmt in dict.fromkeys(p.format for p in job.phones):
-        size, most = wire_bytes(fmt, job.body, job.sender_name), body_limit(fmt, sip_most)
+        size, most = wire_bytes(fmt, job.body, job.sender_name, ask), body_limit(fmt, sip_most)
         if size > most:
             over.append((size - most, fmt, size, most))
     if not over:
         return None
     _, fmt, size, most = max(over)
     maker = maker_of(fmt)
-    on = f" on {maker} phones, escaped as XML," if maker else ""
+    keyed = " with the OK key" if ask is not None and can_confirm(fmt) else ""
+    on = f" on {maker} phones, escaped as XML{keyed}," if maker else ""
     where = "a SIP message" if most == sip_most else f"a {maker} screen"
     return Answer(
         f"text too long: {size} bytes{on} where {where} takes {most}. "
@@ -163,4 +182,4 @@ def duration(seconds: float) -> str:
 
 
 Check = Callable[[Scope, Dispatch], Answer | None]
-IN_ORDER: tuple[Check, ...] = (within_scope, fresh, group_size, body_fits, sender_rate)
+IN_ORDER: tuple[Check, ...] = (within_scope, escalation, fresh, group_size, body_fits, sender_rate)

@@ -24,7 +24,14 @@ from deskbot import failpoints
 from deskbot.directory.snapshot import Phone
 from deskbot.senders.base import Ask, can_confirm
 from deskbot.sipuri import split_hostport
-from deskbot.store.base import AuditError, Confirmation, Confirmations, Thread
+from deskbot.store.base import (
+    NO_FOLLOW_UP,
+    AuditError,
+    Confirmation,
+    Confirmations,
+    FollowUp,
+    Thread,
+)
 
 log = logging.getLogger("deskbot.confirm")
 
@@ -32,6 +39,7 @@ PREFIX = "/c/"
 MARGIN = 300.0  # seconds a token outlives confirm_within: a late press still counts
 TOKEN_BYTES = 16
 MAX_TOKEN_CHARS = 64
+TOKEN_CHARS = len(secrets.token_urlsafe(TOKEN_BYTES))  # 22: every token is this long
 
 WAITING, CONFIRMED, UNSUPPORTED = "waiting", "confirmed", "unsupported"
 NOT_CONFIRMED = "not confirmed"
@@ -50,6 +58,11 @@ def host_of(phone: Phone) -> str:
         return ""  # a name: where its presses come from cannot be told
 
 
+def sample_ask(desk_url: str) -> Ask:
+    """A key as long as any ``ask`` makes on ``desk_url``: what the size check counts."""
+    return Ask(f"{desk_url.rstrip('/')}{PREFIX}{'A' * TOKEN_CHARS}")
+
+
 def why_not(format: str) -> str:
     return f"cannot confirm (format {format})"
 
@@ -60,9 +73,12 @@ class Confirmer:
         self.clock = clock
         self.on_confirm: list[Callable[[Confirmation], None]] = []
 
-    def remember(self, command_id: int, where: Thread, within: float) -> None:
-        """Where the command was given; raises AuditError when it cannot be kept."""
-        self.store.remember(command_id, where, self.clock() + within)
+    def remember(
+        self, command_id: int, where: Thread, within: float, follow: FollowUp = NO_FOLLOW_UP
+    ) -> None:
+        """Where the command was given, and what follows a press or confirm_within (who is
+        told, the alert silenced); raises AuditError when it cannot be kept."""
+        self.store.remember(command_id, where, self.clock() + within, follow)
 
     def rethread(self, command_id: int, thread: str) -> None:
         """The command's answer opened its thread only now: its confirmations go there too."""

@@ -42,6 +42,7 @@ class Planner(Protocol):
         probe: bool = False,
         origin: str = "",
         confirm: bool = False,
+        escalate_to: str = "",
     ) -> Answer | Dispatch: ...
 
 
@@ -81,7 +82,8 @@ def template_send(
         targets,
         text,
         origin=f"template:{use.name}",
-        confirm=use.confirm or template.confirm,
+        confirm=use.confirm or template.confirm or request.confirm,  # a schedule's too
+        escalate_to=request.escalate_to or template.escalate_to or "",
     )
 
 

@@ -50,7 +50,16 @@ from deskbot.relay.window import SharedWindow, SlidingWindow, Window
 from deskbot.senders import fair
 from deskbot.senders.base import TITLE, Ask, Delivery, Sender
 from deskbot.store.base import Answer as Recorded
-from deskbot.store.base import AuditError, CommandLog, LaterSends, Planned, Seen, Taken, Thread
+from deskbot.store.base import (
+    AuditError,
+    CommandLog,
+    FollowUp,
+    LaterSends,
+    Planned,
+    Seen,
+    Taken,
+    Thread,
+)
 
 log = logging.getLogger("deskbot.relay")
 
@@ -246,6 +255,7 @@ class Relay:
         probe: bool = False,
         origin: str = "",
         confirm: bool = False,
+        escalate_to: str = "",
     ) -> Answer | Dispatch:
         """A send (or probe) command through each check in turn; the first refusal is the answer."""
         if confirm and (self.confirmer is None or not self.policy.desk_url):
@@ -273,6 +283,7 @@ class Relay:
             probe=probe,
             origin=" ".join(filter(None, (self._scheduled_by(request), origin))),
             confirm=confirm,
+            escalate_to=(escalate_to or request.escalate_to) if confirm else "",
         )
         for check in self.checks:
             refusal = check(self, job)
@@ -458,9 +469,12 @@ class Relay:
         within = self.policy.message.confirm_within
         asks: dict[str, Ask | None] = {}
         request = job.request
+        user = request.user
+        follow = FollowUp(job.escalate_to, job.text if job.escalate_to else "",
+                          user.id if user.chat == API else "", request.labels)  # fmt: skip
         try:
-            where = Thread(request.user.chat, request.user.id, request.place, request.thread)
-            self.confirmer.remember(command_id, where, within)
+            where = Thread(user.chat, user.id, request.place, request.thread)
+            self.confirmer.remember(command_id, where, within, follow)
         except AuditError as exc:
             log.error("%s: no phone gets a confirm key", exc)
             return {}

@@ -47,6 +47,10 @@ class Request:
     answer_repeats: bool = False
     # Set by sources that take the fields apart (the API's "confirm": true)
     confirm: bool = False
+    # Who is told the phones that did not confirm within confirm_within (the API's
+    # "escalate_to", a schedule's); and the alert a press silences (its labels)
+    escalate_to: str = ""
+    labels: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +134,7 @@ class Dispatch:
     probe: bool = False  # ask each phone whether it answers (SIP OPTIONS); no text
     origin: str = ""  # "template:firedrill", "schedule:standup": recorded in the audit log
     confirm: bool = False  # each phone is asked for a confirmation (a key labelled OK)
+    escalate_to: str = ""  # told who did not confirm within confirm_within ("": nobody)
 
     @property
     def user(self) -> ChatUser:

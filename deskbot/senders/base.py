@@ -22,14 +22,17 @@ from deskbot.directory.snapshot import MESSAGE, Phone
 TITLE: contextvars.ContextVar[str] = contextvars.ContextVar("deskbot_title", default="")
 
 
-def wire_bytes(format: str, text: str, title: str = "") -> int:
+def wire_bytes(format: str, text: str, title: str = "", ask: Ask | None = None) -> int:
     """The bytes ``text`` takes as a request body in a phone ``format``: as it is for a
-    MESSAGE; for a maker's screen, the XML around it, titled, every ``&`` or ``<`` escaped."""
+    MESSAGE; for a maker's screen, the XML around it, titled, every ``&`` or ``<`` escaped,
+    with the key ``ask`` puts on it."""
     if format == MESSAGE:
         return len(text.encode())
     from deskbot.senders.screens import catalog
+    from deskbot.senders.screens.xmltext import SoftKey
 
-    return catalog.size(format, text, title)
+    keys = (SoftKey(ask.label, ask.url),) if ask else ()
+    return catalog.size(format, text, title, keys)
 
 
 def body_limit(format: str, sip_bytes: int) -> int:

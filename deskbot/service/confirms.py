@@ -6,6 +6,17 @@ token), answers there through that source's ``Replies.replier_for`` ("601
 Reception confirmed at 14:03"), then marks it posted. At start, ``catch_up``
 posts what was pressed but not posted before a stop (or a SIGKILL), so each
 confirmation reaches the thread once, even across a restart.
+
+Once ``confirm_within`` has passed (``sweep``, on the replica that fires the
+clocks), the thread is told who did not confirm, and a command's
+``escalate_to`` is sent "Not confirmed at 602 Lobby: TEXT" through the relay
+(limits, audit) under the key ``escalate:ID``: a crash between that send and
+the mark that it is done sends it once, and one that fell due while deskbot
+was down longer than ``max_age`` is answered "not sent" in the thread.
+
+A press of an alert's text, when its API client has ``alertmanager`` and
+``silence_on_confirm``, first silences that alert there (``silences``); what
+Alertmanager answered goes into the line posted.
 """
 
 from __future__ import annotations
@@ -17,9 +28,13 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from deskbot.relay.values import Answer, ChatUser
-from deskbot.sources.base import Replies
-from deskbot.store.base import Confirmation, Confirmations
+from deskbot.relay import report
+from deskbot.relay.relay import Relay
+from deskbot.relay.values import SCHEDULE, Answer, ChatUser, Dispatch, Request
+from deskbot.service.silences import Silencer
+from deskbot.sources.base import Replier, Replies
+from deskbot.sources.serve import serve
+from deskbot.store.base import Confirmation, Confirmations, FollowUp, Thread
 
 log = logging.getLogger("deskbot.confirm")
 
@@ -45,6 +60,33 @@ def summary_text(
     return text
 
 
+def escalation_text(
+    missing: list[str], label_of: Callable[[str], str], text: str, most: int
+) -> str:
+    """``Not confirmed at 602 Lobby, 604: Fire drill at 14:00``, cut to ``most`` characters."""
+    names = ", ".join(" ".join(filter(None, (e, label_of(e)))) for e in missing)
+    full = f"Not confirmed at {names}: {text}"
+    return full if len(full) <= most else full[: most - 1].rstrip() + "…"
+
+
+class Quiet:
+    """The escalation's own replier: what it says goes into the thread's summary instead."""
+
+    waiting_after = None
+
+    async def answer(self, answer: Answer) -> None:
+        pass
+
+    async def waiting(self, job: Dispatch) -> None:
+        pass
+
+    async def report(self, result: report.Report) -> None:
+        pass
+
+
+MAX_TOLD_LINES = 5  # an escalation to more phones is summed up ("12/12 delivered")
+
+
 class ConfirmPoster:
     def __init__(
         self,
@@ -52,11 +94,17 @@ class ConfirmPoster:
         chats: Mapping[str, Replies],
         label_of: Callable[[str], str],
         zone: str | None = None,
+        relay: Relay | None = None,
+        leads: Callable[[], bool] = lambda: True,
+        silencer: Silencer | None = None,
     ):
         self.store = store
         self.chats = chats
         self.label_of = label_of
         self.zone = zone
+        self.relay = relay  # sends the escalations; None: none are sent
+        self.leads = leads  # replicas: only the one firing the clocks sweeps
+        self.silencer = silencer  # a confirmed alert silenced in its client's Alertmanager
         self._tasks: set[asyncio.Task[None]] = set()
 
     def pressed(self, confirmation: Confirmation) -> None:
@@ -73,18 +121,23 @@ class ConfirmPoster:
         return len(waiting)
 
     async def post(self, confirmation: Confirmation) -> None:
+        """Silence the alert it confirms (if its client asks), then tell the thread."""
         cid, extension = confirmation.command_id, confirmation.extension
+        if confirmation.confirmed_at is None:
+            self.store.posted(cid, extension)
+            return
+        label = self.label_of(extension)
+        text = confirmed_text(extension, label, confirmation.confirmed_at, self.zone)
+        if self.silencer is not None and self._first(confirmation):  # one silence an alert
+            phone = " ".join(filter(None, (extension, label)))
+            said = await self.silencer.silence(self.store.follow_up(cid), phone, cid)
+            text = f"{text}; {said}" if said else text
         where = self.store.where(cid)
-        source = self.chats.get(where.chat) if where else None
-        if where is None or source is None or confirmation.confirmed_at is None:
+        replier = self._replier(where, f"confirm:{cid}:{extension}") if where else None
+        if replier is None:
             log.info("command %d: %s confirmed; no chat to tell", cid, extension)
             self.store.posted(cid, extension)
             return
-        text = confirmed_text(
-            extension, self.label_of(extension), confirmation.confirmed_at, self.zone
-        )
-        user = ChatUser(where.chat, where.sender_id)
-        replier = source.replier_for(user, where.place, where.thread, f"confirm:{cid}:{extension}")
         try:
             await replier.answer(Answer(text))
         except Exception as exc:  # the chat is away: posted at the next start
@@ -100,6 +153,9 @@ class ConfirmPoster:
             confirmed = sum(1 for c in asked if c.state == "confirmed")
             missing = [c.extension for c in asked if c.state == "waiting"]
             text = summary_text(confirmed, len(asked), missing, self.label_of)
+            follow = self.store.follow_up(command_id)
+            if follow is not None and follow.escalate_to and missing:
+                text += "\n" + await self._escalate(command_id, follow, missing)
             if await self._tell(command_id, text):
                 self.store.summarized(command_id)
                 told += 1
@@ -109,24 +165,62 @@ class ConfirmPoster:
         """Sweep for ever (a command due while deskbot was down is told once it is back)."""
         while True:
             try:
-                await self.sweep(time.time())
+                if self.leads():
+                    await self.sweep(time.time())
             except Exception:  # a broken store or chat must not end the loop
                 log.exception("confirmation sweep failed")
             await asyncio.sleep(every)
 
+    async def _escalate(self, command_id: int, follow: FollowUp, missing: list[str]) -> str:
+        """Send the escalation once (its key); what the thread is told of it."""
+        where = self.store.where(command_id) or Thread("", "", "", "")
+        to = follow.escalate_to
+        if self.relay is None:
+            return f"{to} not told: no relay"
+        most = self.relay.policy.message.max_chars
+        request = Request(
+            ChatUser(where.chat, where.sender_id),
+            escalation_text(missing, self.label_of, follow.text, most),
+            place=where.place,
+            key=f"escalate:{command_id}",
+            sent_at=follow.due,  # due longer than max_age ago: answered "not sent"
+            targets=to,
+            thread=where.thread,
+        )
+        said = await serve(self.relay, request, Quiet())
+        if said is None:  # sent before a restart (or by another replica)
+            return f"told {to}"
+        if isinstance(said, Answer):
+            return f"{to} not told: {said.text}"
+        if len(said.lines) > MAX_TOLD_LINES:
+            return f"told {to}: {report.summary_text(said)}"
+        return f"told {to}: " + "; ".join(report.line_text(line) for line in said.lines)
+
     async def _tell(self, command_id: int, text: str) -> bool:
         where = self.store.where(command_id)
-        source = self.chats.get(where.chat) if where else None
-        if where is None or source is None:
+        replier = self._replier(where, f"confirms:{command_id}") if where else None
+        if replier is None:
             return True
-        user = ChatUser(where.chat, where.sender_id)
-        replier = source.replier_for(user, where.place, where.thread, f"confirms:{command_id}")
         try:
             await replier.answer(Answer(text))
         except Exception as exc:  # the chat is away: told at the next sweep
             log.warning("command %d: the confirmation summary not posted: %s", command_id, exc)
             return False
         return True
+
+    def _first(self, confirmation: Confirmation) -> bool:
+        """Whether it is the command's first press (the earliest; a tie: the lower phone)."""
+        pressed = [c for c in self.store.of(confirmation.command_id) if c.confirmed_at]
+        first = min(pressed, key=lambda c: (c.confirmed_at or 0.0, c.extension), default=None)
+        return first is None or first.extension == confirmation.extension
+
+    def _replier(self, where: Thread, key: str) -> Replier | None:
+        """Where the command was given; a schedule's: its report_to place. None: no chat."""
+        chat, place, user = where.chat, where.place, ChatUser(where.chat, where.sender_id)
+        if chat == SCHEDULE:
+            chat, _, place = place.partition(":")
+        source = self.chats.get(chat)
+        return source.replier_for(user, place, where.thread, key) if source else None
 
     async def close(self) -> None:
         if self._tasks:

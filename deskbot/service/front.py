@@ -25,9 +25,10 @@ from deskbot.senders.route import SiteEdges
 from deskbot.service.confirms import ConfirmPoster
 from deskbot.service.health import HealthServer, Metrics
 from deskbot.service.replicas import Replicas
+from deskbot.service.silences import Silencer
 from deskbot.settings.checks import live_problems
 from deskbot.settings.load import ConfigError, load
-from deskbot.settings.schema import Config, Settings, counts
+from deskbot.settings.schema import ApiClient, Config, Settings, counts
 from deskbot.sources.api import ApiSource
 from deskbot.sources.base import Replies, Source
 from deskbot.sources.schedule import ScheduleSource
@@ -362,7 +363,20 @@ class Service:
             phone = self.relay.directory.phones.get(extension)
             return phone.label if phone else ""
 
-        poster = ConfirmPoster(confirmer.store, chats, label, self.cfg.settings.message.timezone)
+        def clients() -> Mapping[str, ApiClient]:  # read anew: a reload's count
+            api = self.cfg.settings.api
+            return api.clients if api else {}
+
+        zone = self.cfg.settings.message.timezone
+        poster = ConfirmPoster(
+            confirmer.store,
+            chats,
+            label,
+            zone,
+            self.relay,
+            lambda: self.replicas.leading,
+            Silencer(clients),
+        )
         confirmer.on_confirm.append(poster.pressed)
         return poster
 

@@ -199,5 +199,12 @@ def annotated() -> dict[str, Any]:
         ),
         "LdapUrl": url(r"ldaps?://[^\s/]+/?", "{value!r} is not an ldap:// or ldaps:// URL"),
         "AlertTemplate": Annotated[str, AfterValidator(_alert_template)],
+        "Duration": Annotated[
+            str,
+            matching(
+                r"([1-9][0-9]{0,6}s|[1-9][0-9]{0,4}m|[1-9][0-9]{0,3}h|[1-9][0-9]?d)",
+                "{value!r} is not a duration: a number and s, m, h or d (like 2h), at most 99d",
+            ),
+        ],
         "PhoneUriTemplate": Annotated[str, AfterValidator(_phone_uri)],
     }

@@ -28,8 +28,13 @@ def problems(s: Settings) -> list[tuple[str, str]]:
             found.append((f"{key}.text", str(exc)))
         if template.targets is not None:
             found += _targets(s, f"{key}.targets", template.targets)
+        found += _escalation(s, key, template.confirm, template.escalate_to)
     for name in s.schedules:
         found += _schedule(s, name)
+    for name, client in (s.api.clients if s.api else {}).items():
+        if client.silence_on_confirm and not client.alertmanager:
+            why = "silences a confirmed alert in the client's alertmanager: give its URL"
+            found.append((f"api.clients.{name}.silence_on_confirm", why))
     return found
 
 
@@ -55,6 +60,9 @@ def _schedule(s: Settings, name: str) -> list[tuple[str, str]]:
                 found.append((f"{key}.vars", str(exc)))
     elif schedule.vars:
         found.append((f"{key}.vars", "vars go with template, not text"))
+    template = s.templates.get(schedule.template or "")
+    confirm = schedule.confirm or bool(template and template.confirm)
+    found += _escalation(s, key, confirm, schedule.escalate_to)
     if targets is None:
         found.append((f"{key}.targets", "required key is missing (the template has none)"))
     elif schedule.targets is not None:
@@ -67,6 +75,16 @@ def _schedule(s: Settings, name: str) -> list[tuple[str, str]]:
             )
         )
     return found
+
+
+def _escalation(
+    s: Settings, key: str, confirm: bool, escalate_to: str | None
+) -> list[tuple[str, str]]:
+    if escalate_to is None:
+        return []
+    if not confirm:
+        return [(f"{key}.escalate_to", "tells who did not confirm: it needs confirm = true")]
+    return _targets(s, f"{key}.escalate_to", escalate_to)
 
 
 def _targets(s: Settings, key: str, targets: str) -> list[tuple[str, str]]:

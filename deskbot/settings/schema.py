@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     AlertTemplate: TypeAlias = str
     PhoneUriTemplate: TypeAlias = str
     PasswordHash: TypeAlias = str
+    Duration: TypeAlias = str
 
 EXTENSION_RE = re.compile(r"[0-9]{1,15}")  # whole keys only: fullmatch
 NAME_RE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
@@ -238,6 +239,16 @@ class ApiClient:
     token_env: EnvName  # Authorization: Bearer TOKEN
     targets: list[str] | None = None  # what this client may reach; None: any target
     name: Annotated[str, Field(min_length=1, max_length=40)] | None = None  # shown on phones
+    alertmanager: HttpUrl | None = None  # where this client's alerts come from (API v2)
+    silence_on_confirm: Duration | None = None  # "2h": a confirmed alert is silenced that long
+
+    @property
+    def silence_seconds(self) -> float:
+        """``silence_on_confirm`` in seconds; 0: a confirmation silences nothing."""
+        if not self.alertmanager or not self.silence_on_confirm:
+            return 0.0
+        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[self.silence_on_confirm[-1]]
+        return float(self.silence_on_confirm[:-1]) * unit
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -314,6 +325,8 @@ class Schedule:
     template: str | None = None
     vars: dict[str, str] = field(default_factory=dict)
     report_to: str | None = None  # "matrix:!room:server", "slack:C0123", "console"
+    confirm: bool = False  # ask each phone for a confirmation (as a template's)
+    escalate_to: str | None = None  # told who did not confirm within confirm_within
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -22,7 +22,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-__all__ = ["Alert", "Notification", "ValidationError", "key", "problem", "text"]
+__all__ = ["Alert", "Notification", "ValidationError", "key", "labels", "problem", "text"]
 
 Status = Literal["firing", "resolved"]
 
@@ -99,6 +99,22 @@ def key(kind: str, client: str, targets: str, n: Notification) -> str:
     parts = [kind, client, targets, n.receiver, n.groupKey, n.status, alerts]
     digest = hashlib.sha256(json.dumps(parts, ensure_ascii=True).encode()).hexdigest()
     return f"{kind}:{digest[:40]}"
+
+
+MAX_LABELS = 64  # labels a silence matches at most; more, or longer ones, make no silence
+MAX_LABEL_CHARS = 1024
+
+
+def labels(n: Notification) -> tuple[tuple[str, str], ...]:
+    """What a confirmation of the notification silences: the labels its firing alerts share
+    (one alert: all of its labels). None firing, none shared, or too many: ()."""
+    firing = [a.labels for a in n.alerts if a.status == "firing"]
+    if not firing:
+        return ()
+    shared = set(firing[0].items()).intersection(*(f.items() for f in firing[1:]))
+    if len(shared) > MAX_LABELS or any(len(k) + len(v) > MAX_LABEL_CHARS for k, v in shared):
+        return ()
+    return tuple(sorted(shared))
 
 
 def text(n: Notification, max_chars: int, template: str | None = None) -> str:

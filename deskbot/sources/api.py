@@ -249,9 +249,7 @@ class ApiSource:
         try:
             body = await self._json(request)
             targets, text = _send_fields(body)
-            confirm = body.get("confirm", False)
-            if not isinstance(confirm, bool):
-                raise BadRequest(400, "wrong-type", "the field 'confirm' must be true or false")
+            confirm, escalate_to = _confirm_fields(body)
         except BadRequest as exc:
             return error(exc.status, exc.problem, str(exc))
         user = ChatUser(API, client.name, client.display)
@@ -261,7 +259,7 @@ class ApiSource:
                 400, "bad-idempotency-key", "Idempotency-Key: 1-200 of A-Z a-z 0-9 . _ : -"
             )
         key = f"api-send:{client.name}:{idempotency}" if idempotency else ""
-        body = hashlib.sha256(json.dumps([targets, text]).encode()).digest()
+        body = hashlib.sha256(json.dumps([targets, text, confirm, escalate_to]).encode()).digest()
         if key and self._bodies.setdefault(key, body) != body:
             return error(
                 422,
@@ -274,7 +272,14 @@ class ApiSource:
                 self._bodies.popitem(last=False)
         replier = HttpReplier()
         sent = Request(
-            user, text, "api", key, targets=targets, answer_repeats=True, confirm=confirm
+            user,
+            text,
+            "api",
+            key,
+            targets=targets,
+            answer_repeats=True,
+            confirm=confirm,
+            escalate_to=escalate_to,
         )
         await serve(self.relay, sent, replier)
         if replier.result is not None:
@@ -334,6 +339,9 @@ class ApiSource:
                 f"say where the alerts go: /v1/{kind}?targets=486,@ops "
                 f"(1 to {MAX_TARGETS_CHARS} characters)",
             )
+        confirm = request.query.get("confirm", "0")
+        if confirm not in ("0", "1"):
+            return error(400, "wrong-type", "confirm is 1 (each phone is asked to confirm) or 0")
         user = ChatUser(API, client.name, client.display)
         refused = self.relay.screen(Request(user, "", place=kind, targets=targets))
         if refused is not None:  # scope and rate first: a refused client costs no parsing
@@ -359,6 +367,8 @@ class ApiSource:
                 key=alerts.key(kind, client.name, targets, notification),
                 targets=targets,
                 key_window=self.settings.dedup_window,
+                confirm=confirm == "1",
+                labels=alerts.labels(notification) if confirm == "1" else (),
             ),
         )
         if isinstance(taken, Replay):
@@ -402,3 +412,19 @@ def _send_fields(body: Any) -> tuple[str, str]:
 def _digest(token: str) -> bytes:
     """Tokens are compared as digests: equal lengths, so compare_digest takes the same time."""
     return hashlib.sha256(token.encode()).digest()
+
+
+def _confirm_fields(body: dict[str, Any]) -> tuple[bool, str]:
+    """``"confirm": true`` and ``"escalate_to": "TARGETS"`` (which needs ``confirm``)."""
+    confirm, escalate_to = body.get("confirm", False), body.get("escalate_to", "")
+    if not isinstance(confirm, bool):
+        raise BadRequest(400, "wrong-type", "the field 'confirm' must be true or false")
+    if not isinstance(escalate_to, str):
+        raise BadRequest(400, "wrong-type", "the field 'escalate_to' must be a string")
+    if len(escalate_to) > MAX_TARGETS_CHARS:
+        why = f"escalate_to is at most {MAX_TARGETS_CHARS} chars"
+        raise BadRequest(422, "unknown-target", why)
+    if escalate_to and not confirm:
+        why = "'escalate_to' tells who did not confirm: it needs \"confirm\": true"
+        raise BadRequest(400, "usage", why)
+    return confirm, escalate_to

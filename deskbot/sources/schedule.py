@@ -208,12 +208,14 @@ class ScheduleSource:
     def _schedule_request(name: str, schedule: Schedule, key: str, due: float) -> Request:
         user = ChatUser(SCHEDULE, name, name)
         place = schedule.report_to or ""
-        if schedule.template is not None:
+        confirm, escalate_to = schedule.confirm, schedule.escalate_to or ""
+        if schedule.template is not None:  # the template may ask for confirmations itself
             values = " ".join(shlex.quote(f"{k}={v}") for k, v in schedule.vars.items())
             command = f"{schedule.targets or ''} !{schedule.template} {values}".strip()
-            return Request(user, command, place=place, key=key, sent_at=due)
+            return Request(user, command, place, key, due, confirm=confirm, escalate_to=escalate_to)
+        text, targets = schedule.text or "", schedule.targets
         return Request(
-            user, schedule.text or "", place=place, key=key, sent_at=due, targets=schedule.targets
+            user, text, place, key, due, targets=targets, confirm=confirm, escalate_to=escalate_to
         )
 
     def _report_to(self, name: str, schedule: Schedule, key: str) -> Replier:

@@ -3,7 +3,8 @@
 The relay, the sources and the directory sync use ``CommandLog`` and
 ``LaterSends``; SQLite (``audit``, ``deferred``) is the backend today. A
 second one (PostgreSQL) implements the same two protocols with the same
-values, and nothing above the store changes.
+values, and nothing above the store changes; ``Confirmations`` likewise
+(``confirms`` on SQLite, ``pgconfirms`` on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -129,10 +130,30 @@ class Thread:
     thread: str  # the source's reference to the command's thread ("" the place itself)
 
 
+@dataclass(frozen=True, slots=True)
+class FollowUp:
+    """What a confirm command asks beyond its thread, kept with it: who is told the phones
+    that did not confirm (with the text, erased once told), and the alert a press silences
+    (the API client whose Alertmanager it is, and the alert's labels)."""
+
+    escalate_to: str = ""  # targets; "": nobody
+    text: str = ""
+    client: str = ""
+    labels: tuple[tuple[str, str], ...] = ()
+    due: float = 0.0  # read back: when confirm_within passes (``remember`` takes it apart)
+
+
+NO_FOLLOW_UP = FollowUp()
+
+
 class Confirmations(Protocol):
     """Confirmation requests: tokens (kept hashed), presses, and which reached the thread."""
 
-    def remember(self, command_id: int, where: Thread, due: float) -> None: ...
+    def remember(
+        self, command_id: int, where: Thread, due: float, follow: FollowUp = NO_FOLLOW_UP
+    ) -> None: ...
+
+    def follow_up(self, command_id: int) -> FollowUp | None: ...
 
     def overdue(self, now: float) -> list[int]: ...
 

@@ -6,45 +6,23 @@ it expires, and the phone's state: ``waiting``, ``confirmed`` (with its time)
 or ``unsupported`` (a format without keys). A press is recorded once, in one
 statement that only changes a waiting, unexpired row; ``posted`` marks that
 the confirmation reached the command's thread, so a restart posts it once.
+The tables are step 7 of ``migrations``; ``pgconfirms`` keeps the same rows in
+PostgreSQL, with the helpers here.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import sqlite3
 from collections.abc import Sequence
 from typing import Protocol
 
-from deskbot.store.base import AuditError, Confirmation, Thread
+from deskbot.store.base import NO_FOLLOW_UP, AuditError, Confirmation, FollowUp, Thread
 
 log = logging.getLogger("deskbot.confirms")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS confirms (
-    command_id INTEGER NOT NULL,
-    extension TEXT NOT NULL,
-    token_hash TEXT UNIQUE,
-    host TEXT NOT NULL DEFAULT '',
-    format TEXT NOT NULL,
-    expires REAL NOT NULL,
-    state TEXT NOT NULL,
-    confirmed_at REAL,
-    posted INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (command_id, extension)
-);
-CREATE INDEX IF NOT EXISTS confirms_unposted ON confirms(posted, state);
-CREATE TABLE IF NOT EXISTS confirm_threads (
-    command_id INTEGER PRIMARY KEY,
-    chat TEXT NOT NULL,
-    sender_id TEXT NOT NULL,
-    place TEXT NOT NULL,
-    thread TEXT NOT NULL,
-    due REAL NOT NULL DEFAULT 0,
-    summarized INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS confirm_threads_due ON confirm_threads(summarized, due);
-"""
 COLUMNS = "command_id, extension, format, state, confirmed_at, expires"
 
 
@@ -61,6 +39,34 @@ def digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+THREAD = "chat, sender_id, place, thread"
+FOLLOW = "escalate_to, text, client, labels, due"
+
+
+def labels_text(follow: FollowUp) -> str:
+    return json.dumps(dict(follow.labels), sort_keys=True) if follow.labels else ""
+
+
+def follow_up(row: tuple[object, ...]) -> FollowUp:
+    escalate_to, text, client, labels = map(str, row[:4])
+    found = json.loads(labels) if labels else {}
+    pairs = tuple((str(k), str(v)) for k, v in found.items()) if isinstance(found, dict) else ()
+    return FollowUp(escalate_to, text, client, pairs, float(str(row[4])))
+
+
+INSERT_THREAD = (
+    "(command_id, chat, sender_id, place, thread, due, escalate_to, text, client, labels)"
+    " VALUES ({0}, {0}, {0}, {0}, {0}, {0}, {0}, {0}, {0}, {0})"
+)
+
+
+def remembered(command_id: int, where: Thread, due: float, follow: FollowUp) -> tuple[object, ...]:
+    """The row ``remember`` inserts, in the order of ``INSERT_THREAD``'s columns."""
+    w, f = where, follow
+    return (command_id, *(w.chat, w.sender_id, w.place, w.thread), due,
+            f.escalate_to, f.text, f.client, labels_text(f))  # fmt: skip
+
+
 def _row(row: tuple[object, ...]) -> Confirmation:
     command_id, extension, format, state, confirmed_at, expires = row
     return Confirmation(
@@ -75,33 +81,30 @@ def _row(row: tuple[object, ...]) -> Confirmation:
 
 class SqliteConfirmations:
     def __init__(self, audit: Database):
-        self.audit = audit
-        try:
-            with audit.db:
-                audit.db.executescript(SCHEMA)
-        except sqlite3.Error as exc:
-            raise AuditError(f"the audit log {audit.path}: {exc}") from None
+        self.audit = audit  # its tables: step 7 of the migrations
 
-    def remember(self, command_id: int, where: Thread, due: float) -> None:
-        """Where the command was given (its confirmations are posted there), and when the
-        thread is to name the phones that did not confirm."""
+    def remember(
+        self, command_id: int, where: Thread, due: float, follow: FollowUp = NO_FOLLOW_UP
+    ) -> None:
+        """Where the command was given (its confirmations are posted there), when the
+        thread is to name the phones that did not confirm, and what follows then."""
+        row = remembered(command_id, where, due, follow)
         self.audit._write(
             "where a command was given",
-            [
-                (
-                    "INSERT OR IGNORE INTO confirm_threads (command_id, chat, sender_id, place,"
-                    " thread, due) VALUES (?, ?, ?, ?, ?, ?)",
-                    (command_id, where.chat, where.sender_id, where.place, where.thread, due),
-                )
-            ],
+            [(f"INSERT OR IGNORE INTO confirm_threads {INSERT_THREAD.format('?')}", row)],
         )
 
     def where(self, command_id: int) -> Thread | None:
         row = self.audit.db.execute(
-            "SELECT chat, sender_id, place, thread FROM confirm_threads WHERE command_id = ?",
-            (command_id,),
+            f"SELECT {THREAD} FROM confirm_threads WHERE command_id = ?", (command_id,)
         ).fetchone()
         return Thread(*map(str, row)) if row else None
+
+    def follow_up(self, command_id: int) -> FollowUp | None:
+        row = self.audit.db.execute(
+            f"SELECT {FOLLOW} FROM confirm_threads WHERE command_id = ?", (command_id,)
+        ).fetchone()
+        return follow_up(row) if row else None
 
     def overdue(self, now: float) -> list[int]:
         """Commands whose confirm_within has passed and whose thread was not told yet."""
@@ -116,7 +119,7 @@ class SqliteConfirmations:
         try:
             with self.audit.db:
                 self.audit.db.execute(
-                    "UPDATE confirm_threads SET summarized = 1 WHERE command_id = ?",
+                    "UPDATE confirm_threads SET summarized = 1, text = '' WHERE command_id = ?",
                     (command_id,),
                 )
         except sqlite3.Error as exc:  # told again after a restart, at worst

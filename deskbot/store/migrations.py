@@ -135,5 +135,40 @@ STEPS = (
             "CREATE INDEX rates_key ON rates(key, ts)",
         ),
     ),
+    Step(
+        7,
+        "confirmation requests, where their commands were given, escalations, alert labels",
+        (  # files of the first confirmations kept the two tables without the last columns
+            "CREATE TABLE IF NOT EXISTS confirms (command_id INTEGER NOT NULL,"
+            " extension TEXT NOT NULL, token_hash TEXT UNIQUE, host TEXT NOT NULL DEFAULT '',"
+            " format TEXT NOT NULL, expires REAL NOT NULL, state TEXT NOT NULL,"
+            " confirmed_at REAL, posted INTEGER NOT NULL DEFAULT 0,"
+            " PRIMARY KEY (command_id, extension))",
+            "CREATE INDEX IF NOT EXISTS confirms_unposted ON confirms(posted, state)",
+            "CREATE TABLE IF NOT EXISTS confirm_threads (command_id INTEGER PRIMARY KEY,"
+            " chat TEXT NOT NULL, sender_id TEXT NOT NULL, place TEXT NOT NULL,"
+            " thread TEXT NOT NULL, due REAL NOT NULL DEFAULT 0,"
+            " summarized INTEGER NOT NULL DEFAULT 0)",
+            "CREATE INDEX IF NOT EXISTS confirm_threads_due ON confirm_threads(summarized, due)",
+            "ALTER TABLE confirm_threads ADD COLUMN escalate_to TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE confirm_threads ADD COLUMN text TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE confirm_threads ADD COLUMN client TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE confirm_threads ADD COLUMN labels TEXT NOT NULL DEFAULT ''",
+        ),
+        (
+            "CREATE TABLE confirms (command_id BIGINT NOT NULL, extension TEXT NOT NULL,"
+            " token_hash TEXT UNIQUE, host TEXT NOT NULL DEFAULT '', format TEXT NOT NULL,"
+            " expires DOUBLE PRECISION NOT NULL, state TEXT NOT NULL,"
+            " confirmed_at DOUBLE PRECISION, posted INTEGER NOT NULL DEFAULT 0,"
+            " seq BIGINT GENERATED ALWAYS AS IDENTITY, PRIMARY KEY (command_id, extension))",
+            "CREATE INDEX confirms_unposted ON confirms(posted, state)",
+            "CREATE TABLE confirm_threads (command_id BIGINT PRIMARY KEY, chat TEXT NOT NULL,"
+            " sender_id TEXT NOT NULL, place TEXT NOT NULL, thread TEXT NOT NULL,"
+            " due DOUBLE PRECISION NOT NULL DEFAULT 0, summarized INTEGER NOT NULL DEFAULT 0,"
+            " escalate_to TEXT NOT NULL DEFAULT '', text TEXT NOT NULL DEFAULT '',"
+            " client TEXT NOT NULL DEFAULT '', labels TEXT NOT NULL DEFAULT '')",
+            "CREATE INDEX confirm_threads_due ON confirm_threads(summarized, due)",
+        ),
+    ),
 )
 LATEST = STEPS[-1].version

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     import psycopg
     from psycopg_pool import ConnectionPool
 
+    from deskbot.store.pgconfirms import PostgresConfirmations
     from deskbot.store.pglater import PostgresLater
 
 log = logging.getLogger("deskbot.audit")
@@ -458,9 +459,11 @@ class PostgresLog:
         rows: list[tuple[Any, ...]] = self.run("be read", lambda c: c.execute(sql, args).fetchall())
         return rows
 
-    def confirmations(self) -> None:
-        """Confirmations are kept on SQLite only so far: `confirm` is refused on PostgreSQL."""
-        return None
+    def confirmations(self) -> PostgresConfirmations:
+        """The confirmation requests, in the same database."""
+        from deskbot.store.pgconfirms import PostgresConfirmations
+
+        return PostgresConfirmations(self)
 
     def commanded(self, command_id: int) -> Commanded | None:
         """A command by its id (the API's GET /v1/commands/ID), or None."""

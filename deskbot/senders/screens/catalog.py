@@ -53,9 +53,10 @@ def spec(format: str) -> Spec:
     return FORMATS.get(format) or FORMATS["message"]
 
 
-def size(format: str, text: str, name: str = "") -> int:
-    """The bytes `text` takes on the wire in `format` (Cisco's screen in ISO-8859-1)."""
-    built = spec(format).build(text, name, ())
+def size(format: str, text: str, name: str = "", keys: Sequence[SoftKey] = ()) -> int:
+    """The bytes `text` takes on the wire in `format` (Cisco's screen in ISO-8859-1), with
+    its soft keys (a confirm key's XML counts: a text that fits only without it is too long)."""
+    built = spec(format).build(text, name, keys if spec(format).keys else ())
     return len(built.encode("iso-8859-1" if format == cisco.NAME else "utf-8"))
 
 
