@@ -1,16 +1,23 @@
-"""The web console's pieces without a browser: sessions, hashes, the [web] settings."""
+"""The web console's pieces without a browser: sessions, hashes, the [web] settings, the
+live rows of a confirm send."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import bcrypt
 from test_config import BASE, problems
 
+from deskbot.directory.snapshot import Phone
+from deskbot.relay import report
+from deskbot.senders.base import Delivery
 from deskbot.sources.web import passwords
 from deskbot.sources.web.sessions import FAILURES_PER_NAME, Sessions, SignInGuard
+from deskbot.sources.web.watch import DONE, Watched, Watches, row_of
+from deskbot.store.base import Confirmation
 
 DESKBOT = str(Path(sys.executable).parent / "deskbot")
 
@@ -134,3 +141,42 @@ async def test_behind_tls_the_cookie_is_secure_and_one_address_is_limited_across
     assert outcomes.count("wrong-password") == FAILURES_PER_ADDRESS
     assert outcomes[0] == "rate-limited" and outcomes[-1] == "signed-in"
     audit.close()
+
+
+async def test_a_confirm_sends_rows_keep_a_press_and_end_as_not_confirmed_after_the_wait():
+    snom, plain = Phone("601", "sip:601@127.0.0.1", "Reception", "snom-xml"), Phone("602", "sip:x")
+    rows = {
+        "601": replace(row_of(snom, None), confirm="waiting"),
+        "602": replace(row_of(plain, None), confirm="unsupported"),
+    }
+    watches = Watches()
+    watched = Watched(7, "alice", "601, 602: drill", rows, confirm_until=2000.0)
+    watches.add(watched)
+    page = watched.listen()
+    # the press comes before the phone's 200 is recorded: the answer does not undo it
+    watches.confirmed(Confirmation(7, "601", "snom-xml", "confirmed", 1500.0, 9999.0))
+    watches.delivered(7, snom, Delivery(snom.uri, 200, "OK", 5.0))
+    assert watched.rows["601"].confirm == "confirmed"
+    assert watched.rows["601"].answer == "200 OK"
+    lines = [
+        report.Line(snom, Delivery(snom.uri, 200, "OK", 5.0), confirm="confirm asked"),
+        report.Line(plain, Delivery(plain.uri, 200, "OK", 5.0), confirm="cannot confirm (x)"),
+    ]
+    watches.finish(7, report.Report(True, lines))
+    assert watched.rows["601"].confirm == "confirmed" and watched.settled
+    seen = [page.get_nowait() for _ in range(page.qsize())]
+    assert seen[-1] == DONE and not watched.listeners
+    assert watched.rows["602"].confirm_words == "cannot confirm (format message)"
+
+    asked = {"601": replace(row_of(snom, None), confirm="waiting")}
+    later = Watched(8, "alice", "601: drill", asked, confirm_until=2000.0)
+    watches.add(later)
+    waiting = later.listen()
+    watches.finish(8, report.Report(False, lines[:1]))
+    assert not later.settled and later.listeners  # still listening for the press
+    later.expire(1999.0)
+    assert later.rows["601"].confirm == "waiting"
+    later.expire(2000.0)
+    assert later.rows["601"].confirm == "not confirmed" and later.settled
+    seen = [waiting.get_nowait() for _ in range(waiting.qsize())]
+    assert seen[-1] == DONE and seen[-2].confirm == "not confirmed"

@@ -93,6 +93,8 @@ class WebSource:
 
     async def start(self) -> None:
         self.relay.on_delivery.append(self.watches.delivered)
+        if self.relay.confirmer is not None:  # a press shows in the send's rows at once
+            self.relay.confirmer.on_confirm.append(self.watches.confirmed)
         host, port = split_hostport(self.settings.listen)
         # an event stream lives as long as a send: no connection lives longer
         self.runner, self.listener, self.port = await http.listen(
@@ -120,6 +122,9 @@ class WebSource:
             await asyncio.wait(self.sending, timeout=self.relay.patience + 1)
         if self.watches.delivered in self.relay.on_delivery:
             self.relay.on_delivery.remove(self.watches.delivered)
+        confirmer = self.relay.confirmer
+        if confirmer is not None and self.watches.confirmed in confirmer.on_confirm:
+            confirmer.on_confirm.remove(self.watches.confirmed)
 
     async def notify_admins(self, text: str) -> None:
         pass  # nobody reads the console at that moment; the log has it
