@@ -94,6 +94,9 @@ def test_web_users_must_be_people_with_a_bcrypt_hash():
     plain = problems(BASE + '[web.users]\nalice = "plain"\n')
     assert any("web.users.alice" in p and "not a bcrypt hash" in p for p in plain), plain
     assert any("web.users: nobody can sign in" in p for p in problems(BASE + "[web]\n"))
+    assert problems(BASE + "[web]\nldap = true\n") == [
+        "deskbot.toml: web.ldap: signing in with the directory password needs [directory.ldap]"
+    ]
 
 
 async def test_behind_tls_the_cookie_is_secure_and_one_address_is_limited_across_names(tmp_path):
