@@ -29,7 +29,6 @@ from deskbot.directory.snapshot import Person
 from deskbot.relay.relay import Relay
 from deskbot.relay.values import ChatUser
 from deskbot.settings.schema import Ldap, Web
-from deskbot.sipuri import split_hostport
 from deskbot.sources import http
 from deskbot.sources.web import look, passwords, send
 from deskbot.sources.web.pages import HEADERS, redirect, render
@@ -82,15 +81,14 @@ class WebSource:
         self.guard = SignInGuard()
         self.watches = Watches()
         self.checking = asyncio.Semaphore(2)  # bcrypt checks at once: each is 0.2 s of a core
-        self.runner: web.AppRunner | None = None
-        self.listener: asyncio.Server | None = None
+        self.served: http.Listening | None = None
         self.port = 0
         self.sending: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------
     @property
     def connected(self) -> bool:
-        return self.runner is not None
+        return self.served is not None
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY, middlewares=[self._guard])
@@ -108,31 +106,25 @@ class WebSource:
         self.relay.on_delivery.append(self.watches.delivered)
         if self.relay.confirmer is not None:  # a press shows in the send's rows at once
             self.relay.confirmer.on_confirm.append(self.watches.confirmed)
-        host, port = split_hostport(self.settings.listen)
         # an event stream lives as long as a send: no connection lives longer
-        self.runner, self.listener, self.port = await http.listen(
+        self.served = await http.serve(
             self.app(),
-            host.strip("[]"),
-            port or 0,
+            self.settings.listen,
             lifetime=self.relay.patience + http.LIFETIME,
             guard={"per_peer": PER_PEER},
             keepalive_timeout=KEEPALIVE,
             shutdown_timeout=2.0,
         )
-        log.info("web console on http://%s:%d/", host, self.port)
+        self.port = self.served.port
+        log.info("web console on http://%s:%d/", self.served.host, self.port)
 
     async def run(self) -> None:
         await asyncio.Event().wait()  # aiohttp serves by itself; this only marks the source
 
     async def stop(self) -> None:
-        runner, self.runner = self.runner, None
-        if self.listener is not None:
-            self.listener.close()
-            self.listener = None
-        if runner is not None:
-            await runner.cleanup()
-        if self.sending:
-            await asyncio.wait(self.sending, timeout=self.relay.patience + 1)
+        served, self.served = self.served, None
+        if served is not None:
+            await served.stop(self.sending, self.relay.patience + 1)
         if self.watches.delivered in self.relay.on_delivery:
             self.relay.on_delivery.remove(self.watches.delivered)
         confirmer = self.relay.confirmer
