@@ -183,3 +183,53 @@ async def test_a_confirm_sends_rows_keep_a_press_and_end_as_not_confirmed_after_
     assert later.rows["601"].confirm == "not confirmed" and later.settled
     seen = [waiting.get_nowait() for _ in range(waiting.qsize())]
     assert seen[-1] == DONE and seen[-2].confirm == "not confirmed"
+
+
+async def test_a_pages_event_stream_ends_with_not_confirmed_once_the_wait_is_over(tmp_path):
+    import time
+
+    import aiohttp
+
+    from deskbot.directory import loader
+    from deskbot.relay.relay import Relay
+    from deskbot.relay.values import Policy
+    from deskbot.senders.recording import RecordingSender
+    from deskbot.settings.load import parse
+    from deskbot.sources.web.app import WebSource
+    from deskbot.sources.web.sessions import COOKIE
+    from deskbot.store.audit import AuditLog
+
+    hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()
+    raw = {
+        "phones": {"601": {"uri": "sip:601@127.0.0.1:9", "format": "snom-xml"}},
+        "people": {"alice": {"phone": "601"}},
+        "web": {"listen": "127.0.0.1:0", "users": {"alice": hashed}},
+    }
+    s = parse(raw, Path("x.toml"), {}).settings
+    audit = AuditLog(tmp_path / "audit.sqlite3")
+    relay = Relay(RecordingSender(), loader.from_settings(s), Policy.from_settings(s), audit)
+    assert s.web is not None
+    source = WebSource(s.web, relay)
+    await source.start()
+    snom = relay.directory.phones["601"]
+    row = replace(row_of(snom, Delivery(snom.uri, 200, "OK", 3.0)), confirm="waiting")
+    watched = Watched(5, "alice", "601: drill", {"601": row}, confirm_until=time.time() + 0.5)
+    watched.finished = time.time()
+    source.watches.add(watched)
+    _, cookie = source.sessions.start("alice")
+    events: list[str] = []
+    started = time.monotonic()
+    try:
+        async with aiohttp.ClientSession(cookies={COOKIE: cookie}) as http:
+            url = f"http://127.0.0.1:{source.port}/sends/5/events"
+            async with http.get(url, timeout=aiohttp.ClientTimeout(total=20)) as resp:
+                assert resp.headers["Content-Type"] == "text/event-stream"
+                async for line in resp.content:  # until the server ends the stream
+                    if line.startswith(b"data: "):
+                        events.append(line.decode())
+    finally:
+        await source.stop()
+        audit.close()
+    assert '"waiting": 1' in events[1] and '"confirm": "waiting"' in events[0]
+    assert '"confirm": "not confirmed"' in events[-2] and '"waiting": 0' in events[-1]
+    assert time.monotonic() - started < 10  # ended when nothing more could change

@@ -207,16 +207,15 @@ class SendPages:
         ends = loop.time() + self.relay.patience + http.LIFETIME / 2
         queue = watched.listen()
         try:
-            while True:
-                due = [ends - loop.time()]
-                if watched.finished is not None and watched.confirm_until is not None:
-                    due.append(watched.confirm_until - time.time())
+            while loop.time() < ends:  # after that the browser connects again
+                now = time.time()
+                watched.expire(now)  # confirm_within passed: its rows and DONE are queued
+                wait = ends - loop.time()
+                if watched.finished is not None and watched.waiting and watched.confirm_until:
+                    wait = min(wait, watched.confirm_until - now)  # > 0: not expired yet
                 try:
-                    item = await asyncio.wait_for(queue.get(), max(0.0, min(due)))
+                    item = await asyncio.wait_for(queue.get(), max(wait, 0.001))
                 except TimeoutError:
-                    watched.expire(time.time())  # confirm_within passed: rows and DONE queued
-                    if loop.time() >= ends:
-                        break  # the browser connects again
                     continue
                 if isinstance(item, Row):
                     await stream.write(_event("row", item.record()))
