@@ -4,10 +4,13 @@ Run by hand: ``.venv/bin/python bench/web.py --runs 30 --people 50 --idle 30``.
 The relay and the web source run in this process on a sender whose phones
 answer when the bench says so; Debian's Chromium (Playwright) is the person.
 
-- page weight: the send page with its stylesheet and script, as served (bytes).
+- page weight: the send page (with its Confirm control) and its stylesheet and
+  script, as served (bytes).
 - answer to screen: the sender returns a phone's answer at ``time.time()``;
   a MutationObserver in the page stamps ``Date.now()`` when that phone's row
   changes. Same machine, same clock; milliseconds.
+- confirmation to screen: the same for a confirm send, from the moment the
+  phone's key press reaches the ``Confirmer`` to "confirmed" in the row.
 - idle: ``--people`` signed-in send pages (each its own browser context and
   session) stay open for ``--idle`` seconds; the CPU this process uses meanwhile
   (the relay, the web source, Playwright's idle client) as a share of one core.
@@ -38,6 +41,7 @@ from deskbot.store.audit import AuditLog
 
 CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "bench password"
+DESK = "http://127.0.0.1:9"
 
 
 class GatedSender(RecordingSender):
@@ -52,6 +56,8 @@ class GatedSender(RecordingSender):
         gate = asyncio.get_running_loop().create_future()
         self.gates.append(gate)
         await gate
+        if ask is not None:
+            self.asks[phone.extension] = ask
         self.answered_at.append(time.time())
         return Delivery(phone.uri, 200, "OK", 1.0)
 
@@ -63,10 +69,13 @@ class GatedSender(RecordingSender):
 
 def settings(people: int, hashed: str):  # type: ignore[no-untyped-def]
     raw = {
-        "phones": {"486": {"uri": "sip:486@127.0.0.1:9", "label": "Reception"}},
+        "phones": {
+            "486": {"uri": "sip:486@127.0.0.1:9", "label": "Reception", "format": "snom-xml"}
+        },
         "people": {f"p{i}": {"phone": "486"} for i in range(people)},
         "limits": {"per_sender_per_minute": 10_000, "per_phone_per_minute": 10_000},
         "web": {"listen": "127.0.0.1:0", "users": {f"p{i}": hashed for i in range(people)}},
+        "desk": {"listen": "127.0.0.1:0", "url": DESK},  # confirm keys (pressed in-process)
     }
     return parse(raw, Path("bench.toml"), {}).settings
 
@@ -81,14 +90,25 @@ async def sign_in(context, url: str, name: str):  # type: ignore[no-untyped-def]
     return page
 
 
-WATCH = """() => new Promise((resolve) => {
-  const cell = [...document.querySelectorAll('tr[data-extension="486"] td')][2];
-  if (cell.textContent.includes("200")) { resolve(0); return; }
+WATCH = """([column, wanted]) => new Promise((resolve) => {
+  const cell = [...document.querySelectorAll('tr[data-extension="486"] td')][column];
+  if (cell.textContent.includes(wanted)) { resolve(0); return; }
   new MutationObserver(() => {
-    if (cell.textContent.includes("200")) resolve(Date.now());
+    if (cell.textContent.includes(wanted)) resolve(Date.now());
   }).observe(cell, {childList: true, characterData: true, subtree: true});
   window.__watching = true;
 })"""
+
+
+def report(what: str, delays: list[float]) -> None:
+    if not delays:
+        return
+    delays.sort()
+    p95 = delays[int(0.95 * (len(delays) - 1))]
+    print(
+        f"{what} over {len(delays)} runs: median "
+        f"{statistics.median(delays):.1f} ms, p95 {p95:.1f} ms, max {delays[-1]:.1f} ms"
+    )
 
 
 async def main(runs: int, people: int, idle: float) -> None:
@@ -120,20 +140,36 @@ async def main(runs: int, people: int, idle: float) -> None:
                 await page.get_by_label("Message").fill("bench")
                 await page.get_by_role("button", name="Send").click()
                 await page.locator("tr[data-extension='486']").wait_for()
-                shown = asyncio.ensure_future(page.evaluate(WATCH))
+                shown = asyncio.ensure_future(page.evaluate(WATCH, [2, "200"]))
                 await page.wait_for_function("window.__watching === true")
                 await asyncio.sleep(0.2)  # the event stream is open and quiet
                 sender.release()
                 stamp = await shown
                 if stamp:
                     delays.append(stamp - sender.answered_at[-1] * 1000)
-            if delays:
-                delays.sort()
-                p95 = delays[int(0.95 * (len(delays) - 1))]
-                print(
-                    f"answer to screen over {len(delays)} runs: median "
-                    f"{statistics.median(delays):.1f} ms, p95 {p95:.1f} ms, max {delays[-1]:.1f} ms"
-                )
+            report("answer to screen", delays)
+
+            delays = []
+            assert relay.confirmer is not None
+            for _ in range(runs):
+                await page.goto(f"{url}/")
+                await page.get_by_label("Targets").fill("486")
+                await page.get_by_label("Message").fill("bench")
+                await page.get_by_label("Confirm", exact=True).check()
+                await page.get_by_role("button", name="Send").click()
+                await page.locator("tr[data-extension='486']").wait_for()
+                await asyncio.sleep(0.1)
+                sender.release()
+                await page.get_by_text("waiting for 1 confirmation").wait_for()
+                shown = asyncio.ensure_future(page.evaluate(WATCH, [5, "confirmed"]))
+                await page.wait_for_function("window.__watching === true")
+                await asyncio.sleep(0.2)
+                pressed = time.time()
+                relay.confirmer.press(sender.asks["486"].url.removeprefix(DESK), "127.0.0.1")
+                stamp = await shown
+                if stamp:
+                    delays.append(stamp - pressed * 1000)
+            report("confirmation to screen", delays)
 
             pages = [page]
             for i in range(1, people):

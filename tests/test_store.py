@@ -90,8 +90,8 @@ def test_history_shows_each_command_with_its_codes_newest_first(store):
     log.finish(a)
     record(log, key=None, person="bob", targets="487")
     mine = log.history(chat="matrix", sender_id="x", person="alice")
-    assert [(e.who, e.phones, e.delivered, e.answers) for e in mine] == [
-        ("alice", 2, 1, "200 OK, 404 Not Found")
+    assert [(e.who, e.phones, e.delivered, e.answers, e.command_id) for e in mine] == [
+        ("alice", 2, 1, "200 OK, 404 Not Found", a)  # its id: the web's History finds its confirms
     ]
     assert [e.who for e in log.history(chat=None, sender_id=None, person=None)] == [
         "bob",

@@ -5,9 +5,12 @@ installed `deskbot run`, SIPp phones and the audit log: what a person at a desk 
 from __future__ import annotations
 
 import re
+import socket
 import sqlite3
 import subprocess
 import sys
+import urllib.request
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +18,15 @@ from typing import Any
 
 import bcrypt
 import pytest
-from conftest import SIPP_DIR, DeskbotRun, SippPhone, sipp_answering, wait_for, write_config
+from conftest import (
+    SIPP_DIR,
+    DeskbotRun,
+    SippPhone,
+    free_port,
+    sipp_answering,
+    wait_for,
+    write_config,
+)
 from playwright.sync_api import Page, expect
 
 PASSWORDS = {"alice": "correct horse battery", "bob": "bob's own pass", "carol": "carol pw 123"}
@@ -33,6 +44,9 @@ per_phone_per_minute = 100
 [access]
 senders = ["alice", "bob", "dave"]
 admins = ["alice"]
+[desk]
+listen = "127.0.0.1:{desk}"
+url = "http://127.0.0.1:{desk}"
 [web]
 listen = "127.0.0.1:0"
 [web.users]
@@ -52,6 +66,10 @@ label = "Lab"
 [phones.489]
 uri = "{prober}"
 label = "Answers OPTIONS"
+[phones.490]
+uri = "{snom}"
+label = "Front desk"
+format = "snom-xml"
 [people.alice]
 phone = "486"
 name = "Alice"
@@ -88,6 +106,7 @@ class Console:
     deskbot: DeskbotRun
     ok: SippPhone
     audit: Path
+    snom: SippPhone  # a Snom phone: its screen carries the confirm key
 
     def sign_ins(self) -> list[tuple[str, str]]:
         with sqlite3.connect(self.audit) as db:
@@ -100,6 +119,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     ok, missing = sipp_answering(tmp, 200), sipp_answering(tmp, 404)
     silent = SippPhone(SIPP_DIR / "silent.xml", tmp)
     prober = sipp_answering(tmp, 200, "OPTIONS")
+    snom = sipp_answering(tmp, 200, "NOTIFY")
     fast = {n: bcrypt.hashpw(p.encode(), bcrypt.gensalt(4)).decode() for n, p in PASSWORDS.items()}
     body = CONFIG.format(
         tmp=tmp,
@@ -111,13 +131,15 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
         missing=missing.uri("487"),
         silent=silent.uri("488"),
         prober=prober.uri("489"),
+        snom=snom.uri("490"),
+        desk=free_port(socket.SOCK_STREAM),
     )
     path = write_config(tmp / "deskbot.toml", body)
     deskbot = DeskbotRun(path, {}, tmp / "run.log").start()
     port = re.findall(r"web console on http://127\.0\.0\.1:(\d+)/", deskbot.log())[-1]
-    yield Console(f"http://127.0.0.1:{port}", deskbot, ok, tmp / "audit.sqlite3")
+    yield Console(f"http://127.0.0.1:{port}", deskbot, ok, tmp / "audit.sqlite3", snom)
     deskbot.stop()
-    for phone in (ok, missing, silent, prober):
+    for phone in (ok, missing, silent, prober, snom):
         phone.stop()
 
 
@@ -281,7 +303,7 @@ def test_a_later_send_is_listed_and_can_be_cancelled(page, console):
     page.get_by_label("Later").fill("in 2h")
     send(page, "486", "much later")
     planned = page.locator("#answer")
-    expect(planned).to_contain_text("will send at")
+    expect(planned).to_contain_text(re.compile(r"will send (tomorrow )?at"))  # late in the day
     found = re.search(r"id (\d+)", planned.inner_text())
     assert found, planned.inner_text()
     page.get_by_role("link", name="Scheduled").click()
@@ -465,3 +487,37 @@ def test_the_pages_fit_a_phone_sized_screen(chromium, console):
         expect(page.get_by_role("link", name="History")).to_be_visible()
     finally:
         context.close()
+
+
+def test_a_confirmation_appears_live_when_the_phone_presses_its_key(page, console):
+    sign_in(page, "alice")
+    page.get_by_label("Confirm", exact=True).check()
+    send(page, "490,486", "evacuation drill at 15:00")
+    snom, plain = (page.get_by_role("row").filter(has_text=e) for e in ("490", "486"))
+    expect(snom).to_contain_text("200 OK")
+    expect(snom.get_by_role("cell").last).to_have_text("waiting")
+    expect(plain).to_contain_text("cannot confirm (format message)")
+    summary = page.get_by_role("status")
+    expect(summary).to_have_text("2/2 delivered; waiting for 1 confirmation(s)")
+    page.reload()  # a page opened after the phones answered still listens for the press
+    expect(summary).to_have_text("2/2 delivered; waiting for 1 confirmation(s)")
+    page.evaluate("window.notReloaded = true")
+    # the phone's OK key: the URL on its screen, fetched as the phone fetches it
+    screen = ET.fromstring(console.snom.wait_received(1)[-1].body)
+    url = screen.findtext("SoftKeyItem/URL") or ""
+    assert url.startswith("http://127.0.0.1:") and "/c/" in url, url
+    with urllib.request.urlopen(url, timeout=5) as pressed:
+        assert pressed.status == 200
+    confirmed = snom.get_by_role("cell").last
+    expect(confirmed).to_contain_text("confirmed at")
+    stamp = confirmed.locator("time").get_attribute("datetime") or ""
+    local = page.evaluate(
+        "(s) => new Date(s).toLocaleTimeString([], {hour: '2-digit', minute: '2-digit'})", stamp
+    )
+    expect(confirmed).to_have_text(f"confirmed at {local}")  # in the browser's zone
+    expect(summary).to_have_text("2/2 delivered")
+    assert page.evaluate("window.notReloaded") is True  # it came live, on the same page
+    page.get_by_role("link", name="History").click()
+    sent = page.get_by_role("row").filter(has_text="490,486").first
+    expect(sent).to_contain_text("490 confirmed at")
+    expect(sent).to_contain_text("486 cannot confirm (format message)")

@@ -1,16 +1,23 @@
-"""The web console's pieces without a browser: sessions, hashes, the [web] settings."""
+"""The web console's pieces without a browser: sessions, hashes, the [web] settings, the
+live rows of a confirm send."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import bcrypt
 from test_config import BASE, problems
 
+from deskbot.directory.snapshot import Phone
+from deskbot.relay import report
+from deskbot.senders.base import Delivery
 from deskbot.sources.web import passwords
 from deskbot.sources.web.sessions import FAILURES_PER_NAME, Sessions, SignInGuard
+from deskbot.sources.web.watch import DONE, Watched, Watches, row_of
+from deskbot.store.base import Confirmation
 
 DESKBOT = str(Path(sys.executable).parent / "deskbot")
 
@@ -87,6 +94,9 @@ def test_web_users_must_be_people_with_a_bcrypt_hash():
     plain = problems(BASE + '[web.users]\nalice = "plain"\n')
     assert any("web.users.alice" in p and "not a bcrypt hash" in p for p in plain), plain
     assert any("web.users: nobody can sign in" in p for p in problems(BASE + "[web]\n"))
+    assert problems(BASE + "[web]\nldap = true\n") == [
+        "deskbot.toml: web.ldap: signing in with the directory password needs [directory.ldap]"
+    ]
 
 
 async def test_behind_tls_the_cookie_is_secure_and_one_address_is_limited_across_names(tmp_path):
@@ -134,3 +144,92 @@ async def test_behind_tls_the_cookie_is_secure_and_one_address_is_limited_across
     assert outcomes.count("wrong-password") == FAILURES_PER_ADDRESS
     assert outcomes[0] == "rate-limited" and outcomes[-1] == "signed-in"
     audit.close()
+
+
+async def test_a_confirm_sends_rows_keep_a_press_and_end_as_not_confirmed_after_the_wait():
+    snom, plain = Phone("601", "sip:601@127.0.0.1", "Reception", "snom-xml"), Phone("602", "sip:x")
+    rows = {
+        "601": replace(row_of(snom, None), confirm="waiting"),
+        "602": replace(row_of(plain, None), confirm="unsupported"),
+    }
+    watches = Watches()
+    watched = Watched(7, "alice", "601, 602: drill", rows, confirm_until=2000.0)
+    watches.add(watched)
+    page = watched.listen()
+    # the press comes before the phone's 200 is recorded: the answer does not undo it
+    watches.confirmed(Confirmation(7, "601", "snom-xml", "confirmed", 1500.0, 9999.0))
+    watches.delivered(7, snom, Delivery(snom.uri, 200, "OK", 5.0))
+    assert watched.rows["601"].confirm == "confirmed"
+    assert watched.rows["601"].answer == "200 OK"
+    lines = [
+        report.Line(snom, Delivery(snom.uri, 200, "OK", 5.0), confirm="confirm asked"),
+        report.Line(plain, Delivery(plain.uri, 200, "OK", 5.0), confirm="cannot confirm (x)"),
+    ]
+    watches.finish(7, report.Report(True, lines))
+    assert watched.rows["601"].confirm == "confirmed" and watched.settled
+    seen = [page.get_nowait() for _ in range(page.qsize())]
+    assert seen[-1] == DONE and not watched.listeners
+    assert watched.rows["602"].confirm_words == "cannot confirm (format message)"
+
+    asked = {"601": replace(row_of(snom, None), confirm="waiting")}
+    later = Watched(8, "alice", "601: drill", asked, confirm_until=2000.0)
+    watches.add(later)
+    waiting = later.listen()
+    watches.finish(8, report.Report(False, lines[:1]))
+    assert not later.settled and later.listeners  # still listening for the press
+    later.expire(1999.0)
+    assert later.rows["601"].confirm == "waiting"
+    later.expire(2000.0)
+    assert later.rows["601"].confirm == "not confirmed" and later.settled
+    seen = [waiting.get_nowait() for _ in range(waiting.qsize())]
+    assert seen[-1] == DONE and seen[-2].confirm == "not confirmed"
+
+
+async def test_a_pages_event_stream_ends_with_not_confirmed_once_the_wait_is_over(tmp_path):
+    import time
+
+    import aiohttp
+
+    from deskbot.directory import loader
+    from deskbot.relay.relay import Relay
+    from deskbot.relay.values import Policy
+    from deskbot.senders.recording import RecordingSender
+    from deskbot.settings.load import parse
+    from deskbot.sources.web.app import WebSource
+    from deskbot.sources.web.sessions import COOKIE
+    from deskbot.store.audit import AuditLog
+
+    hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()
+    raw = {
+        "phones": {"601": {"uri": "sip:601@127.0.0.1:9", "format": "snom-xml"}},
+        "people": {"alice": {"phone": "601"}},
+        "web": {"listen": "127.0.0.1:0", "users": {"alice": hashed}},
+    }
+    s = parse(raw, Path("x.toml"), {}).settings
+    audit = AuditLog(tmp_path / "audit.sqlite3")
+    relay = Relay(RecordingSender(), loader.from_settings(s), Policy.from_settings(s), audit)
+    assert s.web is not None
+    source = WebSource(s.web, relay)
+    await source.start()
+    snom = relay.directory.phones["601"]
+    row = replace(row_of(snom, Delivery(snom.uri, 200, "OK", 3.0)), confirm="waiting")
+    watched = Watched(5, "alice", "601: drill", {"601": row}, confirm_until=time.time() + 0.5)
+    watched.finished = time.time()
+    source.watches.add(watched)
+    _, cookie = source.sessions.start("alice")
+    events: list[str] = []
+    started = time.monotonic()
+    try:
+        async with aiohttp.ClientSession(cookies={COOKIE: cookie}) as http:
+            url = f"http://127.0.0.1:{source.port}/sends/5/events"
+            async with http.get(url, timeout=aiohttp.ClientTimeout(total=20)) as resp:
+                assert resp.headers["Content-Type"] == "text/event-stream"
+                async for line in resp.content:  # until the server ends the stream
+                    if line.startswith(b"data: "):
+                        events.append(line.decode())
+    finally:
+        await source.stop()
+        audit.close()
+    assert '"waiting": 1' in events[1] and '"confirm": "waiting"' in events[0]
+    assert '"confirm": "not confirmed"' in events[-2] and '"waiting": 0' in events[-1]
+    assert time.monotonic() - started < 10  # ended when nothing more could change

@@ -1,8 +1,10 @@
-"""The README's screenshots of the web console: the send page light and dark, and Phones.
+"""The README's screenshots of the web console: the send page light and dark, the answers
+of a confirm send (one phone confirmed), and Phones.
 
 Run by hand: ``.venv/bin/python tools/web_screenshots.py`` (writes docs/web-*.png).
-The relay and the web source run here on a recording sender: 486 answers 200,
-487 404 and 488 gives no answer, as the browser tests' SIPp phones do.
+The relay and the web source run here on a recording sender: 486 (a Snom with an
+OK key) answers 200 and presses its key, 487 answers 404 and 488 gives no answer,
+as the browser tests' SIPp phones do.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ async def main() -> None:
     hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
     raw = {
         "phones": {
-            "486": {"uri": "sip:486@10.0.0.86", "label": "Reception"},
+            "486": {"uri": "sip:486@10.0.0.86", "label": "Reception", "format": "snom-xml"},
             "487": {"uri": "sip:487@10.0.0.87", "label": "Store room"},
             "488": {"uri": "sip:488@10.0.0.88", "label": "Lab", "format": "snom-infobox"},
         },
@@ -45,6 +47,7 @@ async def main() -> None:
         "access": {"admins": ["alice"]},
         "templates": {"drill": {"text": "Fire drill at {time}: leave by the stairs"}},
         "web": {"listen": "127.0.0.1:0", "users": {"alice": hashed}},
+        "desk": {"listen": "127.0.0.1:0", "url": "http://10.0.0.1:9122"},  # confirm keys
     }
     s = parse(raw, Path("screens.toml"), {}).settings
     sender = RecordingSender(answers={"487": 404, "488": no_answer})
@@ -71,12 +74,17 @@ async def main() -> None:
                 await page.get_by_role("button", name="Sign in").click()
                 await page.get_by_label("Targets").fill("@desk")
                 await page.get_by_label("Message").fill("Lunch is in the kitchen")
+                await page.get_by_label("Confirm", exact=True).check()
                 await page.locator("#preview").get_by_text("3 phone(s)").wait_for()
                 await page.screenshot(
                     path=str(ROOT / f"docs/web-send-{scheme}.png"), full_page=True
                 )
                 await page.get_by_role("button", name="Send").click()
                 await page.get_by_text("1/3 delivered").wait_for()
+                key = sender.asks["486"].url  # the Snom presses its OK key
+                assert relay.confirmer is not None
+                relay.confirmer.press(key.removeprefix("http://10.0.0.1:9122"), "10.0.0.86")
+                await page.get_by_text("confirmed at").wait_for()
                 await page.screenshot(path=str(ROOT / f"docs/web-answers-{scheme}.png"))
                 if scheme == "light":
                     await page.get_by_role("link", name="Phones").click()

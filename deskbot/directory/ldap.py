@@ -174,12 +174,11 @@ def build(
     return Fetched(Directory(phones, found, result), skipped)
 
 
-def fetch(settings: Ldap, password: str) -> Fetched:
-    """Bind and read every person and group under ``base``; LdapError says what failed."""
+def _connection(settings: Ldap, user: str, password: str) -> Any:
+    """An ldap3 connection to the server, not yet opened; LdapError for a bad setting."""
     import ldap3
     from ldap3.core.exceptions import LDAPException
 
-    where = settings.url
     try:
         tls = None
         if settings.url.startswith("ldaps://") or settings.start_tls:
@@ -187,9 +186,9 @@ def fetch(settings: Ldap, password: str) -> Fetched:
         server = ldap3.Server(
             settings.url, get_info=ldap3.NONE, tls=tls, connect_timeout=settings.timeout
         )
-        conn = ldap3.Connection(
+        return ldap3.Connection(
             server,
-            user=settings.bind_dn,
+            user=user,
             password=password,
             receive_timeout=math.ceil(settings.timeout),  # ldap3 packs it as an integer
             raise_exceptions=True,
@@ -197,7 +196,77 @@ def fetch(settings: Ldap, password: str) -> Fetched:
             auto_range=True,  # AD hands out large `member` lists in ranges of 1,500
         )
     except LDAPException as exc:
-        raise LdapError(f"LDAP {where}: {_why(exc)}") from None
+        raise LdapError(f"LDAP {settings.url}: {_why(exc)}") from None
+
+
+def _open(conn: Any, settings: Ldap) -> None:
+    conn.open()
+    if settings.start_tls:
+        conn.start_tls()
+
+
+def check_password(settings: Ldap, service_password: str, name: str, password: str) -> bool:
+    """Whether ``password`` is the directory password of the person deskbot calls ``name``.
+
+    Search, then bind: deskbot's own account finds the one person entry whose name
+    attribute is ``name`` (escaped for the filter, RFC 4515), then a second connection
+    binds as that entry's DN with ``password``. An empty password is False without
+    asking (LDAP takes an empty simple bind as anonymous). LdapError: the server could
+    not be asked (never naming the password)."""
+    import ldap3
+    from ldap3.core.exceptions import (
+        LDAPException,
+        LDAPInvalidCredentialsResult,
+        LDAPSizeLimitExceededResult,
+    )
+    from ldap3.utils.conv import escape_filter_chars
+
+    if not password or len(password) > 1024 or name_of(name) != name:
+        return False
+    key = option(settings, "name_attribute")
+    wanted = f"(&{option(settings, 'people_filter')}({key}={escape_filter_chars(name)}))"
+    finder = _connection(settings, settings.bind_dn, service_password)
+    step = f"bind as {settings.bind_dn}"
+    try:
+        _open(finder, settings)
+        finder.bind()
+        step = f"search {settings.base}"
+        finder.search(settings.base, wanted, ldap3.SUBTREE, attributes=[key], size_limit=2)
+        # two entries: the name is not unique, and nobody signs in with it
+        found = [e for e in finder.response or () if e.get("type") == "searchResEntry"]
+    except LDAPSizeLimitExceededResult:
+        return False
+    except LDAPException as exc:
+        raise LdapError(f"LDAP {settings.url}: cannot {step}: {_why(exc)}") from None
+    except OSError as exc:
+        raise LdapError(f"LDAP {settings.url}: cannot {step}: {exc.strerror or exc}") from None
+    finally:
+        with contextlib.suppress(Exception):
+            finder.unbind()
+    if len(found) != 1 or name_of(_first(found[0]["attributes"], key)) != name:
+        return False
+    person = _connection(settings, str(found[0]["dn"]), password)
+    try:
+        _open(person, settings)
+        person.bind()
+    except LDAPInvalidCredentialsResult:
+        return False
+    except LDAPException as exc:
+        raise LdapError(f"LDAP {settings.url}: cannot bind as a person: {_why(exc)}") from None
+    except OSError as exc:
+        raise LdapError(f"LDAP {settings.url}: cannot connect: {exc.strerror or exc}") from None
+    finally:
+        with contextlib.suppress(Exception):
+            person.unbind()
+    return True
+
+
+def fetch(settings: Ldap, password: str) -> Fetched:
+    """Bind and read every person and group under ``base``; LdapError says what failed."""
+    from ldap3.core.exceptions import LDAPException
+
+    where = settings.url
+    conn = _connection(settings, settings.bind_dn, password)
     step = "connect"
     try:
         conn.open()

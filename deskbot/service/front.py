@@ -89,7 +89,9 @@ def build_sources(cfg: Config, relay: Relay) -> list[Source]:
         from deskbot.store.signins import SignInLog
 
         sign_ins = SignInLog(relay.audit) if isinstance(relay.audit, AuditLog) else None
-        sources.append(WebSource(s.web, relay, sign_ins))
+        found = s.directory.ldap
+        directory = (found, lambda: cfg.secret(found.password_env)) if found else None
+        sources.append(WebSource(s.web, relay, sign_ins, directory))
     return sources
 
 

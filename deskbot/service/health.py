@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import ipaddress
 import logging
@@ -16,7 +15,6 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from deskbot.relay import report
 from deskbot.relay.values import Answer
 from deskbot.senders.base import Outcome
-from deskbot.sipuri import split_hostport
 from deskbot.sources import http
 
 log = logging.getLogger("deskbot.health")
@@ -179,8 +177,7 @@ class HealthServer:
         self.ready = ready or checks  # /-/ready: able to take commands now
         self.reload = reload
         self.reload_token = reload_token
-        self.runner: web.AppRunner | None = None
-        self.listener: asyncio.Server | None = None
+        self.served: http.Listening | None = None
         self.port = 0
 
     async def start(self) -> None:
@@ -191,25 +188,22 @@ class HealthServer:
         app.router.add_get("/-/ready", self._ready)
         if self.reload is not None:
             app.router.add_post("/-/reload", self._reload)
-        host, port = split_hostport(self.listen)
         # behind the same guard as the API: a flood of idle connections cannot use up the
         # process's descriptors; a probe connects, asks and goes
-        self.runner, self.listener, self.port = await http.listen(
+        self.served = await http.serve(
             app,
-            host.strip("[]"),
-            port or 0,
+            self.listen,
             lifetime=10.0,
             guard={"max_connections": 64, "per_peer": 16, "reserved": 0},
             keepalive_timeout=5.0,
         )
-        log.info("health and metrics on http://%s:%d/healthz", host, self.port)
+        self.port = self.served.port
+        log.info("health and metrics on http://%s:%d/healthz", self.served.host, self.port)
 
     async def stop(self) -> None:
-        if self.listener is not None:
-            self.listener.close()
-            self.listener = None
-        if self.runner:
-            await self.runner.cleanup()
+        served, self.served = self.served, None
+        if served is not None:
+            await served.stop()
 
     async def _healthz(self, request: web.Request) -> web.Response:
         status = self.checks()

@@ -134,7 +134,9 @@ def _api_problems(s: Settings, known: Names | None) -> list[tuple[str, str]]:
 def _web_problems(s: Settings, known: Names | None) -> list[tuple[str, str]]:
     if s.web is None:
         return []
-    if not s.web.users:
+    if s.web.ldap and s.directory.ldap is None:
+        return [("web.ldap", "signing in with the directory password needs [directory.ldap]")]
+    if not s.web.users and not s.web.ldap:
         return [
             ("web.users", 'nobody can sign in: add `name = "HASH"` from `deskbot hash-password`')
         ]

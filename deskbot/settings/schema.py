@@ -271,6 +271,9 @@ class Web:
     idle: Annotated[int, Field(ge=60, le=86400)] = 1800  # seconds without a request: signed out
     lifetime: Annotated[int, Field(ge=300, le=7 * 86400)] = 43200  # seconds a sign-in lasts
     secure_cookie: bool = False  # true when a TLS proxy fronts the console: cookies only on https
+    ldap: bool = (
+        False  # people not in users sign in with their directory password ([directory.ldap])
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -35,7 +35,6 @@ from deskbot.relay.confirm import state_of
 from deskbot.relay.relay import Relay
 from deskbot.relay.values import API, Accepted, Answer, ChatUser, Dispatch, Replay, Request
 from deskbot.settings.schema import Api
-from deskbot.sipuri import split_hostport
 from deskbot.sources import alerts, http
 from deskbot.sources.serve import serve, take
 
@@ -135,8 +134,7 @@ class ApiSource:
             Client(name, _digest(secret(c.token_env)), c.name or name)
             for name, c in settings.clients.items()
         ]
-        self.runner: web.AppRunner | None = None
-        self.listener: asyncio.Server | None = None
+        self.served: http.Listening | None = None
         self.port = 0
         self.sending: set[asyncio.Task[None]] = set()
         # each request's client ("-": no valid token) and status code (/metrics)
@@ -148,7 +146,7 @@ class ApiSource:
     # -- lifecycle -------------------------------------------------------------
     @property
     def connected(self) -> bool:
-        return self.runner is not None
+        return self.served is not None
 
     async def start(self) -> None:
         app = web.Application(client_max_size=MAX_BODY, middlewares=[self._counted])
@@ -157,31 +155,25 @@ class ApiSource:
         app.router.add_post("/v1/alertmanager", self._alertmanager)
         app.router.add_post("/v1/grafana", self._grafana)
         app.router.add_put("/v1/grafana", self._grafana)  # Grafana may be set to PUT
-        host, port = split_hostport(self.settings.listen)
         # a /v1/send waits for the phones: its connection may live that long, and no longer
-        self.runner, self.listener, self.port = await http.listen(
+        self.served = await http.serve(
             app,
-            host.strip("[]"),
-            port or 0,
+            self.settings.listen,
             lifetime=self.relay.patience + http.LIFETIME,
             keepalive_timeout=KEEPALIVE,
             shutdown_timeout=2.0,
         )
-        log.info("HTTP API on http://%s:%d/v1/", host, self.port)
+        self.port = self.served.port
+        log.info("HTTP API on http://%s:%d/v1/", self.served.host, self.port)
 
     async def run(self) -> None:
         await asyncio.Event().wait()  # aiohttp serves by itself; this only marks the source
 
     async def stop(self) -> None:
         """Stop listening; sends already accepted get up to the sender's timeout to finish."""
-        runner, self.runner = self.runner, None
-        if self.listener is not None:
-            self.listener.close()
-            self.listener = None
-        if runner is not None:
-            await runner.cleanup()
-        if self.sending:
-            await asyncio.wait(self.sending, timeout=self.relay.patience + 1)
+        served, self.served = self.served, None
+        if served is not None:
+            await served.stop(self.sending, self.relay.patience + 1)
 
     async def notify_admins(self, text: str) -> None:
         pass  # an API has nobody to tell; the log has it

@@ -23,7 +23,6 @@ from deskbot.relay.window import SlidingWindow
 from deskbot.senders.http.board import Board
 from deskbot.senders.screens import thanks
 from deskbot.settings.schema import Desk
-from deskbot.sipuri import split_hostport
 from deskbot.sources import http
 
 log = logging.getLogger("deskbot.desk")
@@ -44,21 +43,18 @@ class DeskSource:
         self.confirmer = confirmer
         self.misses = SlidingWindow(MISSES_PER_MINUTE)
         self.port = 0
-        self._runner: web.AppRunner | None = None
-        self._server: asyncio.Server | None = None
+        self.served: http.Listening | None = None
 
     @property
     def connected(self) -> bool:
-        return self._server is not None
+        return self.served is not None
 
     async def start(self) -> None:
-        host, port = split_hostport(self.desk.listen)
         app = web.Application(client_max_size=1024, handler_args={"max_line_size": 1024})
         app.router.add_route("*", "/{tail:.*}", self._serve)
         try:
-            self._runner, self._server, self.port = await http.listen(
-                app, host.strip("[]"), port or 0, lifetime=LIFETIME
-            )
+            self.served = await http.serve(app, self.desk.listen, lifetime=LIFETIME)
+            self.port = self.served.port
         except OSError as exc:
             raise RuntimeError(
                 f"cannot listen on [desk] listen {self.desk.listen}: {exc}"
@@ -69,12 +65,9 @@ class DeskSource:
         await asyncio.Event().wait()
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        served, self.served = self.served, None
+        if served is not None:
+            await served.stop()
 
     async def notify_admins(self, text: str) -> None:
         pass

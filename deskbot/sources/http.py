@@ -8,6 +8,9 @@ first request's headers within ``header_timeout`` seconds and lives at most
 The last ``RESERVED`` places are kept for peers that authenticated before
 (``Guard.trust``): a flood from elsewhere cannot lock out the monitoring
 system. Refusals are counted and logged at most a few times a minute.
+``serve`` starts an aiohttp app behind a Guard on a ``host:port`` setting and
+gives a ``Listening``, whose ``stop`` ends it the same way for every listener
+(the API, the web console, ``[desk]``, the health server).
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, cast
 
 from aiohttp import web
 
 from deskbot.loglimit import RateLimitedLog
+from deskbot.sipuri import split_hostport
 
 MAX_CONNECTIONS = 256
 PER_PEER = 32
@@ -151,3 +155,35 @@ async def listen(
     bound = int(server.sockets[0].getsockname()[1]) if server.sockets else port
     gate.name = f"{host}:{bound}"
     return app_runner, server, bound
+
+
+class Listening:
+    """A listener ``serve`` started: its port, and how it ends."""
+
+    def __init__(self, runner: web.AppRunner, server: asyncio.Server, host: str, port: int):
+        self.runner, self.server = runner, server
+        self.host, self.port = host, port  # the host as the setting has it ([::1]), the port bound
+
+    async def stop(self, sending: Collection[asyncio.Task[Any]] = (), patience: float = 0) -> None:
+        """Take no more connections, end those open (aiohttp's shutdown, up to the runner's
+        ``shutdown_timeout``), then give the sends already accepted up to ``patience``
+        seconds to finish."""
+        self.server.close()
+        await self.runner.cleanup()
+        if sending:
+            await asyncio.wait(sending, timeout=patience)
+
+
+async def serve(
+    app: web.Application,
+    hostport: str,
+    lifetime: float = LIFETIME,
+    guard: dict[str, Any] | None = None,
+    **runner: Any,
+) -> Listening:
+    """``listen`` on a ``host:port`` setting (``[::1]:9123``; no port: any free one)."""
+    host, port = split_hostport(hostport)
+    app_runner, server, bound = await listen(
+        app, host.strip("[]"), port or 0, lifetime, guard, **runner
+    )
+    return Listening(app_runner, server, host, bound)

@@ -382,12 +382,14 @@ class AuditLog:
             f"""SELECT c.ts, COALESCE(c.person, c.chat || ':' || c.sender_id), c.targets,
                        c.text_chars, c.phones,
                        SUM(CASE WHEN d.code BETWEEN 200 AND 299 THEN 1 ELSE 0 END),
-                       GROUP_CONCAT(d.code || ' ' || d.reason, ', ')
+                       GROUP_CONCAT(d.code || ' ' || d.reason, ', '), c.id
                 FROM commands c LEFT JOIN deliveries d ON d.command_id = c.id
                 {where} GROUP BY c.id ORDER BY c.id DESC LIMIT ?""",
             (*args, limit),
         ).fetchall()
-        return [HistoryEntry(r[0], r[1], r[2], r[3], r[4], r[5] or 0, r[6] or "") for r in rows]
+        return [
+            HistoryEntry(r[0], r[1], r[2], r[3], r[4], r[5] or 0, r[6] or "", r[7]) for r in rows
+        ]
 
 
 # a take-over: at the epoch seen, and expired (or this replica's from before a restart)

@@ -31,6 +31,7 @@ class HistoryEntry:
     phones: int
     delivered: int
     answers: str  # "200 OK, 404 Not Found"
+    command_id: int = 0
 
 
 @dataclass(frozen=True, slots=True)

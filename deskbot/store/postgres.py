@@ -541,13 +541,13 @@ class PostgresLog:
             f"""SELECT c.ts, COALESCE(c.person, c.chat || ':' || c.sender_id), c.targets,
                        c.text_chars, c.phones,
                        SUM(CASE WHEN d.code BETWEEN 200 AND 299 THEN 1 ELSE 0 END),
-                       string_agg(d.code || ' ' || d.reason, ', ' ORDER BY d.seq)
+                       string_agg(d.code || ' ' || d.reason, ', ' ORDER BY d.seq), c.id
                 FROM commands c LEFT JOIN deliveries d ON d.command_id = c.id
                 {where} GROUP BY c.id ORDER BY c.id DESC LIMIT %s""",
             (*args, limit),
         )
         return [
-            HistoryEntry(float(r[0]), r[1], r[2], r[3], r[4], int(r[5] or 0), r[6] or "")
+            HistoryEntry(float(r[0]), r[1], r[2], r[3], r[4], int(r[5] or 0), r[6] or "", r[7])
             for r in rows
         ]
 

@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS sign_ins (
     outcome TEXT NOT NULL
 );
 """
-# outcomes: "signed-in", "wrong-password" (also for an unknown name), "rate-limited", "signed-out"
+# outcomes: "signed-in", "wrong-password" (also for an unknown name), "rate-limited",
+# "signed-out", "directory-unavailable" (a directory sign-in while LDAP cannot be reached)
 
 
 class SignInLog:

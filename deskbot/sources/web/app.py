@@ -1,8 +1,10 @@
 """The web console's source: its HTTP server, sign-in, sign-out and the checks on every request.
 
 A person signs in with a name under ``[web.users]`` (a person under
-``[people]``) and their password; from then on they act as that person,
-with the same rights as in chat (``ChatUser("web", name)``). Every request
+``[people]``) and their password, or, with ``[web] ldap = true``, any person
+of the directory with their directory password (a bind as them through
+``[directory.ldap]``); from then on they act as that person, with the same
+rights as in chat (``ChatUser("web", name)``). Every request
 passes ``_guard``: the security headers, the session, and for a POST the
 CSRF checks (the browser's ``Sec-Fetch-Site`` and ``Origin``, and the
 session's token in the form). Sending and the other pages are in ``send``
@@ -22,16 +24,18 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from deskbot.directory import ldap
 from deskbot.directory.snapshot import Person
 from deskbot.relay.relay import Relay
 from deskbot.relay.values import ChatUser
-from deskbot.settings.schema import Web
-from deskbot.sipuri import split_hostport
+from deskbot.settings.schema import Ldap, Web
 from deskbot.sources import http
 from deskbot.sources.web import look, passwords, send
 from deskbot.sources.web.pages import HEADERS, redirect, render
 from deskbot.sources.web.sessions import (
     COOKIE,
+    LDAP,
+    PASSWORD,
     SESSION,
     Session,
     Sessions,
@@ -61,23 +65,30 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class WebSource:
     name = CHAT
 
-    def __init__(self, settings: Web, relay: Relay, sign_ins: SignInLog | None = None):
+    def __init__(
+        self,
+        settings: Web,
+        relay: Relay,
+        sign_ins: SignInLog | None = None,
+        directory: tuple[Ldap, Callable[[], str]] | None = None,
+    ):
+        """``directory``: with ``[web] ldap``, [directory.ldap] and deskbot's own password."""
         self.settings = settings
         self.relay = relay
         self.sign_ins = sign_ins
+        self.directory = directory if settings.ldap else None
         self.sessions = Sessions(settings.idle, settings.lifetime)
         self.guard = SignInGuard()
         self.watches = Watches()
         self.checking = asyncio.Semaphore(2)  # bcrypt checks at once: each is 0.2 s of a core
-        self.runner: web.AppRunner | None = None
-        self.listener: asyncio.Server | None = None
+        self.served: http.Listening | None = None
         self.port = 0
         self.sending: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------
     @property
     def connected(self) -> bool:
-        return self.runner is not None
+        return self.served is not None
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY, middlewares=[self._guard])
@@ -93,41 +104,42 @@ class WebSource:
 
     async def start(self) -> None:
         self.relay.on_delivery.append(self.watches.delivered)
-        host, port = split_hostport(self.settings.listen)
+        if self.relay.confirmer is not None:  # a press shows in the send's rows at once
+            self.relay.confirmer.on_confirm.append(self.watches.confirmed)
         # an event stream lives as long as a send: no connection lives longer
-        self.runner, self.listener, self.port = await http.listen(
+        self.served = await http.serve(
             self.app(),
-            host.strip("[]"),
-            port or 0,
+            self.settings.listen,
             lifetime=self.relay.patience + http.LIFETIME,
             guard={"per_peer": PER_PEER},
             keepalive_timeout=KEEPALIVE,
             shutdown_timeout=2.0,
         )
-        log.info("web console on http://%s:%d/", host, self.port)
+        self.port = self.served.port
+        log.info("web console on http://%s:%d/", self.served.host, self.port)
 
     async def run(self) -> None:
         await asyncio.Event().wait()  # aiohttp serves by itself; this only marks the source
 
     async def stop(self) -> None:
-        runner, self.runner = self.runner, None
-        if self.listener is not None:
-            self.listener.close()
-            self.listener = None
-        if runner is not None:
-            await runner.cleanup()
-        if self.sending:
-            await asyncio.wait(self.sending, timeout=self.relay.patience + 1)
+        served, self.served = self.served, None
+        if served is not None:
+            await served.stop(self.sending, self.relay.patience + 1)
         if self.watches.delivered in self.relay.on_delivery:
             self.relay.on_delivery.remove(self.watches.delivered)
+        confirmer = self.relay.confirmer
+        if confirmer is not None and self.watches.confirmed in confirmer.on_confirm:
+            confirmer.on_confirm.remove(self.watches.confirmed)
 
     async def notify_admins(self, text: str) -> None:
         pass  # nobody reads the console at that moment; the log has it
 
     # -- who is asking -----------------------------------------------------------
     def person(self, session: Session) -> Person | None:
-        """The session's person, while they are still a user and under [people]."""
-        if session.name not in self.settings.users:
+        """The session's person, while they may still sign in and are in the directory."""
+        if session.via == PASSWORD and session.name not in self.settings.users:
+            return None
+        if session.via == LDAP and self.directory is None:
             return None
         return self.relay.directory.people.get(session.name)
 
@@ -183,17 +195,31 @@ class WebSource:
             return render("signin.html", None, 429, problem=problem, name=name)
         known = name in self.relay.directory.people
         hashed = self.settings.users.get(name) if known else None
+        via = LDAP if hashed is None and self.directory is not None else PASSWORD
         async with self.checking:  # in a thread: the chats and the phones' answers go on
-            ok = await asyncio.to_thread(passwords.verify, password, hashed)
+            try:
+                if via == LDAP:  # every name not in [web.users], known or not: no hint
+                    ok = await asyncio.to_thread(self._directory_password, name, password)
+                    ok = ok and known
+                else:
+                    ok = await asyncio.to_thread(passwords.verify, password, hashed)
+            except ldap.LdapError as exc:
+                self._record(name, address, "directory-unavailable")
+                log.error("web: sign-in through the directory failed: %s", exc)
+                problem = (
+                    "Signing in with the directory password is not possible right now "
+                    "(deskbot cannot reach the directory). Try again later, or tell an admin."
+                )
+                return render("signin.html", None, 503, problem=problem, name=name)
         if not ok:
             self.guard.failed(name, address)
             self._record(name, address, "wrong-password")
             log.warning("web: failed sign-in from %s", address)
             problem = "Wrong name or password."  # the same words for a name that is not there
             return render("signin.html", None, 401, problem=problem, name=name)
-        _, cookie = self.sessions.start(name)
+        _, cookie = self.sessions.start(name, via)
         self._record(name, address, "signed-in")
-        log.info("web: %s signed in from %s", name, address)
+        log.info("web: %s signed in from %s (%s)", name, address, via)
         response = redirect("/")
         response.set_cookie(
             COOKIE,
@@ -213,6 +239,11 @@ class WebSource:
         response = redirect("/signin")
         response.del_cookie(COOKIE, path="/")
         return response
+
+    def _directory_password(self, name: str, password: str) -> bool:
+        assert self.directory is not None
+        settings, service_password = self.directory
+        return ldap.check_password(settings, service_password(), name, password)
 
     def _record(self, name: str, address: str, outcome: str) -> None:
         if self.sign_ins is not None:

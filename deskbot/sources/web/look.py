@@ -8,16 +8,18 @@ the relay, so the rights and the words are the chat's.
 from __future__ import annotations
 
 import re
+import time
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from deskbot.relay import report
+from deskbot.relay.confirm import state_of
 from deskbot.relay.values import Answer, Request
 from deskbot.sources.serve import serve
 from deskbot.sources.web.pages import redirect, render
 from deskbot.sources.web.sessions import signed_in
-from deskbot.sources.web.watch import row_of
+from deskbot.sources.web.watch import Row, row_of
 
 if TYPE_CHECKING:
     from deskbot.sources.web.app import WebSource
@@ -72,7 +74,27 @@ class LookPages:
                 person=None if admin else session.name,
                 limit=HISTORY_ROWS,
             )
-        return render("history.html", session, entries=entries, everyone=admin)
+        confirms = {e.command_id: self._confirms(e.command_id) for e in entries}
+        return render("history.html", session, entries=entries, everyone=admin, confirms=confirms)
+
+    def _confirms(self, command_id: int) -> list[Row]:
+        """Each phone's confirm state of a command (none: it asked for no confirmation)."""
+        confirmer = self.relay.confirmer
+        if confirmer is None or not command_id:
+            return []
+        now = time.time()
+        return [
+            Row(
+                c.extension,
+                "",
+                "",
+                "",
+                confirm=state_of(c, now) or "",
+                format=c.format,
+                confirmed_at=c.confirmed_at,
+            )
+            for c in confirmer.store.of(command_id)
+        ]
 
     async def scheduled(self, request: web.Request) -> web.StreamResponse:
         session = signed_in(request)

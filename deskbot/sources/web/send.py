@@ -3,8 +3,9 @@
 A form becomes a ``Request`` the way a chat message does: a plain send
 carries targets and text apart (the text is never read as a command); a
 template or a later send is the chat command itself (``in 15m 486 text``,
-``486 !firedrill time=14:00``), so the relay's grammar and checks, and its
-words for every refusal, are the chat's.
+``confirm 486 !firedrill time=14:00``), so the relay's grammar and checks, and
+its words for every refusal, are the chat's. With "Confirm" ticked the rows
+show each phone's confirmation too, live, until ``confirm_within`` has passed.
 """
 
 from __future__ import annotations
@@ -14,15 +15,20 @@ import json
 import logging
 import re
 import secrets
+import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from deskbot.relay.confirm import UNSUPPORTED, WAITING
 from deskbot.relay.values import Accepted, Answer, Dispatch, Replay, Request
+from deskbot.senders.base import can_confirm
+from deskbot.sources import http
 from deskbot.sources.serve import take
 from deskbot.sources.web.pages import redirect, render
 from deskbot.sources.web.sessions import signed_in
-from deskbot.sources.web.watch import Watched, row_of
+from deskbot.sources.web.watch import DONE, Row, Watched, row_of
 
 if TYPE_CHECKING:
     from deskbot.sources.web.app import WebSource
@@ -37,6 +43,7 @@ LATER = re.compile(r"(in|at) [0-9:smhd]{1,8}")  # "in 15m", "at 14:55"; the gram
 TEMPLATE = re.compile(r"[a-z0-9_.-]{1,64}")
 SPACE = re.compile(r"\s+")
 WHITESPACE = re.compile(r"\s")
+RETRY_MS = 2000  # how soon a page's event stream connects again after it ended early
 
 
 def routes(web_source: WebSource, app: web.Application) -> None:
@@ -65,6 +72,8 @@ class SendPages:
             "send.html",
             session,
             status,
+            can_confirm=self.can_confirm,
+            confirm=values.get("confirm", False),
             max_chars=relay.policy.message.max_chars,
             suggestions=self._suggestions(),
             templates=templates,
@@ -72,6 +81,11 @@ class SendPages:
             answer=values.get("answer"),
             fields=fields,
         )
+
+    @property
+    def can_confirm(self) -> bool:
+        """Confirmations need the store's requests and [desk] url (where keys point)."""
+        return self.relay.confirmer is not None and bool(self.relay.policy.desk_url)
 
     def _suggestions(self) -> list[tuple[str, str]]:
         """(value, what it is) for the targets field: groups, people, extensions with labels."""
@@ -92,9 +106,11 @@ class SendPages:
         given = {k: str(form.get(k, "")) for k in ("targets", "message", "later", "template")}
         given["vars"] = SPACE.sub(" ", str(form.get("vars", ""))).strip()
         targets, later, template = (given[k].strip() for k in ("targets", "later", "template"))
+        confirm = form.get("confirm") == "on"
 
         def refuse(text: str) -> web.Response:
-            return self._page(session, 422, answer=Answer(text, error=True), **given)
+            answer = Answer(text, error=True)
+            return self._page(session, 422, answer=answer, confirm=confirm, **given)
 
         if len(targets) > MAX_TARGETS_CHARS or WHITESPACE.search(targets):
             return refuse(
@@ -112,12 +128,13 @@ class SendPages:
         user = self.source.user(session)
         if template or later:
             what = f"{targets} !{template} {given['vars']}" if template else targets
-            command = " ".join(
-                filter(None, (later, what.strip(), "" if template else given["message"]))
-            )
+            asked = "confirm" if confirm else ""
+            message = "" if template else given["message"]
+            command = " ".join(filter(None, (later, asked, what.strip(), message)))
             sent = Request(user, command, place="web", key=key)
         else:
-            sent = Request(user, given["message"], place="web", key=key, targets=targets)
+            message = given["message"]
+            sent = Request(user, message, place="web", key=key, targets=targets, confirm=confirm)
         taken = take(self.relay, sent)
         if isinstance(taken, Replay):
             session.notices.append("That form was sent already: History has its answers.")
@@ -126,7 +143,7 @@ class SendPages:
             if not taken.error:
                 self.relay.answered(sent)
             status = 422 if taken.error else 200
-            keep = given if taken.error else {}
+            keep: dict[str, Any] = {**given, "confirm": confirm} if taken.error else {}
             return self._page(session, status, answer=taken, **keep)
         if taken.job.probe:  # "probe" typed as targets of a template: the Phones page probes
             return refuse("probes are made from the Phones page; nothing was sent")
@@ -134,10 +151,17 @@ class SendPages:
 
     def _start(self, session: Session, accepted: Accepted) -> int:
         job = accepted.job
-        rows = {
-            p.extension: row_of(p, None, accepted.skipped.get(p.extension, "")) for p in job.phones
-        }
-        self.source.watches.add(Watched(accepted.command_id, session.name, _title(job), rows))
+        rows = {}
+        for p in job.phones:
+            skipped = accepted.skipped.get(p.extension, "")
+            row = row_of(p, None, skipped)
+            if job.confirm and not skipped:  # what the relay asks; its report is the last word
+                row = replace(row, confirm=WAITING if can_confirm(p.format) else UNSUPPORTED)
+            rows[p.extension] = row
+        watched = Watched(accepted.command_id, session.name, _title(job), rows)
+        if job.confirm:
+            watched.confirm_until = time.time() + self.relay.policy.message.confirm_within
+        self.source.watches.add(watched)
         task = asyncio.get_running_loop().create_task(self._deliver(accepted))
         self.source.track(task)
         return accepted.command_id
@@ -160,11 +184,16 @@ class SendPages:
 
     async def watch(self, request: web.Request) -> web.StreamResponse:
         watched = self._watched(request)
+        watched.expire(time.time())
         return render("sent.html", signed_in(request), watched=watched)
 
     async def events(self, request: web.Request) -> web.StreamResponse:
-        """Server-sent events: a ``row`` per phone now and as each answers, then ``done``."""
+        """Server-sent events: a ``row`` per phone now and as each changes, ``done`` when the
+        phones have answered (with how many confirmations are awaited), and the rows of the
+        confirmations after that until none is. A stream ends before its connection's lifetime;
+        the browser connects again and gets every row anew."""
         watched = self._watched(request)
+        watched.expire(time.time())
         stream = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -173,15 +202,29 @@ class SendPages:
             }
         )
         await stream.prepare(request)
+        await stream.write(f"retry: {RETRY_MS}\n\n".encode())
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + self.relay.patience + http.LIFETIME / 2
         queue = watched.listen()
         try:
-            while (row := await queue.get()) is not None:
-                await stream.write(_event("row", row.record()))
-            done = {"summary": watched.summary}
-            await stream.write(_event("done", done))
-        except (ConnectionResetError, asyncio.CancelledError):
-            watched.listeners.discard(queue)
-            raise
+            while loop.time() < ends:  # after that the browser connects again
+                now = time.time()
+                watched.expire(now)  # confirm_within passed: its rows and DONE are queued
+                wait = ends - loop.time()
+                if watched.finished is not None and watched.waiting and watched.confirm_until:
+                    wait = min(wait, watched.confirm_until - now)  # > 0: not expired yet
+                try:
+                    item = await asyncio.wait_for(queue.get(), max(wait, 0.001))
+                except TimeoutError:
+                    continue
+                if isinstance(item, Row):
+                    await stream.write(_event("row", item.record()))
+                    continue
+                waiting = watched.waiting
+                done = {"summary": watched.summary, "waiting": waiting}
+                await stream.write(_event("done", done))
+                if item == DONE and not waiting:
+                    break
         finally:
             watched.listeners.discard(queue)
         return stream

@@ -25,6 +25,7 @@ COOKIE = "deskbot_session"
 MAX_SESSIONS = 10_000  # the oldest session ends when more sign in
 FAILURES_PER_NAME = 5  # failed sign-ins per minute for one name, from anywhere
 FAILURES_PER_ADDRESS = 20  # failed sign-ins per minute from one address, for any names
+PASSWORD, LDAP = "password", "ldap"
 
 
 @dataclass(slots=True)
@@ -34,6 +35,7 @@ class Session:
     csrf: str
     created: float
     seen: float
+    via: str = PASSWORD  # how they signed in: PASSWORD ([web.users]) or LDAP (the directory's)
     notices: list[str] = field(default_factory=list)  # shown once on the next page
 
 
@@ -57,10 +59,11 @@ class Sessions:
         self.key = secrets.token_bytes(32)
         self.by_id: OrderedDict[str, Session] = OrderedDict()
 
-    def start(self, name: str) -> tuple[Session, str]:
+    def start(self, name: str, via: str = PASSWORD) -> tuple[Session, str]:
         """A new session for ``name`` and the cookie value that names it."""
         now = self.clock()
-        session = Session(secrets.token_urlsafe(24), name, secrets.token_urlsafe(24), now, now)
+        token, csrf = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+        session = Session(token, name, csrf, now, now, via)
         self.by_id[session.id] = session
         while len(self.by_id) > MAX_SESSIONS:
             self.by_id.popitem(last=False)

@@ -14,13 +14,27 @@ function liveAnswers() {
     }
     if (!tr) return;
     tr.className = row.outcome;
-    tr.cells[2].textContent = row.answer;
-    tr.cells[3].textContent = row.hint;
-    tr.cells[4].textContent = row.outcome === "waiting" ? "" : String(row.elapsed_ms);
+    tr.querySelector(".answer").textContent = row.answer;
+    tr.querySelector(".hint").textContent = row.hint;
+    tr.querySelector(".ms").textContent = row.outcome === "waiting" ? "" : String(row.elapsed_ms);
+    const confirm = tr.querySelector(".confirm");
+    if (confirm) {
+      confirm.className = "confirm " + row.confirm.replace(/ /g, "-");
+      confirm.textContent = row.confirm_words;
+      if (row.confirmed_at) {
+        const when = document.createElement("time");
+        when.setAttribute("datetime", new Date(row.confirmed_at * 1000).toISOString());
+        confirm.append(" ", when);
+        localTimes(confirm);
+      }
+    }
   });
   events.addEventListener("done", (event) => {
-    document.getElementById("summary").textContent = JSON.parse(event.data).summary;
-    events.close();
+    const done = JSON.parse(event.data);
+    const waiting = done.waiting ? `waiting for ${done.waiting} confirmation(s)` : "";
+    document.getElementById("summary").textContent = [done.summary, waiting]
+      .filter(Boolean).join("; ");
+    if (!done.waiting) events.close();  // else the confirmations come on the same stream
   });
 }
 
@@ -62,9 +76,9 @@ function characterCount() {
   show();
 }
 
-function localTimes() {
+function localTimes(within = document) {
   const today = new Date().toDateString();
-  for (const el of document.querySelectorAll("time[datetime]")) {
+  for (const el of within.querySelectorAll("time[datetime]")) {
     const when = new Date(el.getAttribute("datetime"));
     if (isNaN(when)) continue;
     const time = when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
