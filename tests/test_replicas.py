@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Chat, until
-from test_relay import ALICE, settings
+from test_relay import ALICE, BOB, settings
 
 from deskbot.directory import loader
 from deskbot.relay import report
@@ -199,6 +199,20 @@ async def test_rate_limits_hold_across_replicas(store):
     assert "486 got 2 messages in the last minute" in chat.shown[3]
     assert a.phones.texts("486") + b.phones.texts("486") == ["alice: one", "alice: two"]
     assert b.phones.texts("487") == ["bob: four"]
+
+
+async def test_the_look_before_costly_work_sees_the_other_replicas_slots(store):
+    limits = {"limits": {"per_sender_per_minute": 2}}
+    a, b = Replica(store, "a", **limits), Replica(store, "b", **limits)
+    for key in ("slack:w1", "slack:w2"):
+        await serve(a.relay, command(key, "486 one"), Chat())
+    # the cheap refusal before an alert's costly formatting, at the other replica
+    refused = b.relay.screen(Request(ALICE, "", "#ops", targets="486"))
+    assert refused is not None and refused.problem == "rate-limited"
+    assert 55 < refused.retry_after <= 60 and "try again in 60 s" in refused.text
+    for _ in range(3):  # a look takes no slot: bob, and alice a minute on, still fit
+        assert b.relay.screen(Request(ALICE, "", "#ops", targets="486")) is not None
+    assert b.relay.screen(Request(BOB, "", "#ops", targets="487")) is None
 
 
 async def test_the_replica_that_loses_a_key_gives_its_rate_slots_back(store):

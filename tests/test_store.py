@@ -229,6 +229,18 @@ def test_rate_slots_are_counted_for_every_process_of_the_store(store):
     assert b.take_slots(["phone:486"], 2, 1e-6)["phone:486"] == 0  # a short window: free
 
 
+@BOTH
+def test_a_look_at_a_rate_slot_tells_the_wait_and_takes_none(store):
+    a, b = store("r1"), store("r2")
+    assert b.slot_wait("sender:u1", 2, 60) == 0
+    a.take_slots(["sender:u1"], 2, 60)
+    for _ in range(3):  # looking again and again takes nothing
+        assert b.slot_wait("sender:u1", 2, 60) == 0
+    a.take_slots(["sender:u1"], 2, 60)
+    assert 59 < b.slot_wait("sender:u1", 2, 60) <= 60
+    assert b.slot_wait("sender:u2", 2, 60) == 0
+
+
 def test_an_sqlite_log_moves_to_postgresql_and_its_keys_are_still_recognised(
     postgres, tmp_path: Path
 ):

@@ -220,6 +220,15 @@ class AuditLog:
             raise AuditError(f"the audit log {self.path} cannot count rates: {exc}") from None
         return waits
 
+    def slot_wait(self, key: str, limit: int, window: float) -> float:
+        now = time.time()
+        try:
+            row = self.db.execute(SLOT_WAIT.replace("%s", "?"), (key, now - window, limit - 1))
+            found = row.fetchone()
+        except sqlite3.Error as exc:
+            raise AuditError(f"the audit log {self.path} cannot count rates: {exc}") from None
+        return max(0.001, found[0] + window - now) if found else 0.0
+
     def give_back(self, tag: str) -> None:
         if tag:
             with contextlib.suppress(AuditError):
@@ -395,6 +404,8 @@ CLAIM = (
     "UPDATE commands SET owner = %s, epoch = epoch + 1, lease_until = %s"
     " WHERE id = %s AND epoch = %s AND (lease_until < %s OR owner IN ('', %s))"
 )
+# the limit-th newest slot of a key in its window: while there is one, the key is full
+SLOT_WAIT = "SELECT ts FROM rates WHERE key = %s AND ts > %s ORDER BY ts DESC LIMIT 1 OFFSET %s"
 ORPHAN_AGE = 3600.0  # seconds: older unanswered commands are left alone
 ORPHANS = (
     "SELECT id, key, chat, sender_id, place, thread, epoch FROM commands c"

@@ -200,6 +200,10 @@ class CommandLog(Protocol):
         """The slots this replica took with ``tag``: the command was another replica's."""
         ...
 
+    def slot_wait(self, key: str, limit: int, window: float) -> float:
+        """A look without taking: the seconds until ``key`` has a free slot (0: it has one)."""
+        ...
+
     def command(
         self,
         *,

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from deskbot.store.audit import CLAIM, ORPHAN_AGE, ORPHANS
+from deskbot.store.audit import CLAIM, ORPHAN_AGE, ORPHANS, SLOT_WAIT
 from deskbot.store.base import (
     Answer,
     AuditError,
@@ -302,6 +302,12 @@ class PostgresLog:
 
         result: dict[str, float] = self.run("count rates", take)
         return result
+
+    def slot_wait(self, key: str, limit: int, window: float) -> float:
+        """One read, no lock: a look before costly work; ``take_slots`` decides."""
+        now = time.time()
+        rows = self._read(SLOT_WAIT, (key, now - window, limit - 1))
+        return max(0.001, float(rows[0][0]) + window - now) if rows else 0.0
 
     def give_back(self, tag: str) -> None:
         """At once (one round trip, only when a key was taken): the count is right for the
