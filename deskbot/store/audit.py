@@ -35,6 +35,7 @@ from deskbot.store.migrations import LATEST, STEPS
 if TYPE_CHECKING:
     from deskbot.store.confirms import SqliteConfirmations
     from deskbot.store.deferred import DeferredSends
+    from deskbot.store.signins import SignInLog
 
 log = logging.getLogger("deskbot.audit")
 
@@ -88,6 +89,12 @@ class AuditLog:
         from deskbot.store.deferred import DeferredSends
 
         return DeferredSends(self)
+
+    def sign_ins(self) -> SignInLog:
+        """The web console's sign-ins kept in the same file."""
+        from deskbot.store.signins import SignInLog
+
+        return SignInLog(self)
 
     def confirmations(self) -> SqliteConfirmations:
         """The confirmation requests kept in the same file."""

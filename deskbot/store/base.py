@@ -159,6 +159,14 @@ class Confirmations(Protocol):
     def posted(self, command_id: int, extension: str) -> None: ...
 
 
+class SignIns(Protocol):
+    """The web console's sign-in attempts (never a password)."""
+
+    def record(self, name: str, address: str, outcome: str) -> None: ...
+
+    def recent(self, limit: int = 50) -> list[tuple[float, str, str, str]]: ...
+
+
 class LaterSends(Protocol):
     """Deferred sends (`in 20s ...`, `at 14:55 ...`) and the schedules' marks."""
 
@@ -266,6 +274,8 @@ class CommandLog(Protocol):
     def cached_directory(self, source: str) -> tuple[float, str] | None: ...
 
     def deferred_sends(self) -> LaterSends: ...
+
+    def sign_ins(self) -> SignIns: ...
 
     def confirmations(self) -> Confirmations | None:
         """The confirm tokens and presses; None where the backend keeps none yet."""

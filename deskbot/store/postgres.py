@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
 
     from deskbot.store.pglater import PostgresLater
+    from deskbot.store.signins import PostgresSignIns
 
 log = logging.getLogger("deskbot.audit")
 
@@ -143,6 +144,11 @@ class PostgresLog:
         from deskbot.store.pglater import PostgresLater
 
         return PostgresLater(self)
+
+    def sign_ins(self) -> PostgresSignIns:
+        from deskbot.store.signins import PostgresSignIns
+
+        return PostgresSignIns(self)
 
     # -- running SQL -------------------------------------------------------------------
     def run(self, what: str, body: Callable[[psycopg.Connection[Any]], Any]) -> Any:

@@ -39,7 +39,7 @@ from deskbot.sources.web.sessions import (
     signed_in,
 )
 from deskbot.sources.web.watch import Watches
-from deskbot.store.signins import SignInLog
+from deskbot.store.base import SignIns
 
 log = logging.getLogger("deskbot.web")
 
@@ -61,12 +61,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class WebSource:
     name = CHAT
 
-    def __init__(self, settings: Web, relay: Relay, sign_ins: SignInLog | None = None):
+    def __init__(self, settings: Web, relay: Relay, sign_ins: SignIns | None = None):
         self.settings = settings
         self.relay = relay
         self.sign_ins = sign_ins
         self.sessions = Sessions(settings.idle, settings.lifetime)
-        self.guard = SignInGuard()
+        self.guard = SignInGuard(relay.audit if relay.audit and relay.audit.shared else None)
         self.watches = Watches()
         self.checking = asyncio.Semaphore(2)  # bcrypt checks at once: each is 0.2 s of a core
         self.runner: web.AppRunner | None = None
