@@ -90,6 +90,45 @@ async def test_a_replica_catching_up_while_the_other_sends_stays_silent(store):
     assert len(chat_a.shown) == 1 and chat_b.shown == [] and b.phones.sent == []
 
 
+class SlowChat(Chat):
+    """A chat whose post of a reply takes a while (a slow Matrix or Slack server)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.posting, self.gate = asyncio.Event(), asyncio.Event()
+
+    async def report(self, result) -> None:
+        self.posting.set()
+        await self.gate.wait()
+        await super().report(result)
+
+
+async def test_a_command_finished_by_one_replica_while_the_other_catches_up_is_answered_once(
+    store,
+):
+    """The owner's hold ran out while its phones were slow (its renewals stalled); its phones
+    answer and it posts its reply; the other replica, catching up on the chat, reads the
+    command in that window. One of the two answers it, not both."""
+    a, b = Replica(store, "a", lease=1.0), Replica(store, "b", lease=1.0)
+    a.phones.gate = asyncio.Event()
+    request = command("slack:Ev9")
+    chat_a, chat_b = SlowChat(), Chat()
+    sending = asyncio.ensure_future(serve(a.relay, request, chat_a))
+    await until(lambda: a.relay.held, what="a to record the command")
+    await until(lambda: time.time() > a.audit.seen("slack:Ev9").lease_until, what="expiry")
+    a.phones.gate.set()
+    await chat_a.posting.wait()  # a's reply is on its way to the chat
+    await serve(b.relay, request, chat_b)  # b reads the command now
+    chat_a.gate.set()
+    await sending
+    await asyncio.gather(a.replicas.once(), b.replicas.once())  # nor is it taken over later
+    answers = chat_a.shown + chat_b.shown + a.room.chat.shown + b.room.chat.shown
+    assert len(answers) == 1, answers
+    assert "✅ 486 (Desk 486): 200 OK" in answers[0]  # the owner's, with the phones' codes
+    assert b.phones.sent == [] and a.phones.texts("486") == ["alice: fire drill"]
+    assert b.relay.takeovers == 0
+
+
 async def test_an_api_retry_at_the_other_replica_is_answered_from_the_log(store):
     a, b = Replica(store, "a"), Replica(store, "b")
     request = command("api:retry", answer_repeats=True)

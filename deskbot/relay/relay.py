@@ -505,15 +505,23 @@ class Relay:
         self.release(request)
 
     def still_ours(self, accepted: Accepted) -> bool:
-        """After the phones answered: False if another replica took the command over while
-        this one was stalled past its hold (that one answers; this one must not)."""
+        """After the phones answered, the reply claimed: False if another replica took the
+        command over while this one was stalled past its hold (that one answers; this one
+        must not). From True on, no replica takes it over, also one catching up on the chat."""
         if not accepted.command_id or self.audit is None or not accepted.job.request.key:
             return True
-        if self.audit.owns(accepted.command_id):
+        if self.audit.replying(accepted.command_id):
             return True
         log.warning("command %s was taken over by another replica: not answered here",
                     accepted.job.request.key)  # fmt: skip
         return False
+
+    def not_replied(self, request: Request) -> None:
+        """Its reply was claimed but could not be posted (the chat went away): a repeat of
+        the command, or another replica, answers it from the log."""
+        if request.key and self.audit:
+            for command_id in [i for i, k in self.held.items() if k == request.key]:
+                self.audit.reply_failed(command_id)
 
     def let_go(self, accepted: Accepted) -> None:
         """A command answered when it was taken (a webhook's), now sent: nobody takes it over."""

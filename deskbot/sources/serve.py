@@ -42,7 +42,7 @@ async def serve(relay: Relay, request: Request, replier: Replier) -> Answer | Re
     if isinstance(prepared, Replay):
         if prepared.report is None:
             return None
-        await replier.report(prepared.report)
+        await _post(relay, request, replier, prepared.report)
         relay.answered(request)
         return prepared.report
     if isinstance(prepared, Answer):
@@ -90,13 +90,22 @@ async def _carry_out(relay: Relay, accepted: Accepted, replier: Replier) -> Repo
     except BaseException:
         await asyncio.gather(delivery, return_exceptions=True)  # the phones still get the text
         raise
-    if not relay.still_ours(accepted):
+    if not relay.still_ours(accepted):  # the reply is this replica's from here on
         return result
-    await replier.report(result)
+    await _post(relay, job.request, replier, result)
     failpoints.reached("after-reply")
     relay.answered(job.request)
     failpoints.reached("after-answered")
     return result
+
+
+async def _post(relay: Relay, request: Request, replier: Replier, result: Report) -> None:
+    """Post a claimed reply; if it cannot be posted, the claim is given back."""
+    try:
+        await replier.report(result)
+    except BaseException:
+        relay.not_replied(request)
+        raise
 
 
 def take(relay: Relay, request: Request) -> Answer | Replay | Accepted:

@@ -241,9 +241,25 @@ class AuditLog:
             with contextlib.suppress(AuditError):
                 self._write("given back slots", [("DELETE FROM rates WHERE tag = ?", (tag,))])
 
-    def owns(self, command_id: int) -> bool:
-        row = self.db.execute("SELECT owner FROM commands WHERE id = ?", (command_id,)).fetchone()
-        return row is None or row[0] in ("", self.replica)
+    def replying(self, command_id: int) -> bool:
+        try:
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                changed = self.db.execute(
+                    REPLYING.replace("%s", "?"), (command_id, self.replica)
+                ).rowcount
+        except sqlite3.Error as exc:  # cannot tell: answer (a take-over needs the file too)
+            log.error("the audit log %s cannot record a reply: %s", self.path, exc)
+            return True
+        return changed == 1
+
+    def reply_failed(self, command_id: int) -> None:
+        try:
+            self._write(
+                "a reply not posted", [(UNREPLIED.replace("%s", "?"), (command_id, self.replica))]
+            )
+        except AuditError as exc:
+            log.error("%s", exc)
 
     def let_go(self, command_id: int) -> None:
         try:
@@ -350,12 +366,14 @@ class AuditLog:
             "SELECT 1 FROM answered WHERE key = ? AND ts >= ?", (key, since)
         ).fetchone()
         row = self.db.execute(
-            "SELECT id, plan, owner, lease_until, epoch FROM commands WHERE key = ? AND ts >= ?",
+            "SELECT id, plan, owner, lease_until, epoch, state FROM commands"
+            " WHERE key = ? AND ts >= ?",
             (key, since),
         ).fetchone()
         if row is None:
             return Seen(answered=True, command_id=None) if answered else None
-        command_id, plan_text, owner, lease_until, epoch = row
+        command_id, plan_text, owner, lease_until, epoch, state = row
+        answered = answered or state == "replied"  # its reply is posted, or on its way
         plan = tuple(Planned(*map(str, p)) for p in json.loads(plan_text))
         answers = tuple(
             Answer(*r)
@@ -407,16 +425,26 @@ class AuditLog:
 
 
 # a take-over: at the epoch seen, and expired (or this replica's from before a restart)
+# a take-over: the claimer answers from the log at once, so it claims the reply with it
 CLAIM = (
-    "UPDATE commands SET owner = %s, epoch = epoch + 1, lease_until = %s"
+    "UPDATE commands SET owner = %s, epoch = epoch + 1, lease_until = %s, state = 'replied'"
     " WHERE id = %s AND epoch = %s AND (lease_until < %s OR owner IN ('', %s))"
+    " AND state <> 'replied'"
+)
+# the reply is this replica's to post: one conditional update of the command's row, so of
+# an owner posting and a replica taking over (CLAIM, refused once it is 'replied') one wins
+REPLYING = (
+    "UPDATE commands SET state = 'replied'"
+    " WHERE id = %s AND owner IN ('', %s) AND state <> 'replied'"
 )
 # the limit-th newest slot of a key in its window: while there is one, the key is full
 SLOT_WAIT = "SELECT ts FROM rates WHERE key = %s AND ts > %s ORDER BY ts DESC LIMIT 1 OFFSET %s"
+UNREPLIED = "UPDATE commands SET state = 'sent' WHERE id = %s AND owner = %s AND state = 'replied'"
 ORPHAN_AGE = 3600.0  # seconds: older unanswered commands are left alone
 ORPHANS = (
     "SELECT id, key, chat, sender_id, place, thread, epoch FROM commands c"
     " WHERE key IS NOT NULL AND lease_until > 0 AND lease_until < %s AND ts > %s"
+    " AND state <> 'replied'"
     " AND NOT EXISTS (SELECT 1 FROM answered a WHERE a.key = c.key) ORDER BY id LIMIT %s"
 )
 _INSERT_DELIVERY = (

@@ -230,11 +230,17 @@ class CommandLog(Protocol):
 
     def claim(self, command_id: int, epoch: int) -> bool:
         """Become the command's owner, if it is still at ``epoch`` and its hold expired
-        (or this replica, restarted, held it): True once, for one replica."""
+        (or this replica, restarted, held it), and claim its reply (see ``replying``):
+        True once, for one replica, which answers it from the log."""
         ...
 
-    def owns(self, command_id: int) -> bool:
-        """Whether this replica still owns the command (no other took it over)."""
+    def replying(self, command_id: int) -> bool:
+        """Claim the command's reply before posting it: True once, for its owner, and no
+        other replica takes the command over from then on (False: another took it)."""
+        ...
+
+    def reply_failed(self, command_id: int) -> None:
+        """The claimed reply could not be posted: a repeat or a take-over answers it."""
         ...
 
     def let_go(self, command_id: int) -> None:

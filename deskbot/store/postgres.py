@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from deskbot.store.audit import CLAIM, ORPHAN_AGE, ORPHANS, SLOT_WAIT
+from deskbot.store.audit import CLAIM, ORPHAN_AGE, ORPHANS, REPLYING, SLOT_WAIT, UNREPLIED
 from deskbot.store.base import (
     Answer,
     AuditError,
@@ -327,13 +327,26 @@ class PostgresLog:
             except AuditError as exc:
                 log.error("%s", exc)
 
-    def owns(self, command_id: int) -> bool:
+    def replying(self, command_id: int) -> bool:
+        """One conditional update, at once: a take-over is refused from now on."""
         try:
-            rows = self._read("SELECT owner FROM commands WHERE id = %s", (command_id,))
+            changed = self.run(
+                "record a reply",
+                lambda c: c.execute(REPLYING, (command_id, self.replica)).rowcount,
+            )
         except AuditError as exc:  # cannot tell: answer (a take-over needs the store too)
             log.error("%s", exc)
             return True
-        return not rows or rows[0][0] in ("", self.replica)
+        return int(changed) == 1
+
+    def reply_failed(self, command_id: int) -> None:
+        try:
+            self.run(
+                "record a reply not posted",
+                lambda c: c.execute(UNREPLIED, (command_id, self.replica)),
+            )
+        except AuditError as exc:
+            log.error("%s", exc)
 
     def let_go(self, command_id: int) -> None:
         self._in_order(
@@ -508,13 +521,14 @@ class PostgresLog:
                 "SELECT 1 FROM answered WHERE key = %s AND ts >= %s", (key, since)
             ).fetchone()
             row = conn.execute(
-                "SELECT id, plan, owner, lease_until, epoch FROM commands"
+                "SELECT id, plan, owner, lease_until, epoch, state FROM commands"
                 " WHERE key = %s AND ts >= %s",
                 (key, since),
             ).fetchone()
             if row is None:
                 return Seen(answered=True, command_id=None) if answered else None
-            command_id, plan_text, owner, lease_until, epoch = row
+            command_id, plan_text, owner, lease_until, epoch, state = row
+            answered = answered or state == "replied"  # its reply is posted, or on its way
             plan = tuple(Planned(*map(str, p)) for p in json.loads(plan_text))
             answers = tuple(
                 Answer(*r)
