@@ -129,6 +129,17 @@ async def test_a_command_finished_by_one_replica_while_the_other_catches_up_is_a
     assert b.relay.takeovers == 0
 
 
+async def test_a_command_that_sends_nothing_is_answered_by_one_of_two_replicas(store):
+    a, b = Replica(store, "a"), Replica(store, "b")
+    for key, text in (("slack:who", "who 486"), ("slack:help", "help"), ("slack:bad", "zzz")):
+        chat_a, chat_b = Chat(), Chat()
+        request = Request(ALICE, text, "#ops", key=key)
+        await asyncio.gather(serve(a.relay, request, chat_a), serve(b.relay, request, chat_b))
+        assert len(chat_a.shown + chat_b.shown) == 1, (text, chat_a.shown, chat_b.shown)
+        late = Chat()  # read again later: still answered once
+        assert await serve(b.relay, request, late) is None and late.shown == []
+
+
 async def test_an_api_retry_at_the_other_replica_is_answered_from_the_log(store):
     a, b = Replica(store, "a"), Replica(store, "b")
     request = command("api:retry", answer_repeats=True)

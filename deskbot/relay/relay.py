@@ -516,6 +516,13 @@ class Relay:
                     accepted.job.request.key)  # fmt: skip
         return False
 
+    def answering(self, request: Request) -> bool:
+        """An answer that sent nothing (``who``, ``help``, a refusal) is claimed before it is
+        posted: of two replicas reading the same command, one answers it."""
+        if not request.key or not self.audit:
+            return True
+        return self.audit.answering(request.key)
+
     def not_replied(self, request: Request) -> None:
         """Its reply was claimed but could not be posted (the chat went away): a repeat of
         the command, or another replica, answers it from the log."""

@@ -46,9 +46,12 @@ async def serve(relay: Relay, request: Request, replier: Replier) -> Answer | Re
         relay.answered(request)
         return prepared.report
     if isinstance(prepared, Answer):
+        # claimed first, so that of two replicas one answers (`who`, `help`, a refusal); a
+        # client that retries a refusal (answer_repeats) is checked and answered afresh
+        if not request.answer_repeats and not relay.answering(request):
+            return None
         await replier.answer(prepared)
-        if not request.answer_repeats:  # a client that retries a refusal is checked afresh
-            relay.answered(request)
+        relay.release(request)
         return prepared
     return await carry_out(relay, prepared, replier)
 

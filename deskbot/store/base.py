@@ -8,9 +8,9 @@ values, and nothing above the store changes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class AuditError(Exception):
@@ -105,6 +105,18 @@ class Deferred:
     @property
     def key(self) -> str:
         return f"deferred:{self.id}"
+
+    def row(self, key: str, created: float) -> tuple[object, ...]:
+        """The values of a new row (``rows.INSERT_DEFERRED``): its id is the store's."""
+        return (
+            key or None, created, self.due, self.zone, self.chat, self.sender_id,
+            self.display_name, self.person, self.place, self.thread, self.command,
+        )  # fmt: skip
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> Deferred:
+        """A planned send from a row of ``rows.DEFERRED_COLUMNS``."""
+        return cls(int(row[0]), float(row[1]), *(row[i] for i in range(2, 10)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +278,10 @@ class CommandLog(Protocol):
     def finish(self, command_id: int) -> None: ...
 
     def answered(self, key: str) -> None: ...
+
+    def answering(self, key: str) -> bool:
+        """Mark the key answered before its answer is posted: True for one caller only."""
+        ...
 
     def seen(self, key: str, within: float | None = None) -> Seen | None: ...
 
