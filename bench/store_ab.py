@@ -112,6 +112,8 @@ async def takeover(url: str, runs: int) -> list[float]:
     return took
 
 
+ROUNDS = 3  # the command's own part, alternating the stores
+
 # a replica that records one command and renews its hold until it is killed
 HOLDER = """
 import sys, time
@@ -211,10 +213,19 @@ def main() -> None:
             "sqlite": AuditLog(workdir / "own.sqlite3", "bench"),
             "postgresql": PostgresLog(pg.database(), PASSWORD, "bench"),
         }
-        print(f"a command's own part (relay + store, instant phone), {args.commands} commands:")
+        print(
+            f"a command's own part (relay + store, instant phone), {args.commands} commands"
+            f" each, in {ROUNDS} interleaved rounds:"
+        )
+        own: dict[str, list[float]] = {name: [] for name in stores}
+        for _ in range(ROUNDS):  # A, B, A, B...: both see the machine's load alike
+            for name, store in stores.items():
+                measured = asyncio.run(own_part(store, max(1, args.commands // ROUNDS)))
+                if not own[name]:  # the first ones warm up
+                    measured = measured[min(10, len(measured) // 2) :]
+                own[name] += measured
         for name, store in stores.items():
-            measured = asyncio.run(own_part(store, args.commands))
-            times = measured[min(10, len(measured) // 2) :]  # the first ones warm up
+            times = own[name]
             print(
                 f"  {name:10} median {statistics.median(times):.2f} ms,"
                 f" p95 {pct(times, 0.95):.2f} ms"

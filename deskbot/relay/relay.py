@@ -523,6 +523,11 @@ class Relay:
             return True
         return self.audit.answering(request.key)
 
+    def not_answered(self, request: Request) -> None:
+        """The answer ``answering`` claimed could not be posted: a repeat answers it."""
+        if request.key and self.audit and not request.answer_repeats:
+            self.audit.answer_failed(request.key)
+
     def not_replied(self, request: Request) -> None:
         """Its reply was claimed but could not be posted (the chat went away): a repeat of
         the command, or another replica, answers it from the log."""

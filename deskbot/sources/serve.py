@@ -50,7 +50,11 @@ async def serve(relay: Relay, request: Request, replier: Replier) -> Answer | Re
         # client that retries a refusal (answer_repeats) is checked and answered afresh
         if not request.answer_repeats and not relay.answering(request):
             return None
-        await replier.answer(prepared)
+        try:
+            await replier.answer(prepared)
+        except BaseException:
+            relay.not_answered(request)
+            raise
         relay.release(request)
         return prepared
     return await carry_out(relay, prepared, replier)

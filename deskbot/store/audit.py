@@ -339,6 +339,12 @@ class AuditLog:
             return True
         return added == 1
 
+    def answer_failed(self, key: str) -> None:
+        try:
+            self._write("an answer not posted", [(sqlite(rows.UNANSWERED), (key,))])
+        except AuditError as exc:
+            log.error("%s", exc)
+
     def cache_directory(self, source: str, ts: float, data: str) -> None:
         """The last good directory from ``source`` (LDAP), for a start while it is down.
 

@@ -466,6 +466,12 @@ class PostgresLog:
             return True
         return int(added) == 1
 
+    def answer_failed(self, key: str) -> None:
+        try:
+            self.run("record an answer not posted", lambda c: c.execute(rows.UNANSWERED, (key,)))
+        except AuditError as exc:
+            log.error("%s", exc)
+
     def cache_directory(self, source: str, ts: float, data: str) -> None:
         """The last good directory from ``source`` (LDAP); callable from a worker thread."""
         try:

@@ -33,6 +33,7 @@ REPLYING = (
 )
 UNREPLIED = "UPDATE commands SET state = 'sent' WHERE id = %s AND owner = %s AND state = 'replied'"
 ANSWERING = "INSERT INTO answered (key, ts) VALUES (%s, %s) ON CONFLICT DO NOTHING"
+UNANSWERED = "DELETE FROM answered WHERE key = %s"
 # the limit-th newest slot of a key in its window: while there is one, the key is full
 SLOT_WAIT = "SELECT ts FROM rates WHERE key = %s AND ts > %s ORDER BY ts DESC LIMIT 1 OFFSET %s"
 ORPHAN_AGE = 3600.0  # seconds: older unanswered commands are left alone
