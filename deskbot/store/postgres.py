@@ -53,6 +53,13 @@ CONNECT_TIMEOUT = 5  # seconds, at start and for a new pooled connection
 POOL_SIZE = 4
 MIGRATION_LOCK = 0x6465736B  # "desk": one replica upgrades the schema at a time
 LEADER_LOCK = 0x64657363  # "desc": the replica holding it fires the clocks
+# the reply is this replica's to post: one conditional update of the command's row, so of
+# an owner posting and a replica taking over (``rows.CLAIM``, refused once it is 'replied')
+# exactly one wins (SQLite has one process: there the ownership read is the claim)
+REPLYING = (
+    "UPDATE commands SET state = 'replied'"
+    " WHERE id = %s AND owner IN ('', %s) AND state <> 'replied'"
+)
 PRUNE_ONE_IN = 100  # rate rows older than an hour go in about one call of this many
 
 
@@ -325,7 +332,7 @@ class PostgresLog:
         try:
             changed = self.run(
                 "record a reply",
-                lambda c: c.execute(rows.REPLYING, (command_id, self.replica)).rowcount,
+                lambda c: c.execute(REPLYING, (command_id, self.replica)).rowcount,
             )
         except AuditError as exc:  # cannot tell: answer (a take-over needs the store too)
             log.error("%s", exc)

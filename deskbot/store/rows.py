@@ -25,12 +25,6 @@ CLAIM = (
     " WHERE id = %s AND epoch = %s AND (lease_until < %s OR owner IN ('', %s))"
     " AND (state <> 'replied' OR owner = %s)"
 )
-# the reply is this replica's to post: one conditional update of the command's row, so of
-# an owner posting and a replica taking over (CLAIM, refused once it is 'replied') one wins
-REPLYING = (
-    "UPDATE commands SET state = 'replied'"
-    " WHERE id = %s AND owner IN ('', %s) AND state <> 'replied'"
-)
 UNREPLIED = "UPDATE commands SET state = 'sent' WHERE id = %s AND owner = %s AND state = 'replied'"
 ANSWERING = "INSERT INTO answered (key, ts) VALUES (%s, %s) ON CONFLICT DO NOTHING"
 UNANSWERED = "DELETE FROM answered WHERE key = %s"
