@@ -272,8 +272,10 @@ class SlackStandIn:
         payload: dict[str, Any],
         accepts_response: bool = True,
         retry_attempt: int = 0,
+        every: bool = False,
     ) -> str:
-        """Send one envelope on the newest socket; returns its envelope_id."""
+        """Send one envelope on the newest socket (``every``: on each open socket at once, as
+        to two replicas' connections); returns its envelope_id."""
         envelope_id = f"env-{next(self._ids)}"
         envelope = {
             "envelope_id": envelope_id,
@@ -286,9 +288,11 @@ class SlackStandIn:
             envelope.update(retry_attempt=retry_attempt, retry_reason=reason)
 
         async def send() -> None:
-            ws = next(ws for ws in reversed(self._sockets) if not ws.closed)
+            open_ = [ws for ws in reversed(self._sockets) if not ws.closed]
             self._pushed_at[envelope_id] = time.monotonic()
-            await ws.send_str(json.dumps(envelope))
+            await asyncio.gather(
+                *(ws.send_str(json.dumps(envelope)) for ws in open_[: None if every else 1])
+            )
 
         self._call(send())
         return envelope_id
@@ -296,7 +300,9 @@ class SlackStandIn:
     def push_command(self, text: str, user: str, channel: str, **extra: str) -> str:
         return self.push("slash_commands", self.command_fields(text, user, channel, **extra))
 
-    def push_event(self, event: dict[str, Any], event_id: str = "", retry_attempt: int = 0) -> str:
+    def push_event(
+        self, event: dict[str, Any], event_id: str = "", retry_attempt: int = 0, every: bool = False
+    ) -> str:
         """An Events API envelope; the same ``event_id`` again is Slack's redelivery."""
         payload = {
             "token": "legacy-verification-token",
@@ -308,7 +314,9 @@ class SlackStandIn:
             "event_time": int(time.time()),
             "authorizations": [{"team_id": TEAM_ID, "user_id": BOT_USER_ID, "is_bot": True}],
         }
-        return self.push("events_api", payload, accepts_response=False, retry_attempt=retry_attempt)
+        return self.push(
+            "events_api", payload, accepts_response=False, retry_attempt=retry_attempt, every=every
+        )
 
     def send_disconnect(self, reason: str = "refresh_requested") -> None:
         """Slack's warning before it closes a socket; the client must open a new one."""

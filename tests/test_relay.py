@@ -220,6 +220,26 @@ async def test_a_finished_command_whose_answer_was_lost_is_answered_once_from_th
 
 
 @BOTH
+async def test_an_answer_that_could_not_be_posted_is_given_when_the_command_comes_again(
+    relay_for,
+):
+    relay = relay_for()
+    request = Request(ALICE, "who 486", "!room", key="$event-who")
+
+    class Lost(Chat):
+        async def answer(self, answer) -> None:
+            raise ConnectionError("the homeserver went away")
+
+    with pytest.raises(ConnectionError):
+        await serve(relay, request, Lost())
+    chat = Chat()
+    await serve(relay, request, chat)
+    await serve(relay, request, chat)  # answered now: once
+    [shown] = chat.shown
+    assert "486 (Desk 486)" in shown
+
+
+@BOTH
 async def test_a_send_cut_off_by_a_crash_reports_what_was_confirmed_and_sends_nothing_again(
     relay_for, phones, tmp_path
 ):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Chat, until
-from test_relay import ALICE, settings
+from test_relay import ALICE, BOB, settings
 
 from deskbot.directory import loader
 from deskbot.relay import report
@@ -88,6 +88,56 @@ async def test_a_replica_catching_up_while_the_other_sends_stays_silent(store):
     await sending
     assert await serve(b.relay, request, chat_b) is None  # finished and answered by a
     assert len(chat_a.shown) == 1 and chat_b.shown == [] and b.phones.sent == []
+
+
+class SlowChat(Chat):
+    """A chat whose post of a reply takes a while (a slow Matrix or Slack server)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.posting, self.gate = asyncio.Event(), asyncio.Event()
+
+    async def report(self, result) -> None:
+        self.posting.set()
+        await self.gate.wait()
+        await super().report(result)
+
+
+async def test_a_command_finished_by_one_replica_while_the_other_catches_up_is_answered_once(
+    store,
+):
+    """The owner's hold ran out while its phones were slow (its renewals stalled); its phones
+    answer and it posts its reply; the other replica, catching up on the chat, reads the
+    command in that window. One of the two answers it, not both."""
+    a, b = Replica(store, "a", lease=1.0), Replica(store, "b", lease=1.0)
+    a.phones.gate = asyncio.Event()
+    request = command("slack:Ev9")
+    chat_a, chat_b = SlowChat(), Chat()
+    sending = asyncio.ensure_future(serve(a.relay, request, chat_a))
+    await until(lambda: a.relay.held, what="a to record the command")
+    await until(lambda: time.time() > a.audit.seen("slack:Ev9").lease_until, what="expiry")
+    a.phones.gate.set()
+    await chat_a.posting.wait()  # a's reply is on its way to the chat
+    await serve(b.relay, request, chat_b)  # b reads the command now
+    chat_a.gate.set()
+    await sending
+    await asyncio.gather(a.replicas.once(), b.replicas.once())  # nor is it taken over later
+    answers = chat_a.shown + chat_b.shown + a.room.chat.shown + b.room.chat.shown
+    assert len(answers) == 1, answers
+    assert "✅ 486 (Desk 486): 200 OK" in answers[0]  # the owner's, with the phones' codes
+    assert b.phones.sent == [] and a.phones.texts("486") == ["alice: fire drill"]
+    assert b.relay.takeovers == 0
+
+
+async def test_a_command_that_sends_nothing_is_answered_by_one_of_two_replicas(store):
+    a, b = Replica(store, "a"), Replica(store, "b")
+    for key, text in (("slack:who", "who 486"), ("slack:help", "help"), ("slack:bad", "zzz")):
+        chat_a, chat_b = Chat(), Chat()
+        request = Request(ALICE, text, "#ops", key=key)
+        await asyncio.gather(serve(a.relay, request, chat_a), serve(b.relay, request, chat_b))
+        assert len(chat_a.shown + chat_b.shown) == 1, (text, chat_a.shown, chat_b.shown)
+        late = Chat()  # read again later: still answered once
+        assert await serve(b.relay, request, late) is None and late.shown == []
 
 
 async def test_an_api_retry_at_the_other_replica_is_answered_from_the_log(store):
@@ -199,6 +249,20 @@ async def test_rate_limits_hold_across_replicas(store):
     assert "486 got 2 messages in the last minute" in chat.shown[3]
     assert a.phones.texts("486") + b.phones.texts("486") == ["alice: one", "alice: two"]
     assert b.phones.texts("487") == ["bob: four"]
+
+
+async def test_the_look_before_costly_work_sees_the_other_replicas_slots(store):
+    limits = {"limits": {"per_sender_per_minute": 2}}
+    a, b = Replica(store, "a", **limits), Replica(store, "b", **limits)
+    for key in ("slack:w1", "slack:w2"):
+        await serve(a.relay, command(key, "486 one"), Chat())
+    # the cheap refusal before an alert's costly formatting, at the other replica
+    refused = b.relay.screen(Request(ALICE, "", "#ops", targets="486"))
+    assert refused is not None and refused.problem == "rate-limited"
+    assert 55 < refused.retry_after <= 60 and "try again in 60 s" in refused.text
+    for _ in range(3):  # a look takes no slot: bob, and alice a minute on, still fit
+        assert b.relay.screen(Request(ALICE, "", "#ops", targets="486")) is not None
+    assert b.relay.screen(Request(BOB, "", "#ops", targets="487")) is None
 
 
 async def test_the_replica_that_loses_a_key_gives_its_rate_slots_back(store):

@@ -18,7 +18,7 @@ from conftest import run_deskbot, write_config
 from postgres_server import PASSWORD_ENV, Postgres
 
 from deskbot.store.base import Answer, Deferred, Planned, Taken
-from deskbot.store.migrations import LATEST
+from deskbot.store.migrations import LATEST, STEPS
 
 BOTH = pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
 PLAN = [Planned("486", "sip:486@10.0.0.86", "Reception", ""), Planned("487", "sip:487@x", "", "")]
@@ -141,7 +141,7 @@ def test_the_schema_is_at_the_latest_step_on_both_backends(store, backend, tmp_p
         pg: Postgres = request.getfixturevalue("postgres")
         url = store().path
         rows = pg.query(url.rsplit("/", 1)[1], "SELECT version FROM deskbot_schema ORDER BY 1")
-        assert [int(r[0]) for r in rows] == list(range(LATEST + 1))  # 0: the last start
+        assert [int(r[0]) for r in rows] == [0, *(s.version for s in STEPS)]  # 0: the last start
 
 
 def test_an_sqlite_file_from_before_the_numbering_is_brought_up_and_keeps_its_rows(tmp_path):
@@ -229,6 +229,30 @@ def test_rate_slots_are_counted_for_every_process_of_the_store(store):
     assert b.take_slots(["phone:486"], 2, 1e-6)["phone:486"] == 0  # a short window: free
 
 
+@BOTH
+def test_a_look_at_a_rate_slot_tells_the_wait_and_takes_none(store):
+    a, b = store("r1"), store("r2")
+    assert b.slot_wait("sender:u1", 2, 60) == 0
+    a.take_slots(["sender:u1"], 2, 60)
+    for _ in range(3):  # looking again and again takes nothing
+        assert b.slot_wait("sender:u1", 2, 60) == 0
+    a.take_slots(["sender:u1"], 2, 60)
+    assert 59 < b.slot_wait("sender:u1", 2, 60) <= 60
+    assert b.slot_wait("sender:u2", 2, 60) == 0
+
+
+@BOTH
+def test_sign_ins_are_kept_cut_to_size_and_read_back_by_another_process(store):
+    store("r1").sign_ins().record("x" * 500, "10.0.0.1" * 20, "wrong-password")
+    store("r2").sign_ins().record("alice", "::1", "signed-in")
+    rows = store("r3").sign_ins().recent(10)
+    assert [r[1:] for r in rows] == [
+        ("alice", "::1", "signed-in"),
+        ("x" * 64, ("10.0.0.1" * 20)[:64], "wrong-password"),
+    ]
+    assert time.time() - 60 < rows[0][0] <= time.time()
+
+
 def test_an_sqlite_log_moves_to_postgresql_and_its_keys_are_still_recognised(
     postgres, tmp_path: Path
 ):
@@ -247,6 +271,7 @@ def test_an_sqlite_log_moves_to_postgresql_and_its_keys_are_still_recognised(
     later = old.deferred_sends()
     later.mark("schedules", 7.0)
     planned = later.add("$d", Deferred(0, 9e9, "", "matrix", "@a:x", "A", None, "!r", "", "486 x"))
+    old.sign_ins().record("alice", "10.0.0.9", "signed-in")
     old.close()
     url = postgres.database()
     config = write_config(tmp_path / "c.toml", CONFIG.format(url=url, env=PASSWORD_ENV))
@@ -254,7 +279,8 @@ def test_an_sqlite_log_moves_to_postgresql_and_its_keys_are_still_recognised(
     done = subprocess.run([*move, "-c", str(config)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == (
-        "1 commands, 1 deliveries, 1 answered, 1 directory_cache, 1 deferred, 1 marks copied"
+        "1 commands, 1 deliveries, 1 answered, 1 directory_cache, 1 deferred, 1 marks,"
+        " 1 sign_ins copied"
     )
     new = PostgresLog(url, postgres_password())
     seen = new.seen("$e1")
@@ -263,6 +289,7 @@ def test_an_sqlite_log_moves_to_postgresql_and_its_keys_are_still_recognised(
     assert new.cached_directory("ldap") == (5.0, "{}")
     assert new.deferred_sends().marked("schedules") == 7.0
     assert new.deferred_sends().get(planned).command == "486 x"
+    assert [r[1:] for r in new.sign_ins().recent()] == [("alice", "10.0.0.9", "signed-in")]
     assert record(new, key="$e2") > first  # new ids after the copied ones
     new.close()
     again = subprocess.run([*move, "-c", str(config)], capture_output=True, text=True)

@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import bcrypt
+import pytest
 from test_config import BASE, problems
 
 from deskbot.directory.snapshot import Phone
@@ -110,7 +111,6 @@ async def test_behind_tls_the_cookie_is_secure_and_one_address_is_limited_across
     from deskbot.sources.web.app import WebSource
     from deskbot.sources.web.sessions import FAILURES_PER_ADDRESS
     from deskbot.store.audit import AuditLog
-    from deskbot.store.signins import SignInLog
 
     hashed = bcrypt.hashpw(b"right one", bcrypt.gensalt(4)).decode()
     raw = {
@@ -122,7 +122,7 @@ async def test_behind_tls_the_cookie_is_secure_and_one_address_is_limited_across
     audit = AuditLog(tmp_path / "audit.sqlite3")
     relay = Relay(RecordingSender(), loader.from_settings(s), Policy.from_settings(s), audit)
     assert s.web is not None
-    source = WebSource(s.web, relay, SignInLog(audit))
+    source = WebSource(s.web, relay, audit.sign_ins())
     await source.start()
     url = f"http://127.0.0.1:{source.port}/signin"
     try:
@@ -140,7 +140,7 @@ async def test_behind_tls_the_cookie_is_secure_and_one_address_is_limited_across
                 assert "Too many failed sign-ins" in await resp.text()
     finally:
         await source.stop()
-    outcomes = [o for _, _, _, o in SignInLog(audit).recent(100)]
+    outcomes = [o for _, _, _, o in audit.sign_ins().recent(100)]
     assert outcomes.count("wrong-password") == FAILURES_PER_ADDRESS
     assert outcomes[0] == "rate-limited" and outcomes[-1] == "signed-in"
     audit.close()
@@ -233,3 +233,58 @@ async def test_a_pages_event_stream_ends_with_not_confirmed_once_the_wait_is_ove
     assert '"waiting": 1' in events[1] and '"confirm": "waiting"' in events[0]
     assert '"confirm": "not confirmed"' in events[-2] and '"waiting": 0' in events[-1]
     assert time.monotonic() - started < 10  # ended when nothing more could change
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_two_replicas_consoles_share_the_failed_sign_in_count_and_the_sign_in_rows(store):
+    """Behind a load balancer each try may reach another replica: five wrong passwords
+    for one name, spread over both, and the right one is refused at either for a while."""
+    import aiohttp
+
+    from deskbot.directory import loader
+    from deskbot.relay.relay import Relay
+    from deskbot.relay.values import Policy
+    from deskbot.senders.recording import RecordingSender
+    from deskbot.settings.load import parse
+    from deskbot.sources.web.app import WebSource
+
+    hashed = bcrypt.hashpw(b"right one", bcrypt.gensalt(4)).decode()
+    raw = {
+        "phones": {"486": {"uri": "sip:486@127.0.0.1:9"}},
+        "people": {"alice": {"phone": "486"}},
+        "web": {"listen": "127.0.0.1:0", "users": {"alice": hashed}},
+    }
+    s = parse(raw, Path("x.toml"), {}).settings
+    assert s.web is not None
+    consoles = []
+    for name in ("a", "b"):
+        audit = store(name)
+        relay = Relay(RecordingSender(), loader.from_settings(s), Policy.from_settings(s), audit)
+        consoles.append(WebSource(s.web, relay, audit.sign_ins()))
+        await consoles[-1].start()
+    urls = [f"http://127.0.0.1:{c.port}/signin" for c in consoles]
+    right = {"name": "alice", "password": "right one"}
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(urls[1], data=right, allow_redirects=False) as resp:
+                assert resp.status == 303  # signed in at b
+            for i in range(FAILURES_PER_NAME):  # one at a, one at b, and so on
+                wrong = {"name": "alice", "password": f"guess {i}"}
+                async with http.post(urls[i % 2], data=wrong) as resp:
+                    assert resp.status == 401
+            for url in urls:
+                async with http.post(url, data=right, allow_redirects=False) as resp:
+                    assert resp.status == 429
+                    assert "Too many failed sign-ins: try again in" in await resp.text()
+    finally:
+        for console in consoles:
+            await console.stop()
+    for console in consoles:  # each replica shows every replica's attempts, newest first
+        rows = console.relay.audit.sign_ins().recent(100)
+        assert [(n, o) for _, n, _, o in rows] == [
+            ("alice", "rate-limited"),
+            ("alice", "rate-limited"),
+            *[("alice", "wrong-password")] * FAILURES_PER_NAME,
+            ("alice", "signed-in"),
+        ]
+        assert all("guess" not in str(row) and "right" not in str(row) for row in rows)

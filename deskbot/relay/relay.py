@@ -519,15 +519,35 @@ class Relay:
         self.release(request)
 
     def still_ours(self, accepted: Accepted) -> bool:
-        """After the phones answered: False if another replica took the command over while
-        this one was stalled past its hold (that one answers; this one must not)."""
+        """After the phones answered, the reply claimed: False if another replica took the
+        command over while this one was stalled past its hold (that one answers; this one
+        must not). From True on, no replica takes it over, also one catching up on the chat."""
         if not accepted.command_id or self.audit is None or not accepted.job.request.key:
             return True
-        if self.audit.owns(accepted.command_id):
+        if self.audit.replying(accepted.command_id):
             return True
         log.warning("command %s was taken over by another replica: not answered here",
                     accepted.job.request.key)  # fmt: skip
         return False
+
+    def answering(self, request: Request) -> bool:
+        """An answer that sent nothing (``who``, ``help``, a refusal) is claimed before it is
+        posted: of two replicas reading the same command, one answers it."""
+        if not request.key or not self.audit:
+            return True
+        return self.audit.answering(request.key)
+
+    def not_answered(self, request: Request) -> None:
+        """The answer ``answering`` claimed could not be posted: a repeat answers it."""
+        if request.key and self.audit and not request.answer_repeats:
+            self.audit.answer_failed(request.key)
+
+    def not_replied(self, request: Request) -> None:
+        """Its reply was claimed but could not be posted (the chat went away): a repeat of
+        the command, or another replica, answers it from the log."""
+        if request.key and self.audit:
+            for command_id in [i for i, k in self.held.items() if k == request.key]:
+                self.audit.reply_failed(command_id)
 
     def let_go(self, accepted: Accepted) -> None:
         """A command answered when it was taken (a webhook's), now sent: nobody takes it over."""

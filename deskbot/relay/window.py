@@ -77,7 +77,13 @@ class SharedWindow:
         self.alone = SlidingWindow(limit, window)
 
     def retry_after(self, key: str) -> float:
-        return 0.0  # no look without taking in the shared count: `take` decides, a moment later
+        """The shared count's wait, read without taking a slot (``take`` decides later)."""
+        try:
+            return self.store.slot_wait(f"{self.name}:{key}", self.limit, self.window)
+        except AuditError as exc:
+            log.warning("%s: counting %s limits in this replica alone", exc, self.name)
+            self.alone.limit = self.limit
+            return self.alone.retry_after(key)
 
     def give_back(self, tag: str) -> None:
         if tag:

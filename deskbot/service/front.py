@@ -32,7 +32,6 @@ from deskbot.settings.schema import ApiClient, Config, Settings, counts
 from deskbot.sources.api import ApiSource
 from deskbot.sources.base import Replies, Source
 from deskbot.sources.schedule import ScheduleSource
-from deskbot.store.audit import AuditLog
 from deskbot.store.base import AuditError
 from deskbot.store.connect import audit_password, open_log, replica_id, shown
 
@@ -86,9 +85,8 @@ def build_sources(cfg: Config, relay: Relay) -> list[Source]:
         sources.append(ApiSource(s.api, relay, cfg.secret))
     if s.web is not None:
         from deskbot.sources.web.app import WebSource
-        from deskbot.store.signins import SignInLog
 
-        sign_ins = SignInLog(relay.audit) if isinstance(relay.audit, AuditLog) else None
+        sign_ins = relay.audit.sign_ins() if relay.audit is not None else None
         found = s.directory.ldap
         directory = (found, lambda: cfg.secret(found.password_env)) if found else None
         sources.append(WebSource(s.web, relay, sign_ins, directory))

@@ -83,7 +83,11 @@ class Replicas:
             if chat is not None:
                 user = ChatUser(orphan.chat, orphan.sender_id, orphan.sender_id)
                 replier = chat.replier_for(user, orphan.place, orphan.thread, orphan.key)
-                await replier.report(replayed(seen))
+                try:
+                    await replier.report(replayed(seen))
+                except BaseException:  # the next round tries again
+                    await asyncio.to_thread(self.audit.reply_failed, orphan.command_id)
+                    raise
                 await asyncio.to_thread(self.audit.answered, orphan.key)
             else:  # a webhook or a schedule's: nobody to tell; the log has what the phones said
                 await asyncio.to_thread(self.audit.let_go, orphan.command_id)

@@ -42,13 +42,20 @@ async def serve(relay: Relay, request: Request, replier: Replier) -> Answer | Re
     if isinstance(prepared, Replay):
         if prepared.report is None:
             return None
-        await replier.report(prepared.report)
+        await _post(relay, request, replier, prepared.report)
         relay.answered(request)
         return prepared.report
     if isinstance(prepared, Answer):
-        await replier.answer(prepared)
-        if not request.answer_repeats:  # a client that retries a refusal is checked afresh
-            relay.answered(request)
+        # claimed first, so that of two replicas one answers (`who`, `help`, a refusal); a
+        # client that retries a refusal (answer_repeats) is checked and answered afresh
+        if not request.answer_repeats and not relay.answering(request):
+            return None
+        try:
+            await replier.answer(prepared)
+        except BaseException:
+            relay.not_answered(request)
+            raise
+        relay.release(request)
         return prepared
     return await carry_out(relay, prepared, replier)
 
@@ -90,13 +97,22 @@ async def _carry_out(relay: Relay, accepted: Accepted, replier: Replier) -> Repo
     except BaseException:
         await asyncio.gather(delivery, return_exceptions=True)  # the phones still get the text
         raise
-    if not relay.still_ours(accepted):
+    if not relay.still_ours(accepted):  # the reply is this replica's from here on
         return result
-    await replier.report(result)
+    await _post(relay, job.request, replier, result)
     failpoints.reached("after-reply")
     relay.answered(job.request)
     failpoints.reached("after-answered")
     return result
+
+
+async def _post(relay: Relay, request: Request, replier: Replier, result: Report) -> None:
+    """Post a claimed reply; if it cannot be posted, the claim is given back."""
+    try:
+        await replier.report(result)
+    except BaseException:
+        relay.not_replied(request)
+        raise
 
 
 def take(relay: Relay, request: Request) -> Answer | Replay | Accepted:

@@ -11,15 +11,14 @@ sent twice, and it is answered once, from what was recorded.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from deskbot.store import private
+from deskbot.store import private, rows
 from deskbot.store.base import (
     Answer,
     AuditError,
@@ -31,10 +30,12 @@ from deskbot.store.base import (
     Taken,
 )
 from deskbot.store.migrations import LATEST, STEPS
+from deskbot.store.rows import sqlite
 
 if TYPE_CHECKING:
     from deskbot.store.confirms import SqliteConfirmations
     from deskbot.store.deferred import DeferredSends
+    from deskbot.store.signins import SignInLog
 
 log = logging.getLogger("deskbot.audit")
 
@@ -88,6 +89,12 @@ class AuditLog:
         from deskbot.store.deferred import DeferredSends
 
         return DeferredSends(self)
+
+    def sign_ins(self) -> SignInLog:
+        """The web console's sign-ins kept in the same file."""
+        from deskbot.store.signins import SignInLog
+
+        return SignInLog(self)
 
     def confirmations(self) -> SqliteConfirmations:
         """The confirmation requests kept in the same file."""
@@ -145,7 +152,6 @@ class AuditLog:
         gives it up in the same transaction (kept as ``KEY#ID``). A younger one still
         makes this fail, so a key is never taken twice.
         """
-        rows = [[p.extension, p.uri, p.label, p.skipped] for p in plan]
         now = time.time()
         release: list[tuple[str, tuple[object, ...]]] = []
         if key and reuse_before is not None:
@@ -160,23 +166,20 @@ class AuditLog:
             [
                 *release,
                 (
-                    "INSERT INTO commands (ts, chat, sender_id, person, place, targets, text_chars,"
-                    " phones, key, state, plan, origin, owner, lease_until, thread)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'sending', ?, ?, ?, ?, ?)",
-                    (
+                    sqlite(rows.INSERT_COMMAND),
+                    rows.command_values(
+                        self.replica,
+                        now + self.lease,
                         now,
+                        key,
                         chat,
                         sender_id,
                         person,
                         place,
                         targets,
                         text_chars,
-                        len(plan),
-                        key or None,
-                        json.dumps(rows),
-                        origin or None,
-                        self.replica,
-                        now + self.lease,
+                        plan,
+                        origin,
                         thread,
                     ),
                 ),
@@ -189,8 +192,9 @@ class AuditLog:
         try:
             with self.db:
                 self.db.execute("BEGIN IMMEDIATE")
-                changed = self.db.execute(CLAIM.replace("%s", "?"), (
-                    self.replica, now + self.lease, command_id, epoch, now, self.replica
+                changed = self.db.execute(sqlite(rows.CLAIM), (
+                    self.replica, now + self.lease, command_id, epoch, now, self.replica,
+                    self.replica,
                 )).rowcount  # fmt: skip
         except sqlite3.Error as exc:
             log.error("the audit log %s cannot record a take-over: %s", self.path, exc)
@@ -220,14 +224,33 @@ class AuditLog:
             raise AuditError(f"the audit log {self.path} cannot count rates: {exc}") from None
         return waits
 
+    def slot_wait(self, key: str, limit: int, window: float) -> float:
+        now = time.time()
+        try:
+            row = self.db.execute(sqlite(rows.SLOT_WAIT), (key, now - window, limit - 1))
+            found = row.fetchone()
+        except sqlite3.Error as exc:
+            raise AuditError(f"the audit log {self.path} cannot count rates: {exc}") from None
+        return max(0.001, found[0] + window - now) if found else 0.0
+
     def give_back(self, tag: str) -> None:
         if tag:
             with contextlib.suppress(AuditError):
                 self._write("given back slots", [("DELETE FROM rates WHERE tag = ?", (tag,))])
 
-    def owns(self, command_id: int) -> bool:
+    def replying(self, command_id: int) -> bool:
+        """One box, one process: nobody else can take the command over, so the claim is the
+        ownership read (no write, no fsync, on the way to every reply)."""
         row = self.db.execute("SELECT owner FROM commands WHERE id = ?", (command_id,)).fetchone()
         return row is None or row[0] in ("", self.replica)
+
+    def reply_failed(self, command_id: int) -> None:
+        try:
+            self._write(
+                "a reply not posted", [(sqlite(rows.UNREPLIED), (command_id, self.replica))]
+            )
+        except AuditError as exc:
+            log.error("%s", exc)
 
     def let_go(self, command_id: int) -> None:
         try:
@@ -257,8 +280,10 @@ class AuditLog:
 
     def orphans(self, limit: int = 100) -> list[Orphan]:
         now = time.time()
-        rows = self.db.execute(ORPHANS.replace("%s", "?"), (now, now - ORPHAN_AGE, limit))
-        return [Orphan(*r) for r in rows]
+        found = self.db.execute(
+            sqlite(rows.ORPHANS), (now, now - rows.ORPHAN_AGE, self.replica, limit)
+        )
+        return rows.orphans(found.fetchall())
 
     def leads(self) -> bool:
         return True  # one box: its one process fires the clocks
@@ -299,6 +324,21 @@ class AuditLog:
         except AuditError as exc:
             log.error("%s", exc)
 
+    def answering(self, key: str) -> bool:
+        try:
+            with self.db:
+                added = self.db.execute(sqlite(rows.ANSWERING), (key, time.time())).rowcount
+        except sqlite3.Error as exc:  # cannot tell: answer
+            log.error("the audit log %s cannot record an answer: %s", self.path, exc)
+            return True
+        return added == 1
+
+    def answer_failed(self, key: str) -> None:
+        try:
+            self._write("an answer not posted", [(sqlite(rows.UNANSWERED), (key,))])
+        except AuditError as exc:
+            log.error("%s", exc)
+
     def cache_directory(self, source: str, ts: float, data: str) -> None:
         """The last good directory from ``source`` (LDAP), for a start while it is down.
 
@@ -330,79 +370,26 @@ class AuditLog:
         ``within``: seconds a key counts (alerts); older uses of it are not seen.
         """
         since = 0.0 if within is None else time.time() - within
-        answered = self.db.execute(
-            "SELECT 1 FROM answered WHERE key = ? AND ts >= ?", (key, since)
-        ).fetchone()
-        row = self.db.execute(
-            "SELECT id, plan, owner, lease_until, epoch FROM commands WHERE key = ? AND ts >= ?",
-            (key, since),
-        ).fetchone()
-        if row is None:
-            return Seen(answered=True, command_id=None) if answered else None
-        command_id, plan_text, owner, lease_until, epoch = row
-        plan = tuple(Planned(*map(str, p)) for p in json.loads(plan_text))
-        answers = tuple(
-            Answer(*r)
-            for r in self.db.execute(
-                "SELECT extension, uri, code, reason, elapsed_ms, cause FROM deliveries"
-                " WHERE command_id = ? ORDER BY rowid",
-                (command_id,),
-            )
-        )
-        return Seen(bool(answered), int(command_id), plan, answers, owner, lease_until, epoch)
+        return rows.seen(self._query, "rowid", key, since)
 
     def commanded(self, command_id: int) -> Commanded | None:
         """A command by its id (the API's GET /v1/commands/ID), or None."""
-        row = self.db.execute(
-            "SELECT chat, sender_id, plan FROM commands WHERE id = ?", (command_id,)
-        ).fetchone()
-        if row is None:
-            return None
-        plan = tuple(Planned(*map(str, p)) for p in json.loads(row[2]))
-        answers = tuple(
-            Answer(*r)
-            for r in self.db.execute(
-                "SELECT extension, uri, code, reason, elapsed_ms, cause FROM deliveries"
-                " WHERE command_id = ? ORDER BY rowid",
-                (command_id,),
-            )
-        )
-        return Commanded(command_id, str(row[0]), str(row[1]), plan, answers)
+        return rows.commanded(self._query, "rowid", command_id)
 
     def history(
         self, *, chat: str | None, sender_id: str | None, person: str | None, limit: int = 10
     ) -> list[HistoryEntry]:
         """Last sends of one sender (by person, else by chat id), or of everyone."""
-        where, args = "", ()  # type: tuple[str, tuple[str, ...]]
-        if person:
-            where, args = "WHERE c.person = ?", (person,)
-        elif chat and sender_id:
-            where, args = "WHERE c.chat = ? AND c.sender_id = ?", (chat, sender_id)
-        rows = self.db.execute(
-            f"""SELECT c.ts, COALESCE(c.person, c.chat || ':' || c.sender_id), c.targets,
-                       c.text_chars, c.phones,
-                       SUM(CASE WHEN d.code BETWEEN 200 AND 299 THEN 1 ELSE 0 END),
-                       GROUP_CONCAT(d.code || ' ' || d.reason, ', '), c.id
-                FROM commands c LEFT JOIN deliveries d ON d.command_id = c.id
-                {where} GROUP BY c.id ORDER BY c.id DESC LIMIT ?""",
-            (*args, limit),
-        ).fetchall()
-        return [
-            HistoryEntry(r[0], r[1], r[2], r[3], r[4], r[5] or 0, r[6] or "", r[7]) for r in rows
-        ]
+        where, args = rows.by_sender(chat, sender_id, person, "c")
+        where = f"WHERE {where}" if where else ""
+        codes = "GROUP_CONCAT(d.code || ' ' || d.reason, ', ')"
+        sql = rows.HISTORY.format(codes=codes, where=where)
+        return rows.history(self._query(sql, (*args, limit)))
+
+    def _query(self, sql: str, args: Sequence[object]) -> list[tuple[Any, ...]]:
+        return self.db.execute(sqlite(sql), args).fetchall()
 
 
-# a take-over: at the epoch seen, and expired (or this replica's from before a restart)
-CLAIM = (
-    "UPDATE commands SET owner = %s, epoch = epoch + 1, lease_until = %s"
-    " WHERE id = %s AND epoch = %s AND (lease_until < %s OR owner IN ('', %s))"
-)
-ORPHAN_AGE = 3600.0  # seconds: older unanswered commands are left alone
-ORPHANS = (
-    "SELECT id, key, chat, sender_id, place, thread, epoch FROM commands c"
-    " WHERE key IS NOT NULL AND lease_until > 0 AND lease_until < %s AND ts > %s"
-    " AND NOT EXISTS (SELECT 1 FROM answered a WHERE a.key = c.key) ORDER BY id LIMIT %s"
-)
 _INSERT_DELIVERY = (
     "INSERT INTO deliveries (command_id, ts, extension, uri, code, reason, elapsed_ms, cause)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"

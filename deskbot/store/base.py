@@ -9,9 +9,9 @@ values, and nothing above the store changes; ``Confirmations`` likewise
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class AuditError(Exception):
@@ -108,6 +108,18 @@ class Deferred:
     def key(self) -> str:
         return f"deferred:{self.id}"
 
+    def row(self, key: str, created: float) -> tuple[object, ...]:
+        """The values of a new row (``rows.INSERT_DEFERRED``): its id is the store's."""
+        return (
+            key or None, created, self.due, self.zone, self.chat, self.sender_id,
+            self.display_name, self.person, self.place, self.thread, self.command,
+        )  # fmt: skip
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> Deferred:
+        """A planned send from a row of ``rows.DEFERRED_COLUMNS``."""
+        return cls(int(row[0]), float(row[1]), *(row[i] for i in range(2, 10)))
+
 
 @dataclass(frozen=True, slots=True)
 class Confirmation:
@@ -183,6 +195,14 @@ class Confirmations(Protocol):
     def rethread(self, command_id: int, thread: str) -> None: ...
 
 
+class SignIns(Protocol):
+    """The web console's sign-in attempts (never a password)."""
+
+    def record(self, name: str, address: str, outcome: str) -> None: ...
+
+    def recent(self, limit: int = 50) -> list[tuple[float, str, str, str]]: ...
+
+
 class LaterSends(Protocol):
     """Deferred sends (`in 20s ...`, `at 14:55 ...`) and the schedules' marks."""
 
@@ -224,6 +244,10 @@ class CommandLog(Protocol):
         """The slots this replica took with ``tag``: the command was another replica's."""
         ...
 
+    def slot_wait(self, key: str, limit: int, window: float) -> float:
+        """A look without taking: the seconds until ``key`` has a free slot (0: it has one)."""
+        ...
+
     def command(
         self,
         *,
@@ -242,11 +266,17 @@ class CommandLog(Protocol):
 
     def claim(self, command_id: int, epoch: int) -> bool:
         """Become the command's owner, if it is still at ``epoch`` and its hold expired
-        (or this replica, restarted, held it): True once, for one replica."""
+        (or this replica, restarted, held it), and claim its reply (see ``replying``):
+        True once, for one replica, which answers it from the log."""
         ...
 
-    def owns(self, command_id: int) -> bool:
-        """Whether this replica still owns the command (no other took it over)."""
+    def replying(self, command_id: int) -> bool:
+        """Claim the command's reply before posting it: True once, for its owner, and no
+        other replica takes the command over from then on (False: another took it)."""
+        ...
+
+    def reply_failed(self, command_id: int) -> None:
+        """The claimed reply could not be posted: a repeat or a take-over answers it."""
         ...
 
     def let_go(self, command_id: int) -> None:
@@ -273,6 +303,14 @@ class CommandLog(Protocol):
 
     def answered(self, key: str) -> None: ...
 
+    def answering(self, key: str) -> bool:
+        """Mark the key answered before its answer is posted: True for one caller only."""
+        ...
+
+    def answer_failed(self, key: str) -> None:
+        """The answer claimed by ``answering`` could not be posted: a repeat answers it."""
+        ...
+
     def seen(self, key: str, within: float | None = None) -> Seen | None: ...
 
     def commanded(self, command_id: int) -> Commanded | None: ...
@@ -286,6 +324,8 @@ class CommandLog(Protocol):
     def cached_directory(self, source: str) -> tuple[float, str] | None: ...
 
     def deferred_sends(self) -> LaterSends: ...
+
+    def sign_ins(self) -> SignIns: ...
 
     def confirmations(self) -> Confirmations | None:
         """The confirm tokens and presses; None where the backend keeps none yet."""

@@ -7,8 +7,8 @@ is stopped meanwhile; the file is brought to the latest schema step first, the
 database is created or upgraded, and every row goes over in one transaction:
 commands (with their ids and keys, so a command read again is still
 recognised), the phones' answers, answered keys, the LDAP cache, deferred
-sends and the schedules' marks. Rate windows are not copied (a minute's worth).
-A database that already holds commands is refused: nothing is merged.
+sends, the schedules' marks and the web console's sign-ins. Rate windows are
+not copied (a minute's worth). A database that already holds commands is refused: nothing is merged.
 Exit 0 when copied, 2 when nothing was.
 """
 
@@ -32,6 +32,7 @@ TABLES = {
     "deferred": "id, key, created, due, zone, chat, sender_id, display_name, person, place,"
     " thread, command, state",
     "marks": "name, value",
+    "sign_ins": "ts, name, address, outcome",
 }
 KEEP_IDS = ("commands", "deferred")
 BATCH = 1000

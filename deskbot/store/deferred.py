@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from deskbot.store.base import AuditError, Deferred
+from deskbot.store.rows import DEFERRED_COLUMNS, INSERT_DEFERRED, MARK, by_sender, sqlite
 
 
 class Database(Protocol):
@@ -29,7 +30,7 @@ class Database(Protocol):
 
 log = logging.getLogger("deskbot.deferred")
 
-COLUMNS = "id, due, zone, chat, sender_id, display_name, person, place, thread, command"
+COLUMNS = DEFERRED_COLUMNS
 
 
 class DeferredSends:
@@ -40,11 +41,7 @@ class DeferredSends:
         """Remember one number across restarts (the schedules' "handled up to" time)."""
         try:
             with self.audit.db:
-                self.audit.db.execute(
-                    "INSERT INTO marks (name, value) VALUES (?, ?)"
-                    " ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-                    (name, value),
-                )
+                self.audit.db.execute(sqlite(MARK), (name, value))
         except sqlite3.Error as exc:  # a lost mark only narrows the next look-back
             log.warning("the audit log %s cannot keep %s: %s", self.audit.path, name, exc)
 
@@ -61,35 +58,15 @@ class DeferredSends:
             row = self.audit.db.execute("SELECT id FROM deferred WHERE key = ?", (key,)).fetchone()
             if row is not None:
                 return int(row[0])
-        p = plan
         return self.audit._write(
-            "the deferred send",
-            [
-                (
-                    "INSERT INTO deferred (key, created, due, zone, chat, sender_id, display_name,"
-                    " person, place, thread, command) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        key or None,
-                        time.time(),
-                        p.due,
-                        p.zone,
-                        p.chat,
-                        p.sender_id,
-                        p.display_name,
-                        p.person,
-                        p.place,
-                        p.thread,
-                        p.command,
-                    ),
-                )
-            ],
+            "the deferred send", [(sqlite(INSERT_DEFERRED), plan.row(key, time.time()))]
         )
 
     def get(self, deferred_id: int) -> Deferred | None:
         row = self.audit.db.execute(
             f"SELECT {COLUMNS} FROM deferred WHERE id = ? AND state = 'pending'", (deferred_id,)
         ).fetchone()
-        return Deferred(*row) if row else None
+        return Deferred.from_row(row) if row else None
 
     def due(self, now: float) -> list[Deferred]:
         """Pending sends whose time has come, oldest first."""
@@ -97,22 +74,19 @@ class DeferredSends:
             f"SELECT {COLUMNS} FROM deferred WHERE state = 'pending' AND due <= ? ORDER BY due, id",
             (now,),
         )
-        return [Deferred(*r) for r in rows]
+        return [Deferred.from_row(r) for r in rows]
 
     def pending(
         self, chat: str | None, sender_id: str | None, person: str | None
     ) -> list[Deferred]:
         """One sender's pending sends (by person, else chat id), or everyone's (None)."""
-        where, args = "", ()  # type: tuple[str, tuple[str, ...]]
-        if person:
-            where, args = "AND person = ?", (person,)
-        elif chat and sender_id:
-            where, args = "AND chat = ? AND sender_id = ?", (chat, sender_id)
+        where, args = by_sender(chat, sender_id, person)
+        where = sqlite(f"AND {where}") if where else ""
         rows = self.audit.db.execute(
             f"SELECT {COLUMNS} FROM deferred WHERE state = 'pending' {where} ORDER BY due, id",
             args,
         )
-        return [Deferred(*r) for r in rows]
+        return [Deferred.from_row(r) for r in rows]
 
     def close(self, deferred_id: int, state: str) -> bool:
         """'sent' or 'cancelled': the text is erased. False when it was not pending."""

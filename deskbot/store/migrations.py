@@ -170,5 +170,18 @@ STEPS = (
             "CREATE INDEX confirm_threads_due ON confirm_threads(summarized, due)",
         ),
     ),
+    Step(
+        8,
+        "the web console's sign-ins (on SQLite made by the console itself before)",
+        (
+            "CREATE TABLE IF NOT EXISTS sign_ins (id INTEGER PRIMARY KEY, ts REAL NOT NULL,"
+            " name TEXT NOT NULL, address TEXT NOT NULL, outcome TEXT NOT NULL)",
+        ),
+        (
+            "CREATE TABLE sign_ins (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+            " ts DOUBLE PRECISION NOT NULL, name TEXT NOT NULL, address TEXT NOT NULL,"
+            " outcome TEXT NOT NULL)",
+        ),
+    ),
 )
 LATEST = STEPS[-1].version

@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from deskbot.store.base import AuditError, Deferred
+from deskbot.store.rows import DEFERRED_COLUMNS, INSERT_DEFERRED, MARK, by_sender
 
 if TYPE_CHECKING:
     import psycopg
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("deskbot.deferred")
 
-COLUMNS = "id, due, zone, chat, sender_id, display_name, person, place, thread, command"
+COLUMNS = DEFERRED_COLUMNS
 
 
 class PostgresLater:
@@ -33,11 +34,7 @@ class PostgresLater:
         try:
             self.audit.run(
                 f"keep {name}",
-                lambda c: c.execute(
-                    "INSERT INTO marks (name, value) VALUES (%s, %s)"
-                    " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                    (name, value),
-                ),
+                lambda c: c.execute(MARK, (name, value)),
             )
         except AuditError as exc:  # a lost mark only narrows the next look-back
             log.warning("%s", exc)
@@ -48,27 +45,12 @@ class PostgresLater:
 
     def add(self, key: str, plan: Deferred) -> int:
         """Record a planned send (``plan.id`` is ignored); its id. The same key gives the first."""
-        p = plan
+        created = time.time()
 
         def insert(conn: psycopg.Connection[Any]) -> int:
             row = conn.execute(
-                "INSERT INTO deferred (key, created, due, zone, chat, sender_id, display_name,"
-                " person, place, thread, command)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (key) DO NOTHING RETURNING id",
-                (
-                    key or None,
-                    time.time(),
-                    p.due,
-                    p.zone,
-                    p.chat,
-                    p.sender_id,
-                    p.display_name,
-                    p.person,
-                    p.place,
-                    p.thread,
-                    p.command,
-                ),
+                INSERT_DEFERRED + " ON CONFLICT (key) DO NOTHING RETURNING id",
+                plan.row(key, created),
             ).fetchone()
             if row is None:
                 row = conn.execute("SELECT id FROM deferred WHERE key = %s", (key,)).fetchone()
@@ -81,7 +63,7 @@ class PostgresLater:
         rows = self.audit._read(
             f"SELECT {COLUMNS} FROM deferred WHERE id = %s AND state = 'pending'", (deferred_id,)
         )
-        return _deferred(rows[0]) if rows else None
+        return Deferred.from_row(rows[0]) if rows else None
 
     def due(self, now: float) -> list[Deferred]:
         """Pending sends whose time has come, oldest first."""
@@ -90,22 +72,19 @@ class PostgresLater:
             " ORDER BY due, id",
             (now,),
         )
-        return [_deferred(r) for r in rows]
+        return [Deferred.from_row(r) for r in rows]
 
     def pending(
         self, chat: str | None, sender_id: str | None, person: str | None
     ) -> list[Deferred]:
         """One sender's pending sends (by person, else chat id), or everyone's (None)."""
-        where, args = "", ()  # type: tuple[str, tuple[str, ...]]
-        if person:
-            where, args = "AND person = %s", (person,)
-        elif chat and sender_id:
-            where, args = "AND chat = %s AND sender_id = %s", (chat, sender_id)
+        where, args = by_sender(chat, sender_id, person)
+        where = f"AND {where}" if where else ""
         rows = self.audit._read(
             f"SELECT {COLUMNS} FROM deferred WHERE state = 'pending' {where} ORDER BY due, id",
             args,
         )
-        return [_deferred(r) for r in rows]
+        return [Deferred.from_row(r) for r in rows]
 
     def close(self, deferred_id: int, state: str) -> bool:
         """'sent' or 'cancelled': the text is erased. False when it was not pending."""
@@ -120,7 +99,3 @@ class PostgresLater:
             ),
         )
         return int(changed) == 1
-
-
-def _deferred(row: tuple[Any, ...]) -> Deferred:
-    return Deferred(int(row[0]), float(row[1]), *row[2:])

@@ -18,7 +18,6 @@ so a slow database stalls no chat while a broadcast's answers come in.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import secrets
 import threading
@@ -27,7 +26,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from deskbot.store.audit import CLAIM, ORPHAN_AGE, ORPHANS
+from deskbot.store import rows
 from deskbot.store.base import (
     Answer,
     AuditError,
@@ -46,6 +45,7 @@ if TYPE_CHECKING:
 
     from deskbot.store.pgconfirms import PostgresConfirmations
     from deskbot.store.pglater import PostgresLater
+    from deskbot.store.signins import PostgresSignIns
 
 log = logging.getLogger("deskbot.audit")
 
@@ -54,6 +54,13 @@ CONNECT_TIMEOUT = 5  # seconds, at start and for a new pooled connection
 POOL_SIZE = 4
 MIGRATION_LOCK = 0x6465736B  # "desk": one replica upgrades the schema at a time
 LEADER_LOCK = 0x64657363  # "desc": the replica holding it fires the clocks
+# the reply is this replica's to post: one conditional update of the command's row, so of
+# an owner posting and a replica taking over (``rows.CLAIM``, refused once it is 'replied')
+# exactly one wins (SQLite has one process: there the ownership read is the claim)
+REPLYING = (
+    "UPDATE commands SET state = 'replied'"
+    " WHERE id = %s AND owner IN ('', %s) AND state <> 'replied'"
+)
 PRUNE_ONE_IN = 100  # rate rows older than an hour go in about one call of this many
 
 
@@ -145,6 +152,11 @@ class PostgresLog:
 
         return PostgresLater(self)
 
+    def sign_ins(self) -> PostgresSignIns:
+        from deskbot.store.signins import PostgresSignIns
+
+        return PostgresSignIns(self)
+
     # -- running SQL -------------------------------------------------------------------
     def run(self, what: str, body: Callable[[psycopg.Connection[Any]], Any]) -> Any:
         """``body(conn)`` in one transaction; AuditError naming ``what`` if it fails."""
@@ -215,7 +227,6 @@ class PostgresLog:
     ) -> int:
         """Record a command before its first message leaves; its id. ``Taken``: another
         replica recorded this key first (``reuse_before`` as in the SQLite backend)."""
-        rows = [[p.extension, p.uri, p.label, p.skipped] for p in plan]
         now = time.time()
 
         def insert(conn: psycopg.Connection[Any]) -> int:
@@ -224,27 +235,14 @@ class PostgresLog:
                     "UPDATE commands SET key = key || '#' || id WHERE key = %s AND ts < %s",
                     (key, reuse_before),
                 )
+            values = rows.command_values(
+                self.replica, now + self.lease, now, key, chat, sender_id, person, place,
+                targets, text_chars, plan, origin, thread,
+            )  # fmt: skip
             row = conn.execute(
-                "INSERT INTO commands (ts, chat, sender_id, person, place, targets, text_chars,"
-                " phones, key, state, plan, origin, owner, lease_until, thread)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'sending', %s, %s, %s, %s, %s)"
-                " ON CONFLICT (key) WHERE key IS NOT NULL DO NOTHING RETURNING id",
-                (
-                    now,
-                    chat,
-                    sender_id,
-                    person,
-                    place,
-                    targets,
-                    text_chars,
-                    len(plan),
-                    key or None,
-                    json.dumps(rows),
-                    origin or None,
-                    self.replica,
-                    now + self.lease,
-                    thread,
-                ),
+                rows.INSERT_COMMAND + " ON CONFLICT (key) WHERE key IS NOT NULL DO NOTHING"
+                " RETURNING id",
+                values,
             ).fetchone()
             if row is None:
                 raise Taken(f"command {key} was recorded by another replica")
@@ -260,8 +258,16 @@ class PostgresLog:
                 "record a take-over",
                 lambda c: (
                     c.execute(
-                        CLAIM,
-                        (self.replica, now + self.lease, command_id, epoch, now, self.replica),
+                        rows.CLAIM,
+                        (
+                            self.replica,
+                            now + self.lease,
+                            command_id,
+                            epoch,
+                            now,
+                            self.replica,
+                            self.replica,
+                        ),
                     ).rowcount
                 ),
             )
@@ -304,6 +310,12 @@ class PostgresLog:
         result: dict[str, float] = self.run("count rates", take)
         return result
 
+    def slot_wait(self, key: str, limit: int, window: float) -> float:
+        """One read, no lock: a look before costly work; ``take_slots`` decides."""
+        now = time.time()
+        found = self._read(rows.SLOT_WAIT, (key, now - window, limit - 1))
+        return max(0.001, float(found[0][0]) + window - now) if found else 0.0
+
     def give_back(self, tag: str) -> None:
         """At once (one round trip, only when a key was taken): the count is right for the
         next command of the burst that both replicas are reading."""
@@ -316,13 +328,26 @@ class PostgresLog:
             except AuditError as exc:
                 log.error("%s", exc)
 
-    def owns(self, command_id: int) -> bool:
+    def replying(self, command_id: int) -> bool:
+        """One conditional update, at once: a take-over is refused from now on."""
         try:
-            rows = self._read("SELECT owner FROM commands WHERE id = %s", (command_id,))
+            changed = self.run(
+                "record a reply",
+                lambda c: c.execute(REPLYING, (command_id, self.replica)).rowcount,
+            )
         except AuditError as exc:  # cannot tell: answer (a take-over needs the store too)
             log.error("%s", exc)
             return True
-        return not rows or rows[0][0] in ("", self.replica)
+        return int(changed) == 1
+
+    def reply_failed(self, command_id: int) -> None:
+        try:
+            self.run(
+                "record a reply not posted",
+                lambda c: c.execute(rows.UNREPLIED, (command_id, self.replica)),
+            )
+        except AuditError as exc:
+            log.error("%s", exc)
 
     def let_go(self, command_id: int) -> None:
         self._in_order(
@@ -350,8 +375,9 @@ class PostgresLog:
 
     def orphans(self, limit: int = 100) -> list[Orphan]:
         now = time.time()
-        rows = self._read(ORPHANS, (now, now - ORPHAN_AGE, limit))
-        return [Orphan(int(r[0]), r[1], r[2], r[3], r[4], r[5], int(r[6])) for r in rows]
+        return rows.orphans(
+            self._read(rows.ORPHANS, (now, now - rows.ORPHAN_AGE, self.replica, limit))
+        )
 
     def leads(self) -> bool:
         """The clocks' advisory lock, on a connection of its own: the server frees it when
@@ -436,6 +462,24 @@ class PostgresLog:
             ),
         )
 
+    def answering(self, key: str) -> bool:
+        """At once, one round trip: the insert that wins answers."""
+        try:
+            added = self.run(
+                "record an answer",
+                lambda c: c.execute(rows.ANSWERING, (key, time.time())).rowcount,
+            )
+        except AuditError as exc:  # cannot tell: answer
+            log.error("%s", exc)
+            return True
+        return int(added) == 1
+
+    def answer_failed(self, key: str) -> None:
+        try:
+            self.run("record an answer not posted", lambda c: c.execute(rows.UNANSWERED, (key,)))
+        except AuditError as exc:
+            log.error("%s", exc)
+
     def cache_directory(self, source: str, ts: float, data: str) -> None:
         """The last good directory from ``source`` (LDAP); callable from a worker thread."""
         try:
@@ -468,88 +512,31 @@ class PostgresLog:
     def commanded(self, command_id: int) -> Commanded | None:
         """A command by its id (the API's GET /v1/commands/ID), or None."""
         self._settle()
-
-        def read(conn: psycopg.Connection[Any]) -> Commanded | None:
-            row = conn.execute(
-                "SELECT chat, sender_id, plan FROM commands WHERE id = %s", (command_id,)
-            ).fetchone()
-            if row is None:
-                return None
-            plan = tuple(Planned(*map(str, p)) for p in json.loads(row[2]))
-            answers = tuple(
-                Answer(*r)
-                for r in conn.execute(
-                    "SELECT extension, uri, code, reason, elapsed_ms, cause FROM deliveries"
-                    " WHERE command_id = %s ORDER BY seq",
-                    (command_id,),
-                )
-            )
-            return Commanded(command_id, str(row[0]), str(row[1]), plan, answers)
-
-        result: Commanded | None = self.run("read a command", read)
-        return result
+        found: Commanded | None = self.run(
+            "read a command", lambda c: rows.commanded(_query(c), "seq", command_id)
+        )
+        return found
 
     def seen(self, key: str, within: float | None = None) -> Seen | None:
-        """What is known of a command key, or None for a new command."""
+        """What is known of a command key, or None for a new command (one transaction)."""
         since = 0.0 if within is None else time.time() - within
         self._settle()
-
-        def read(conn: psycopg.Connection[Any]) -> Seen | None:
-            answered = conn.execute(
-                "SELECT 1 FROM answered WHERE key = %s AND ts >= %s", (key, since)
-            ).fetchone()
-            row = conn.execute(
-                "SELECT id, plan, owner, lease_until, epoch FROM commands"
-                " WHERE key = %s AND ts >= %s",
-                (key, since),
-            ).fetchone()
-            if row is None:
-                return Seen(answered=True, command_id=None) if answered else None
-            command_id, plan_text, owner, lease_until, epoch = row
-            plan = tuple(Planned(*map(str, p)) for p in json.loads(plan_text))
-            answers = tuple(
-                Answer(*r)
-                for r in conn.execute(
-                    "SELECT extension, uri, code, reason, elapsed_ms, cause FROM deliveries"
-                    " WHERE command_id = %s ORDER BY seq",
-                    (command_id,),
-                )
-            )
-            return Seen(
-                bool(answered),
-                int(command_id),
-                plan,
-                answers,
-                str(owner),
-                float(lease_until),
-                int(epoch),
-            )
-
-        result: Seen | None = self.run("be read", read)
-        return result
+        found: Seen | None = self.run("be read", lambda c: rows.seen(_query(c), "seq", key, since))
+        return found
 
     def history(
         self, *, chat: str | None, sender_id: str | None, person: str | None, limit: int = 10
     ) -> list[HistoryEntry]:
         """Last sends of one sender (by person, else by chat id), or of everyone."""
-        where, args = "", ()  # type: tuple[str, tuple[str, ...]]
-        if person:
-            where, args = "WHERE c.person = %s", (person,)
-        elif chat and sender_id:
-            where, args = "WHERE c.chat = %s AND c.sender_id = %s", (chat, sender_id)
-        rows = self._read(
-            f"""SELECT c.ts, COALESCE(c.person, c.chat || ':' || c.sender_id), c.targets,
-                       c.text_chars, c.phones,
-                       SUM(CASE WHEN d.code BETWEEN 200 AND 299 THEN 1 ELSE 0 END),
-                       string_agg(d.code || ' ' || d.reason, ', ' ORDER BY d.seq), c.id
-                FROM commands c LEFT JOIN deliveries d ON d.command_id = c.id
-                {where} GROUP BY c.id ORDER BY c.id DESC LIMIT %s""",
-            (*args, limit),
-        )
-        return [
-            HistoryEntry(float(r[0]), r[1], r[2], r[3], r[4], int(r[5] or 0), r[6] or "", r[7])
-            for r in rows
-        ]
+        where, args = rows.by_sender(chat, sender_id, person, "c")
+        where = f"WHERE {where}" if where else ""
+        codes = "string_agg(d.code || ' ' || d.reason, ', ' ORDER BY d.seq)"
+        sql = rows.HISTORY.format(codes=codes, where=where)
+        return rows.history(self._read(sql, (*args, limit)))
+
+
+def _query(conn: psycopg.Connection[Any]) -> rows.Query:
+    return lambda sql, args: conn.execute(sql.encode(), args).fetchall()
 
 
 def _on_event_loop() -> bool:

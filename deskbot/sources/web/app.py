@@ -43,7 +43,7 @@ from deskbot.sources.web.sessions import (
     signed_in,
 )
 from deskbot.sources.web.watch import Watches
-from deskbot.store.signins import SignInLog
+from deskbot.store.base import SignIns
 
 log = logging.getLogger("deskbot.web")
 
@@ -69,7 +69,7 @@ class WebSource:
         self,
         settings: Web,
         relay: Relay,
-        sign_ins: SignInLog | None = None,
+        sign_ins: SignIns | None = None,
         directory: tuple[Ldap, Callable[[], str]] | None = None,
     ):
         """``directory``: with ``[web] ldap``, [directory.ldap] and deskbot's own password."""
@@ -78,7 +78,7 @@ class WebSource:
         self.sign_ins = sign_ins
         self.directory = directory if settings.ldap else None
         self.sessions = Sessions(settings.idle, settings.lifetime)
-        self.guard = SignInGuard()
+        self.guard = SignInGuard(relay.audit if relay.audit and relay.audit.shared else None)
         self.watches = Watches()
         self.checking = asyncio.Semaphore(2)  # bcrypt checks at once: each is 0.2 s of a core
         self.served: http.Listening | None = None

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from deskbot.relay.window import SlidingWindow
+from deskbot.relay.window import SharedWindow, SlidingWindow, Window
+from deskbot.store.base import CommandLog
 
 COOKIE = "deskbot_session"
 MAX_SESSIONS = 10_000  # the oldest session ends when more sign in
@@ -94,11 +95,23 @@ class Sessions:
 
 
 class SignInGuard:
-    """Counts failed sign-ins per name and per address; too many and none are checked."""
+    """Counts failed sign-ins per name and per address; too many and none are checked.
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self.by_name = SlidingWindow(FAILURES_PER_NAME, clock=clock)
-        self.by_address = SlidingWindow(FAILURES_PER_ADDRESS, clock=clock)
+    With a ``shared`` store (replicas on PostgreSQL) the failures are counted
+    there, so a guesser behind a load balancer gets no more tries per replica.
+    """
+
+    def __init__(
+        self, shared: CommandLog | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.by_name: Window
+        self.by_address: Window
+        if shared is not None:
+            self.by_name = SharedWindow(shared, "sign-in-name", FAILURES_PER_NAME)
+            self.by_address = SharedWindow(shared, "sign-in-address", FAILURES_PER_ADDRESS)
+        else:
+            self.by_name = SlidingWindow(FAILURES_PER_NAME, clock=clock)
+            self.by_address = SlidingWindow(FAILURES_PER_ADDRESS, clock=clock)
 
     def wait(self, name: str, address: str) -> float:
         """Seconds until a sign-in as ``name`` from ``address`` is checked again; 0: now."""
@@ -106,7 +119,7 @@ class SignInGuard:
 
     def failed(self, name: str, address: str) -> None:
         for window, key in ((self.by_name, name), (self.by_address, address)):
-            window.add(key)
-            if len(window.events) > MAX_SESSIONS:  # hostile names: forget those at rest
+            window.take([key])  # it fits: ``wait`` said so just before
+            if isinstance(window, SlidingWindow) and len(window.events) > MAX_SESSIONS:
                 for quiet in [k for k in window.events if not window.retry_after(k)]:
-                    del window.events[quiet]
+                    del window.events[quiet]  # hostile names: forget those at rest
