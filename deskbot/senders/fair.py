@@ -1,11 +1,16 @@
-"""Send slots shared fairly between commands.
+"""Send slots shared fairly between commands, and never idle for a lone command.
 
-One command's slow or silent phones must not starve another's: a command
-may hold at most ``total - reserve`` slots, so a few are always left for
-the others, and a freed slot goes to the waiting commands in turn (round
-robin), not to whichever command queued the most sends. Which command a
-send belongs to is the ``COMMAND`` context variable, set by the relay for
-each fan-out (every send task of one ``gather`` inherits it).
+A command alone may fill every one of the ``total`` slots (a broadcast
+nobody else waits for is not held back). A fifth more (``reserve``) stand
+beside them for the others: a command holding fewer than ``reserve`` slots
+may take one of these when the ``total`` are all busy, so another command's
+one-phone send leaves at once even while a broadcast to silent phones holds
+every slot until its timeout. While others wait, a command gets a freed slot
+only while it holds fewer than ``total - reserve``, and freed slots go to the
+waiting commands in turn (round robin), not to whichever command queued the
+most sends. Which command a send belongs to is the ``COMMAND`` context
+variable, set by the relay for each fan-out (every send task of one
+``gather`` inherits it).
 """
 
 from __future__ import annotations
@@ -22,29 +27,47 @@ COMMAND: contextvars.ContextVar[Hashable] = contextvars.ContextVar("deskbot_comm
 class FairSlots:
     def __init__(self, total: int, reserve: int | None = None):
         self.total = total
-        reserve = max(1, total // 5) if reserve is None else reserve
-        self.cap = max(1, total - reserve)  # the most one command holds at once
-        self.free = total
-        self.held: collections.Counter[Hashable] = collections.Counter()
+        self.reserve = max(1, total // 5) if reserve is None else reserve
+        self.cap = max(1, total - self.reserve)  # the most one command gets while others wait
+        self.used = 0
+        self.held: dict[Hashable, int] = {}
         self.queues: dict[Hashable, collections.deque[asyncio.Future[None]]] = {}
         self._turn: collections.deque[Hashable] = collections.deque()  # round-robin order
+
+    @property
+    def most(self) -> int:
+        """The most in flight at once: every slot and the reserve."""
+        return self.total + self.reserve
+
+    @property
+    def free(self) -> int:
+        """Slots of the ``total`` nobody holds (the reserve not counted)."""
+        return max(0, self.total - self.used)
 
     async def acquire(self) -> Hashable:
         """A slot for the current command; give it back with ``release(key)`` (no async
         context manager: on a broadcast it cost more than the rest of a send)."""
         key = COMMAND.get()
-        await self._acquire(key)
+        if key not in self.queues and self._may(self.held.get(key, 0), bool(self.queues)):
+            self.used += 1
+            self.held[key] = self.held.get(key, 0) + 1
+            return key
+        await self._wait(key)
         return key
 
-    async def _acquire(self, key: Hashable) -> None:
-        if self.free > 0 and self.held[key] < self.cap and not self.queues.get(key):
-            self._take(key)
-            return
+    def _may(self, held: int, others_wait: bool) -> bool:
+        """May a command holding `held` slots take one more now?"""
+        if self.used < self.total:
+            return held < self.cap or not others_wait
+        return self.used < self.total + self.reserve and held < self.reserve
+
+    async def _wait(self, key: Hashable) -> None:
         waiter = asyncio.get_running_loop().create_future()
-        if key not in self.queues:
-            self.queues[key] = collections.deque()
+        queue = self.queues.get(key)
+        if queue is None:
+            queue = self.queues[key] = collections.deque()
             self._turn.append(key)
-        self.queues[key].append(waiter)
+        queue.append(waiter)
         try:
             await waiter
         except asyncio.CancelledError:
@@ -54,33 +77,38 @@ class FairSlots:
                 self._forget(key, waiter)
             raise
 
-    def _take(self, key: Hashable) -> None:
-        self.free -= 1
-        self.held[key] += 1
-
     def release(self, key: Hashable) -> None:
-        self.free += 1
-        self.held[key] -= 1
-        if self.held[key] <= 0:
+        self.used -= 1
+        held = self.held[key] - 1
+        if held:
+            self.held[key] = held
+        else:
             del self.held[key]
-        self._grant()
+        if self._turn:
+            self._grant()
 
     def _grant(self) -> None:
-        """Give free slots to waiting commands, one each in turn."""
-        passes = len(self._turn)
-        while self.free > 0 and self._turn and passes > 0:
-            key = self._turn[0]
-            self._turn.rotate(-1)
-            queue = self.queues[key]
-            if self.held[key] >= self.cap:
+        """Give slots to waiting commands, one each in turn, while any may take one."""
+        turn, queues, held = self._turn, self.queues, self.held
+        passes = len(turn)
+        while turn and passes > 0:
+            key = turn[0]
+            queue = queues[key]
+            if not self._may(held.get(key, 0), len(queues) > 1):
+                turn.rotate(-1)
                 passes -= 1
                 continue
-            passes = len(self._turn)
             waiter = queue.popleft()
-            if not queue:
-                del self.queues[key]
-                self._turn.remove(key)
-            self._take(key)
+            if queue:
+                turn.rotate(-1)
+            else:
+                del queues[key]
+                turn.popleft()
+            passes = len(turn)
+            if waiter.done():  # cancelled, its task not yet told: it takes nothing
+                continue
+            self.used += 1
+            held[key] = held.get(key, 0) + 1
             waiter.set_result(None)
 
     def _forget(self, key: Hashable, waiter: asyncio.Future[None]) -> None:

@@ -72,7 +72,7 @@ class SipAgent:
         self.state = AgentState()
         self._password = password
         self._worker_command = tuple(worker_command)
-        self._slots = FairSlots(sip.max_in_flight)
+        self._slots = _slots(sip)
         # send id -> (future, uri, when asked, when it is given up); in the order sent
         self._futures: dict[int, tuple[asyncio.Future[Delivery], str, float, float]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
@@ -418,6 +418,16 @@ class SipAgent:
 
 
 DOWN = Cause.AGENT_DOWN
+
+
+def _slots(sip: Sip) -> FairSlots:
+    """max_in_flight for a lone command, a fifth more for the others' sends; over TCP the
+    reserve comes out of max_in_flight (pjsip's sockets run out above MAX_TCP)."""
+    total = sip.max_in_flight
+    reserve = max(1, total // 5)
+    if sip.transport == "tcp":
+        total = max(1, min(total, protocol.MAX_TCP - reserve))
+    return FairSlots(total, reserve)
 
 
 def _cause(code: int, reason: str, local: bool) -> Cause:
