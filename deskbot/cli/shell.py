@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from deskbot.settings.schema import Config
 
 log = logging.getLogger("deskbot")
+_JSON = json.JSONEncoder(ensure_ascii=False)  # one for every --json line (json.dumps with
+# an argument builds one per call)
 
 
 class ShellReplier:
@@ -239,7 +241,7 @@ def _shell_line(line: report.Line, as_json: bool) -> str:
 
     phone, d = line.phone, line.delivery
     if as_json:
-        return json.dumps(report.delivery_record(line), ensure_ascii=False)
+        return _JSON.encode(report.delivery_record(line))
     if d is None:
         fields = [phone.extension, phone.label or "-", "not sent", line.skipped]
     else:

@@ -20,8 +20,15 @@ import collections
 import contextlib
 import contextvars
 from collections.abc import Hashable
+from typing import Protocol
 
 COMMAND: contextvars.ContextVar[Hashable] = contextvars.ContextVar("deskbot_command", default=None)
+
+
+class Waiter(Protocol):
+    def done(self) -> bool: ...
+
+    def set_result(self, result: None, /) -> None: ...
 
 
 class FairSlots:
@@ -31,8 +38,9 @@ class FairSlots:
         self.cap = max(1, total - self.reserve)  # the most one command gets while others wait
         self.used = 0
         self.held: dict[Hashable, int] = {}
-        self.queues: dict[Hashable, collections.deque[asyncio.Future[None]]] = {}
+        self.queues: dict[Hashable, collections.deque[Waiter]] = {}
         self._turn: collections.deque[Hashable] = collections.deque()  # round-robin order
+        self._granting = False
 
     @property
     def most(self) -> int:
@@ -48,34 +56,42 @@ class FairSlots:
         """A slot for the current command; give it back with ``release(key)`` (no async
         context manager: on a broadcast it cost more than the rest of a send)."""
         key = COMMAND.get()
-        if key not in self.queues and self._may(self.held.get(key, 0), bool(self.queues)):
-            self.used += 1
-            self.held[key] = self.held.get(key, 0) + 1
+        if self.take(key):
             return key
-        await self._wait(key)
-        return key
-
-    def _may(self, held: int, others_wait: bool) -> bool:
-        """May a command holding `held` slots take one more now?"""
-        if self.used < self.total:
-            return held < self.cap or not others_wait
-        return self.used < self.total + self.reserve and held < self.reserve
-
-    async def _wait(self, key: Hashable) -> None:
         waiter = asyncio.get_running_loop().create_future()
-        queue = self.queues.get(key)
-        if queue is None:
-            queue = self.queues[key] = collections.deque()
-            self._turn.append(key)
-        queue.append(waiter)
+        self.enqueue(key, waiter)
         try:
             await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self.release(key)  # granted as we were cancelled: give it back
             else:
-                self._forget(key, waiter)
+                self.forget(key, waiter)
             raise
+        return key
+
+    def take(self, key: Hashable) -> bool:
+        """A slot for `key` now if one is its to take (nobody of `key` is queued before it)."""
+        if key in self.queues or not self._may(self.held.get(key, 0), bool(self.queues)):
+            return False
+        self.used += 1
+        self.held[key] = self.held.get(key, 0) + 1
+        return True
+
+    def enqueue(self, key: Hashable, waiter: Waiter) -> None:
+        """Queue `waiter` for a slot: ``waiter.set_result(None)`` once it holds one, unless
+        ``waiter.done()`` by then (it went away). An asyncio future is such a waiter."""
+        queue = self.queues.get(key)
+        if queue is None:
+            queue = self.queues[key] = collections.deque()
+            self._turn.append(key)
+        queue.append(waiter)
+
+    def _may(self, held: int, others_wait: bool) -> bool:
+        """May a command holding `held` slots take one more now?"""
+        if self.used < self.total:
+            return held < self.cap or not others_wait
+        return self.used < self.total + self.reserve and held < self.reserve
 
     def release(self, key: Hashable) -> None:
         self.used -= 1
@@ -84,34 +100,39 @@ class FairSlots:
             self.held[key] = held
         else:
             del self.held[key]
-        if self._turn:
-            self._grant()
+        if self._turn and not self._granting:  # a release by a waiter being granted: the
+            self._grant()  # loop below goes on (no recursion through a long queue)
 
     def _grant(self) -> None:
         """Give slots to waiting commands, one each in turn, while any may take one."""
         turn, queues, held = self._turn, self.queues, self.held
         passes = len(turn)
-        while turn and passes > 0:
-            key = turn[0]
-            queue = queues[key]
-            if not self._may(held.get(key, 0), len(queues) > 1):
-                turn.rotate(-1)
-                passes -= 1
-                continue
-            waiter = queue.popleft()
-            if queue:
-                turn.rotate(-1)
-            else:
-                del queues[key]
-                turn.popleft()
-            passes = len(turn)
-            if waiter.done():  # cancelled, its task not yet told: it takes nothing
-                continue
-            self.used += 1
-            held[key] = held.get(key, 0) + 1
-            waiter.set_result(None)
+        self._granting = True
+        try:
+            while turn and passes > 0:
+                key = turn[0]
+                queue = queues[key]
+                if not self._may(held.get(key, 0), len(queues) > 1):
+                    turn.rotate(-1)
+                    passes -= 1
+                    continue
+                waiter = queue.popleft()
+                if queue:
+                    turn.rotate(-1)
+                else:
+                    del queues[key]
+                    turn.popleft()
+                passes = len(turn)
+                if waiter.done():  # it went away (cancelled): it takes nothing
+                    continue
+                self.used += 1
+                held[key] = held.get(key, 0) + 1
+                waiter.set_result(None)
+        finally:
+            self._granting = False
 
-    def _forget(self, key: Hashable, waiter: asyncio.Future[None]) -> None:
+    def forget(self, key: Hashable, waiter: Waiter) -> None:
+        """`waiter` no longer wants a slot."""
         queue = self.queues.get(key)
         if queue is None:
             return
