@@ -303,3 +303,23 @@ async def test_freed_slots_go_to_waiting_commands_in_turn():
     release.set()
     await asyncio.gather(*tasks)
     assert order == ["a", "a", "a", "b", "a", "b"]  # alternating once slots come free
+
+
+async def test_a_send_cancelled_while_it_waits_for_a_slot_takes_none(sipp):
+    silent, ok = sipp(silent=True), sipp(200)
+    agent = SipAgent(Sip(listen="127.0.0.1:0", timeout=1.0, max_in_flight=2))
+    async with agent:
+        fair.COMMAND.set("group")
+        held = [
+            asyncio.create_task(agent.send(to(silent.uri(str(400 + i))), "x")) for i in range(2)
+        ]
+        await until(lambda: agent.in_flight == 2, what="both slots held")
+        gone = asyncio.create_task(agent.send(to(ok.uri("401")), "never sent"))
+        after = asyncio.create_task(agent.send(to(ok.uri("402")), "sent"))
+        await asyncio.sleep(0.05)
+        assert agent.in_flight == 2  # both wait: the reserve is for other commands
+        gone.cancel()
+        assert (await after).code == 200  # once a silent send timed out
+        assert {d.code for d in await asyncio.gather(*held)} == {408}
+        assert gone.cancelled() and agent.in_flight == 0
+    assert [m.body for m in ok.received()] == [b"sent"]  # the cancelled one never left

@@ -100,8 +100,29 @@ class FairSlots:
             self.held[key] = held
         else:
             del self.held[key]
-        if self._turn and not self._granting:  # a release by a waiter being granted: the
-            self._grant()  # loop below goes on (no recursion through a long queue)
+        turn = self._turn
+        if not turn or self._granting:  # a release by a waiter being granted: the loop
+            return  # of _grant goes on (no recursion through a long queue)
+        if len(turn) > 1:
+            self._grant()
+            return
+        # one command waits (a broadcast alone): the freed slot is its own, no turns
+        key = turn[0]
+        queue = self.queues[key]
+        self._granting = True
+        try:
+            while queue and self._may(self.held.get(key, 0), False):
+                waiter = queue.popleft()
+                if waiter.done():
+                    continue
+                self.used += 1
+                self.held[key] = self.held.get(key, 0) + 1
+                waiter.set_result(None)
+        finally:
+            self._granting = False
+        if not queue and self.queues.get(key) is queue:
+            del self.queues[key]
+            turn.remove(key)
 
     def _grant(self) -> None:
         """Give slots to waiting commands, one each in turn, while any may take one."""
