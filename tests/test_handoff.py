@@ -129,14 +129,15 @@ def test_a_socket_others_may_use_or_of_another_user_is_never_asked(sipp, tmp_pat
     try:
         for change, why in (
             (lambda: os.chmod(path, 0o666), "others may use it (mode 666, not 600)"),
-            (lambda: os.chown(path, 65534, 65534), "it is not a socket of this user"),
+            (lambda: os.chown(path, 65534, 65534), ""),  # another user's run: not a word
         ):
             change()
             os.chmod(path, os.lstat(path).st_mode & 0o777 | 0o600)
             result = run_deskbot("send", "-c", str(cfg), "486", "hi")
             assert result.returncode == 0 and "planted" not in result.stdout
             assert result.stdout.startswith("486\tfront desk\t200 OK")  # sent on its own
-            assert result.stderr == f"deskbot: not handing the send to {path}: {why}\n"
+            said = f"deskbot: not handing the send to {path}: {why}\n" if why else ""
+            assert result.stderr == said
         assert stranger.connects == 0
         os.chown(path, os.getuid(), os.getgid())
         os.chmod(path, 0o600)

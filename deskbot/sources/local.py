@@ -45,6 +45,7 @@ MAX_PATH = 100  # a Unix socket's path holds 107 bytes
 MAX_REQUEST = 1 << 16  # one request line
 MAX_USER_CHARS = 64
 AT_ONCE = 16  # commands carried out at once; more are told to send on their own
+OTHERS = "it is not a socket of this user"  # (a service user's run, and sudo deskbot send)
 
 
 def socket_path(audit_path: str) -> Path | None:
@@ -65,7 +66,7 @@ def untrusted(path: Path) -> str | None:
     if folder.st_uid != uid or folder.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         return f"its folder {path.parent} is not this user's alone"
     if not stat.S_ISSOCK(found.st_mode) or found.st_uid != uid:
-        return "it is not a socket of this user"
+        return OTHERS
     if found.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         return f"others may use it (mode {stat.S_IMODE(found.st_mode):o}, not 600)"
     return None
