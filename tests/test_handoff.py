@@ -145,3 +145,21 @@ def test_a_socket_others_may_use_or_of_another_user_is_never_asked(sipp, tmp_pat
         assert stranger.connects == 1  # (the check itself: this one was asked)
     finally:
         stranger.close()
+
+
+def test_a_send_read_against_other_settings_is_not_handed_over(sipp, tmp_path):
+    phone = sipp(200)
+    cfg = two_phones(tmp_path, phone.uri("486"), phone.uri("487"))
+    other = tmp_path / "other.toml"  # the same audit log, another label for 486
+    other.write_text(cfg.read_text().replace('"front desk"', '"back office"'))
+    run = DeskbotRun(cfg, {}, tmp_path / "run.log").start()
+    try:
+        result = run_deskbot("send", "-c", str(other), "486", "hi")
+        handed = run_deskbot("send", "-c", str(cfg), "486", "hi")
+        log = run.log()
+    finally:
+        run.stop()
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.startswith("486\tback office\t200 OK")  # its own settings
+    assert handed.stdout.startswith("486\tfront desk\t200 OK")
+    assert log.count("from shell:") == 1  # only the send with the run's settings
