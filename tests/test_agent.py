@@ -243,14 +243,43 @@ async def test_a_silent_group_does_not_hold_up_another_commands_one_phone_send(s
         group = asyncio.create_task(
             command("group", [to(silent.uri(str(400 + i))) for i in range(60)])
         )
-        await until(lambda: agent.in_flight == 40, what="the group to hold its share")
+        # alone, the group fills every slot
+        await until(lambda: agent.in_flight == 50, what="the group to hold every slot")
         [single] = await asyncio.wait_for(command("single", [to(ok.uri())]), 0.9)
         assert single.code == 200 and not group.done()  # answered while the group waits
         results = await group
     assert {d.code for d in results} == {408}
-    # the 20 sends that waited for a slot count the wait: about two timeouts, not one
-    waited = sorted(d.elapsed_ms for d in results)[-20:]
-    assert min(waited) > 1800
+    # the 10 sends that waited for a slot count the wait: about two timeouts, not one
+    waited = sorted(d.elapsed_ms for d in results)
+    assert min(waited[-10:]) > 1800 and max(waited[:50]) < 1800
+
+
+async def test_a_lone_command_takes_every_slot_and_the_share_applies_once_others_wait():
+    slots = fair.FairSlots(10)  # a reserve of 2 beside the 10; 8 each while others wait
+    holding: dict[str, list] = {"a": [], "b": []}
+
+    async def take(name: str) -> None:
+        fair.COMMAND.set(name)
+        holding[name].append(await slots.acquire())
+
+    a = [asyncio.create_task(take("a")) for _ in range(14)]
+    await until(lambda: len(holding["a"]) == 10, what="a to fill every slot")
+    await asyncio.sleep(0)
+    assert len(holding["a"]) == 10 and len(slots.queues["a"]) == 4  # the reserve is not a's
+    b = [asyncio.create_task(take("b")) for _ in range(5)]
+    await until(lambda: len(holding["b"]) == 2, what="b to take the reserve at once")
+    # a frees 4: the first two only bring the 12 in use back to 10, the next go in turn
+    for _ in range(4):
+        slots.release(holding["a"].pop())
+    await asyncio.sleep(0)
+    assert (len(holding["a"]), len(holding["b"])) == (7, 3)
+    for name in "aaab":  # while both wait, a gets a freed slot only below its share of 8
+        slots.release(holding[name].pop())
+        await asyncio.sleep(0)
+        assert len(holding["a"]) <= 8 and slots.used <= 10
+    assert (len(holding["a"]), len(holding["b"])) == (6, 4)  # the 4 freed went a, b, a, b
+    for task in a + b:
+        task.cancel()
 
 
 async def test_freed_slots_go_to_waiting_commands_in_turn():
@@ -274,3 +303,23 @@ async def test_freed_slots_go_to_waiting_commands_in_turn():
     release.set()
     await asyncio.gather(*tasks)
     assert order == ["a", "a", "a", "b", "a", "b"]  # alternating once slots come free
+
+
+async def test_a_send_cancelled_while_it_waits_for_a_slot_takes_none(sipp):
+    silent, ok = sipp(silent=True), sipp(200)
+    agent = SipAgent(Sip(listen="127.0.0.1:0", timeout=1.0, max_in_flight=2))
+    async with agent:
+        fair.COMMAND.set("group")
+        held = [
+            asyncio.create_task(agent.send(to(silent.uri(str(400 + i))), "x")) for i in range(2)
+        ]
+        await until(lambda: agent.in_flight == 2, what="both slots held")
+        gone = asyncio.create_task(agent.send(to(ok.uri("401")), "never sent"))
+        after = asyncio.create_task(agent.send(to(ok.uri("402")), "sent"))
+        await asyncio.sleep(0.05)
+        assert agent.in_flight == 2  # both wait: the reserve is for other commands
+        gone.cancel()
+        assert (await after).code == 200  # once a silent send timed out
+        assert {d.code for d in await asyncio.gather(*held)} == {408}
+        assert gone.cancelled() and agent.in_flight == 0
+    assert [m.body for m in ok.received()] == [b"sent"]  # the cancelled one never left

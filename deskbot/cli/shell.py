@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 import pwd
@@ -49,14 +48,18 @@ class ShellReplier:
         if answer.error:
             print(f"deskbot: {answer.text}", file=sys.stderr)
         else:  # what was asked for (`history`, `scheduled`, `who 486`): stdout, like a report
-            print("".join(f"{_plain(line)}\n" for line in answer.text.splitlines()), end="")
+            from deskbot.relay.report import terminal
+
+            print("".join(f"{terminal(line)}\n" for line in answer.text.splitlines()), end="")
 
     async def waiting(self, job: Dispatch) -> None:
         pass
 
     async def report(self, result: report.Report) -> None:
+        from deskbot.relay.report import shell_lines
+
         if result.lines:  # one write: 10,000 phones are 10,000 lines (print: no stdout, no-op)
-            print("".join(f"{_shell_line(ln, self.as_json)}\n" for ln in result.lines), end="")
+            print(shell_lines(result, self.as_json), end="")
 
 
 async def run(args: argparse.Namespace, command: str) -> int:
@@ -69,6 +72,12 @@ async def run(args: argparse.Namespace, command: str) -> int:
         worker.kill()
         await worker.wait()
         return EXIT_NOTHING_SENT
+    from deskbot.cli.handoff import hand_off
+
+    handed = await hand_off(cfg, command, args.json, _login_name())
+    if handed is not None:  # a `deskbot run` took it: no worker of our own
+        worker.kill()
+        exit_now(handed)
     exit_now(await _send(cfg, command, args.json, worker, args.targets))  # no loop teardown
 
 
@@ -254,29 +263,6 @@ def targets_problem(targets: str) -> str | None:
             f"with commas, like {','.join(targets.replace(',', ' ').split())}"
         )
     return None
-
-
-def _shell_line(line: report.Line, as_json: bool) -> str:
-    from deskbot.relay import report
-
-    phone, d = line.phone, line.delivery
-    if as_json:
-        return json.dumps(report.delivery_record(line), ensure_ascii=False)
-    if d is None:
-        fields = [phone.extension, phone.label or "-", "not sent", line.skipped]
-    else:
-        tip = report.hint(d, phone, line.probe)
-        fields = [phone.extension, phone.label or "-", f"{d.code} {d.reason}"]
-        fields += [f"{d.elapsed_ms:.0f} ms", *([tip] if tip else [])]
-    return "\t".join(map(_plain, fields))
-
-
-def _plain(field: str) -> str:
-    """One field of a terminal line: a control character (ESC, CR, LF, TAB, bidi) cannot
-    move the cursor, forge a line or split a field; it shows escaped."""
-    if field.isprintable():
-        return field
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in field)
 
 
 def exit_now(code: int) -> NoReturn:

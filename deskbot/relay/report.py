@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Sequence
@@ -278,3 +279,38 @@ def history_text(entries: Sequence[HistoryEntry], everyone: bool) -> str:
 
 def _short(answers: str, limit: int = 80) -> str:
     return answers if len(answers) <= limit else answers[: limit - 1] + "…"
+
+
+_JSON = json.JSONEncoder(ensure_ascii=False)  # one for every --json line (json.dumps with
+# an argument builds one per call)
+
+
+def outcomes(result: Report) -> list[Outcome]:
+    """Each phone's outcome; a phone not sent to counts as refused (the exit codes)."""
+    return [ln.delivery.outcome if ln.delivery else Outcome.REFUSED for ln in result.lines]
+
+
+def shell_lines(result: Report, as_json: bool) -> str:
+    """What `deskbot send` prints on stdout: a line per phone (tab-separated, or JSON)."""
+    return "".join(f"{shell_line(ln, as_json)}\n" for ln in result.lines)
+
+
+def shell_line(line: Line, as_json: bool) -> str:
+    phone, d = line.phone, line.delivery
+    if as_json:
+        return _JSON.encode(delivery_record(line))
+    if d is None:
+        fields = [phone.extension, phone.label or "-", "not sent", line.skipped]
+    else:
+        tip = hint(d, phone, line.probe)
+        fields = [phone.extension, phone.label or "-", f"{d.code} {d.reason}"]
+        fields += [f"{d.elapsed_ms:.0f} ms", *([tip] if tip else [])]
+    return "\t".join(map(terminal, fields))
+
+
+def terminal(field: str) -> str:
+    """One field of a terminal line: a control character (ESC, CR, LF, TAB, bidi) cannot
+    move the cursor, forge a line or split a field; it shows escaped."""
+    if field.isprintable():
+        return field
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in field)

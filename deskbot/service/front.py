@@ -31,6 +31,7 @@ from deskbot.settings.load import ConfigError, load
 from deskbot.settings.schema import ApiClient, Config, Settings, counts
 from deskbot.sources.api import ApiSource
 from deskbot.sources.base import Replies, Source
+from deskbot.sources.local import LocalSource
 from deskbot.sources.schedule import ScheduleSource
 from deskbot.store.base import AuditError
 from deskbot.store.connect import audit_password, open_log, replica_id, shown
@@ -143,9 +144,16 @@ class Service:
         )
         self.stopping = asyncio.Event()
         self.running = s  # what the sender, sources, health and audit were started with
+        self.local = None if s.audit.url else LocalSource(self.relay, self._as_run, s.audit.path)
         self._loaded_stamp = _stamp(cfg.path)
         self._reloading = asyncio.Lock()  # one reload at a time, applied in order
         self._tasks: list[asyncio.Task[Any]] = []
+
+    def _as_run(self) -> Settings:
+        """The settings commands are carried out with now (a one-shot send needs the same)."""
+        if restart_changes(self.running, self.cfg.settings):
+            return self.running
+        return self.cfg.settings
 
     def status(self) -> dict[str, Any]:
         health = self.sender.health()
@@ -412,6 +420,8 @@ class Service:
             self._tasks.append(loop.create_task(self.replicas.run(self.stopping), name="replicas"))
             await self.schedule.start()
             self._tasks.append(loop.create_task(self.schedule.run(), name="schedule"))
+            if self.local is not None:  # `deskbot send` on this host hands its command here
+                await self.local.start()
             if self.confirms is not None:  # pressed before a stop, not posted yet
                 self._tasks.append(loop.create_task(self.confirms.catch_up(), name="confirms"))
                 self._tasks.append(loop.create_task(self.confirms.run(), name="confirm-sweep"))
@@ -432,6 +442,8 @@ class Service:
             await self.stopping.wait()
             log.info("stopping")
         finally:
+            if self.local is not None:
+                await self.local.stop()
             with contextlib.suppress(Exception):  # first: its sends answer through the chats
                 await self.schedule.stop()
             for source in self.sources:

@@ -90,7 +90,7 @@ class HttpSender:
     async def start(self) -> None:
         context = ssl.create_default_context(cafile=self.push.ca_file)
         connector = aiohttp.TCPConnector(
-            limit=self.push.max_in_flight, ssl=context, ttl_dns_cache=300, force_close=False
+            limit=self._slots.most, ssl=context, ttl_dns_cache=300, force_close=False
         )
         self._session = aiohttp.ClientSession(
             connector=connector,

@@ -21,6 +21,7 @@ from typing import Any
 
 from deskbot import __version__
 from deskbot.directory.snapshot import HTTP_FORMATS, Phone
+from deskbot.senders import fair
 from deskbot.senders.base import TITLE, Ask, Cause, Delivery, Health, SenderError
 from deskbot.senders.fair import FairSlots
 from deskbot.senders.screens import catalog
@@ -72,9 +73,10 @@ class SipAgent:
         self.state = AgentState()
         self._password = password
         self._worker_command = tuple(worker_command)
-        self._slots = FairSlots(sip.max_in_flight)
-        # send id -> (future, uri, when asked, when it is given up); in the order sent
-        self._futures: dict[int, tuple[asyncio.Future[Delivery], str, float, float]] = {}
+        self._slots = _slots(sip)
+        # send id -> (future, uri, when asked, when it is given up, its command); in the
+        # order sent
+        self._futures: dict[int, tuple[asyncio.Future[Delivery], str, float, float, Any]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._next_id = 0
         self._batch: list[list[Any]] = []
@@ -188,32 +190,55 @@ class SipAgent:
 
     async def _request(self, uri: str, body: str, kind: str) -> Delivery:
         started = time.perf_counter()  # the wait for a slot is part of what the phone took
-        key = await self._slots.acquire()
-        try:
-            if self.state.failed:
-                return Delivery(uri, 503, f"SIP agent is down: {self.state.failed}", 0.0, DOWN)
+        if self.state.failed:
+            return Delivery(uri, 503, f"SIP agent is down: {self.state.failed}", 0.0, DOWN)
+        if not self._ready.is_set():
             await self._ready.wait()
+        # No task waits for a slot: the send is queued here, and a slot freed by an
+        # answer puts it straight into the next batch to the worker (on a broadcast,
+        # a future and a wake-up less per phone).
+        key = fair.COMMAND.get()
+        self._next_id += 1
+        send = _Send(self, self._next_id, key, uri, body, kind, started)
+        if self._slots.take(key):
+            self._out(send)
+        else:
+            self._slots.enqueue(key, send)
+        try:
+            return await send.future
+        except asyncio.CancelledError:
+            if send.queued:
+                self._slots.forget(key, send)
+            raise
+
+    def _out(self, send: _Send) -> None:
+        """A send holding its slot: into the next batch to the worker."""
+        send.queued = False
+        if self.state.failed:
+            self._slots.release(send.key)
+            if not send.future.done():
+                why = f"SIP agent is down: {self.state.failed}"
+                send.future.set_result(Delivery(send.uri, 503, why, 0.0, DOWN))
+            return
+        # a safety net only: pjsip itself answers 408 after sip.timeout
+        give_up = time.perf_counter() + self.sip.timeout + SAFETY_NET
+        self._futures[send.id] = (send.future, send.uri, send.started, give_up, send.key)
+        if not self._batch and self._ready.is_set():
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._batch.append([send.id, send.uri, send.body, send.kind])
+        if self._sweeper is None:
             loop = asyncio.get_running_loop()
-            self._next_id += 1
-            send_id = self._next_id
-            future: asyncio.Future[Delivery] = loop.create_future()
-            # a safety net only: pjsip itself answers 408 after sip.timeout
-            give_up = time.perf_counter() + self.sip.timeout + SAFETY_NET
-            self._futures[send_id] = (future, uri, started, give_up)
-            if not self._batch:
-                loop.call_soon(self._flush)
-            self._batch.append([send_id, uri, body, kind])
-            if self._sweeper is None:
-                self._sweeper = loop.call_later(self.sip.timeout + SAFETY_NET, self._sweep)
-            return await future
-        finally:
-            self._slots.release(key)
+            self._sweeper = loop.call_later(self.sip.timeout + SAFETY_NET, self._sweep)
 
     def _flush(self) -> None:
+        if not self._ready.is_set():  # a new worker is starting: sent once it is ready
+            return
         batch, self._batch = self._batch, []
         proc = self._proc
         if not batch:
             return
+        futures = self._futures
+        batch = [item for item in batch if item[0] in futures]  # not given up meanwhile
         if proc is None or proc.stdin is None or proc.returncode is not None:
             for item in batch:
                 self._resolve(item[0], 0, UNCONFIRMED, True)
@@ -229,10 +254,10 @@ class SipAgent:
         self._sweeper = None
         now = time.perf_counter()
         while self._futures:
-            send_id, (_future, _uri, _started, give_up) = next(iter(self._futures.items()))
-            if give_up > now:
+            send_id, entry = next(iter(self._futures.items()))
+            if entry[3] > now:
                 loop = asyncio.get_running_loop()
-                self._sweeper = loop.call_later(give_up - now, self._sweep)
+                self._sweeper = loop.call_later(entry[3] - now, self._sweep)
                 return
             self._resolve(send_id, 408, "Request Timeout (no answer from the SIP agent)", True)
 
@@ -240,12 +265,12 @@ class SipAgent:
         entry = self._futures.pop(send_id, None)
         if entry is None:
             return
-        future, uri, started, _ = entry
+        future, uri, started, _, key = entry
         if not future.done():
             elapsed = (time.perf_counter() - started) * 1000
-            future.set_result(
-                Delivery(uri, code, reason, round(elapsed, 1), _cause(code, reason, local))
-            )
+            cause = Cause.ANSWERED if not local else _cause(code, reason)
+            future.set_result(Delivery(uri, code, reason, round(elapsed, 1), cause))
+        self._slots.release(key)  # the next queued send joins the batch
 
     def abandon(self) -> None:
         """Report every message still out as not confirmed, at once (the user is leaving)."""
@@ -359,6 +384,8 @@ class SipAgent:
                 self.state.port = int(message["port"])
                 self.state.pid = int(message["pid"])
                 self._ready.set()
+                if self._batch:  # granted while no worker was ready
+                    asyncio.get_running_loop().call_soon(self._flush)
                 return True, ""
             if message.get("op") == "error":
                 return False, f"error: {message.get('msg')}"
@@ -420,10 +447,39 @@ class SipAgent:
 DOWN = Cause.AGENT_DOWN
 
 
-def _cause(code: int, reason: str, local: bool) -> Cause:
-    """The worker's (code, reason, made-by-our-stack) -> why the delivery ended."""
-    if not local:
-        return Cause.ANSWERED
+def _slots(sip: Sip) -> FairSlots:
+    """max_in_flight for a lone command, a fifth more for the others' sends; over TCP the
+    reserve comes out of max_in_flight (pjsip's sockets run out above MAX_TCP)."""
+    total = sip.max_in_flight
+    reserve = max(1, total // 5)
+    if sip.transport == "tcp":
+        total = max(1, min(total, protocol.MAX_TCP - reserve))
+    return FairSlots(total, reserve)
+
+
+class _Send:
+    """One send waiting for its slot (see FairSlots.enqueue), then for its answer."""
+
+    __slots__ = ("agent", "body", "future", "id", "key", "kind", "queued", "started", "uri")
+
+    def __init__(
+        self, agent: SipAgent, send_id: int, key: Any, uri: str, body: str, kind: str, at: float
+    ):
+        self.agent, self.id, self.key, self.uri, self.body, self.kind = (
+            agent, send_id, key, uri, body, kind)  # fmt: skip
+        self.started = at
+        self.future: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
+        self.queued = True
+
+    def done(self) -> bool:  # gone (cancelled) while it waited for a slot
+        return self.future.done()
+
+    def set_result(self, _: None) -> None:  # its slot: off to the worker
+        self.agent._out(self)
+
+
+def _cause(code: int, reason: str) -> Cause:
+    """The worker's (code, reason) of an answer made by our own stack -> why it ended."""
     if code == 0:
         return Cause.UNCONFIRMED
     if code == 408:

@@ -26,9 +26,10 @@ SNOM_XML, YEALINK_XML = "snom-xml", "yealink-xml"
 NOTIFY_KINDS = (INFOBOX, SNOM_XML, YEALINK_XML)  # a NOTIFY whose content type and Event
 KINDS = (MESSAGE, OPTIONS, *NOTIFY_KINDS)  # the worker takes from the kind alone
 MAX_BODY_BYTES = 1200  # over ~1300 bytes pjsip switches UDP to TCP silently
-MAX_PENDING = 200  # transactions the worker keeps open at once
+MAX_PENDING = 240  # transactions the worker keeps open at once (200 slots + reserve)
 MAX_REASON_CHARS = 120  # a phone's reason phrase as reported; longer ones are cut
 MAX_LOG_CHARS = 4000  # one pjsip log message (a whole SIP message fits)
+MAX_TCP = 60  # connections in flight over TCP (pjsip handles ~64 sockets)
 
 
 def encode(message: dict[str, Any]) -> bytes:

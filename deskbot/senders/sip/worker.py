@@ -28,6 +28,7 @@ from deskbot.senders.sip import infobox, protocol
 MAX_SENDS_PER_TURN = 32  # larger bursts overflow the UDP receive buffer
 MAX_DRAIN = 64  # extra event polls per turn while events keep coming
 TIMER_K_MS = 200  # pjsip's T4 (see create)
+MAX_REASONS = 64  # reason phrases remembered once made safe
 WAKE = b"\0"  # pjsip ignores datagrams of 32 bytes or less
 # kind -> (Content-Type, headers) of its NOTIFY: fixed here, never from what a send carries
 NOTIFY: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
@@ -56,6 +57,9 @@ class Worker:
         self.inbox: collections.deque[dict[str, Any]] = collections.deque()
         self.outbox: list[list[Any]] = []
         self.pending: dict[int, tuple[int, Any]] = {}  # token key -> (send id, token)
+        # tokens of answered requests, reused oldest first (far from a late duplicate)
+        self.tokens: collections.deque[tuple[int, Any]] = collections.deque()
+        self.reasons: dict[str, str] = {}  # reason phrase as received -> made safe
         self.requests_open = 0  # NOTIFY/OPTIONS whose callback has not come (see shutdown)
         self.stopping = False
         self.wake_addr: tuple[str, int] | None = None
@@ -219,9 +223,25 @@ class Worker:
         else:
             self.request(send_id, "OPTIONS", uri)
 
+    def token(self) -> tuple[int, Any]:
+        """A (key, token) for a request's userData: a freed one again, else a new one (a
+        SWIG object each send cost more than the rest of the Python around a MESSAGE)."""
+        if len(self.tokens) > protocol.MAX_PENDING // 4:
+            return self.tokens.popleft()
+        token = self.P.SipHeader()
+        return int(token.this), token
+
+    def answered(self, key: int) -> int | None:
+        """The send id of the request with this token (None: not ours, or answered)."""
+        entry = self.pending.pop(key, None)
+        if entry is None:
+            return None
+        self.tokens.append((key, entry[1]))
+        return entry[0]
+
     def message(self, send_id: int, uri: str, text: str) -> None:
-        pj, P = self.pj, self.P
-        token = P.SipHeader()
+        pj = self.pj
+        key, token = self.token()
         buddy = pj.Buddy()
         try:
             # one config and one parameter object for every MESSAGE: pjsua copies
@@ -231,10 +251,10 @@ class Worker:
             buddy.create(self.account, buddy_cfg)
             prm.content = text
             prm.userData = token
-            self.pending[int(token.this)] = (send_id, token)
+            self.pending[key] = (send_id, token)
             buddy.sendInstantMessage(prm)
         except pj.Error as exc:
-            self.pending.pop(int(token.this), None)
+            self.answered(key)
             self.outbox.append([send_id, 503, _reason(exc), True])
         finally:
             del buddy  # deleting right away keeps us far from pjsua's 256-buddy abort
@@ -249,8 +269,8 @@ class Worker:
         headers: tuple[tuple[str, str], ...] = (),
     ) -> None:
         """An out-of-dialog request (NOTIFY, OPTIONS); its answer comes to on_request."""
-        pj, P = self.pj, self.P
-        token = P.SipHeader()
+        pj = self.pj
+        key, token = self.token()
         prm = pj.SendRequestParam()
         prm.method = method
         prm.txOption.targetUri = uri
@@ -262,40 +282,50 @@ class Worker:
             header.hName, header.hValue = name, value
             prm.txOption.headers.append(header)
         prm.userData = token
-        self.pending[int(token.this)] = (send_id, token)
+        self.pending[key] = (send_id, token)
         self.requests_open += 1  # counted even if it raises: pjsua may hold a transaction
         try:
             self.account.sendRequest(prm)
         except pj.Error as exc:
-            self.pending.pop(int(token.this), None)
+            self.answered(key)
             self.outbox.append([send_id, 503, _reason(exc), True])
 
     def on_request(self, prm: Any) -> None:
         self.requests_open = max(0, self.requests_open - 1)
-        entry = self.pending.pop(int(prm.userData), None)
-        if entry is None:
+        send_id = self.answered(int(prm.userData))
+        if send_id is None:
             return
         try:
             tsx_state = prm.e.body.tsxState
             tsx = tsx_state.tsx
             remote = bool(tsx_state.src.rdata.srcAddress)  # none: our own stack answered
-            answer = [int(tsx.statusCode), network_text(tsx.statusText), not remote]
+            answer = [send_id, int(tsx.statusCode), self.reason(tsx.statusText), not remote]
         except Exception as exc:  # still answer the send: it must not wait for a timer
             self.log(1, f"unreadable answer: {exc!r}")
-            answer = [500, "Unreadable answer from the phone", False]
-        self.outbox.append([entry[0], *answer])
+            answer = [send_id, 500, "Unreadable answer from the phone", False]
+        self.outbox.append(answer)
 
     def on_status(self, prm: Any) -> None:
-        entry = self.pending.pop(int(prm.userData), None)
-        if entry is None:
+        send_id = self.answered(int(prm.userData))
+        if send_id is None:
             return
         try:
             # no source address: the answer was made by our own stack (a timeout, say)
-            answer = [int(prm.code), network_text(prm.reason), not prm.rdata.srcAddress]
+            answer = [send_id, int(prm.code), self.reason(prm.reason), not prm.rdata.srcAddress]
         except Exception as exc:  # still answer the send: it must not wait for a timer
             self.log(1, f"unreadable answer: {exc!r}")
-            answer = [500, "Unreadable answer from the phone", False]
-        self.outbox.append([entry[0], *answer])
+            answer = [send_id, 500, "Unreadable answer from the phone", False]
+        self.outbox.append(answer)
+
+    def reason(self, raw: Any) -> str:
+        """A reason phrase made safe (network_text), remembered: phones say "OK" again and
+        again. A bounded number are kept, so a hostile phone cannot grow this."""
+        text = self.reasons.get(raw) if isinstance(raw, str) else None
+        if text is None:
+            text = network_text(raw)
+            if isinstance(raw, str) and len(self.reasons) < MAX_REASONS:
+                self.reasons[raw] = text
+        return text
 
     def handle(self, message: dict[str, Any]) -> None:
         op = message.get("op")
