@@ -42,6 +42,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 log = logging.getLogger("deskbot.api")
 
+CLIENT = web.RequestKey("client", str)  # the name of the client whose token matched
 MAX_BODY = 1024 * 1024  # bytes; an Alertmanager notification of a few hundred alerts fits
 BODY_TIMEOUT = 10.0  # seconds to receive a request body
 KEEPALIVE = 15.0  # seconds an idle connection stays open
@@ -191,7 +192,7 @@ class ApiSource:
             raise
         finally:
             for listener in self.on_request:
-                listener(request.get("client", "-"), status)
+                listener(request.get(CLIENT, "-"), status)
 
     def _client(self, request: web.Request) -> Client | None:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -203,7 +204,7 @@ class ApiSource:
             if hmac.compare_digest(given, client.token_digest):
                 found = client
         if found is not None:
-            request["client"] = found.name
+            request[CLIENT] = found.name
             request.app[http.GUARD].trust(request.remote)
         return found
 
