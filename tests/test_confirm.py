@@ -19,11 +19,11 @@ import pytest
 from deskbot.directory import loader
 from deskbot.directory.snapshot import Phone
 from deskbot.relay import grammar, report
-from deskbot.relay.confirm import MARGIN, Confirmer, host_of, sample_ask, state_of
+from deskbot.relay.confirm import MARGIN, Confirmer, host_of, sample_ask, state_of, why_not
 from deskbot.relay.grammar import Send, UsageError, UseTemplate
 from deskbot.relay.relay import Relay
 from deskbot.relay.values import Answer, ChatUser, Dispatch, Policy, Request
-from deskbot.senders.base import body_limit, wire_bytes
+from deskbot.senders.base import Delivery, body_limit, wire_bytes
 from deskbot.senders.recording import RecordingSender
 from deskbot.senders.screens import snom
 from deskbot.settings.load import parse
@@ -110,6 +110,19 @@ async def test_a_template_with_confirm_asks_and_without_a_desk_url_confirm_is_re
     assert set(phones.asks) == {"601"}
     refused = await _send(_relay(tmp_path / "b", RecordingSender(), desk=False), "confirm 601 x")
     assert isinstance(refused, Answer) and refused.error and "[desk] url" in refused.text
+
+
+def test_a_phone_behind_a_sites_edge_gets_no_key_and_is_told_cannot_confirm(tmp_path):
+    audit = AuditLog(tmp_path / "audit.sqlite3")
+    confirmer = Confirmer(audit.confirmations())
+    remote = Phone("701", "sip:701@10.1.0.7", "Lyon desk", "snom-xml", site="lyon")
+    assert confirmer.ask(3, remote, DESK, 600) is None  # a key would point where it cannot go
+    assert [c.state for c in audit.confirmations().of(3)] == ["unsupported"]
+    line = report.Line(
+        remote, Delivery(remote.uri, 200, "OK", 1.0), confirm=why_not("snom-xml", "lyon")
+    )
+    assert "cannot confirm (behind site lyon's edge)" in report.line_text(line)
+    audit.close()
 
 
 @BOTH

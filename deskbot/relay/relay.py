@@ -491,7 +491,7 @@ class Relay:
     def _asked(job: Dispatch, phone: Phone, asks: dict[str, Ask | None]) -> str:
         if not job.confirm or phone.extension not in asks:
             return ""
-        return "confirm asked" if asks[phone.extension] else why_not(phone.format)
+        return "confirm asked" if asks[phone.extension] else why_not(phone.format, phone.site)
 
     async def _send(
         self, command_id: int, phone: Phone, body: str, ask: Ask | None = None

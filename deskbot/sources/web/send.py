@@ -156,7 +156,9 @@ class SendPages:
             skipped = accepted.skipped.get(p.extension, "")
             row = row_of(p, None, skipped)
             if job.confirm and not skipped:  # what the relay asks; its report is the last word
-                row = replace(row, confirm=WAITING if can_confirm(p.format) else UNSUPPORTED)
+                row = replace(
+                    row, confirm=WAITING if can_confirm(p.format) and not p.site else UNSUPPORTED
+                )
             rows[p.extension] = row
         watched = Watched(accepted.command_id, session.name, _title(job), rows)
         if job.confirm:
