@@ -3,24 +3,22 @@
 Its own ``slapd.conf`` and mdb database in a temp dir, no systemd; data goes
 in with ``ldapadd``/``ldapmodify`` (``slapadd`` for the benchmark's bulk
 load, before it starts). It runs in its own process group and gets SIGKILL
-when the test process dies, so a killed run leaves nothing behind.
+when the test process dies, so a killed run leaves nothing behind; its port
+comes from tests/peers.py's ``start_on_free_port`` (a restart keeps it).
 """
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from peers import PeerDidNotStart, die_with_parent, listening, start_on_free_port, wait_ready
 
 BASE = "dc=example,dc=com"
 ROOT_DN = f"cn=admin,{BASE}"
@@ -33,26 +31,14 @@ _subtrees = itertools.count(1)
 def _tool(name: str) -> str:
     path = shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")
     if path is None:
-        raise RuntimeError(f"{name} is not installed: run `make test`, which installs it")
+        raise PeerDidNotStart(f"{name} is not installed: run `make test`, which installs it")
     return path
-
-
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Slapd:
     def __init__(self, workdir: Path):
         self.dir = workdir
-        self.port = _free_port()
-        self.url = f"ldap://127.0.0.1:{self.port}"
+        self.port = 0  # chosen at the first start; a restart keeps it
         (workdir / "db").mkdir(parents=True, exist_ok=True)
         rootpw = subprocess.run(
             [_tool("slappasswd"), "-s", ROOT_PASSWORD], capture_output=True, text=True, check=True
@@ -92,25 +78,32 @@ class Slapd:
             capture_output=True,
         )
 
-    def start(self) -> Slapd:
-        self.proc = subprocess.Popen(
-            [_tool("slapd"), "-f", str(self.conf), "-h", f"{self.url}/", "-d", "0"],
+    @property
+    def url(self) -> str:
+        return f"ldap://127.0.0.1:{self.port}"
+
+    def _log_text(self) -> str:
+        return (self.dir / "slapd.log").read_text(errors="replace")
+
+    def _start(self, port: int) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [_tool("slapd"), "-f", str(self.conf), "-h", f"ldap://127.0.0.1:{port}/", "-d", "0"],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
-        deadline = time.monotonic() + 15
-        while True:
-            if self.proc.poll() is not None:
-                log = (self.dir / "slapd.log").read_text(errors="replace")
-                raise RuntimeError(f"slapd exited at start: {log[-2000:]}")
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return self
-            if time.monotonic() > deadline:
-                raise RuntimeError("slapd did not listen within 15 s")
-            time.sleep(0.05)
+
+    def start(self, timeout: float = 15.0) -> Slapd:
+        """Start and wait until it listens; PeerDidNotStart (with its log) if it does not."""
+        if self.port == 0:
+            self.port, self.proc = start_on_free_port(
+                self._start, "slapd", why=self._log_text, timeout=timeout
+            )
+        else:
+            self.proc = self._start(self.port)
+            wait_ready(self.proc, lambda: listening(self.port), "slapd", timeout, self._log_text)
+        return self
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import until, wait_for, write_config
+from peers import die_with_parent
 
 from deskbot.directory.snapshot import Phone
 from deskbot.senders import fair
@@ -116,6 +117,7 @@ def send_to_silent_phone(silent, tmp_path: Path, *flags: str) -> subprocess.Pope
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=die_with_parent,
     )
     silent.wait_received(1)
     return proc

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SippPhone, run_deskbot, wait_for, write_config
+from peers import die_with_parent
 
 from deskbot.cli.main import command_of
 from deskbot.settings import cache
@@ -265,7 +266,7 @@ def test_a_send_with_stdin_and_stdout_closed_still_sends_and_exits_by_the_answer
     deskbot = str(Path(sys.executable).parent / "deskbot")
     result = subprocess.run(
         [deskbot, "send", "-c", str(cfg), "486", "no terminal"],
-        preexec_fn=lambda: (os.close(0), os.close(1)),
+        preexec_fn=lambda: (die_with_parent(), os.close(0), os.close(1)),
         stderr=subprocess.PIPE,
         text=True,
         timeout=60,

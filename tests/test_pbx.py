@@ -12,54 +12,62 @@ import glob
 import json
 import os
 import signal
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
-from conftest import Baresip, free_port, port_taken, require, run_deskbot, wait_for, write_config
-from peers import die_with_parent
+from conftest import Baresip, free_port, require, run_deskbot, wait_for, write_config
+from peers import die_with_parent, listens, start_on_free_port
 
 HERE = Path(__file__).parent
 
 
 @pytest.fixture
 def kamailio(tmp_path: Path) -> Iterator[int]:
-    port = free_port()
     [modules] = glob.glob("/usr/lib/*/kamailio/modules/") or [""]
     text = (HERE / "kamailio" / "kamailio.cfg.in").read_text()
     cfg = tmp_path / "kamailio.cfg"
-    cfg.write_text(
-        text.replace("@PORT@", str(port))
-        .replace("@PASSWORD@", "s3cret")
-        .replace("@MODULES@", modules)
+    log = tmp_path / "kamailio.log"
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(port: int) -> subprocess.Popen[bytes]:
+        cfg.write_text(
+            text.replace("@PORT@", str(port))
+            .replace("@PASSWORD@", "s3cret")
+            .replace("@MODULES@", modules)
+        )
+        started.append(
+            subprocess.Popen(
+                [
+                    require("kamailio"),
+                    "-f",
+                    str(cfg),
+                    "-DD",
+                    "-E",
+                    "-w",
+                    str(tmp_path),
+                    "-P",
+                    str(tmp_path / "kamailio.pid"),
+                    "-Y",
+                    str(tmp_path),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=log.open("wb"),
+                start_new_session=True,
+                preexec_fn=die_with_parent,
+            )
+        )
+        return started[-1]
+
+    port, proc = start_on_free_port(
+        start,
+        "Kamailio",
+        lambda port: listens(started[-1], port, "udp"),
+        lambda: log.read_text(errors="replace"),
+        pick=free_port,
     )
-    proc = subprocess.Popen(
-        [
-            require("kamailio"),
-            "-f",
-            str(cfg),
-            "-DD",
-            "-E",
-            "-w",
-            str(tmp_path),
-            "-P",
-            str(tmp_path / "kamailio.pid"),
-            "-Y",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "kamailio.log").open("wb"),
-        start_new_session=True,
-        preexec_fn=die_with_parent,
-    )
-    wait_for(
-        lambda: proc.poll() is not None or port_taken(port, socket.SOCK_DGRAM),
-        what="kamailio listening",
-    )
-    assert proc.poll() is None, (tmp_path / "kamailio.log").read_text()[-2000:]
     yield port
     os.killpg(proc.pid, signal.SIGKILL)  # Kamailio's forked workers too, not only its main
     proc.wait()

@@ -220,6 +220,7 @@ def test_a_delivery_its_edge_cannot_take_in_time_is_not_sent_and_never_sent_late
         [DESKBOT, "send", "-c", str(front), "700", "hold the line"],
         stdout=subprocess.PIPE,
         text=True,
+        preexec_fn=die_with_parent,
     )
     silent.wait_received(1)  # the edge's one slot is taken by a phone that never answers
 
@@ -265,6 +266,7 @@ def test_an_edge_killed_mid_send_and_restarted_sends_nothing_twice_and_says_not_
         [DESKBOT, "send", "-c", str(front), "--json", "900", "only once"],
         stdout=subprocess.PIPE,
         text=True,
+        preexec_fn=die_with_parent,
     )
     slow.wait_received(1)
     edges[0].kill()  # the phone has the text; the edge never acked it
