@@ -409,6 +409,22 @@ def run_deskbot(
     )
 
 
+def api_post(
+    port: int, token: str, path: str, body: Any, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
+    """POST JSON to deskbot's HTTP API on 127.0.0.1 as a client: (status, JSON answer)."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        json.dumps(body).encode(),
+        {"Authorization": f"Bearer {token}", "Content-Type": "application/json", **(headers or {})},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return resp.status, json.load(resp)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
 async def until(condition: Callable[[], object], timeout: float = 10.0, what: str = "condition"):
     """The asyncio twin of wait_for: poll without blocking the event loop."""
     import asyncio
