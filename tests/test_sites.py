@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -19,6 +20,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import (
     DeskbotRun,
@@ -237,22 +239,60 @@ def test_a_delivery_its_edge_cannot_take_in_time_is_not_sent_and_never_sent_late
     assert texts(later) == [b"in time"]
 
 
-def test_two_edges_of_a_site_share_it_and_one_killed_loses_nothing(tmp_path, nats_hub, sipp, edges):
-    phone = sipp(200)
+def sip_ports(edge: Edge) -> set[int]:
+    """The UDP ports an edge (and its SIP worker) sends from: a MESSAGE's Via names one."""
+    main = psutil.Process(edge.proc.pid)
+    ports = set()
+    for proc in (main, *main.children(recursive=True)):
+        ports |= {c.laddr.port for c in proc.net_connections("udp") if c.laddr}
+    return ports
+
+
+def test_two_edges_of_a_site_share_it_and_one_killed_mid_send_loses_nothing(
+    tmp_path, nats_hub, sipp, edges
+):
+    phone = sipp(200, delay_ms=1500)  # each text is in flight for 1.5 s
+    extensions = [f"80{i}" for i in range(4)]
     front = configs(
-        tmp_path, nats_hub.url, {f"80{i}": (phone.uri(f"80{i}"), "paris") for i in range(6)}
+        tmp_path,
+        nats_hub.url,
+        {ext: (phone.uri(ext), "paris") for ext in extensions},
+        take_within=15.0,
     )
     config = tmp_path / "edge-paris.toml"
+    config.write_text(  # one text at a time each: the second edge takes the next
+        config.read_text().replace("timeout = 3.0", "timeout = 3.0\nmax_in_flight = 1")
+    )
     edges.extend([Edge(config, "edge-a").wait_ready(), Edge(config, "edge-b").wait_ready()])
-    first = send(front, ",".join(f"80{i}" for i in range(6)), "one")
+    first = send(front, ",".join(extensions), "one")
     assert first.returncode == 0, first.stdout
-    edges[0].kill()
+    assert all("delivery" in edge.log() for edge in edges)  # both edges delivered
+    sending = subprocess.Popen(
+        [DESKBOT, "send", "-c", str(front), "--json", ",".join(extensions), "two"],
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=die_with_parent,
+    )
+    [in_flight] = wait_for(
+        lambda: [m for m in phone_got(phone) if m.body == b"two"][:1], what="the first 'two'"
+    )
+    via = int(re.search(r"127\.0\.0\.1:(\d+)", in_flight.headers["via"]).group(1))
+    [killed] = [edge for edge in edges if via in sip_ports(edge)]
+    [survivor] = [edge for edge in edges if edge is not killed]
+    killed.kill()  # the phone has that text; its edge never answered it
 
-    result = send(front, ",".join(f"80{i}" for i in range(6)), "two")
+    out, _ = sending.communicate(timeout=60)
 
-    assert result.returncode == 0, result.stdout
-    assert sorted(texts(phone)) == [b"one"] * 6 + [b"two"] * 6
-    assert "delivery" in edges[1].log()
+    lines = {(r := json.loads(line))["target"]: r for line in out.splitlines()}
+    cut = in_flight.request_uri.split(":")[1].split("@")[0]
+    assert lines[cut]["outcome"] == "unconfirmed", lines  # told honestly, not "delivered"
+    others = [ext for ext in extensions if ext != cut]
+    assert {ext: lines[ext]["code"] for ext in others} == dict.fromkeys(others, 200), lines
+    assert sending.returncode == 3
+    got = [(m.request_uri.split(":")[1].split("@")[0], m.body) for m in phone_got(phone)]
+    assert sorted(got) == sorted((ext, text) for ext in extensions for text in (b"one", b"two"))
+    wait_for(lambda: "was started before; not sent again" in survivor.log(), 30, "the redelivery")
+    assert sorted(t for t in texts(phone) if t == b"two") == [b"two"] * 4  # none twice
 
 
 def test_an_edge_killed_mid_send_and_restarted_sends_nothing_twice_and_says_not_confirmed(
