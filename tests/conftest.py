@@ -425,15 +425,20 @@ def api_post(
         return exc.code, json.load(exc)
 
 
-async def until(condition: Callable[[], object], timeout: float = 10.0, what: str = "condition"):
-    """The asyncio twin of wait_for: poll without blocking the event loop."""
+async def until(
+    condition: Callable[[], object],
+    timeout: float = 10.0,
+    what: str = "condition",
+    every: float = 0.01,
+):
+    """The asyncio twin of wait_for: poll (each `every` s) without blocking the event loop."""
     import asyncio
 
     deadline = time.monotonic() + timeout
     while not (value := condition()):
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(every)
     return value
 
 

@@ -71,7 +71,7 @@ async def test_a_worker_that_dies_at_start_up_three_times_gives_a_clear_error():
     started = time.monotonic()
     with pytest.raises(AgentError, match="died at start-up 3 times in a row"):
         await agent.start()
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 30  # only a hang: no retrying without end
 
 
 async def test_a_port_in_use_is_reported_without_retrying(monkeypatch):

