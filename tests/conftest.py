@@ -394,6 +394,37 @@ def write_config(path: Path, body: str) -> Path:
     return path
 
 
+# `deskbot run` with the HTTP API and /healthz on loopback: add [api.clients.*] and the phones;
+# .format(tmp=the audit log's folder, api=the API's port, ...)
+API_SERVICE = """
+[sip]
+listen = "127.0.0.1:0"
+timeout = 2.0
+[health]
+listen = "127.0.0.1:0"
+[audit]
+path = "{tmp}/audit.sqlite3"
+[api]
+listen = "127.0.0.1:{api}"
+"""
+
+
+def one_phone_config(
+    path: Path, uri: str, *, audit: Path | None = None, sip: str = "", extra: str = ""
+) -> Path:
+    """A config with one phone, 486 at `uri`, and deskbot's SIP on a free port.
+
+    `sip`: more [sip] lines; `audit`: the audit log's path; `extra`: TOML after
+    `uri` (more keys of [phones.486] first, then any tables).
+    """
+    lines = ["[sip]", 'listen = "127.0.0.1:0"', *sip.splitlines()]
+    if audit is not None:
+        lines += ["[audit]", f'path = "{audit}"']
+    lines += ["[phones.486]", f'uri = "{uri}"']
+    path.write_text("\n".join(lines) + "\n" + textwrap.dedent(extra))
+    return path
+
+
 def run_deskbot(
     *args: str, env: dict[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:

@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import SippPhone, run_deskbot, wait_for, write_config
+from conftest import SippPhone, one_phone_config, run_deskbot, wait_for, write_config
 from peers import die_with_parent
 
 from deskbot.cli.main import command_of
@@ -26,18 +26,12 @@ from deskbot.settings.schema import Settings
 
 
 def one_phone(tmp_path: Path, uri: str, extra: str = "") -> Path:
-    return write_config(
+    return one_phone_config(
         tmp_path / "deskbot.toml",
-        f"""
-        [sip]
-        listen = "127.0.0.1:0"
-        timeout = 1.0
-        [audit]
-        path = "{tmp_path / "audit.sqlite3"}"
-        [phones.486]
-        uri = "{uri}"
-        {extra}
-        """,
+        uri,
+        audit=tmp_path / "audit.sqlite3",
+        sip="timeout = 1.0",
+        extra=extra,
     )
 
 
