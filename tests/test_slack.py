@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DeskbotRun, free_port, run_deskbot, wait_for, write_config
+from conftest import DeskbotRun, free_port, phone_got, run_deskbot, wait_for, write_config
 from slack_standin import (
     APP_TOKEN,
     BOT_TOKEN,
@@ -576,3 +576,20 @@ def test_at_a_time_reads_the_senders_slack_time_zone(sipp, slack, deskbot):
     envelope = slack.push_command("at 14:55 486 stand-up", ALICE, DESK)
     text = ack_of(slack, envelope).payload["text"]
     assert text.startswith("will send at 14:55 NZ") and "id 1" in text, text
+
+
+def test_a_later_send_cancelled_in_chat_never_reaches_the_phone(sipp, slack, deskbot):
+    phone = sipp(200)
+    deskbot({"486": phone.uri("486")})
+    later = slack.push_command("in 3s 486 lunch is off", ALICE, DESK)
+    said = ack_of(slack, later).payload["text"]
+    assert said.startswith("will send at ") and "id 1 (`cancel 1`)" in said, said
+    cancel = slack.push_command("cancel 1", ALICE, DESK)
+    assert ack_of(slack, cancel).payload["text"] == "cancelled send 1: 486 lunch is off"
+    listed = slack.push_command("scheduled", ALICE, DESK)
+    assert ack_of(slack, listed).payload["text"] == "nothing is scheduled (by anyone)"
+    # a barrier: a later send due after the cancelled one's time, which does arrive
+    barrier = slack.push_command("in 4s 486 after", ALICE, DESK)
+    assert "id 2" in ack_of(slack, barrier).payload["text"]
+    wait_for(lambda: phone_got(phone), timeout=30, what="the barrier's text")
+    assert [m.body for m in phone_got(phone)] == [b"Alice Liddell: after"]
