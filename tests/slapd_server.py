@@ -18,7 +18,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from peers import PeerDidNotStart, die_with_parent, listening, start_on_free_port, wait_ready
+from peers import (
+    PeerDidNotStart,
+    die_with_parent,
+    free_tcp_port,
+    listening,
+    start_on_free_port,
+    wait_ready,
+)
 
 BASE = "dc=example,dc=com"
 ROOT_DN = f"cn=admin,{BASE}"
@@ -35,10 +42,38 @@ def _tool(name: str) -> str:
     return path
 
 
+def test_ca(workdir: Path) -> tuple[Path, Path, Path]:
+    """A CA of the test's own and a certificate for 127.0.0.1 it signed: (ca, cert, key)."""
+    openssl = _tool("openssl")
+    ca, ca_key = workdir / "ca.pem", workdir / "ca.key"
+    cert, key, csr = workdir / "server.pem", workdir / "server.key", workdir / "server.csr"
+    (workdir / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    for line in (
+        f"req -x509 -newkey rsa:2048 -nodes -keyout {ca_key} -out {ca} -days 2",
+        f"req -newkey rsa:2048 -nodes -keyout {key} -out {csr}",
+        f"x509 -req -in {csr} -CA {ca} -CAkey {ca_key} -CAcreateserial -out {cert} -days 2 "
+        f"-extfile {workdir / 'san.cnf'}",
+    ):
+        subject = ["-subj", "/CN=deskbot test CA" if "-x509" in line else "/CN=127.0.0.1"]
+        args = line.split() + (subject if line.startswith("req") else [])
+        subprocess.run([openssl, *map(str, args)], check=True, capture_output=True)
+    return ca, cert, key
+
+
 class Slapd:
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, tls: bool = False):
+        """tls: also ldaps:// on `tls_port` and StartTLS, with a certificate of `ca_file`."""
         self.dir = workdir
         self.port = 0  # chosen at the first start; a restart keeps it
+        self.tls_port = 0
+        self.ca_file: Path | None = None
+        tls_lines = ""
+        if tls:
+            self.ca_file, cert, key = test_ca(workdir)
+            tls_lines = (
+                f"TLSCACertificateFile {self.ca_file}\n"
+                f"TLSCertificateFile {cert}\nTLSCertificateKeyFile {key}\n"
+            )
         (workdir / "db").mkdir(parents=True, exist_ok=True)
         rootpw = subprocess.run(
             [_tool("slappasswd"), "-s", ROOT_PASSWORD], capture_output=True, text=True, check=True
@@ -54,6 +89,7 @@ class Slapd:
             moduleload back_mdb
             pidfile {workdir}/slapd.pid
             sizelimit unlimited
+            @TLS@
             database mdb
             maxsize 1073741824
             suffix "{BASE}"
@@ -63,7 +99,7 @@ class Slapd:
             index objectClass eq
             access to attrs=userPassword by anonymous auth by * none
             access to * by users read by * none
-            """)
+            """).replace("@TLS@\n", tls_lines)
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self._log = (workdir / "slapd.log").open("ab")
@@ -85,9 +121,17 @@ class Slapd:
     def _log_text(self) -> str:
         return (self.dir / "slapd.log").read_text(errors="replace")
 
+    @property
+    def ldaps_url(self) -> str:
+        return f"ldaps://127.0.0.1:{self.tls_port}"
+
     def _start(self, port: int) -> subprocess.Popen[bytes]:
+        urls = f"ldap://127.0.0.1:{port}/"
+        if self.ca_file is not None:
+            self.tls_port = self.tls_port or free_tcp_port()
+            urls += f" ldaps://127.0.0.1:{self.tls_port}/"
         return subprocess.Popen(
-            [_tool("slapd"), "-f", str(self.conf), "-h", f"ldap://127.0.0.1:{port}/", "-d", "0"],
+            [_tool("slapd"), "-f", str(self.conf), "-h", urls, "-d", "0"],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -181,6 +225,17 @@ def slapd() -> Iterator[Slapd]:
     """One slapd for the session; each test takes its own ``subtree()``."""
     workdir = Path(tempfile.mkdtemp(prefix="deskbot-slapd-"))
     server = start_slapd(workdir)
+    yield server
+    server.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def tls_slapd() -> Iterator[Slapd]:
+    """A slapd with a certificate from a CA of the test's own: ldaps:// and StartTLS."""
+    workdir = Path(tempfile.mkdtemp(prefix="deskbot-slapd-tls-"))
+    server = Slapd(workdir, tls=True).start()
+    server.seed()
     yield server
     server.stop()
     shutil.rmtree(workdir, ignore_errors=True)
