@@ -61,8 +61,12 @@ def test_ca(workdir: Path) -> tuple[Path, Path, Path]:
 
 
 class Slapd:
-    def __init__(self, workdir: Path, tls: bool = False):
-        """tls: also ldaps:// on `tls_port` and StartTLS, with a certificate of `ca_file`."""
+    def __init__(self, workdir: Path, tls: bool = False, size_limit: int | None = None):
+        """tls: also ldaps:// on `tls_port` and StartTLS, with a certificate of `ca_file`.
+
+        size_limit: what deskbot's account gets per search, as an AD gives 1,000 at most;
+        paged results may go on past it, page by page.
+        """
         self.dir = workdir
         self.port = 0  # chosen at the first start; a restart keeps it
         self.tls_port = 0
@@ -75,6 +79,12 @@ class Slapd:
                 f"TLSCertificateFile {cert}\nTLSCertificateKeyFile {key}\n"
             )
         (workdir / "db").mkdir(parents=True, exist_ok=True)
+        limits = ""
+        if size_limit is not None:
+            limits = (
+                f'limits dn.exact="{BIND_DN}" size.soft={size_limit} size.hard={size_limit} '
+                "size.prtotal=unlimited\n"
+            )
         rootpw = subprocess.run(
             [_tool("slappasswd"), "-s", ROOT_PASSWORD], capture_output=True, text=True, check=True
         ).stdout.strip()
@@ -99,7 +109,10 @@ class Slapd:
             index objectClass eq
             access to attrs=userPassword by anonymous auth by * none
             access to * by users read by * none
-            """).replace("@TLS@\n", tls_lines)
+            @LIMITS@
+            """)
+            .replace("@TLS@\n", tls_lines)
+            .replace("@LIMITS@\n", limits)
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self._log = (workdir / "slapd.log").open("ab")

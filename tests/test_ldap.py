@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import signal
 import tomllib
 from pathlib import Path
@@ -479,3 +480,24 @@ def test_ldaps_and_starttls_read_slapd_with_the_ca_file_and_refuse_without_it(
     assert f"directory.ldap: LDAP {url}: " in refused.stdout
     assert right.returncode == 0, right.stdout
     assert "LDAP: 4 people, 4 phones, 1 group;" in right.stdout
+
+
+def test_more_people_than_the_servers_size_limit_come_page_by_page(tmp_path: Path):
+    """slapd gives deskbot's account at most 500 entries per search, as AD gives 1,000:
+    1,200 people arrive only through paged results, past the first page."""
+    server = Slapd(tmp_path / "slapd", size_limit=500).start()
+    try:
+        server.seed()
+        ou = server.subtree()
+        server.add(
+            "\n".join(person(ou, f"p{i}", f"Person {i}", str(1000 + i)) for i in range(1200))
+        )
+        body = CONFIG.format(
+            tmp=tmp_path, pbx=9, url=server.url, bind_dn=BIND_DN, base=ou, refresh=300
+        ).replace("extension_digits = 3", "extension_digits = 4")
+        path = write_config(tmp_path / "d.toml", body)
+        result = run_deskbot("check-config", "-c", str(path), env=ENV)
+        assert result.returncode == 0, result.stdout
+        assert re.search(r"LDAP: 1,?200 people, 1,?200 phones, 0 groups;", result.stdout), result
+    finally:
+        server.stop()
