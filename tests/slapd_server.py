@@ -42,7 +42,7 @@ def _tool(name: str) -> str:
     return path
 
 
-def test_ca(workdir: Path) -> tuple[Path, Path, Path]:
+def own_ca(workdir: Path) -> tuple[Path, Path, Path]:
     """A CA of the test's own and a certificate for 127.0.0.1 it signed: (ca, cert, key)."""
     openssl = _tool("openssl")
     ca, ca_key = workdir / "ca.pem", workdir / "ca.key"
@@ -73,7 +73,7 @@ class Slapd:
         self.ca_file: Path | None = None
         tls_lines = ""
         if tls:
-            self.ca_file, cert, key = test_ca(workdir)
+            self.ca_file, cert, key = own_ca(workdir)
             tls_lines = (
                 f"TLSCACertificateFile {self.ca_file}\n"
                 f"TLSCertificateFile {cert}\nTLSCertificateKeyFile {key}\n"

@@ -34,6 +34,7 @@ from conftest import (
 )
 from nats_server import NatsServer
 from peers import die_with_parent
+from slapd_server import own_ca
 
 DESKBOT = str(Path(sys.executable).parent / "deskbot")
 TOKEN = "t" * 32
@@ -412,3 +413,25 @@ def test_deskbot_edge_without_an_edge_table_says_so_and_exits_2(tmp_path, nats_h
 
     assert result.returncode == 2
     assert result.stderr.strip() == f"{front}: edge: add an [edge] table with this office's site"
+
+
+def test_a_tls_hub_with_user_and_password_carries_a_text_to_the_edge(
+    tmp_path, sipp, edges, monkeypatch
+):
+    """`tls://` to a hub that takes TLS only, trusting the hub's CA as the host does
+    (SSL_CERT_FILE); the front and the edge log in with user and password."""
+    ca, cert, key = own_ca(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+    hub = NatsServer(tmp_path / "hub", sites=SITES, tls=(cert, key))
+    (tmp_path / "hub").mkdir()
+    hub.start()
+    try:
+        assert hub.url.startswith("tls://")
+        phone = sipp(200)
+        front = configs(tmp_path, hub.url, {"486": (phone.uri("486"), "berlin")})
+        edges.append(Edge(tmp_path / "edge-berlin.toml", "edge").wait_ready())
+        result = send(front, "486", "over tls")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert texts(phone) == [b"over tls"]
+    finally:
+        hub.stop()
