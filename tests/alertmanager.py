@@ -2,7 +2,8 @@
 
 Its own config: one route with ``group_wait: 0s`` and ``group_interval: 1s``
 and a webhook receiver pointing at deskbot with a bearer token, as the README
-tells users to set it up. Used by the tests and by ``bench/alerts.py``.
+tells users to set it up. Used by the tests and by ``bench/alerts.py``. Its port
+comes from tests/peers.py's ``start_on_free_port``.
 """
 
 from __future__ import annotations
@@ -10,15 +11,12 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
-import time
 import urllib.request
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from peers import die_with_parent
+from peers import PeerDidNotStart, answers_http, die_with_parent, start_on_free_port
 
 CONFIG = """\
 route:
@@ -42,39 +40,35 @@ receivers:
 STARTED = datetime.now(UTC) - timedelta(minutes=5)  # when the tests' alerts became active
 
 
-def _free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait(condition: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-
-
 class Alertmanager:
     def __init__(self, workdir: Path, webhook_url: str, token: str):
         binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
         if binary is None:
-            raise FileNotFoundError(
+            raise PeerDidNotStart(
                 "prometheus-alertmanager is not installed: run `make test`, which installs it"
             )
-        self.port = _free_tcp_port()
+        self.workdir, self.binary = workdir, binary
+        self.webhook_url, self.token = webhook_url, token
+        self.port, self.proc = start_on_free_port(
+            self._start,
+            "Alertmanager",
+            lambda port: answers_http(f"http://127.0.0.1:{port}/-/ready"),
+            lambda: self.log.read_text(errors="replace"),
+            timeout=20,
+        )
         self.base = f"http://127.0.0.1:{self.port}"
-        home = workdir / f"alertmanager-{self.port}"
+
+    def _start(self, port: int) -> subprocess.Popen[bytes]:
+        home = self.workdir / f"alertmanager-{port}"
         home.mkdir()
-        (home / "am.yml").write_text(CONFIG.format(url=webhook_url, token=token))
+        (home / "am.yml").write_text(CONFIG.format(url=self.webhook_url, token=self.token))
         self.log = home / "alertmanager.log"
-        self.proc = subprocess.Popen(
+        return subprocess.Popen(
             [
-                binary,
+                self.binary,
                 f"--config.file={home / 'am.yml'}",
                 f"--storage.path={home / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
+                f"--web.listen-address=127.0.0.1:{port}",
                 "--cluster.listen-address=",
             ],
             stdout=subprocess.DEVNULL,
@@ -82,16 +76,11 @@ class Alertmanager:
             start_new_session=True,
             preexec_fn=die_with_parent,
         )
-        _wait(self.ready, 20, f"Alertmanager on port {self.port}")
 
     def ready(self) -> bool:
         if self.proc.poll() is not None:
-            raise RuntimeError(f"Alertmanager exited: {self.log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{self.base}/-/ready", timeout=1) as resp:
-                return resp.status == 200
-        except OSError:
-            return False
+            raise PeerDidNotStart(f"Alertmanager exited: {self.log.read_text()[-2000:]}")
+        return answers_http(f"{self.base}/-/ready")
 
     def post_alert(
         self,

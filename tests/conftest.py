@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from peers import PeerDidNotStart, die_with_parent, start_on_free_port  # noqa: F401
+from peers import PeerDidNotStart, die_with_parent, listens, start_on_free_port  # noqa: F401
 
 HERE = Path(__file__).parent
 # the session's Synapse, people at Matrix clients, slapd and PostgreSQL, for the tests that ask
@@ -139,30 +139,32 @@ class SippPhone:
     ):
         self.method = method  # what it receives: MESSAGE, NOTIFY or OPTIONS
         self.transport = transport
-        for _attempt in range(5):  # a free port can be taken before SIPp binds it: pick another
-            self.port = free_port()
-            err = self._start(scenario, workdir)
-            if err is None:
-                return
-            if "errno = 98" not in err:
-                break
-        pytest.fail(f"SIPp exited at start: {err[-2000:]}")
+        self.scenario, self.workdir = scenario, workdir
+        self.port, self.proc = start_on_free_port(
+            self._start,
+            "SIPp",
+            lambda port: listens(self.proc, port, transport),
+            lambda: self.errors.read_text(errors="replace"),
+            timeout=10,
+            pick=free_port,
+        )
 
-    def _start(self, scenario: Path, workdir: Path) -> str | None:
-        """Start SIPp on self.port; None once it listens, else what it said before exiting."""
-        self.trace = workdir / f"sipp-{self.port}.log"
+    def _start(self, port: int) -> subprocess.Popen[bytes]:
+        """Start SIPp on `port` (tests/peers.py's start_on_free_port waits for it)."""
+        self.port = port
+        self.trace = self.workdir / f"sipp-{port}.log"
         self.trace.touch()
         flag = {"udp": "u1", "tcp": "t1"}[self.transport]
-        errors = workdir / f"sipp-{self.port}.err"
+        self.errors = self.workdir / f"sipp-{port}.err"
         self.proc = subprocess.Popen(
             [
                 require("sipp"),
                 "-sf",
-                str(scenario),
+                str(self.scenario),
                 "-i",
                 "127.0.0.1",
                 "-p",
-                str(self.port),
+                str(port),
                 "-t",
                 flag,
                 "-trace_msg",
@@ -173,19 +175,12 @@ class SippPhone:
                 "10000",
             ],
             stdout=subprocess.DEVNULL,
-            stderr=errors.open("wb"),
-            cwd=workdir,
+            stderr=self.errors.open("wb"),
+            cwd=self.workdir,
             start_new_session=True,
             preexec_fn=die_with_parent,
         )
-        kind = socket.SOCK_DGRAM if self.transport == "udp" else socket.SOCK_STREAM
-        wait_for(
-            lambda: self.proc.poll() is not None or port_taken(self.port, kind),
-            what=f"SIPp on port {self.port}",
-        )
-        if self.proc.poll() is None:
-            return None
-        return errors.read_text(errors="replace")
+        return self.proc
 
     def uri(self, extension: str = "486") -> str:
         suffix = ";transport=tcp" if self.transport == "tcp" else ""
@@ -341,39 +336,40 @@ class Baresip:
             else (f"<sip:{extension}@127.0.0.1>;regint=0")
         )
         (home / "accounts").write_text(account + "\n")
-        for _attempt in range(5):  # a free port can be taken before baresip binds it
-            self.port = free_port()
-            (home / "config").write_text(
-                textwrap.dedent(f"""\
-                sip_listen 127.0.0.1:{self.port}
-                module_path /usr/lib/baresip/modules
-                module stdio.so
-                module g711.so
-                module_app account.so
-                module_app menu.so
-                audio_player nothing
-                audio_source nothing
-                """)
-            )
-            self.proc = subprocess.Popen(
-                [require("baresip"), "-f", str(home)],
-                stdin=subprocess.PIPE,
-                stdout=self.log.open("wb"),
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=die_with_parent,
-            )
-            wait_for(
-                lambda: self.proc.poll() is not None or port_taken(self.port, socket.SOCK_DGRAM),
-                timeout=30,
-                what="baresip listening",
-            )
-            if self.proc.poll() is None:
-                break
-        else:
-            pytest.fail(f"baresip did not start: {self.output()[-2000:]}")
+        self.home = home
+        self.port, self.proc = start_on_free_port(
+            self._start,
+            "baresip",
+            lambda port: listens(self.proc, port, "udp"),
+            lambda: self.output(),
+            timeout=30,
+            pick=free_port,
+        )
         if registrar:
             wait_for(lambda: "200 OK" in self.output(), what=f"baresip {extension} registered")
+
+    def _start(self, port: int) -> subprocess.Popen[bytes]:
+        (self.home / "config").write_text(
+            textwrap.dedent(f"""\
+            sip_listen 127.0.0.1:{port}
+            module_path /usr/lib/baresip/modules
+            module stdio.so
+            module g711.so
+            module_app account.so
+            module_app menu.so
+            audio_player nothing
+            audio_source nothing
+            """)
+        )
+        self.proc = subprocess.Popen(
+            [require("baresip"), "-f", str(self.home)],
+            stdin=subprocess.PIPE,
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
+        return self.proc
 
     def uri(self, extension: str | None = None, transport: str = "udp") -> str:
         suffix = ";transport=tcp" if transport == "tcp" else ""
@@ -475,6 +471,37 @@ def thanks_of(page: bytes, fmt: str) -> str:
     return root.findtext("Text") or ""
 
 
+# `deskbot run` with the HTTP API and /healthz on loopback: add [api.clients.*] and the phones;
+# .format(tmp=the audit log's folder, api=the API's port, ...)
+API_SERVICE = """
+[sip]
+listen = "127.0.0.1:0"
+timeout = 2.0
+[health]
+listen = "127.0.0.1:0"
+[audit]
+path = "{tmp}/audit.sqlite3"
+[api]
+listen = "127.0.0.1:{api}"
+"""
+
+
+def one_phone_config(
+    path: Path, uri: str, *, audit: Path | None = None, sip: str = "", extra: str = ""
+) -> Path:
+    """A config with one phone, 486 at `uri`, and deskbot's SIP on a free port.
+
+    `sip`: more [sip] lines; `audit`: the audit log's path; `extra`: TOML after
+    `uri` (more keys of [phones.486] first, then any tables).
+    """
+    lines = ["[sip]", 'listen = "127.0.0.1:0"', *sip.splitlines()]
+    if audit is not None:
+        lines += ["[audit]", f'path = "{audit}"']
+    lines += ["[phones.486]", f'uri = "{uri}"']
+    path.write_text("\n".join(lines) + "\n" + textwrap.dedent(extra))
+    return path
+
+
 def run_deskbot(
     *args: str, env: dict[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
@@ -486,18 +513,40 @@ def run_deskbot(
         text=True,
         timeout=timeout,
         env=full_env,
+        preexec_fn=die_with_parent,
     )
 
 
-async def until(condition: Callable[[], object], timeout: float = 10.0, what: str = "condition"):
-    """The asyncio twin of wait_for: poll without blocking the event loop."""
+def api_post(
+    port: int, token: str, path: str, body: Any, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
+    """POST JSON to deskbot's HTTP API on 127.0.0.1 as a client: (status, JSON answer)."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        json.dumps(body).encode(),
+        {"Authorization": f"Bearer {token}", "Content-Type": "application/json", **(headers or {})},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return resp.status, json.load(resp)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+async def until(
+    condition: Callable[[], object],
+    timeout: float = 10.0,
+    what: str = "condition",
+    every: float = 0.01,
+):
+    """The asyncio twin of wait_for: poll (each `every` s) without blocking the event loop."""
     import asyncio
 
     deadline = time.monotonic() + timeout
     while not (value := condition()):
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(every)
     return value
 
 

@@ -1,27 +1,24 @@
 """A real Synapse homeserver on 127.0.0.1 for the Matrix tests and the benchmark.
 
-One server per test session (sqlite, loopback, a free port). It runs in its
-own process group and gets SIGKILL when the test process dies (PR_SET_PDEATHSIG),
-so a killed test run leaves nothing behind. Users are registered with the
+One server per test session (sqlite, loopback, a free port: tests/peers.py's
+``start_on_free_port``; a restart keeps the port). It runs in its own process
+group and gets SIGKILL when the test process dies (PR_SET_PDEATHSIG), so a
+killed test run leaves nothing behind. Users are registered with the
 shared-secret admin API; names are unique per call.
 """
 
 from __future__ import annotations
 
 import base64
-import ctypes
 import hashlib
 import hmac
 import itertools
 import json
-import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -29,20 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from peers import answers_http, die_with_parent, start_on_free_port, stop_group, wait_ready
 
 SERVER_NAME = "test.local"
 _counter = itertools.count(1)
-
-
-def _free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 @dataclass(frozen=True)
@@ -57,15 +44,17 @@ class Synapse:
     def __init__(self, workdir: Path):
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = _free_tcp_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.port = 0  # chosen at the first start; a restart keeps it (clients reconnect there)
         self.shared_secret = secrets.token_hex(16)
         self.proc: subprocess.Popen[bytes] | None = None
         self.config = workdir / "homeserver.yaml"
-        self._write_config()
+        self.seed = base64.b64encode(secrets.token_bytes(32)).decode().rstrip("=")
 
-    def _write_config(self) -> None:
-        seed = base64.b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _write_config(self, port: int) -> None:
         limits = "\n".join(
             f"{name}: {{per_second: 10000, burst_count: 10000}}"
             for name in (
@@ -81,7 +70,7 @@ class Synapse:
             textwrap.dedent(f"""\
             server_name: "{SERVER_NAME}"
             report_stats: false
-            signing_key: "ed25519 a_test {seed}"
+            signing_key: "ed25519 a_test {self.seed}"
             registration_shared_secret: "{self.shared_secret}"
             pid_file: "{self.workdir}/homeserver.pid"
             media_store_path: "{self.workdir}/media"
@@ -90,7 +79,7 @@ class Synapse:
               args:
                 database: "{self.workdir}/homeserver.db"
             listeners:
-              - port: {self.port}
+              - port: {port}
                 bind_addresses: ["127.0.0.1"]
                 type: http
                 tls: false
@@ -121,37 +110,35 @@ class Synapse:
         )
 
     # -- process ----------------------------------------------------------------
-    def start(self, timeout: float = 60.0) -> None:
-        log = (self.workdir / "synapse.log").open("ab")
-        self.proc = subprocess.Popen(
+    def _log(self) -> str:
+        return (self.workdir / "synapse.log").read_text(errors="replace")
+
+    def _start(self, port: int) -> subprocess.Popen[bytes]:
+        self._write_config(port)
+        return subprocess.Popen(
             [sys.executable, "-m", "synapse.app.homeserver", "-c", str(self.config)],
             cwd=self.workdir,
-            stdout=log,
+            stdout=(self.workdir / "synapse.log").open("ab"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                tail = (self.workdir / "synapse.log").read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"Synapse exited at start:\n{tail}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/_matrix/client/versions", timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"Synapse did not answer on {self.url} within {timeout} s")
+
+    def _answers(self, port: int) -> bool:
+        return answers_http(f"http://127.0.0.1:{port}/_matrix/client/versions")
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start and wait until it answers; PeerDidNotStart (with its log) if it does not."""
+        if self.port == 0:
+            self.port, self.proc = start_on_free_port(
+                self._start, "Synapse", self._answers, self._log, timeout
+            )
+        else:
+            self.proc = self._start(self.port)
+            wait_ready(self.proc, lambda: self._answers(self.port), "Synapse", timeout, self._log)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, sig)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        stop_group(self.proc, sig)
 
     # -- client-server API ------------------------------------------------------
     def request(

@@ -69,9 +69,14 @@ def front_permissions() -> dict[str, dict[str, list[str]]]:
 
 class NatsServer:
     def __init__(
-        self, workdir: Path, sites: tuple[str, ...] = ("berlin", "lyon"), jetstream: bool = True
+        self,
+        workdir: Path,
+        sites: tuple[str, ...] = ("berlin", "lyon"),
+        jetstream: bool = True,
+        tls: tuple[Path, Path] | None = None,
     ):
-        self.workdir = workdir
+        """tls: (certificate, key): clients must speak TLS (`tls://`)."""
+        self.workdir, self.tls = workdir, tls
         self.port = 0  # chosen at the first start; a restart keeps it (clients reconnect there)
         self.proc: subprocess.Popen[bytes] | None = None
         self.sites, self.jetstream = sites, jetstream
@@ -101,6 +106,9 @@ class NatsServer:
             f"listen: 127.0.0.1:{port}",
             f"authorization {{ users: {json.dumps(users)} }}",
         ]
+        if self.tls is not None:
+            cert, key = (json.dumps(str(p)) for p in self.tls)
+            lines.append(f"tls {{ cert_file: {cert}, key_file: {key} }}")
         if self.jetstream:
             lines.append(f"jetstream {{ store_dir: {json.dumps(str(self.workdir / 'js'))} }}")
         path = self.workdir / "nats-server.conf"
@@ -109,7 +117,7 @@ class NatsServer:
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        return f"{'tls' if self.tls else 'nats'}://127.0.0.1:{self.port}"
 
     def _log(self) -> str:
         path = self.workdir / "nats-server.log"

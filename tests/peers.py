@@ -12,11 +12,16 @@ Alertmanager, deskbot itself): one way to pick a port, start, wait, and fail.
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable
+from functools import partial
+
+import psutil
 
 PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -42,6 +47,45 @@ def listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def listens(proc: subprocess.Popen, port: int, kind: str = "tcp") -> bool:
+    """True once `proc` itself listens on `port` (not whoever took the port first).
+
+    kind: "tcp" (a listening socket) or "udp" (a bound one).
+    """
+    try:
+        sockets = psutil.Process(proc.pid).net_connections(kind)
+    except psutil.Error:
+        return False
+    wanted = psutil.CONN_LISTEN if kind == "tcp" else psutil.CONN_NONE
+    return any(c.status == wanted and c.laddr and c.laddr.port == port for c in sockets)
+
+
+def answers_http(url: str) -> bool:
+    """True once GET url answers 2xx (a peer's readiness page)."""
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:
+            return 200 <= resp.status < 300
+    except OSError:
+        return False
+
+
+def stop_group(
+    proc: subprocess.Popen | None, sig: int = signal.SIGTERM, grace: float = 10.0
+) -> None:
+    """Signal a peer's process group (a session of its own); SIGKILL after `grace` s."""
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def wait_ready(
     proc: subprocess.Popen,
     ready: Callable[[], object],
@@ -51,9 +95,11 @@ def wait_ready(
 ) -> None:
     """Wait until ready() or raise PeerDidNotStart (exited, or not ready in time)."""
     deadline = time.monotonic() + timeout
-    while not ready():
-        if proc.poll() is not None:
+    while True:
+        if proc.poll() is not None:  # first: another process may answer on a port it lost
             raise PeerDidNotStart(f"{what} exited with {proc.returncode}: {why()[-2000:]}")
+        if ready():
+            return
         if time.monotonic() > deadline:
             proc.kill()
             proc.wait()
@@ -64,23 +110,27 @@ def wait_ready(
 def start_on_free_port(
     start: Callable[[int], subprocess.Popen],
     what: str,
-    ready: Callable[[int], object] = listening,
+    ready: Callable[[int], object] | None = None,
     why: Callable[[], str] = lambda: "",
     timeout: float = 30.0,
     attempts: int = 5,
     pick: Callable[[], int] = free_tcp_port,
 ) -> tuple[int, subprocess.Popen]:
-    """start(port) a peer on a free port until it is ready; another port if it lost the race."""
+    """start(port) a peer on a free port until it is ready; another port if it lost the race.
+
+    ready(port) says the peer answers; without it, that the started process listens there.
+    """
     problem = ""
     for _attempt in range(attempts):
         port = pick()
         proc = start(port)
+        check = (lambda p=proc, n=port: listens(p, n)) if ready is None else partial(ready, port)
         try:
-            wait_ready(proc, lambda p=port: ready(p), f"{what} on port {port}", timeout, why)
+            wait_ready(proc, check, f"{what} on port {port}", timeout, why)
         except PeerDidNotStart as exc:
             problem = str(exc)
-            if proc.returncode is not None and proc.returncode > 0 and not listening(port):
-                continue  # most likely the port was taken meanwhile: another one
-            raise
+            if proc.returncode is not None:
+                continue  # exited at start: most likely the port was taken meanwhile
+            raise  # alive but never ready: another port would not help
         return port, proc
     raise PeerDidNotStart(f"{what} did not start in {attempts} attempts: {problem}")

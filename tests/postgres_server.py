@@ -6,7 +6,7 @@ port on loopback. TCP logins need a password (scram-sha-256), as in production:
 deskbot logs in as ``deskbot`` with ``DESKBOT_DB_PASSWORD``. Each test takes a
 database of its own (``database()``), so tests sharing the server do not meet.
 The server gets SIGKILL when the test process dies, so a killed run leaves
-nothing behind.
+nothing behind; its port comes from tests/peers.py's ``start_on_free_port``.
 """
 
 from __future__ import annotations
@@ -18,14 +18,13 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from peers import PeerDidNotStart, start_on_free_port
 
 USER = "deskbot"
 PASSWORD = "db-secret"
@@ -36,7 +35,9 @@ _databases = itertools.count(1)
 def _bin(name: str) -> str:
     found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
     if not found:
-        raise RuntimeError(f"{name} is not installed: run `make test`, which installs postgresql")
+        raise PeerDidNotStart(
+            f"{name} is not installed: run `make test`, which installs postgresql"
+        )
     return found[-1]
 
 
@@ -50,17 +51,11 @@ def _as_postgres() -> None:
     libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Postgres:
     def __init__(self, workdir: Path):
         self.dir = workdir
         self.data = workdir / "data"
-        self.port = _free_port()
+        self.port = 0  # chosen at start
         account = pwd.getpwnam("postgres")
         os.chown(workdir, account.pw_uid, account.pw_gid)
         secret = workdir / "pw"
@@ -89,14 +84,14 @@ class Postgres:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / "postgres.log"
 
-    def start(self) -> Postgres:
-        self.proc = subprocess.Popen(
+    def _start(self, port: int) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [
                 _bin("postgres"),
                 "-D",
                 str(self.data),
                 "-p",
-                str(self.port),
+                str(port),
                 "-k",
                 str(self.dir),
                 "-c",
@@ -112,13 +107,16 @@ class Postgres:
             preexec_fn=_as_postgres,
             cwd=self.dir,
         )
-        deadline = time.monotonic() + 30
-        while self.psql("postgres", "SELECT 1", check=False).returncode != 0:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"postgres exited at start: {self.log()[-2000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"postgres did not answer within 30 s: {self.log()[-2000:]}")
-            time.sleep(0.05)
+
+    def _answers(self, port: int) -> bool:
+        self.port = port
+        return self.psql("postgres", "SELECT 1", check=False).returncode == 0
+
+    def start(self) -> Postgres:
+        """Start and wait until it answers; PeerDidNotStart (with its log) if it does not."""
+        self.port, self.proc = start_on_free_port(
+            self._start, "postgres", self._answers, self.log, timeout=30
+        )
         self.psql("postgres", f"CREATE ROLE {USER} LOGIN PASSWORD '{PASSWORD}'")
         return self
 

@@ -45,6 +45,7 @@ class Ack:
     envelope_id: str
     payload: dict[str, Any]
     seconds: float  # from the push to the ack
+    at: float = field(default_factory=time.monotonic)  # when the stand-in got it
 
 
 @dataclass

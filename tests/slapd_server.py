@@ -3,24 +3,29 @@
 Its own ``slapd.conf`` and mdb database in a temp dir, no systemd; data goes
 in with ``ldapadd``/``ldapmodify`` (``slapadd`` for the benchmark's bulk
 load, before it starts). It runs in its own process group and gets SIGKILL
-when the test process dies, so a killed run leaves nothing behind.
+when the test process dies, so a killed run leaves nothing behind; its port
+comes from tests/peers.py's ``start_on_free_port`` (a restart keeps it).
 """
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from peers import (
+    PeerDidNotStart,
+    die_with_parent,
+    free_tcp_port,
+    listening,
+    start_on_free_port,
+    wait_ready,
+)
 
 BASE = "dc=example,dc=com"
 ROOT_DN = f"cn=admin,{BASE}"
@@ -33,27 +38,53 @@ _subtrees = itertools.count(1)
 def _tool(name: str) -> str:
     path = shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")
     if path is None:
-        raise RuntimeError(f"{name} is not installed: run `make test`, which installs it")
+        raise PeerDidNotStart(f"{name} is not installed: run `make test`, which installs it")
     return path
 
 
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def own_ca(workdir: Path) -> tuple[Path, Path, Path]:
+    """A CA of the test's own and a certificate for 127.0.0.1 it signed: (ca, cert, key)."""
+    openssl = _tool("openssl")
+    ca, ca_key = workdir / "ca.pem", workdir / "ca.key"
+    cert, key, csr = workdir / "server.pem", workdir / "server.key", workdir / "server.csr"
+    (workdir / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    for line in (
+        f"req -x509 -newkey rsa:2048 -nodes -keyout {ca_key} -out {ca} -days 2",
+        f"req -newkey rsa:2048 -nodes -keyout {key} -out {csr}",
+        f"x509 -req -in {csr} -CA {ca} -CAkey {ca_key} -CAcreateserial -out {cert} -days 2 "
+        f"-extfile {workdir / 'san.cnf'}",
+    ):
+        subject = ["-subj", "/CN=deskbot test CA" if "-x509" in line else "/CN=127.0.0.1"]
+        args = line.split() + (subject if line.startswith("req") else [])
+        subprocess.run([openssl, *map(str, args)], check=True, capture_output=True)
+    return ca, cert, key
 
 
 class Slapd:
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, tls: bool = False, size_limit: int | None = None):
+        """tls: also ldaps:// on `tls_port` and StartTLS, with a certificate of `ca_file`.
+
+        size_limit: what deskbot's account gets per search, as an AD gives 1,000 at most;
+        paged results may go on past it, page by page.
+        """
         self.dir = workdir
-        self.port = _free_port()
-        self.url = f"ldap://127.0.0.1:{self.port}"
+        self.port = 0  # chosen at the first start; a restart keeps it
+        self.tls_port = 0
+        self.ca_file: Path | None = None
+        tls_lines = ""
+        if tls:
+            self.ca_file, cert, key = own_ca(workdir)
+            tls_lines = (
+                f"TLSCACertificateFile {self.ca_file}\n"
+                f"TLSCertificateFile {cert}\nTLSCertificateKeyFile {key}\n"
+            )
         (workdir / "db").mkdir(parents=True, exist_ok=True)
+        limits = ""
+        if size_limit is not None:
+            limits = (
+                f'limits dn.exact="{BIND_DN}" size.soft={size_limit} size.hard={size_limit} '
+                "size.prtotal=unlimited\n"
+            )
         rootpw = subprocess.run(
             [_tool("slappasswd"), "-s", ROOT_PASSWORD], capture_output=True, text=True, check=True
         ).stdout.strip()
@@ -68,6 +99,7 @@ class Slapd:
             moduleload back_mdb
             pidfile {workdir}/slapd.pid
             sizelimit unlimited
+            @TLS@
             database mdb
             maxsize 1073741824
             suffix "{BASE}"
@@ -77,7 +109,10 @@ class Slapd:
             index objectClass eq
             access to attrs=userPassword by anonymous auth by * none
             access to * by users read by * none
+            @LIMITS@
             """)
+            .replace("@TLS@\n", tls_lines)
+            .replace("@LIMITS@\n", limits)
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self._log = (workdir / "slapd.log").open("ab")
@@ -92,25 +127,40 @@ class Slapd:
             capture_output=True,
         )
 
-    def start(self) -> Slapd:
-        self.proc = subprocess.Popen(
-            [_tool("slapd"), "-f", str(self.conf), "-h", f"{self.url}/", "-d", "0"],
+    @property
+    def url(self) -> str:
+        return f"ldap://127.0.0.1:{self.port}"
+
+    def _log_text(self) -> str:
+        return (self.dir / "slapd.log").read_text(errors="replace")
+
+    @property
+    def ldaps_url(self) -> str:
+        return f"ldaps://127.0.0.1:{self.tls_port}"
+
+    def _start(self, port: int) -> subprocess.Popen[bytes]:
+        urls = f"ldap://127.0.0.1:{port}/"
+        if self.ca_file is not None:
+            self.tls_port = self.tls_port or free_tcp_port()
+            urls += f" ldaps://127.0.0.1:{self.tls_port}/"
+        return subprocess.Popen(
+            [_tool("slapd"), "-f", str(self.conf), "-h", urls, "-d", "0"],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
-        deadline = time.monotonic() + 15
-        while True:
-            if self.proc.poll() is not None:
-                log = (self.dir / "slapd.log").read_text(errors="replace")
-                raise RuntimeError(f"slapd exited at start: {log[-2000:]}")
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return self
-            if time.monotonic() > deadline:
-                raise RuntimeError("slapd did not listen within 15 s")
-            time.sleep(0.05)
+
+    def start(self, timeout: float = 15.0) -> Slapd:
+        """Start and wait until it listens; PeerDidNotStart (with its log) if it does not."""
+        if self.port == 0:
+            self.port, self.proc = start_on_free_port(
+                self._start, "slapd", why=self._log_text, timeout=timeout
+            )
+        else:
+            self.proc = self._start(self.port)
+            wait_ready(self.proc, lambda: listening(self.port), "slapd", timeout, self._log_text)
+        return self
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -188,6 +238,17 @@ def slapd() -> Iterator[Slapd]:
     """One slapd for the session; each test takes its own ``subtree()``."""
     workdir = Path(tempfile.mkdtemp(prefix="deskbot-slapd-"))
     server = start_slapd(workdir)
+    yield server
+    server.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def tls_slapd() -> Iterator[Slapd]:
+    """A slapd with a certificate from a CA of the test's own: ldaps:// and StartTLS."""
+    workdir = Path(tempfile.mkdtemp(prefix="deskbot-slapd-tls-"))
+    server = Slapd(workdir, tls=True).start()
+    server.seed()
     yield server
     server.stop()
     shutil.rmtree(workdir, ignore_errors=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import until, wait_for, write_config
+from peers import die_with_parent
 
 from deskbot.directory.snapshot import Phone
 from deskbot.senders import fair
@@ -70,7 +71,7 @@ async def test_a_worker_that_dies_at_start_up_three_times_gives_a_clear_error():
     started = time.monotonic()
     with pytest.raises(AgentError, match="died at start-up 3 times in a row"):
         await agent.start()
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 30  # only a hang: no retrying without end
 
 
 async def test_a_port_in_use_is_reported_without_retrying(monkeypatch):
@@ -116,6 +117,7 @@ def send_to_silent_phone(silent, tmp_path: Path, *flags: str) -> subprocess.Pope
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=die_with_parent,
     )
     silent.wait_received(1)
     return proc

@@ -12,29 +12,31 @@ from pathlib import Path
 
 import pytest
 from alertmanager import Alertmanager
-from conftest import DeskbotRun, SippPhone, free_port, phone_got, wait_for, write_config
+from conftest import (
+    API_SERVICE,
+    DeskbotRun,
+    SippPhone,
+    free_port,
+    phone_got,
+    wait_for,
+    write_config,
+)
 
 TOKEN = "am-token-0123456789abcdef"
 FREEZER = ({"alertname": "FreezerWarm", "severity": "critical"}, {"summary": "Freezer 2 at -12 C"})
 
-CONFIG = """
-[sip]
-listen = "127.0.0.1:0"
-timeout = 2.0
-[health]
-listen = "127.0.0.1:0"
-[audit]
-path = "{tmp}/audit.sqlite3"
+CONFIG = (
+    API_SERVICE
+    + """
 [phones.486]
 uri = "{phone}"
 label = "Warehouse"
-[api]
-listen = "127.0.0.1:{api}"
 [api.clients.monitoring]
 token_env = "DESKBOT_API_TOKEN_MONITORING"
 targets = ["486"]
 name = "Alerts"
 """
+)
 
 
 def texts(phone: SippPhone) -> list[str]:

@@ -7,15 +7,26 @@ read-only and full disks are real: small tmpfs mounts made by the test.
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DeskbotRun, run_deskbot, wait_for, write_config
+from conftest import (
+    API_SERVICE,
+    DeskbotRun,
+    api_post,
+    free_port,
+    phone_got,
+    run_deskbot,
+    wait_for,
+    write_config,
+)
 from matrix_people import alice_in_a_room_with_the_bot, text_of
 from matrix_server import Account, Synapse
+from test_crash_http import AM_PAYLOAD
 
 CONFIG = """
 [sip]
@@ -123,3 +134,36 @@ async def test_a_disk_that_fills_up_while_running_gets_a_clear_reply_and_sends_n
     assert "200 OK" in text_of(await alice.reply_to(again))
     wait_for(lambda: len(phone.received()) == 2, what="the second message")
     assert "cannot record the command" in run.log()
+
+
+def test_the_api_is_503_on_a_disk_that_fills_up_and_the_retried_alert_arrives_once(
+    sipp, mount, tmp_path: Path
+):
+    phone = sipp(200)
+    disk = mount(size="1m")
+    api = free_port(socket.SOCK_STREAM)
+    body = API_SERVICE.format(tmp=disk, api=api) + (
+        f'[api.clients.ops]\ntoken_env = "OPS_TOKEN"\n[phones.486]\nuri = "{phone.uri("486")}"\n'
+    )
+    token = "ops-0123456789abcdef"
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    run = DeskbotRun(write_config(etc / "d.toml", body), {"OPS_TOKEN": token}, tmp_path / "log")
+    run.start()
+    try:
+        status, _ = api_post(api, token, "/v1/send", {"targets": "486", "text": "before"})
+        assert status == 200
+        fill(disk)
+        status, answer = api_post(api, token, "/v1/send", {"targets": "486", "text": "full"})
+        assert (status, answer["error"]) == (503, "unrecorded"), answer
+        status, answer = api_post(api, token, "/v1/alertmanager?targets=486", AM_PAYLOAD)
+        assert (status, answer["error"]) == (503, "unrecorded"), answer  # Alertmanager retries
+        assert [m.body for m in phone_got(phone)] == [b"ops: before"]
+        (disk / "filler").unlink()
+        status, answer = api_post(api, token, "/v1/alertmanager?targets=486", AM_PAYLOAD)
+        assert status in (200, 202), answer
+        got = phone.wait_received(2)
+        assert [m.body for m in got][1].decode().endswith("Freezer 2 at -12 °C")
+        assert len(phone_got(phone)) == 2
+    finally:
+        run.stop()

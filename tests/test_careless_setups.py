@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DeskbotRun, free_port, run_deskbot, wait_for, write_config
+from conftest import DeskbotRun, free_port, one_phone_config, run_deskbot, wait_for, write_config
 
 from deskbot.directory.snapshot import Directory, Person, Phone
 
@@ -35,21 +35,17 @@ def mode(path: Path) -> int:
 def test_the_audit_log_its_wal_and_shm_and_its_folder_are_private(tmp_path, sipp, usual_umask):
     phone = sipp(200)
     folder = tmp_path / "data"
-    config = write_config(
+    config = one_phone_config(
         tmp_path / "c.toml",
-        f"""
-        [sip]
-        listen = "127.0.0.1:0"
-        [audit]
-        path = "{folder}/audit.sqlite3"
+        phone.uri(),
+        audit=folder / "audit.sqlite3",
+        extra=f"""
         [health]
         listen = "127.0.0.1:0"
         [api]
         listen = "127.0.0.1:{free_port(socket.SOCK_STREAM)}"
         [api.clients.ops]
         token_env = "CARELESS_TOKEN"
-        [phones.486]
-        uri = "{phone.uri()}"
         """,
     )
     run = DeskbotRun(config, {"CARELESS_TOKEN": TOKEN}, tmp_path / "run.log").start()
@@ -69,17 +65,7 @@ def test_an_existing_readable_audit_log_is_named_in_a_warning(tmp_path, sipp, us
     folder = tmp_path / "shared"
     folder.mkdir(mode=0o755)
     (folder / "audit.sqlite3").touch(mode=0o644)
-    config = write_config(
-        tmp_path / "c.toml",
-        f"""
-        [sip]
-        listen = "127.0.0.1:0"
-        [audit]
-        path = "{folder}/audit.sqlite3"
-        [phones.486]
-        uri = "{phone.uri()}"
-        """,
-    )
+    config = one_phone_config(tmp_path / "c.toml", phone.uri(), audit=folder / "audit.sqlite3")
     result = run_deskbot("send", "-c", str(config), "486", "hi")
     assert result.returncode == 0
     assert (
@@ -143,15 +129,8 @@ def test_labels_and_names_are_one_plain_line_wherever_the_directory_comes_from()
 
 def test_the_shells_plain_lines_show_control_characters_escaped(tmp_path, sipp):
     phone = sipp(200)
-    config = write_config(
-        tmp_path / "c.toml",
-        f"""
-        [sip]
-        listen = "127.0.0.1:0"
-        [phones.486]
-        uri = "{phone.uri()}"
-        label = "Desk\\u001b[31m\\nforged line"
-        """,
+    config = one_phone_config(
+        tmp_path / "c.toml", phone.uri(), extra='label = "Desk\\u001b[31m\\nforged line"\n'
     )
     result = run_deskbot("send", "-c", str(config), "486", "hi")
     assert result.returncode == 0, result.stderr
@@ -178,10 +157,7 @@ def send_from_a_wrapper(tmp_path: Path, config: Path, env: dict[str, str]) -> tu
 
 def test_a_failpoint_kills_only_deskbots_own_processes_and_only_when_a_test_asks(tmp_path, sipp):
     phone = sipp(200)
-    config = write_config(
-        tmp_path / "c.toml",
-        f'[sip]\nlisten = "127.0.0.1:0"\n[phones.486]\nuri = "{phone.uri()}"\n',
-    )
+    config = one_phone_config(tmp_path / "c.toml", phone.uri())
     stray = {"DESKBOT_FAILPOINT": "after-send"}
     output, sibling = send_from_a_wrapper(tmp_path, config, stray)
     assert "rc=0" in output  # a stray variable alone does nothing
@@ -199,17 +175,7 @@ def test_a_failpoint_kills_only_deskbots_own_processes_and_only_when_a_test_asks
 
 def test_a_later_send_from_the_shell_says_plainly_that_the_shell_sends_now_only(tmp_path, sipp):
     phone = sipp(200)
-    config = write_config(
-        tmp_path / "c.toml",
-        f"""
-        [sip]
-        listen = "127.0.0.1:0"
-        [audit]
-        path = "{tmp_path}/audit.sqlite3"
-        [phones.486]
-        uri = "{phone.uri()}"
-        """,
-    )
+    config = one_phone_config(tmp_path / "c.toml", phone.uri(), audit=tmp_path / "audit.sqlite3")
     result = run_deskbot("send", "-c", str(config), "in", "20s", "486", "x")
     assert result.returncode == 2
     assert "`deskbot send` sends now only: plan later sends in chat" in result.stderr

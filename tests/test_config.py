@@ -272,7 +272,8 @@ def test_26_levels_of_diamond_shaped_groups_are_checked_in_linear_time(tmp_path,
     started = time.monotonic()
     code, [line] = check_config(path, capsys)
     assert code == 0 and line.startswith(f"{path}: ok: ") and " 53 groups;" in line
-    assert time.monotonic() - started < 5
+    # only catches the exponential walk (2^26 paths: minutes); the speed is bench/'s
+    assert time.monotonic() - started < 30
 
 
 def test_a_chain_of_1200_groups_is_valid_and_a_long_cycle_is_one_short_line(tmp_path, capsys):

@@ -9,7 +9,6 @@ most once, and what the answer says of a phone matches what it got.
 
 from __future__ import annotations
 
-import json
 import signal
 import urllib.error
 import urllib.request
@@ -17,7 +16,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DeskbotRun, SippPhone, free_port, phone_got, wait_for, write_config
+from conftest import (
+    DeskbotRun,
+    SippPhone,
+    api_post,
+    free_port,
+    phone_got,
+    wait_for,
+    write_config,
+)
 from slack_standin import APP_TOKEN, BOT_TOKEN, SlackStandIn
 
 ALICE, DESK = "U0ALICE", "C0DESK"
@@ -107,20 +114,7 @@ class Front:
         assert proc.returncode == -signal.SIGKILL
 
     def post(self, path: str, body: dict, headers: dict[str, str] | None = None):
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.api_port}{path}",
-            json.dumps(body).encode(),
-            {
-                "Authorization": f"Bearer {TOKEN}",
-                "Content-Type": "application/json",
-                **(headers or {}),
-            },
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=30) as resp:
-                return resp.status, json.load(resp)
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.load(exc)
+        return api_post(self.api_port, TOKEN, path, body, headers)
 
 
 @pytest.fixture

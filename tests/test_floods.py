@@ -19,24 +19,17 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import DeskbotRun, SippPhone, free_port, wait_for, write_config
+from conftest import API_SERVICE, DeskbotRun, SippPhone, free_port, wait_for, write_config
 
 TOKENS = {"DESKBOT_TEST_MON": "mon-" + "m" * 28, "DESKBOT_TEST_NARROW": "nar-" + "n" * 28}
 
-CONFIG = """
-[sip]
-listen = "127.0.0.1:0"
-timeout = 2.0
-[health]
-listen = "127.0.0.1:0"
-[audit]
-path = "{tmp}/audit.sqlite3"
+CONFIG = (
+    API_SERVICE
+    + """
 [phones.486]
 uri = "{phone}"
 [phones.487]
 uri = "{phone}"
-[api]
-listen = "127.0.0.1:{api}"
 [api.clients.monitoring]
 token_env = "DESKBOT_TEST_MON"
 targets = ["486"]
@@ -44,6 +37,7 @@ targets = ["486"]
 token_env = "DESKBOT_TEST_NARROW"
 targets = ["487"]
 """
+)
 
 
 class Gateway:

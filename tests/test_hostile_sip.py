@@ -430,7 +430,7 @@ def test_a_flood_of_invites_subscribes_and_options_is_refused_and_sends_still_wo
     assert worker.result(worker.send(phone.uri(), "after the flood"))[1:3] == [200, "OK"]
     assert inbound == []  # no NOTIFY (nor anything else) to the Contact an intruder gave
     worker.assert_healthy()
-    assert time.monotonic() - started < 60
+    assert time.monotonic() - started < 300  # only a hang: the flood never ends
 
 
 # -- fuzz: random answers from a hostile phone ---------------------------------
@@ -521,4 +521,4 @@ def test_random_answers_from_a_hostile_phone_never_break_the_worker(tmp_path: Pa
     finally:
         phone.close()
         worker.stop()
-    assert time.monotonic() - started < 60
+    assert time.monotonic() - started < 300  # only a hang: the flood never ends

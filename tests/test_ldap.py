@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import signal
 import tomllib
 from pathlib import Path
@@ -458,3 +459,45 @@ def test_the_examples_ldap_block_is_valid_once_uncommented():
     s = parse(tomllib.loads(text), Path("x.toml"), {"DESKBOT_LDAP_PASSWORD": "x"}).settings
     assert s.directory.ldap is not None and s.directory.ldap.refresh == 300
     assert s.directory.ldap.extension_digits == 3 and s.directory.ldap.preset == "openldap"
+
+
+@pytest.mark.parametrize("how", ["ldaps", "starttls"])
+def test_ldaps_and_starttls_read_slapd_with_the_ca_file_and_refuse_without_it(
+    tls_slapd: Slapd, tmp_path: Path, how: str
+):
+    ou = tls_slapd.subtree()
+    tls_slapd.add(people_ldif(ou))
+    url = tls_slapd.ldaps_url if how == "ldaps" else tls_slapd.url
+    body = CONFIG.format(tmp=tmp_path, pbx=9, url=url, bind_dn=BIND_DN, base=ou, refresh=300)
+    tls = "start_tls = true\n" if how == "starttls" else ""
+    untrusted = write_config(tmp_path / "untrusted.toml", body + tls)
+    trusted = write_config(tmp_path / "d.toml", body + tls + f'ca_file = "{tls_slapd.ca_file}"\n')
+
+    refused = run_deskbot("check-config", "-c", str(untrusted), env=ENV)
+    right = run_deskbot("check-config", "-c", str(trusted), env=ENV)
+
+    assert refused.returncode == 2, refused.stdout  # a certificate of an unknown CA
+    assert f"directory.ldap: LDAP {url}: " in refused.stdout
+    assert right.returncode == 0, right.stdout
+    assert "LDAP: 4 people, 4 phones, 1 group;" in right.stdout
+
+
+def test_more_people_than_the_servers_size_limit_come_page_by_page(tmp_path: Path):
+    """slapd gives deskbot's account at most 500 entries per search, as AD gives 1,000:
+    1,200 people arrive only through paged results, past the first page."""
+    server = Slapd(tmp_path / "slapd", size_limit=500).start()
+    try:
+        server.seed()
+        ou = server.subtree()
+        server.add(
+            "\n".join(person(ou, f"p{i}", f"Person {i}", str(1000 + i)) for i in range(1200))
+        )
+        body = CONFIG.format(
+            tmp=tmp_path, pbx=9, url=server.url, bind_dn=BIND_DN, base=ou, refresh=300
+        ).replace("extension_digits = 3", "extension_digits = 4")
+        path = write_config(tmp_path / "d.toml", body)
+        result = run_deskbot("check-config", "-c", str(path), env=ENV)
+        assert result.returncode == 0, result.stdout
+        assert re.search(r"LDAP: 1,?200 people, 1,?200 phones, 0 groups;", result.stdout), result
+    finally:
+        server.stop()

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from conftest import SippPhone, phone_got, wait_for
+from conftest import SippPhone, phone_got, until, wait_for
 from matrix_people import Person, join
 from matrix_server import Account, Synapse
 
@@ -111,9 +111,7 @@ async def load(
         found = replies(room_events(server, people[0], room))
         return found if all(found.get(c) for c in commands) else None
 
-    while (found := answered()) is None:
-        assert loop.time() - started < 120, "timed out waiting for a reply to every command"
-        await asyncio.sleep(0.5)
+    found = await until(answered, 120, "a reply to every command", every=0.5)
     elapsed = loop.time() - started
     stamps = {e["event_id"]: e["origin_server_ts"] for e in room_events(server, people[0], room)}
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from conftest import DeskbotRun, SippPhone, free_port, until, wait_for, write_config
 from nats_server import NatsServer
+from peers import die_with_parent
 from prometheus_client.parser import text_string_to_metric_families
 from slapd_server import Slapd
 from test_deploy_grafana import dashboard_queries, rule_queries
@@ -146,6 +147,7 @@ def test_a_site_is_up_while_its_edge_answers_and_down_once_it_stops(live, hub, t
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=die_with_parent,
     )
     try:
         wait_for(lambda: berlin() == 1, timeout=30, what="berlin's edge to answer pings")

@@ -16,7 +16,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import SippPhone, run_deskbot, wait_for, write_config
+from conftest import SippPhone, one_phone_config, run_deskbot, wait_for, write_config
+from peers import die_with_parent
 
 from deskbot.cli.main import command_of
 from deskbot.settings import cache
@@ -25,18 +26,12 @@ from deskbot.settings.schema import Settings
 
 
 def one_phone(tmp_path: Path, uri: str, extra: str = "") -> Path:
-    return write_config(
+    return one_phone_config(
         tmp_path / "deskbot.toml",
-        f"""
-        [sip]
-        listen = "127.0.0.1:0"
-        timeout = 1.0
-        [audit]
-        path = "{tmp_path / "audit.sqlite3"}"
-        [phones.486]
-        uri = "{uri}"
-        {extra}
-        """,
+        uri,
+        audit=tmp_path / "audit.sqlite3",
+        sip="timeout = 1.0",
+        extra=extra,
     )
 
 
@@ -265,7 +260,7 @@ def test_a_send_with_stdin_and_stdout_closed_still_sends_and_exits_by_the_answer
     deskbot = str(Path(sys.executable).parent / "deskbot")
     result = subprocess.run(
         [deskbot, "send", "-c", str(cfg), "486", "no terminal"],
-        preexec_fn=lambda: (os.close(0), os.close(1)),
+        preexec_fn=lambda: (die_with_parent(), os.close(0), os.close(1)),
         stderr=subprocess.PIPE,
         text=True,
         timeout=60,

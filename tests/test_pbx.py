@@ -12,54 +12,74 @@ import glob
 import json
 import os
 import signal
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
-from conftest import Baresip, free_port, port_taken, require, run_deskbot, wait_for, write_config
-from peers import die_with_parent
+from conftest import Baresip, free_port, require, run_deskbot, wait_for, write_config
+from peers import die_with_parent, listens, start_on_free_port
 
 HERE = Path(__file__).parent
 
 
 @pytest.fixture
 def kamailio(tmp_path: Path) -> Iterator[int]:
-    port = free_port()
+    """The PBX as the README asks it set up: deskbot's OPTIONS and NOTIFY unchallenged."""
+    yield from run_kamailio(tmp_path, "REGISTER|MESSAGE")
+
+
+@pytest.fixture
+def strict_kamailio(tmp_path: Path) -> Iterator[int]:
+    """A PBX that challenges every request deskbot sends, OPTIONS and NOTIFY too."""
+    yield from run_kamailio(tmp_path, "REGISTER|MESSAGE|OPTIONS|NOTIFY")
+
+
+def run_kamailio(tmp_path: Path, challenged: str) -> Iterator[int]:
     [modules] = glob.glob("/usr/lib/*/kamailio/modules/") or [""]
     text = (HERE / "kamailio" / "kamailio.cfg.in").read_text()
     cfg = tmp_path / "kamailio.cfg"
-    cfg.write_text(
-        text.replace("@PORT@", str(port))
-        .replace("@PASSWORD@", "s3cret")
-        .replace("@MODULES@", modules)
+    log = tmp_path / "kamailio.log"
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(port: int) -> subprocess.Popen[bytes]:
+        cfg.write_text(
+            text.replace("@PORT@", str(port))
+            .replace("@PASSWORD@", "s3cret")
+            .replace("@MODULES@", modules)
+            .replace("@CHALLENGED@", challenged)
+        )
+        started.append(
+            subprocess.Popen(
+                [
+                    require("kamailio"),
+                    "-f",
+                    str(cfg),
+                    "-DD",
+                    "-E",
+                    "-w",
+                    str(tmp_path),
+                    "-P",
+                    str(tmp_path / "kamailio.pid"),
+                    "-Y",
+                    str(tmp_path),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=log.open("wb"),
+                start_new_session=True,
+                preexec_fn=die_with_parent,
+            )
+        )
+        return started[-1]
+
+    port, proc = start_on_free_port(
+        start,
+        "Kamailio",
+        lambda port: listens(started[-1], port, "udp"),
+        lambda: log.read_text(errors="replace"),
+        pick=free_port,
     )
-    proc = subprocess.Popen(
-        [
-            require("kamailio"),
-            "-f",
-            str(cfg),
-            "-DD",
-            "-E",
-            "-w",
-            str(tmp_path),
-            "-P",
-            str(tmp_path / "kamailio.pid"),
-            "-Y",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "kamailio.log").open("wb"),
-        start_new_session=True,
-        preexec_fn=die_with_parent,
-    )
-    wait_for(
-        lambda: proc.poll() is not None or port_taken(port, socket.SOCK_DGRAM),
-        what="kamailio listening",
-    )
-    assert proc.poll() is None, (tmp_path / "kamailio.log").read_text()[-2000:]
     yield port
     os.killpg(proc.pid, signal.SIGKILL)  # Kamailio's forked workers too, not only its main
     proc.wait()
@@ -123,7 +143,7 @@ def test_the_phones_own_answer_comes_back_through_the_pbx(kamailio: int, tmp_pat
         phone.stop()
 
 
-def test_probe_and_infobox_notify_go_through_the_pbx_with_its_digest_auth(
+def test_probe_and_infobox_notify_go_through_a_pbx_that_takes_them_unchallenged(
     kamailio: int, tmp_path: Path
 ):
     phone = Baresip(tmp_path, "486", registrar=f"127.0.0.1:{kamailio}")
@@ -156,3 +176,35 @@ def test_a_wrong_pbx_password_is_reported_with_a_hint(kamailio: int, tmp_path: P
     assert result.returncode == 1
     assert row["code"] in (401, 407)
     assert "check [sip.registrar] username and password" in row["hint"]
+
+
+def test_a_pbx_that_challenges_probes_and_notify_gets_them_refused_with_the_fix_named(
+    strict_kamailio: int, tmp_path: Path
+):
+    """deskbot answers a digest challenge for REGISTER and MESSAGE only (a pjsua limit):
+    through a PBX that challenges OPTIONS and NOTIFY too, the text still arrives, and
+    the probe and the Infobox NOTIFY say 407 and what to change on the PBX."""
+    phone = Baresip(tmp_path, "486", registrar=f"127.0.0.1:{strict_kamailio}")
+    try:
+        cfg = pbx_config(tmp_path, strict_kamailio)
+        env = {"DESKBOT_SIP_PASSWORD": "s3cret"}
+        sent = run_deskbot("send", "-c", str(cfg), "--json", "486", "hi", env=env)
+        [text] = [json.loads(line) for line in sent.stdout.splitlines()]
+        assert (text["code"], text["outcome"], sent.returncode) == (200, "delivered", 0), sent
+        probed = run_deskbot("probe", "-c", str(cfg), "--json", "486", env=env)
+        infobox = write_config(
+            tmp_path / "infobox.toml",
+            cfg.read_text().replace("[sip]", '[message]\nformat = "snom-infobox"\n[sip]', 1),
+        )
+        notified = run_deskbot("send", "-c", str(infobox), "--json", "486", "hi", env=env)
+        for result in (probed, notified):
+            [row] = [json.loads(line) for line in result.stdout.splitlines()]
+            assert result.returncode == 1, result
+            assert (row["code"], row["reason"], row["outcome"]) == (
+                407,
+                "Proxy Authentication Required",
+                "refused",
+            )
+            assert "let the PBX take OPTIONS and NOTIFY from deskbot's address" in row["hint"]
+    finally:
+        phone.stop()

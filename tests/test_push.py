@@ -103,7 +103,7 @@ def test_a_phone_that_never_answers_is_408_after_the_timeout(http_phones, tmp_pa
     result, rows = send(cfg, "486", "hi")
     assert result.returncode == 3
     assert (rows["486"]["code"], rows["486"]["outcome"]) == (408, "no-answer")
-    assert time.monotonic() - started < 8  # 1 s timeout plus deskbot's start-up
+    assert time.monotonic() - started < 30  # the 1 s timeout, not the phone's minutes
     assert "no answer in time" in rows["486"]["hint"]
 
 
@@ -128,7 +128,7 @@ def test_hostile_answers_are_bounded_and_reported(http_phones, tmp_path, fmt, ho
     assert result.returncode == exit_code, result.stderr
     assert rows["486"]["code"] == code
     assert rows["486"]["reason"].isprintable() and len(rows["486"]["reason"]) <= 120
-    assert time.monotonic() - started < 8
+    assert time.monotonic() - started < 30  # a trickle is cut, not read for minutes
     assert "Traceback" not in result.stderr
 
 

@@ -165,7 +165,7 @@ async def test_a_dead_replicas_command_is_answered_once_by_another_and_never_sen
     answers = b.room.chat.shown + c.room.chat.shown
     assert len(answers) == 1, answers
     assert f"⚠️ 486 (Desk 486): {RESTARTED}" in answers[0]
-    assert time.monotonic() - began < 1.0 + 5
+    assert time.monotonic() - began < 30  # only a hang: once is enough, no second lease
     assert b.relay.takeovers + c.relay.takeovers == 1
     assert b.phones.sent == [] and c.phones.sent == []
     # the old owner wakes up: its phones answer, but its late writes and its reply are refused

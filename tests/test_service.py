@@ -13,8 +13,10 @@ from pathlib import Path
 import aiohttp
 from conftest import (
     DeskbotRun,
+    api_post,
     free_port,
     healthz_status,
+    phone_got,
     run_deskbot,
     until,
     wait_for,
@@ -99,24 +101,38 @@ async def test_probe_every_shows_which_phones_answer_in_metrics(sipp, tmp_path: 
     assert "deskbot_commands_total{" not in text  # a probe is no command
 
 
-def test_directory_reloads_on_sighup_and_on_file_change_and_keeps_the_last_good(tmp_path):
-    body = CONFIG.format(
-        health=0, tmp=tmp_path, ok="sip:486@127.0.0.1:9", missing="sip:487@127.0.0.1:9"
+def test_directory_reloads_on_sighup_and_on_file_change_and_keeps_the_last_good(tmp_path, sipp):
+    added = sipp(200)  # 488, only in the edited directory: the last good one
+    api = free_port(kind=socket.SOCK_STREAM)
+    body = (
+        CONFIG.format(
+            health=0, tmp=tmp_path, ok="sip:486@127.0.0.1:9", missing="sip:487@127.0.0.1:9"
+        )
+        + f'[api]\nlisten = "127.0.0.1:{api}"\n[api.clients.ops]\ntoken_env = "OPS_TOKEN"\n'
     )
     etc = tmp_path / "etc"  # the config alone in its folder, as the watcher prefers
     etc.mkdir()
     path = write_config(etc / "d.toml", body)
-    deskbot = DeskbotRun(path, {}, tmp_path / "run.log").start()
+    deskbot = DeskbotRun(path, {"OPS_TOKEN": "ops-0123456789abcdef"}, tmp_path / "run.log")
+    deskbot.start()
     try:
         assert deskbot.health()["ok"] is True
-        path.write_text(body + '[phones.488]\nuri = "sip:488@127.0.0.1:9"\n')
+        good = body + f'[phones.488]\nuri = "{added.uri("488")}"\n'
+        path.write_text(good)
         wait_for(
             lambda: "directory reloaded (file changed): 3 phones" in deskbot.log(),
             what="reload after the file changed",
         )
-        path.write_text(body + '[people.bob]\nphone = "999"\n')
+        path.write_text(good + '[people.bob]\nphone = "999"\n')
         wait_for(lambda: "config change rejected" in deskbot.log(), what="rejected edit")
         assert "people.bob.phone: phone '999' is not in [phones]" in deskbot.log()
+        # between the bad edit and its fix: the last good directory still sends
+        status, answer = api_post(
+            api, "ops-0123456789abcdef", "/v1/send", {"targets": "488", "text": "still here"}
+        )
+        assert status == 200, answer
+        assert [(d["target"], d["code"]) for d in answer["deliveries"]] == [("488", 200)]
+        assert [m.body for m in phone_got(added)] == [b"ops: still here"]
         path.write_text(body)
         wait_for(lambda: "2 phones" in deskbot.log(), what="reload of the fixed file")
         deskbot.proc.send_signal(signal.SIGHUP)

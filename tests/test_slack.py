@@ -24,6 +24,7 @@ from conftest import (
     free_port,
     http_get,
     ok_key,
+    phone_got,
     phone_lines,
     run_deskbot,
     thanks_of,
@@ -198,9 +199,11 @@ def test_send_posts_who_sent_what_to_whom_and_the_phones_answer_in_its_thread(si
 def test_ack_comes_at_once_while_a_silent_phone_keeps_the_send_waiting(sipp, slack, deskbot):
     deskbot({"486": sipp(silent=True).uri()})
     envelope = slack.push_command("486 are you there", ALICE, DESK)
-    assert ack_of(slack, envelope).seconds < 1.0
+    ack = ack_of(slack, envelope)
     _anchor, [reply] = thread_of(slack, DESK)
     assert "486 (Desk 486): 408 Request Timeout" in reply.text
+    assert ack.at < reply.at  # acked while the phone kept the send waiting (1 s), not after
+    assert ack.seconds < 3.0  # Slack's own limit; a slower ack only shows a busy machine
     assert "the phone is off, unplugged or unreachable" in reply.text
 
 
@@ -422,9 +425,11 @@ def test_broken_config_edit_is_sent_to_admins_by_direct_message(sipp, slack, des
 def test_http_mode_answers_a_signed_command_at_once_and_replies_in_thread(sipp, slack, deskbot):
     bot = deskbot({"486": sipp(silent=True).uri()}, mode="http")
     answer = post_command(bot.url, slack.command_fields("486 over http", ALICE, DESK))
-    assert answer.status == 200 and answer.seconds < 1.0
+    answered = time.monotonic()
+    assert answer.status == 200 and answer.seconds < 3.0  # within Slack's limit
     _anchor, [reply] = thread_of(slack, DESK)
     assert "486 (Desk 486): 408 Request Timeout" in reply.text
+    assert answered < reply.at  # answered before the phone's 408, 1 s later
     usage = post_command(bot.url, slack.command_fields("who", ALICE, DESK))
     assert usage.status == 200 and usage.json()["response_type"] == "ephemeral"
     assert bot.health()["chat"] == {"slack": {"connected": True}}
@@ -726,3 +731,20 @@ def test_a_press_recorded_when_deskbot_is_killed_is_posted_once_after_the_restar
     )
     replies_to(slack, DESK, barrier[0].args["ts"])
     assert [p.text.split(" at ")[0] for p in confirmations()] == ["601 Desk 601 confirmed"]
+
+
+def test_a_later_send_cancelled_in_chat_never_reaches_the_phone(sipp, slack, deskbot):
+    phone = sipp(200)
+    deskbot({"486": phone.uri("486")})
+    later = slack.push_command("in 3s 486 lunch is off", ALICE, DESK)
+    said = ack_of(slack, later).payload["text"]
+    assert said.startswith("will send at ") and "id 1 (`cancel 1`)" in said, said
+    cancel = slack.push_command("cancel 1", ALICE, DESK)
+    assert ack_of(slack, cancel).payload["text"] == "cancelled send 1: 486 lunch is off"
+    listed = slack.push_command("scheduled", ALICE, DESK)
+    assert ack_of(slack, listed).payload["text"] == "nothing is scheduled (by anyone)"
+    # a barrier: a later send due after the cancelled one's time, which does arrive
+    barrier = slack.push_command("in 4s 486 after", ALICE, DESK)
+    assert "id 2" in ack_of(slack, barrier).payload["text"]
+    wait_for(lambda: phone_got(phone), timeout=30, what="the barrier's text")
+    assert [m.body for m in phone_got(phone)] == [b"Alice Liddell: after"]
