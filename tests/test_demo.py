@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +51,33 @@ def test_demo_sends_later_and_from_templates_as_chat_does():
     assert "📟 486 Reception shows: Alice: tea is ready" in out  # fired after stdin ended
     assert "deskbot demo: 1 later send(s) not sent: the demo has ended" in out
     assert "much later" not in out.split("the demo has ended")[-1]
+
+
+def test_confirm_in_the_demo_is_pressed_at_reception_and_summed_up():
+    """The demo's Reception shows an XML screen with an OK key; the person there presses it
+    (an HTTP GET of the key's URL): the thread says so, then who could not confirm."""
+    deskbot = str(Path(sys.executable).parent / "deskbot")
+    result = subprocess.run(
+        [deskbot, "demo"],
+        input="confirm @everyone fire drill\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    out = result.stdout
+    assert result.returncode == 0, result.stderr
+    assert "confirm @everyone fire drill" in out  # the banner's Try: line
+    assert "📟 486 Reception shows: Alice: fire drill" in out  # the snom-xml screen
+    assert "📟 486 Reception shows: Thank you: your confirmation was received" in out
+    assert re.search(r"^486 Reception confirmed at \d\d:\d\d$", out, re.M), out
+    assert "✅ 486 (Reception): 200 OK" in out and "; confirm asked" in out
+    assert "✅ 487 (Warehouse): 200 OK (" in out
+    assert "cannot confirm (format snom-infobox)" in out
+    assert "❌ 489 (Old desk): 404 Not Found" in out
+    assert "cannot confirm (format message)" in out
+    assert "2/4 delivered" in out
+    assert re.search(r"^1/4 confirmed$", out, re.M), out  # told after confirm_within
+    assert "not told: the demo has ended" not in out
 
 
 async def test_the_demo_waits_for_later_sends_woken_by_the_clock_not_by_polling_the_store():
