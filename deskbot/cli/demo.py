@@ -122,7 +122,8 @@ async def run_demo(as_user: str, out: Any = sys.stdout) -> None:
             await agent.start()
             s = settings.settings
             relay = Relay(agent, loader.from_settings(s), Policy.from_settings(s), audit)
-            desk.confirmer = relay.confirmer  # the OK keys' presses, as in `deskbot run`
+            assert s.desk is not None
+            desk.desk, desk.confirmer = s.desk, relay.confirmer  # the presses, as in `run`
             console = ConsoleSource(relay, ChatUser("console", as_user), out)
             await _serve(relay, console, poster_for(relay, {"console": console}, None), out)
         finally:
