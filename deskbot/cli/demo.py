@@ -2,7 +2,9 @@
 
 Simulated desk phones (real SIP endpoints on loopback) answer like Snom
 phones; the real SIP agent sends to them; a console chat takes the same
-commands as Slack or Matrix and prints the same replies.
+commands as Slack or Matrix and prints the same replies. The ``[desk]``
+endpoint runs on loopback too, so ``confirm`` works: Reception takes Snom XML
+screens, and a simulated person there presses OK a moment after one arrives.
 """
 
 from __future__ import annotations
@@ -20,34 +22,47 @@ from deskbot.relay.relay import Relay
 from deskbot.relay.values import ChatUser, Policy
 from deskbot.senders.sip.agent import SipAgent
 from deskbot.senders.sip.phonesim import SimulatedPhone
+from deskbot.service.confirms import ConfirmPoster, poster_for
 from deskbot.settings.load import parse
+from deskbot.settings.schema import Desk
 from deskbot.sources.console import ConsoleSource
+from deskbot.sources.desk import DeskSource
 from deskbot.sources.schedule import ScheduleSource
 from deskbot.store.audit import AuditLog
 
 LINGER = 60.0  # seconds the demo waits, once stdin has ended, for later sends due by then
 PHONES = [("486", "Reception", False), ("487", "Warehouse", False), ("488", "Lab", True)]
 INFOBOX = ("487",)  # a Snom phone taking Infobox notifications (SIP NOTIFY)
+SCREENS = ("486",)  # a Snom phone taking XML screens (snom-xml): it has an OK key
+PRESS_AFTER = 3.0  # seconds until the person at a screen phone presses OK
+CONFIRM_WITHIN = 15  # seconds: then the thread is told who did not confirm
 
 BANNER = """\
 deskbot demo: a console chat and simulated desk phones on 127.0.0.1.
-  phones: 486 Reception, 487 Warehouse (Snom Infobox: SIP NOTIFY, a line per line),
+  phones: 486 Reception (Snom XML screen: someone there presses OK 3 s after a text),
+          487 Warehouse (Snom Infobox: SIP NOTIFY, a line per line),
           488 Lab (unplugged: never answers),
           489 Old desk (the directory points at a phone without that identity: 404)
   people: alice (486, admin), bob (487), carol (488); groups: @sales, @everyone
 Try:  486 meeting moved  |  @sales lunch is here  |  who @everyone  |  probe @everyone
       in 10s 486 tea is ready  |  scheduled  |  cancel 1  |  templates  |  !lunch
-      !drill time=15:00  |  history  |  help
+      !drill time=15:00  |  confirm @everyone fire drill  |  history  |  help
 You are {user}. Type commands, one per line (Ctrl-D to quit).
 """
 
 
-def demo_settings(ports: dict[str, int], audit_path: Path) -> dict[str, Any]:
+def _format(extension: str) -> str:
+    if extension in SCREENS:
+        return "snom-xml"
+    return "snom-infobox" if extension in INFOBOX else "message"
+
+
+def demo_settings(ports: dict[str, int], audit_path: Path, desk_port: int) -> dict[str, Any]:
     phones = {
         ext: {
             "uri": f"sip:{ext}@127.0.0.1:{ports[ext]}",
             "label": label,
-            "format": "snom-infobox" if ext in INFOBOX else "message",
+            "format": _format(ext),
         }
         for ext, label, _ in PHONES
     }
@@ -56,6 +71,8 @@ def demo_settings(ports: dict[str, int], audit_path: Path) -> dict[str, Any]:
         "sip": {"listen": "127.0.0.1:0", "from_uri": "sip:deskbot@127.0.0.1", "timeout": 2.0},
         "access": {"senders": "*", "admins": ["alice"]},
         "audit": {"path": str(audit_path)},
+        "desk": {"listen": f"127.0.0.1:{desk_port}", "url": f"http://127.0.0.1:{desk_port}"},
+        "message": {"confirm_within": CONFIRM_WITHIN},
         "phones": phones,
         "people": {
             "alice": {"phone": "486", "name": "Alice"},
@@ -81,58 +98,94 @@ async def run_demo(as_user: str, out: Any = sys.stdout) -> None:
 
     phones = [
         await SimulatedPhone(
-            ext, label, unplugged=off, infobox=ext in INFOBOX, on_display=show
+            ext,
+            label,
+            unplugged=off,
+            infobox=ext in INFOBOX,
+            screen=ext in SCREENS,
+            presses=PRESS_AFTER if ext in SCREENS else None,
+            on_display=show,
         ).start()
         for ext, label, off in PHONES
     ]
+    desk = DeskSource(Desk(listen="127.0.0.1:0"), None)  # its port first: the keys' URL
     with tempfile.TemporaryDirectory(prefix="deskbot-demo-") as tmp:
-        raw = demo_settings({p.extension: p.port for p in phones}, Path(tmp) / "audit.sqlite3")
-        settings = parse(raw, Path("(demo)"), {}).settings
-        agent = SipAgent(settings.sip)
-        audit = AuditLog(Path(tmp) / "audit.sqlite3")
+        audit_path = Path(tmp) / "audit.sqlite3"
+        agent: SipAgent | None = None
+        audit: AuditLog | None = None
         try:
+            await desk.start()
+            ports = {p.extension: p.port for p in phones}
+            settings = parse(demo_settings(ports, audit_path, desk.port), Path("(demo)"), {})
+            agent = SipAgent(settings.settings.sip)
+            audit = AuditLog(audit_path)
             await agent.start()
-            relay = Relay(
-                agent, loader.from_settings(settings), Policy.from_settings(settings), audit
-            )
+            s = settings.settings
+            relay = Relay(agent, loader.from_settings(s), Policy.from_settings(s), audit)
+            assert s.desk is not None
+            desk.desk, desk.confirmer = s.desk, relay.confirmer  # the presses, as in `run`
             console = ConsoleSource(relay, ChatUser("console", as_user), out)
-            assert relay.deferred is not None  # the demo has its audit log
-            clock = ScheduleSource(relay, relay.deferred, {"console": console})
-            out.write(BANNER.format(user=as_user))
-            out.flush()
-            await console.start()
-            await clock.start()
-            ticking = asyncio.create_task(clock.run(), name="demo-clock")
-            try:
-                await console.run()
-                await _linger(relay, clock, out)
-            finally:
-                await clock.stop()
-                ticking.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await ticking
+            await _serve(relay, console, poster_for(relay, {"console": console}, None), out)
         finally:
-            await agent.close()
-            audit.close()
+            await desk.stop()
+            if agent is not None:
+                await agent.close()
+            if audit is not None:
+                audit.close()
             for phone in phones:
                 phone.close()
 
 
-async def _linger(relay: Relay, clock: ScheduleSource, out: Any) -> None:
-    """After stdin ends, let later sends due within LINGER go out (a scripted demo); woken by
-    the clock each time it served one, not by looking at the store."""
+async def _serve(
+    relay: Relay, console: ConsoleSource, poster: ConfirmPoster | None, out: Any
+) -> None:
+    """The console chat until stdin ends, with the clock and the confirmations' sweep."""
+    assert relay.deferred is not None  # the demo has its audit log
+    clock = ScheduleSource(relay, relay.deferred, {"console": console})
+    out.write(BANNER.format(user=console.user.id))
+    out.flush()
+    await console.start()
+    await clock.start()
+    tasks = [asyncio.create_task(clock.run(), name="demo-clock")]
+    if poster is not None:
+        tasks.append(asyncio.create_task(poster.run(), name="demo-confirms"))
+    try:
+        await console.run()
+        await _linger(relay, clock, out, poster)
+    finally:
+        await clock.stop()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if poster is not None:
+            await poster.close()
+
+
+async def _linger(
+    relay: Relay, clock: ScheduleSource, out: Any, poster: ConfirmPoster | None = None
+) -> None:
+    """After stdin ends, let later sends due within LINGER go out (a scripted demo), and the
+    thread of a confirm be told who did not confirm; woken by the clock each time it served
+    one and by the poster each time it told a thread, not by looking at the store."""
     assert relay.deferred is not None
     deadline = time.time() + LINGER
     while time.time() < deadline:
-        clock.served.clear()  # before looking: a send served meanwhile wakes the wait
+        wakes = [clock.served] + ([poster.told] if poster is not None else [])
+        for wake in wakes:
+            wake.clear()  # before looking: one served meanwhile wakes the wait
         pending = relay.deferred.pending(None, None, None)
-        if not any(d.due <= deadline for d in pending):
+        confirms = poster.store.overdue(deadline) if poster is not None else []
+        if not any(d.due <= deadline for d in pending) and not confirms:
             break
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(clock.served.wait(), deadline - time.time())
+        waits = [asyncio.create_task(wake.wait()) for wake in wakes]
+        await asyncio.wait(waits, timeout=deadline - time.time(), return_when="FIRST_COMPLETED")
+        for wait in waits:
+            wait.cancel()
     pending = relay.deferred.pending(None, None, None)
     if pending:
         out.write(f"deskbot demo: {len(pending)} later send(s) not sent: the demo has ended\n")
+    if poster is not None and poster.store.overdue(deadline):
+        out.write("deskbot demo: a confirm's summary not told: the demo has ended\n")
 
 
 def main(as_user: str = "alice") -> None:

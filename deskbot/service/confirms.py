@@ -88,6 +88,8 @@ MAX_TOLD_LINES = 5  # an escalation to more phones is summed up ("12/12 delivere
 
 
 class ConfirmPoster:
+    """Posts each press to its command's thread; ``told`` is set after each sweep that told one."""
+
     def __init__(
         self,
         store: Confirmations,
@@ -106,6 +108,7 @@ class ConfirmPoster:
         self.leads = leads  # replicas: only the one firing the clocks sweeps
         self.silencer = silencer  # a confirmed alert silenced in its client's Alertmanager
         self._tasks: set[asyncio.Task[None]] = set()
+        self.told = asyncio.Event()  # a thread was told who did not confirm (the demo waits)
 
     def pressed(self, confirmation: Confirmation) -> None:
         """The Confirmer's listener: post it soon (the phone's answer does not wait for it)."""
@@ -159,6 +162,8 @@ class ConfirmPoster:
             if await self._tell(command_id, text):
                 self.store.summarized(command_id)
                 told += 1
+        if told:
+            self.told.set()
         return told
 
     async def run(self, every: float = 1.0) -> None:
@@ -225,3 +230,24 @@ class ConfirmPoster:
     async def close(self) -> None:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def poster_for(
+    relay: Relay,
+    chats: Mapping[str, Replies],
+    zone: str | None,
+    leads: Callable[[], bool] = lambda: True,
+    silencer: Silencer | None = None,
+) -> ConfirmPoster | None:
+    """The relay's presses posted to their threads in ``chats``; None: it asks for none."""
+    confirmer = relay.confirmer
+    if confirmer is None:
+        return None
+
+    def label(extension: str) -> str:  # the directory as it is now: a reload's labels
+        phone = relay.directory.phones.get(extension)
+        return phone.label if phone else ""
+
+    poster = ConfirmPoster(confirmer.store, chats, label, zone, relay, leads, silencer)
+    confirmer.on_confirm.append(poster.pressed)
+    return poster

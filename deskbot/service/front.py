@@ -22,7 +22,7 @@ from deskbot.relay.relay import Relay
 from deskbot.relay.values import Policy
 from deskbot.senders.base import Sender, SenderError
 from deskbot.senders.route import SiteEdges
-from deskbot.service.confirms import ConfirmPoster
+from deskbot.service.confirms import ConfirmPoster, poster_for
 from deskbot.service.health import HealthServer, Metrics
 from deskbot.service.replicas import Replicas
 from deskbot.service.silences import Silencer
@@ -363,30 +363,16 @@ class Service:
 
     def _confirm_poster(self, chats: Mapping[str, Replies]) -> ConfirmPoster | None:
         """Each confirmation posted to its command's thread."""
-        confirmer = self.relay.confirmer
-        if confirmer is None:
-            return None
-
-        def label(extension: str) -> str:
-            phone = self.relay.directory.phones.get(extension)
-            return phone.label if phone else ""
 
         def clients() -> Mapping[str, ApiClient]:  # read anew: a reload's count
             api = self.cfg.settings.api
             return api.clients if api else {}
 
+        def leads() -> bool:  # only the replica firing the clocks sweeps
+            return self.replicas.leading
+
         zone = self.cfg.settings.message.timezone
-        poster = ConfirmPoster(
-            confirmer.store,
-            chats,
-            label,
-            zone,
-            self.relay,
-            lambda: self.replicas.leading,
-            Silencer(clients),
-        )
-        confirmer.on_confirm.append(poster.pressed)
-        return poster
+        return poster_for(self.relay, chats, zone, leads, Silencer(clients))
 
     async def run(self) -> None:
         """Serve until SIGTERM or SIGINT; raise StartError if something cannot start."""

@@ -5,17 +5,33 @@ on its "screen" and answered 200 OK; any other user part gets 404 Not Found.
 An ``infobox`` phone also takes Snom Infobox notifications: a NOTIFY with
 ``Event: xml`` and ``application/snomxml`` shows its lines (joined by " / ");
 a classic phone answers such a NOTIFY 489 Bad Event, as older Snom firmware
-does. A phone that is ``unplugged`` receives and never answers (the 408 path).
+does. A ``screen`` phone takes Snom XML screens instead (``snom-xml``): a
+NOTIFY with ``Event: xml``, an active ``Subscription-State``,
+``application/snomxml`` and a ``SnomIPPhoneText`` body shows its text; if
+``presses`` is set, a simulated person at the desk presses the screen's OK
+key that many seconds later: a real HTTP GET of the key's URL, as the phone
+makes, and the answer (deskbot's "Thank you" screen) is shown in turn.
+A phone that is ``unplugged`` receives and never answers (the 408 path).
 OPTIONS is answered 200. Used by ``deskbot demo`` and by the tests.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import aiohttp
+
+log = logging.getLogger("deskbot.phonesim")
+
+MAX_PAGE = 64 * 1024  # bytes of a fetched page the phone reads
+FETCH_TIMEOUT = 5.0  # seconds a key's fetch may take
 
 _COPY = ("via", "from", "to", "call-id", "cseq")
 _SHORT = {
@@ -81,12 +97,18 @@ class SimulatedPhone(asyncio.DatagramProtocol):
         *,
         unplugged: bool = False,
         infobox: bool = False,
+        screen: bool = False,
+        presses: float | None = None,
         on_display: Callable[[SimulatedPhone, str], None] | None = None,
     ):
         self.extension = extension
         self.label = label
         self.unplugged = unplugged
         self.infobox = infobox
+        self.screen_xml = screen  # takes snom-xml screens (NOTIFY Event: xml, SnomIPPhoneText)
+        self.presses = presses  # seconds until the person presses OK; None: nobody does
+        self.pressed: list[int] = []  # the HTTP status of each press
+        self._pressing: set[asyncio.Task[None]] = set()
         self.on_display = on_display
         self.screen = Screen()
         self.transport: asyncio.DatagramTransport | None = None
@@ -120,10 +142,7 @@ class SimulatedPhone(asyncio.DatagramProtocol):
         tag = f"sim{self.extension}"
         if method == "MESSAGE":
             if user and user.group(1) == self.extension:
-                text = body.decode("utf-8", errors="replace")
-                self.screen.lines.append(text)
-                if self.on_display:
-                    self.on_display(self, text)
+                self._show(body.decode("utf-8", errors="replace"))
                 code, reason = 200, "OK"
             else:
                 code, reason = 404, "Not Found"
@@ -143,7 +162,8 @@ class SimulatedPhone(asyncio.DatagramProtocol):
         self.transport.sendto(answer, addr)
 
     def _notify(self, user: str, headers: list[tuple[str, str]], body: bytes) -> tuple[int, str]:
-        if not self.infobox or _header(headers, "event").lower() != "xml":
+        xml_screens = self.infobox or self.screen_xml
+        if not xml_screens or _header(headers, "event").lower() != "xml":
             return 489, "Bad Event"
         if user != self.extension:
             return 404, "Not Found"
@@ -153,15 +173,71 @@ class SimulatedPhone(asyncio.DatagramProtocol):
             root = ET.fromstring(body)
         except ET.ParseError:
             return 400, "Bad Request"
+        if self.screen_xml:
+            return self._screen(root, headers)
         lines = [line.findtext("Text") or "" for line in root.iter("Line")]
         if root.tag != "InfoBoxQueue" or not lines:
             return 400, "Bad Request"
-        text = " / ".join(lines)
+        self._show(" / ".join(lines))
+        return 200, "OK"
+
+    def _screen(self, root: ET.Element, headers: list[tuple[str, str]]) -> tuple[int, str]:
+        """A SnomIPPhoneText pushed by NOTIFY: shown; its OK key pressed later, if asked."""
+        if not _header(headers, "subscription-state").startswith("active"):
+            return 400, "Bad Request"
+        if root.tag != "SnomIPPhoneText" or root.find("Text") is None:
+            return 400, "Bad Request"
+        self._show(_text_of(root))
+        url = next(
+            (
+                key.findtext("URL") or ""
+                for key in root.iter("SoftKeyItem")
+                if key.findtext("Label") == "OK"
+            ),
+            "",
+        )
+        if url and self.presses is not None:
+            task = asyncio.get_running_loop().create_task(self._press(url, self.presses))
+            self._pressing.add(task)
+            task.add_done_callback(self._pressing.discard)
+        return 200, "OK"
+
+    def _show(self, text: str) -> None:
         self.screen.lines.append(text)
         if self.on_display:
             self.on_display(self, text)
-        return 200, "OK"
+
+    async def _press(self, url: str, after: float) -> None:
+        """The person at the desk presses OK: the phone GETs the key's URL, shows the answer."""
+        await asyncio.sleep(after)
+        if urlsplit(url).scheme not in ("http", "https"):
+            return
+        timeout = aiohttp.ClientTimeout(total=FETCH_TIMEOUT)
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.get(url, allow_redirects=False) as answer,
+            ):
+                self.pressed.append(answer.status)
+                page = await answer.content.read(MAX_PAGE)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("phone %s: the OK key's fetch failed: %s", self.extension, exc)
+            return
+        if answer.status == 200:
+            with contextlib.suppress(ET.ParseError):
+                self._show(_text_of(ET.fromstring(page)))
 
     def close(self) -> None:
+        for task in self._pressing:
+            task.cancel()
         if self.transport:
             self.transport.close()
+
+
+def _text_of(root: ET.Element) -> str:
+    """A SnomIPPhoneText's text, its ``<br/>`` lines joined by " / "."""
+    shown = root.find("Text")
+    if shown is None:
+        return ""
+    parts = [shown.text or ""] + [br.tail or "" for br in shown if br.tag == "br"]
+    return " / ".join(parts)
