@@ -39,20 +39,31 @@ def worker_pids() -> set[int]:
     return found
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGABRT])
-async def test_worker_death_mid_group_send_reports_every_phone_and_recovers(sipp, sig):
+async def fan_out(agent: SipAgent, phones: list[Phone], text: str, how: str) -> list:
+    """One command's sends: a ``send`` task per phone, or all in one ``send_all`` (the relay's
+    way with the SIP agent), whose callback must see each phone's answer exactly once."""
+    if how == "each":
+        return list(await asyncio.gather(*(agent.send(p, text) for p in phones)))
+    seen: list[int] = []
+    results = await agent.send_all([(p, text, None) for p in phones], lambda i, d: seen.append(i))
+    assert sorted(seen) == list(range(len(phones)))
+    return results
+
+
+@pytest.mark.parametrize(
+    ("sig", "how"), [(signal.SIGKILL, "each"), (signal.SIGABRT, "each"), (signal.SIGKILL, "all")]
+)
+async def test_worker_death_mid_group_send_reports_every_phone_and_recovers(sipp, sig, how):
     silent, ok = sipp(silent=True), sipp(200)
     agent = SipAgent(Sip(listen="127.0.0.1:0", timeout=5.0))
     await agent.start()
     try:
         first_pid = agent.state.pid
-        sends = [
-            asyncio.create_task(agent.send(to(silent.uri(str(400 + i))), "drill"))
-            for i in range(20)
-        ]
+        phones = [to(silent.uri(str(400 + i))) for i in range(20)]
+        sends = asyncio.create_task(fan_out(agent, phones, "drill", how))
         await asyncio.to_thread(silent.wait_received, 20)
         os.kill(first_pid, sig)
-        results = await asyncio.wait_for(asyncio.gather(*sends), 3)
+        results = await asyncio.wait_for(sends, 3)
         assert {d.outcome for d in results} == {Outcome.UNCONFIRMED}
         assert all("Not confirmed" in d.reason for d in results)
         delivery = await asyncio.wait_for(agent.send(to(ok.uri()), "after the crash"), 5)
@@ -61,7 +72,6 @@ async def test_worker_death_mid_group_send_reports_every_phone_and_recovers(sipp
         assert first_pid not in worker_pids()  # reaped, not a zombie
     finally:
         await agent.close()
-    assert agent.state.pid not in worker_pids()
 
 
 async def test_a_worker_that_dies_at_start_up_three_times_gives_a_clear_error():
@@ -233,13 +243,14 @@ async def test_sends_a_hung_worker_never_answers_are_given_up_oldest_first(monke
         await agent.close()
 
 
-async def test_a_silent_group_does_not_hold_up_another_commands_one_phone_send(sipp):
+@pytest.mark.parametrize("how", ["each", "all"])
+async def test_a_silent_group_does_not_hold_up_another_commands_one_phone_send(sipp, how):
     silent, ok = sipp(silent=True), sipp(200)
     agent = SipAgent(Sip(listen="127.0.0.1:0", timeout=1.0, max_in_flight=50))
 
     async def command(name: str, phones: list[Phone]) -> list:
         fair.COMMAND.set(name)  # what the relay sets for each fan-out
-        return await asyncio.gather(*(agent.send(p, "drill") for p in phones))
+        return await fan_out(agent, phones, "drill", how)
 
     async with agent:
         group = asyncio.create_task(
@@ -325,3 +336,28 @@ async def test_a_send_cancelled_while_it_waits_for_a_slot_takes_none(sipp):
         assert {d.code for d in await asyncio.gather(*held)} == {408}
         assert gone.cancelled() and agent.in_flight == 0
     assert [m.body for m in ok.received()] == [b"sent"]  # the cancelled one never left
+
+
+async def test_a_fan_out_cancelled_while_it_waits_for_slots_sends_no_more(sipp):
+    silent, ok = sipp(silent=True), sipp(200)
+    agent = SipAgent(Sip(listen="127.0.0.1:0", timeout=1.0, max_in_flight=2))
+    async with agent:
+        fair.COMMAND.set("group")
+        phones = [to(silent.uri("400")), to(silent.uri("401"))]
+        phones += [to(ok.uri(str(402 + i))) for i in range(3)]
+        answered: list[int] = []
+        group = asyncio.create_task(
+            agent.send_all(
+                [(p, "never sent", None) for p in phones], lambda i, d: answered.append(i)
+            )
+        )
+        await until(lambda: agent.in_flight == 2, what="both slots held")
+        group.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await group
+        await until(lambda: agent.in_flight == 0, what="the silent sends to time out")
+        fair.COMMAND.set("next")  # every slot is back: the next command's three leave at once
+        results = await fan_out(agent, [to(ok.uri(str(410 + i))) for i in range(3)], "sent", "all")
+        assert [d.code for d in results] == [200, 200, 200]
+    assert answered == []  # a cancelled fan-out reports nothing more
+    assert [m.body for m in ok.received()] == [b"sent"] * 3  # its queued sends never left

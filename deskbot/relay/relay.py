@@ -48,7 +48,7 @@ from deskbot.relay.values import (
 )
 from deskbot.relay.window import SharedWindow, SlidingWindow, Window
 from deskbot.senders import fair
-from deskbot.senders.base import TITLE, Ask, Delivery, Sender
+from deskbot.senders.base import TITLE, Ask, Delivery, Sender, send_all
 from deskbot.store.base import Answer as Recorded
 from deskbot.store.base import (
     AuditError,
@@ -365,8 +365,9 @@ class Relay:
         TITLE.set(job.sender_name)  # the title of its screens, for formats that have one
         try:
             asks = self._asks(job, command_id, to_send)
-            results = await asyncio.gather(
-                *(self._send(command_id, p, job.body, asks.get(p.extension)) for p in to_send)
+            items = [(p, job.body, asks.get(p.extension)) for p in to_send]
+            results = await send_all(  # one callback per answer; no task per phone on SIP
+                self.sender, items, lambda i, d: self._answer(command_id, to_send[i], d)
             )
             if self.audit:
                 self.audit.finish(command_id)
@@ -493,10 +494,8 @@ class Relay:
             return ""
         return "confirm asked" if asks[phone.extension] else why_not(phone.format, phone.site)
 
-    async def _send(
-        self, command_id: int, phone: Phone, body: str, ask: Ask | None = None
-    ) -> Delivery:
-        delivery = await self.sender.send(phone, body, ask)
+    def _answer(self, command_id: int, phone: Phone, delivery: Delivery) -> None:
+        """One phone's answer: into the audit log and to the listeners (the live report)."""
         if self.audit:
             d = delivery
             answer = Recorded(phone.extension, d.uri, d.code, d.reason, d.elapsed_ms, d.cause.value)
@@ -505,7 +504,6 @@ class Relay:
                 self._flushing = asyncio.get_running_loop().call_later(FLUSH_AFTER, self._flush)
         for listener in self.on_delivery:
             listener(command_id, phone, delivery)
-        return delivery
 
     def _flush(self) -> None:
         self._flushing = None

@@ -10,10 +10,12 @@ depends on a sender's error strings.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import enum
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from deskbot.directory.snapshot import MESSAGE, Phone
 
@@ -150,3 +152,37 @@ class Sender(Protocol):
 
     async def probe(self, phone: Phone) -> Delivery:
         """Ask whether the phone answers at all; nothing is displayed."""
+
+
+@runtime_checkable
+class SendsAll(Protocol):
+    """A sender that also takes a whole fan-out in one call (the SIP agent): no task per phone.
+
+    Optional: the relay uses it when its sender has it, and ``send`` per phone otherwise.
+    """
+
+    async def send_all(
+        self,
+        items: Sequence[tuple[Phone, str, Ask | None]],
+        on_answer: Callable[[int, Delivery], None],
+    ) -> list[Delivery]:
+        """``send`` for each (phone, text, ask); ``on_answer(index, delivery)`` once per answer
+        as it comes; all answers, in the order of ``items``, once all are in."""
+
+
+async def send_all(
+    sender: Sender,
+    items: Sequence[tuple[Phone, str, Ask | None]],
+    on_answer: Callable[[int, Delivery], None],
+) -> list[Delivery]:
+    """Every (phone, text, ask) of one fan-out through ``sender``: its ``send_all`` if it has
+    one, else a ``send`` task per phone; ``on_answer(index, delivery)`` once per answer."""
+    if isinstance(sender, SendsAll):
+        return await sender.send_all(items, on_answer)
+
+    async def one(index: int, phone: Phone, text: str, ask: Ask | None) -> Delivery:
+        delivery = await sender.send(phone, text, ask)
+        on_answer(index, delivery)
+        return delivery
+
+    return list(await asyncio.gather(*(one(i, *item) for i, item in enumerate(items))))

@@ -162,3 +162,13 @@ class FairSlots:
         if not queue:
             del self.queues[key]
             self._turn.remove(key)
+
+    def drop_gone(self, key: Hashable) -> None:
+        """Take every waiter of `key` that is ``done()`` (gone) out of its queue at once."""
+        queue = self.queues.get(key)
+        if queue is None:
+            return
+        queue = self.queues[key] = collections.deque(w for w in queue if not w.done())
+        if not queue:
+            del self.queues[key]
+            self._turn.remove(key)

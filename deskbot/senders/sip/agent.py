@@ -15,18 +15,17 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from deskbot import __version__
-from deskbot.directory.snapshot import HTTP_FORMATS, Phone
+from deskbot.directory.snapshot import Phone
 from deskbot.senders import fair
-from deskbot.senders.base import TITLE, Ask, Cause, Delivery, Health, SenderError
+from deskbot.senders.base import Ask, Cause, Delivery, Health, SenderError
 from deskbot.senders.fair import FairSlots
-from deskbot.senders.screens import catalog
-from deskbot.senders.screens.xmltext import SoftKey
 from deskbot.senders.sip import protocol
+from deskbot.senders.sip.sends import Batch, BatchSend, Send, request_of
 from deskbot.senders.sip.spawn import WORKER_COMMAND, WorkerProcess, spawn_worker
 from deskbot.settings.schema import Sip
 from deskbot.sipuri import split_hostport
@@ -74,9 +73,8 @@ class SipAgent:
         self._password = password
         self._worker_command = tuple(worker_command)
         self._slots = _slots(sip)
-        # send id -> (future, uri, when asked, when it is given up, its command); in the
-        # order sent
-        self._futures: dict[int, tuple[asyncio.Future[Delivery], str, float, float, Any]] = {}
+        # send id -> the send out to the worker, in the order sent
+        self._futures: dict[int, Send] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._next_id = 0
         self._batch: list[list[Any]] = []
@@ -108,7 +106,7 @@ class SipAgent:
         """
         self._closing = True
         if self._futures:
-            pending = [entry[0] for entry in self._futures.values()]
+            pending = {send.waitable() for send in self._futures.values()}
             await asyncio.wait(pending, timeout=self.sip.timeout + 1.0)
         proc = self._proc
         if not orderly:
@@ -175,14 +173,55 @@ class SipAgent:
 
     # -- sending ------------------------------------------------------------
     async def send(self, phone: Phone, text: str, ask: Ask | None = None) -> Delivery:
-        if phone.format in HTTP_FORMATS:  # never a MESSAGE instead: no HTTP sender runs here
-            why = f"{phone.format} is pushed over HTTP: deskbot started without [push]"
-            return Delivery(phone.uri, 503, why, 0.0, Cause.TRANSPORT)
-        if phone.format in protocol.NOTIFY_KINDS:  # a maker's screen by NOTIFY, titled
-            keys = (SoftKey(ask.label, ask.url),) if ask else ()
-            body = catalog.spec(phone.format).build(text, TITLE.get(), keys)
-            return await self._request(phone.uri, body, phone.format)
-        return await self._request(phone.uri, text, protocol.MESSAGE)
+        request = request_of(phone, text, ask)
+        if isinstance(request, Delivery):
+            return request
+        return await self._request(*request)
+
+    async def send_all(
+        self,
+        items: Sequence[tuple[Phone, str, Ask | None]],
+        on_answer: Callable[[int, Delivery], None],
+    ) -> list[Delivery]:
+        """``send`` to every phone of one fan-out in one call: no task or future per phone.
+
+        ``on_answer(i, delivery)`` is called once for each answer, as it comes, with
+        ``items[i]``'s index; the answers are returned in the order of ``items`` once all
+        are in. Cancelled, the answers still out are dropped (their slots come back).
+        """
+        started = time.perf_counter()
+        batch = Batch(len(items), on_answer)
+        key = fair.COMMAND.get()
+        sends: list[BatchSend] = []
+        for index, (phone, text, ask) in enumerate(items):
+            request = request_of(phone, text, ask)
+            if isinstance(request, Delivery):
+                batch.answer(index, request)
+            else:
+                self._next_id += 1
+                uri, body, kind = request
+                sends.append(BatchSend(self, self._next_id, key, uri, body, kind, started,
+                                        batch, index))  # fmt: skip
+        if self.state.failed:
+            why = f"SIP agent is down: {self.state.failed}"
+            for send in sends:
+                batch.answer(send.index, Delivery(send.uri, 503, why, 0.0, DOWN))
+        elif sends:
+            if not self._ready.is_set():
+                await self._ready.wait()  # cancelled here: nothing was sent
+            slots, waits = self._slots, False
+            for send in sends:  # the first ones while slots are free, the rest in line
+                if not waits and slots.take(key):
+                    self._out(send)
+                else:
+                    waits = True
+                    slots.enqueue(key, send)
+        try:
+            return await batch.future
+        except asyncio.CancelledError:
+            batch.cancelled = True
+            self._slots.drop_gone(key)
+            raise
 
     async def probe(self, phone: Phone) -> Delivery:
         """A SIP OPTIONS: does the phone answer at all (nothing is displayed)."""
@@ -199,30 +238,30 @@ class SipAgent:
         # a future and a wake-up less per phone).
         key = fair.COMMAND.get()
         self._next_id += 1
-        send = _Send(self, self._next_id, key, uri, body, kind, started)
+        send = Send(self, self._next_id, key, uri, body, kind, started)
+        future = send.future = asyncio.get_running_loop().create_future()
         if self._slots.take(key):
             self._out(send)
         else:
             self._slots.enqueue(key, send)
         try:
-            return await send.future
+            return await future
         except asyncio.CancelledError:
             if send.queued:
                 self._slots.forget(key, send)
             raise
 
-    def _out(self, send: _Send) -> None:
+    def _out(self, send: Send) -> None:
         """A send holding its slot: into the next batch to the worker."""
         send.queued = False
         if self.state.failed:
             self._slots.release(send.key)
-            if not send.future.done():
-                why = f"SIP agent is down: {self.state.failed}"
-                send.future.set_result(Delivery(send.uri, 503, why, 0.0, DOWN))
+            why = f"SIP agent is down: {self.state.failed}"
+            send.answer(Delivery(send.uri, 503, why, 0.0, DOWN))
             return
         # a safety net only: pjsip itself answers 408 after sip.timeout
-        give_up = time.perf_counter() + self.sip.timeout + SAFETY_NET
-        self._futures[send.id] = (send.future, send.uri, send.started, give_up, send.key)
+        send.give_up = time.perf_counter() + self.sip.timeout + SAFETY_NET
+        self._futures[send.id] = send
         if not self._batch and self._ready.is_set():
             asyncio.get_running_loop().call_soon(self._flush)
         self._batch.append([send.id, send.uri, send.body, send.kind])
@@ -254,23 +293,22 @@ class SipAgent:
         self._sweeper = None
         now = time.perf_counter()
         while self._futures:
-            send_id, entry = next(iter(self._futures.items()))
-            if entry[3] > now:
+            send_id, send = next(iter(self._futures.items()))
+            if send.give_up > now:
                 loop = asyncio.get_running_loop()
-                self._sweeper = loop.call_later(entry[3] - now, self._sweep)
+                self._sweeper = loop.call_later(send.give_up - now, self._sweep)
                 return
             self._resolve(send_id, 408, "Request Timeout (no answer from the SIP agent)", True)
 
     def _resolve(self, send_id: int, code: int, reason: str, local: bool) -> None:
-        entry = self._futures.pop(send_id, None)
-        if entry is None:
+        send = self._futures.pop(send_id, None)
+        if send is None:
             return
-        future, uri, started, _, key = entry
-        if not future.done():
-            elapsed = (time.perf_counter() - started) * 1000
+        if not send.done():
+            elapsed = (time.perf_counter() - send.started) * 1000
             cause = Cause.ANSWERED if not local else _cause(code, reason)
-            future.set_result(Delivery(uri, code, reason, round(elapsed, 1), cause))
-        self._slots.release(key)  # the next queued send joins the batch
+            send.answer(Delivery(send.uri, code, reason, round(elapsed, 1), cause))
+        self._slots.release(send.key)  # the next queued send joins the batch
 
     def abandon(self) -> None:
         """Report every message still out as not confirmed, at once (the user is leaving)."""
@@ -455,27 +493,6 @@ def _slots(sip: Sip) -> FairSlots:
     if sip.transport == "tcp":
         total = max(1, min(total, protocol.MAX_TCP - reserve))
     return FairSlots(total, reserve)
-
-
-class _Send:
-    """One send waiting for its slot (see FairSlots.enqueue), then for its answer."""
-
-    __slots__ = ("agent", "body", "future", "id", "key", "kind", "queued", "started", "uri")
-
-    def __init__(
-        self, agent: SipAgent, send_id: int, key: Any, uri: str, body: str, kind: str, at: float
-    ):
-        self.agent, self.id, self.key, self.uri, self.body, self.kind = (
-            agent, send_id, key, uri, body, kind)  # fmt: skip
-        self.started = at
-        self.future: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
-        self.queued = True
-
-    def done(self) -> bool:  # gone (cancelled) while it waited for a slot
-        return self.future.done()
-
-    def set_result(self, _: None) -> None:  # its slot: off to the worker
-        self.agent._out(self)
 
 
 def _cause(code: int, reason: str) -> Cause:
