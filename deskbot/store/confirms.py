@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from deskbot.store.base import NO_FOLLOW_UP, AuditError, Confirmation, FollowUp, Thread
+from deskbot.store.rows import sqlite
 
 log = logging.getLogger("deskbot.confirms")
 
@@ -54,14 +55,40 @@ def follow_up(row: tuple[object, ...]) -> FollowUp:
     return FollowUp(escalate_to, text, client, pairs, float(str(row[4])))
 
 
-INSERT_THREAD = (
-    "(command_id, chat, sender_id, place, thread, due, escalate_to, text, client, labels)"
-    " VALUES ({0}, {0}, {0}, {0}, {0}, {0}, {0}, {0}, {0}, {0})"
+# The statements both backends run, in PostgreSQL's placeholders (``rows.sqlite`` for SQLite).
+REMEMBER = (
+    "INSERT INTO confirm_threads"
+    " (command_id, chat, sender_id, place, thread, due, escalate_to, text, client, labels)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (command_id) DO NOTHING"
 )
+WHERE = f"SELECT {THREAD} FROM confirm_threads WHERE command_id = %s"
+FOLLOWING = f"SELECT {FOLLOW} FROM confirm_threads WHERE command_id = %s"
+OVERDUE = (
+    "SELECT command_id FROM confirm_threads WHERE summarized = 0 AND due <= %s"
+    " ORDER BY due LIMIT 100"
+)
+SUMMARIZED = "UPDATE confirm_threads SET summarized = 1, text = '' WHERE command_id = %s"
+ASK = (
+    "INSERT INTO confirms (command_id, extension, token_hash, host, format, expires, state)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+)
+UNPOSTED = (
+    f"SELECT {COLUMNS} FROM confirms WHERE state = 'confirmed' AND posted = 0 ORDER BY confirmed_at"
+)
+POSTED = "UPDATE confirms SET posted = 1 WHERE command_id = %s AND extension = %s"
+RETHREAD = "UPDATE confirm_threads SET thread = %s WHERE command_id = %s"
+
+
+def asked(
+    command_id: int, extension: str, format: str, token: str | None, host: str, expires: float
+) -> tuple[object, ...]:
+    """The row ``ask`` inserts (token None: the format has no keys, ``unsupported``)."""
+    hashed, state = (digest(token), "waiting") if token else (None, "unsupported")
+    return (command_id, extension, hashed, host, format, expires, state)
 
 
 def remembered(command_id: int, where: Thread, due: float, follow: FollowUp) -> tuple[object, ...]:
-    """The row ``remember`` inserts, in the order of ``INSERT_THREAD``'s columns."""
+    """The row ``remember`` inserts, in the order of ``REMEMBER``'s columns."""
     w, f = where, follow
     return (command_id, *(w.chat, w.sender_id, w.place, w.thread), due,
             f.escalate_to, f.text, f.client, labels_text(f))  # fmt: skip
@@ -91,37 +118,26 @@ class SqliteConfirmations:
         row = remembered(command_id, where, due, follow)
         self.audit._write(
             "where a command was given",
-            [(f"INSERT OR IGNORE INTO confirm_threads {INSERT_THREAD.format('?')}", row)],
+            [(sqlite(REMEMBER), row)],
         )
 
     def where(self, command_id: int) -> Thread | None:
-        row = self.audit.db.execute(
-            f"SELECT {THREAD} FROM confirm_threads WHERE command_id = ?", (command_id,)
-        ).fetchone()
+        row = self.audit.db.execute(sqlite(WHERE), (command_id,)).fetchone()
         return Thread(*map(str, row)) if row else None
 
     def follow_up(self, command_id: int) -> FollowUp | None:
-        row = self.audit.db.execute(
-            f"SELECT {FOLLOW} FROM confirm_threads WHERE command_id = ?", (command_id,)
-        ).fetchone()
+        row = self.audit.db.execute(sqlite(FOLLOWING), (command_id,)).fetchone()
         return follow_up(row) if row else None
 
     def overdue(self, now: float) -> list[int]:
         """Commands whose confirm_within has passed and whose thread was not told yet."""
-        rows = self.audit.db.execute(
-            "SELECT command_id FROM confirm_threads WHERE summarized = 0 AND due <= ?"
-            " ORDER BY due LIMIT 100",
-            (now,),
-        )
+        rows = self.audit.db.execute(sqlite(OVERDUE), (now,))
         return [int(r[0]) for r in rows]
 
     def summarized(self, command_id: int) -> None:
         try:
             with self.audit.db:
-                self.audit.db.execute(
-                    "UPDATE confirm_threads SET summarized = 1, text = '' WHERE command_id = ?",
-                    (command_id,),
-                )
+                self.audit.db.execute(sqlite(SUMMARIZED), (command_id,))
         except sqlite3.Error as exc:  # told again after a restart, at worst
             log.warning("the audit log %s cannot mark a summary: %s", self.audit.path, exc)
 
@@ -135,25 +151,8 @@ class SqliteConfirmations:
         expires: float,
     ) -> None:
         """Keep one phone's request (token None: its format has no keys, ``unsupported``)."""
-        state = "waiting" if token else "unsupported"
-        self.audit._write(
-            "a confirmation request",
-            [
-                (
-                    "INSERT OR IGNORE INTO confirms (command_id, extension, token_hash, host,"
-                    " format, expires, state) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        command_id,
-                        extension,
-                        digest(token) if token else None,
-                        host,
-                        format,
-                        expires,
-                        state,
-                    ),
-                )
-            ],
-        )
+        row = asked(command_id, extension, format, token, host, expires)
+        self.audit._write("a confirmation request", [(sqlite(ASK), row)])
 
     def press(self, token: str, host: str, now: float) -> tuple[Confirmation, bool] | None:
         """The request a token names, and whether this press confirmed it (False: again).
@@ -188,19 +187,13 @@ class SqliteConfirmations:
 
     def unposted(self) -> list[Confirmation]:
         """Confirmations not yet in their command's thread (after a restart, say)."""
-        rows = self.audit.db.execute(
-            f"SELECT {COLUMNS} FROM confirms WHERE state = 'confirmed' AND posted = 0"
-            " ORDER BY confirmed_at"
-        )
+        rows = self.audit.db.execute(UNPOSTED)
         return [_row(r) for r in rows]
 
     def posted(self, command_id: int, extension: str) -> None:
         try:
             with self.audit.db:
-                self.audit.db.execute(
-                    "UPDATE confirms SET posted = 1 WHERE command_id = ? AND extension = ?",
-                    (command_id, extension),
-                )
+                self.audit.db.execute(sqlite(POSTED), (command_id, extension))
         except sqlite3.Error as exc:  # posted again after a restart, at worst
             log.warning(
                 "the audit log %s cannot mark a confirmation posted: %s", self.audit.path, exc
@@ -210,5 +203,5 @@ class SqliteConfirmations:
         """The thread the command's answer opened after it was taken (a slash command's)."""
         self.audit._write(
             "the thread of a command",
-            [("UPDATE confirm_threads SET thread = ? WHERE command_id = ?", (thread, command_id))],
+            [(sqlite(RETHREAD), (thread, command_id))],
         )

@@ -16,11 +16,18 @@ from typing import TYPE_CHECKING, Any
 
 from deskbot.store.base import NO_FOLLOW_UP, Confirmation, FollowUp, Thread
 from deskbot.store.confirms import (
+    ASK,
     COLUMNS,
-    FOLLOW,
-    INSERT_THREAD,
-    THREAD,
+    FOLLOWING,
+    OVERDUE,
+    POSTED,
+    REMEMBER,
+    RETHREAD,
+    SUMMARIZED,
+    UNPOSTED,
+    WHERE,
     _row,
+    asked,
     digest,
     follow_up,
     remembered,
@@ -44,40 +51,25 @@ class PostgresConfirmations:
         row = remembered(command_id, where, due, follow)
         self.audit.run(
             "record where a command was given",
-            lambda c: c.execute(
-                f"INSERT INTO confirm_threads {INSERT_THREAD.format('%s')}"
-                " ON CONFLICT (command_id) DO NOTHING",
-                row,
-            ),
+            lambda c: c.execute(REMEMBER, row),
         )
 
     def where(self, command_id: int) -> Thread | None:
-        rows = self.audit._read(
-            f"SELECT {THREAD} FROM confirm_threads WHERE command_id = %s", (command_id,)
-        )
+        rows = self.audit._read(WHERE, (command_id,))
         return Thread(*map(str, rows[0])) if rows else None
 
     def follow_up(self, command_id: int) -> FollowUp | None:
-        rows = self.audit._read(
-            f"SELECT {FOLLOW} FROM confirm_threads WHERE command_id = %s", (command_id,)
-        )
+        rows = self.audit._read(FOLLOWING, (command_id,))
         return follow_up(rows[0]) if rows else None
 
     def overdue(self, now: float) -> list[int]:
-        rows = self.audit._read(
-            "SELECT command_id FROM confirm_threads WHERE summarized = 0 AND due <= %s"
-            " ORDER BY due LIMIT 100",
-            (now,),
-        )
+        rows = self.audit._read(OVERDUE, (now,))
         return [int(r[0]) for r in rows]
 
     def summarized(self, command_id: int) -> None:
         self.audit._in_order(
             "mark a summary",
-            lambda c: c.execute(
-                "UPDATE confirm_threads SET summarized = 1, text = '' WHERE command_id = %s",
-                (command_id,),
-            ),
+            lambda c: c.execute(SUMMARIZED, (command_id,)),
         )
 
     def ask(
@@ -89,16 +81,8 @@ class PostgresConfirmations:
         host: str,
         expires: float,
     ) -> None:
-        state = "waiting" if token else "unsupported"
-        row = (command_id, extension, digest(token) if token else None, host, format, expires)
-        self.audit.run(
-            "record a confirmation request",
-            lambda c: c.execute(
-                "INSERT INTO confirms (command_id, extension, token_hash, host, format, expires,"
-                " state) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                (*row, state),
-            ),
-        )
+        row = asked(command_id, extension, format, token, host, expires)
+        self.audit.run("record a confirmation request", lambda c: c.execute(ASK, row))
 
     def press(self, token: str, host: str, now: float) -> tuple[Confirmation, bool] | None:
         """As on SQLite: the request and whether this press confirmed it; None: unknown,
@@ -130,28 +114,18 @@ class PostgresConfirmations:
         return [_row(r) for r in rows]
 
     def unposted(self) -> list[Confirmation]:
-        rows = self.audit._read(
-            f"SELECT {COLUMNS} FROM confirms WHERE state = 'confirmed' AND posted = 0"
-            " ORDER BY confirmed_at LIMIT 1000",
-            (),
-        )
+        rows = self.audit._read(f"{UNPOSTED} LIMIT 1000", ())
         return [_row(r) for r in rows]
 
     def posted(self, command_id: int, extension: str) -> None:
         self.audit._in_order(
             "mark a confirmation posted",
-            lambda c: c.execute(
-                "UPDATE confirms SET posted = 1 WHERE command_id = %s AND extension = %s",
-                (command_id, extension),
-            ),
+            lambda c: c.execute(POSTED, (command_id, extension)),
         )
 
     def rethread(self, command_id: int, thread: str) -> None:
         """The thread the command's answer opened after it was taken (a slash command's)."""
         self.audit._in_order(
             "the thread of a command",
-            lambda c: c.execute(
-                "UPDATE confirm_threads SET thread = %s WHERE command_id = %s",
-                (thread, command_id),
-            ),
+            lambda c: c.execute(RETHREAD, (thread, command_id)),
         )
