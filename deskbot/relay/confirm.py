@@ -63,6 +63,12 @@ def sample_ask(desk_url: str) -> Ask:
     return Ask(f"{desk_url.rstrip('/')}{PREFIX}{'A' * TOKEN_CHARS}")
 
 
+def keyed(phone: Phone) -> bool:
+    """Whether ``phone``'s screen carries the OK key: a format with keys, sent by this
+    deskbot (an edge's phones would press into the office's network, not ``[desk]``)."""
+    return not phone.site and can_confirm(phone.format)
+
+
 def why_not(format: str, site: str = "") -> str:
     if site:  # the edge sends the screen without a key: its presses would not reach us
         return f"cannot confirm (behind site {site}'s edge)"
@@ -94,7 +100,7 @@ class Confirmer:
 
         Raises AuditError when the store cannot keep it (the phone then gets no key)."""
         expires = self.clock() + within + MARGIN
-        if phone.site or not can_confirm(phone.format):
+        if not keyed(phone):
             self.store.ask(command_id, phone.extension, phone.format, None, "", expires)
             return None
         token = secrets.token_urlsafe(TOKEN_BYTES)

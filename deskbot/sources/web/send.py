@@ -21,9 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from deskbot.relay.confirm import UNSUPPORTED, WAITING
+from deskbot.relay.confirm import UNSUPPORTED, WAITING, keyed
 from deskbot.relay.values import Accepted, Answer, Dispatch, Replay, Request
-from deskbot.senders.base import can_confirm
 from deskbot.sources import http
 from deskbot.sources.serve import take
 from deskbot.sources.web.pages import redirect, render
@@ -156,9 +155,7 @@ class SendPages:
             skipped = accepted.skipped.get(p.extension, "")
             row = row_of(p, None, skipped)
             if job.confirm and not skipped:  # what the relay asks; its report is the last word
-                row = replace(
-                    row, confirm=WAITING if can_confirm(p.format) and not p.site else UNSUPPORTED
-                )
+                row = replace(row, confirm=WAITING if keyed(p) else UNSUPPORTED)
             rows[p.extension] = row
         watched = Watched(accepted.command_id, session.name, _title(job), rows)
         if job.confirm:
