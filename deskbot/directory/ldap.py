@@ -15,7 +15,7 @@ import contextlib
 import math
 import re
 import ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -199,10 +199,34 @@ def _connection(settings: Ldap, user: str, password: str) -> Any:
         raise LdapError(f"LDAP {settings.url}: {_why(exc)}") from None
 
 
-def _open(conn: Any, settings: Ldap) -> None:
-    conn.open()
-    if settings.start_tls:
-        conn.start_tls()
+class _Step:
+    """What a connection was doing when it failed: the error names it."""
+
+    now = "connect"
+
+
+@contextlib.contextmanager
+def _opened(settings: Ldap, dn: str, password: str, step: _Step) -> Iterator[Any]:
+    """A connection to ``settings.url`` as ``dn`` (TLS started if asked), unbound after.
+
+    An LDAP or socket error inside (also the caller's binds and searches) becomes one
+    LdapError, ``LDAP URL: cannot STEP: why``, never naming the password."""
+    from ldap3.core.exceptions import LDAPException
+
+    conn = _connection(settings, dn, password)
+    try:
+        conn.open()
+        if settings.start_tls:
+            step.now = "start TLS"
+            conn.start_tls()
+        yield conn
+    except LDAPException as exc:
+        raise LdapError(f"LDAP {settings.url}: cannot {step.now}: {_why(exc)}") from None
+    except OSError as exc:
+        raise LdapError(f"LDAP {settings.url}: cannot {step.now}: {exc.strerror or exc}") from None
+    finally:
+        with contextlib.suppress(Exception):  # the connection may be gone already
+            conn.unbind()
 
 
 def check_password(settings: Ldap, service_password: str, name: str, password: str) -> bool:
@@ -214,77 +238,44 @@ def check_password(settings: Ldap, service_password: str, name: str, password: s
     asking (LDAP takes an empty simple bind as anonymous). LdapError: the server could
     not be asked (never naming the password)."""
     import ldap3
-    from ldap3.core.exceptions import (
-        LDAPException,
-        LDAPInvalidCredentialsResult,
-        LDAPSizeLimitExceededResult,
-    )
+    from ldap3.core.exceptions import LDAPInvalidCredentialsResult, LDAPSizeLimitExceededResult
     from ldap3.utils.conv import escape_filter_chars
 
     if not password or len(password) > 1024 or name_of(name) != name:
         return False
     key = option(settings, "name_attribute")
     wanted = f"(&{option(settings, 'people_filter')}({key}={escape_filter_chars(name)}))"
-    finder = _connection(settings, settings.bind_dn, service_password)
-    step = f"bind as {settings.bind_dn}"
-    try:
-        _open(finder, settings)
+    step = _Step()
+    with _opened(settings, settings.bind_dn, service_password, step) as finder:
+        step.now = f"bind as {settings.bind_dn}"
         finder.bind()
-        step = f"search {settings.base}"
-        finder.search(settings.base, wanted, ldap3.SUBTREE, attributes=[key], size_limit=2)
-        # two entries: the name is not unique, and nobody signs in with it
+        step.now = f"search {settings.base}"
+        try:
+            finder.search(settings.base, wanted, ldap3.SUBTREE, attributes=[key], size_limit=2)
+        except LDAPSizeLimitExceededResult:  # the name is not unique: nobody signs in with it
+            return False
         found = [e for e in finder.response or () if e.get("type") == "searchResEntry"]
-    except LDAPSizeLimitExceededResult:
-        return False
-    except LDAPException as exc:
-        raise LdapError(f"LDAP {settings.url}: cannot {step}: {_why(exc)}") from None
-    except OSError as exc:
-        raise LdapError(f"LDAP {settings.url}: cannot {step}: {exc.strerror or exc}") from None
-    finally:
-        with contextlib.suppress(Exception):
-            finder.unbind()
     if len(found) != 1 or name_of(_first(found[0]["attributes"], key)) != name:
         return False
-    person = _connection(settings, str(found[0]["dn"]), password)
-    try:
-        _open(person, settings)
-        person.bind()
-    except LDAPInvalidCredentialsResult:
-        return False
-    except LDAPException as exc:
-        raise LdapError(f"LDAP {settings.url}: cannot bind as a person: {_why(exc)}") from None
-    except OSError as exc:
-        raise LdapError(f"LDAP {settings.url}: cannot connect: {exc.strerror or exc}") from None
-    finally:
-        with contextlib.suppress(Exception):
-            person.unbind()
+    step = _Step()
+    with _opened(settings, str(found[0]["dn"]), password, step) as person:
+        step.now = "bind as a person"
+        try:
+            person.bind()
+        except LDAPInvalidCredentialsResult:
+            return False
     return True
 
 
 def fetch(settings: Ldap, password: str) -> Fetched:
     """Bind and read every person and group under ``base``; LdapError says what failed."""
-    from ldap3.core.exceptions import LDAPException
-
-    where = settings.url
-    conn = _connection(settings, settings.bind_dn, password)
-    step = "connect"
-    try:
-        conn.open()
-        if settings.start_tls:
-            step = "start TLS"
-            conn.start_tls()
-        step = f"bind as {settings.bind_dn}"
+    step = _Step()
+    with _opened(settings, settings.bind_dn, password, step) as conn:
+        step.now = f"bind as {settings.bind_dn}"
         conn.bind()
-        step = f"search {settings.base}"
+        step.now = f"search {settings.base}"
         people = _search(conn, settings, "people_filter", ["name", "display", "extension"])
         groups = _search(conn, settings, "groups_filter", ["group_name", "member"])
-    except LDAPException as exc:
-        raise LdapError(f"LDAP {where}: cannot {step}: {_why(exc)}") from None
-    except OSError as exc:
-        raise LdapError(f"LDAP {where}: cannot {step}: {exc.strerror or exc}") from None
-    finally:
-        with contextlib.suppress(Exception):  # the connection may be gone already
-            conn.unbind()
     return build(settings, people, groups)
 
 
