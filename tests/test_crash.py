@@ -13,6 +13,7 @@ import os
 import signal
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,17 +30,16 @@ def calls(phone: SippPhone) -> int:
     return len(phone_got(phone))
 
 
-def answered(audit: Path, key: str) -> bool:
-    with sqlite3.connect(audit) as db:
-        return db.execute("SELECT 1 FROM answered WHERE key = ?", (key,)).fetchone() is not None
+def sqlite_has(audit: Path) -> Callable[[str], bool]:
+    """Whether a query finds a row in the audit file (False while deskbot has not made it)."""
 
+    def has(sql: str) -> bool:
+        if not audit.exists():
+            return False
+        with sqlite3.connect(audit) as db:
+            return db.execute(sql).fetchone() is not None
 
-def delivery_recorded(audit: Path, extension: str) -> bool:
-    if not audit.exists():
-        return False
-    with sqlite3.connect(audit) as db:
-        found = db.execute("SELECT 1 FROM deliveries WHERE extension = ?", (extension,))
-        return found.fetchone() is not None
+    return has
 
 
 # point -> (what the fast phone 486 got, what the slow phone 487 got, what the reply says)
@@ -51,6 +51,47 @@ EXPECTED = {
     "after-reply": (1, 1, ["✅ 486 (Reception): 200 OK", "✅ 487 (Lab): 200 OK"]),
     "after-answered": (1, 1, ["✅ 486 (Reception): 200 OK", "✅ 487 (Lab): 200 OK"]),
 }
+
+
+async def crash_and_restart(
+    point: str, run: Deskbot, alice, room: str, phones: tuple, has: Callable[[str], bool]
+) -> None:
+    """Kill deskbot at ``point`` (armed, or by hand mid-send), start it again, and check
+    what the chat and the phones saw against EXPECTED; ``has`` reads the audit log."""
+    fast, slow = phones
+    if point != "mid-send":
+        run.env["DESKBOT_FAILPOINT"] = point
+        run.env["DESKBOT_FAILPOINT_TEST"] = "1"  # a test asks: armed
+    run.start()
+
+    command = await alice.say(room, "!deskphone 486,487 evacuate by the stairs")
+    if point == "mid-send":  # the fast phone answered and is recorded, the slow one not yet
+        recorded = "SELECT 1 FROM deliveries WHERE extension = '486'"
+        wait_for(lambda: calls(slow) == 1 and has(recorded), what="mid-send")
+        assert run.proc is not None
+        os.killpg(run.proc.pid, signal.SIGKILL)
+    assert run.proc is not None
+    wait_for(lambda: run.proc.poll() is not None, what="deskbot to die")
+    assert run.proc.returncode == -signal.SIGKILL
+
+    run.env.pop("DESKBOT_FAILPOINT", None)
+    run.start()
+    barrier = await alice.say(room, "!deskphone who 486")
+    await alice.reply_to(barrier)
+    answered = f"SELECT 1 FROM answered WHERE key = '{command}'"
+    wait_for(lambda: has(answered), what="the command's answer to be recorded")
+    await alice.sync()
+
+    to_fast, to_slow, lines = EXPECTED[point]
+    [reply] = alice.replies_to(command)  # exactly once
+    for line in lines:
+        assert line in text_of(reply)
+    if to_slow == 0 or point == "mid-send":
+        assert "deskbot or its SIP agent restarted while sending" in text_of(reply)
+    wait_for(lambda: calls(fast) >= to_fast and calls(slow) >= to_slow, what="the phones")
+    assert (calls(fast), calls(slow)) == (to_fast, to_slow)
+    assert len(alice.replies_to(barrier)) == 1
+    assert run.stop() == 0
 
 
 @pytest.mark.parametrize("point", list(EXPECTED))
@@ -68,38 +109,9 @@ async def test_a_crash_at_any_point_answers_once_and_sends_each_phone_at_most_on
     run: Deskbot = deskbot(
         bot, alice, {"486": fast.uri("486"), "487": slow.uri("487")}, timeout=5.0
     )
-    audit = tmp_path / "audit.sqlite3"
-    if point != "mid-send":
-        run.env["DESKBOT_FAILPOINT"] = point
-        run.env["DESKBOT_FAILPOINT_TEST"] = "1"  # a test asks: armed
-    run.start()
-
-    command = await alice.say(room, "!deskphone 486,487 evacuate by the stairs")
-    if point == "mid-send":  # the fast phone answered and is recorded, the slow one not yet
-        wait_for(lambda: calls(slow) == 1 and delivery_recorded(audit, "486"), what="mid-send")
-        assert run.proc is not None
-        os.killpg(run.proc.pid, signal.SIGKILL)
-    assert run.proc is not None
-    wait_for(lambda: run.proc.poll() is not None, what="deskbot to die")
-    assert run.proc.returncode == -signal.SIGKILL
-
-    run.env.pop("DESKBOT_FAILPOINT", None)
-    run.start()
-    barrier = await alice.say(room, "!deskphone who 486")
-    await alice.reply_to(barrier)
-    wait_for(lambda: answered(audit, command), what="the command's answer to be recorded")
-    await alice.sync()
-
-    to_fast, to_slow, lines = EXPECTED[point]
-    [reply] = alice.replies_to(command)  # exactly once
-    for line in lines:
-        assert line in text_of(reply)
-    if to_slow == 0 or point == "mid-send":
-        assert "deskbot or its SIP agent restarted while sending" in text_of(reply)
-    wait_for(lambda: calls(fast) >= to_fast and calls(slow) >= to_slow, what="the phones")
-    assert (calls(fast), calls(slow)) == (to_fast, to_slow)
-    assert len(alice.replies_to(barrier)) == 1
-    assert run.stop() == 0
+    await crash_and_restart(
+        point, run, alice, room, (fast, slow), sqlite_has(tmp_path / "audit.sqlite3")
+    )
 
 
 async def test_a_command_older_than_max_age_is_answered_once_and_reaches_no_phone(
@@ -155,35 +167,4 @@ async def test_a_crash_on_postgresql_answers_once_and_sends_each_phone_at_most_o
     def has(sql: str) -> bool:  # the tables are there: deskbot made them at its start
         return bool(postgres.query(db, sql))
 
-    if point != "mid-send":
-        run.env["DESKBOT_FAILPOINT"] = point
-        run.env["DESKBOT_FAILPOINT_TEST"] = "1"  # a test asks: armed
-    run.start()
-    command = await alice.say(room, "!deskphone 486,487 evacuate by the stairs")
-    if point == "mid-send":
-        wait_for(
-            lambda: calls(slow) == 1 and has("SELECT 1 FROM deliveries WHERE extension = '486'"),
-            what="mid-send",
-        )
-        assert run.proc is not None
-        os.killpg(run.proc.pid, signal.SIGKILL)
-    assert run.proc is not None
-    wait_for(lambda: run.proc.poll() is not None, what="deskbot to die")
-    assert run.proc.returncode == -signal.SIGKILL
-
-    run.env.pop("DESKBOT_FAILPOINT", None)
-    run.start()
-    barrier = await alice.say(room, "!deskphone who 486")
-    await alice.reply_to(barrier)
-    wait_for(
-        lambda: has(f"SELECT 1 FROM answered WHERE key = '{command}'"),
-        what="the command's answer to be recorded",
-    )
-    await alice.sync()
-    to_fast, to_slow, lines = EXPECTED[point]
-    [reply] = alice.replies_to(command)  # exactly once
-    for line in lines:
-        assert line in text_of(reply)
-    wait_for(lambda: calls(fast) >= to_fast and calls(slow) >= to_slow, what="the phones")
-    assert (calls(fast), calls(slow)) == (to_fast, to_slow)
-    assert run.stop() == 0
+    await crash_and_restart(point, run, alice, room, (fast, slow), has)
