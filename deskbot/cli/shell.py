@@ -101,18 +101,21 @@ async def _send(
     agent = SipAgent(s.sip, password, worker=worker)  # close() ends the worker if unused
     directory = loader.from_settings(s)
     opened: CommandLog | None = None
-    if s.directory.ldap is not None:
+    reads_log = _reads_log(command)
+    if s.directory.ldap is not None or reads_log:  # LDAP's cache is in the audit log too
+        try:
+            opened = open_log(s.audit, audit_password(cfg))
+        except AuditError as exc:
+            print(f"deskbot: cannot open {exc}{'' if reads_log else '; nothing was sent'}",
+                  file=sys.stderr)  # fmt: skip
+            await agent.close()
+            return EXIT_NOTHING_SENT
+    if s.directory.ldap is not None and opened is not None:
         # LDAP's last good result while it is younger than `refresh`, as `deskbot run` has
         # it, unless the targets are not in it; else LDAP now, else that result anyway
         from deskbot.directory.snapshot import TargetError
         from deskbot.directory.sync import LdapSync, merge
 
-        try:
-            opened = open_log(s.audit, audit_password(cfg))
-        except AuditError as exc:
-            print(f"deskbot: cannot open {exc}; nothing was sent", file=sys.stderr)
-            await agent.close()
-            return EXIT_NOTHING_SENT
         ldap = LdapSync(opened)
         merged = merge(directory, ldap.current)[0]
         fresh = ldap.since is not None and time.time() - ldap.since < s.directory.ldap.refresh
@@ -127,14 +130,6 @@ async def _send(
                 print(f"deskbot: {outcome.message}", file=sys.stderr)
             merged = merge(directory, ldap.current)[0]
         directory = merged
-    reads_log = _reads_log(command)
-    if reads_log and opened is None:
-        try:
-            opened = open_log(s.audit, audit_password(cfg))
-        except AuditError as exc:
-            print(f"deskbot: cannot open {exc}", file=sys.stderr)
-            await agent.close()
-            return EXIT_NOTHING_SENT
     relay = Relay(agent, directory, Policy.from_settings(s), opened if reads_log else None)
     replier = ShellReplier(as_json)
     user = ChatUser(SHELL, _login_name())
