@@ -16,7 +16,18 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from deskbot.store.base import AuditError, Deferred
-from deskbot.store.rows import DEFERRED_COLUMNS, INSERT_DEFERRED, MARK, by_sender, sqlite
+from deskbot.store.rows import (
+    CLOSE_DEFERRED,
+    DEFERRED_OF_KEY,
+    INSERT_DEFERRED,
+    MARK,
+    MARKED,
+    PENDING,
+    PENDING_DUE,
+    PENDING_ONE,
+    by_sender,
+    sqlite,
+)
 
 
 class Database(Protocol):
@@ -29,8 +40,6 @@ class Database(Protocol):
 
 
 log = logging.getLogger("deskbot.deferred")
-
-COLUMNS = DEFERRED_COLUMNS
 
 
 class DeferredSends:
@@ -46,7 +55,7 @@ class DeferredSends:
             log.warning("the audit log %s cannot keep %s: %s", self.audit.path, name, exc)
 
     def marked(self, name: str) -> float | None:
-        row = self.audit.db.execute("SELECT value FROM marks WHERE name = ?", (name,)).fetchone()
+        row = self.audit.db.execute(sqlite(MARKED), (name,)).fetchone()
         return float(row[0]) if row else None
 
     def add(self, key: str, plan: Deferred) -> int:
@@ -55,7 +64,7 @@ class DeferredSends:
         The same command key (a command read again after a crash) gives the first id.
         """
         if key:
-            row = self.audit.db.execute("SELECT id FROM deferred WHERE key = ?", (key,)).fetchone()
+            row = self.audit.db.execute(sqlite(DEFERRED_OF_KEY), (key,)).fetchone()
             if row is not None:
                 return int(row[0])
         return self.audit._write(
@@ -63,17 +72,12 @@ class DeferredSends:
         )
 
     def get(self, deferred_id: int) -> Deferred | None:
-        row = self.audit.db.execute(
-            f"SELECT {COLUMNS} FROM deferred WHERE id = ? AND state = 'pending'", (deferred_id,)
-        ).fetchone()
+        row = self.audit.db.execute(sqlite(PENDING_ONE), (deferred_id,)).fetchone()
         return Deferred.from_row(row) if row else None
 
     def due(self, now: float) -> list[Deferred]:
         """Pending sends whose time has come, oldest first."""
-        rows = self.audit.db.execute(
-            f"SELECT {COLUMNS} FROM deferred WHERE state = 'pending' AND due <= ? ORDER BY due, id",
-            (now,),
-        )
+        rows = self.audit.db.execute(sqlite(PENDING_DUE), (now,))
         return [Deferred.from_row(r) for r in rows]
 
     def pending(
@@ -82,10 +86,7 @@ class DeferredSends:
         """One sender's pending sends (by person, else chat id), or everyone's (None)."""
         where, args = by_sender(chat, sender_id, person)
         where = sqlite(f"AND {where}") if where else ""
-        rows = self.audit.db.execute(
-            f"SELECT {COLUMNS} FROM deferred WHERE state = 'pending' {where} ORDER BY due, id",
-            args,
-        )
+        rows = self.audit.db.execute(f"{PENDING} {where} ORDER BY due, id", args)
         return [Deferred.from_row(r) for r in rows]
 
     def close(self, deferred_id: int, state: str) -> bool:
@@ -94,9 +95,7 @@ class DeferredSends:
             with self.audit.db:
                 self.audit.db.execute("BEGIN IMMEDIATE")
                 changed = self.audit.db.execute(
-                    "UPDATE deferred SET state = ?, command = ''"
-                    " WHERE id = ? AND state = 'pending'",
-                    (state, deferred_id),
+                    sqlite(CLOSE_DEFERRED), (state, deferred_id)
                 ).rowcount
         except sqlite3.Error as exc:
             why = f"the audit log {self.audit.path} cannot record {state}: {exc}"

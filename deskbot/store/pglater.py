@@ -13,7 +13,17 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from deskbot.store.base import AuditError, Deferred
-from deskbot.store.rows import DEFERRED_COLUMNS, INSERT_DEFERRED, MARK, by_sender
+from deskbot.store.rows import (
+    CLOSE_DEFERRED,
+    DEFERRED_OF_KEY,
+    INSERT_DEFERRED,
+    MARK,
+    MARKED,
+    PENDING,
+    PENDING_DUE,
+    PENDING_ONE,
+    by_sender,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -21,8 +31,6 @@ if TYPE_CHECKING:
     from deskbot.store.postgres import PostgresLog
 
 log = logging.getLogger("deskbot.deferred")
-
-COLUMNS = DEFERRED_COLUMNS
 
 
 class PostgresLater:
@@ -40,7 +48,7 @@ class PostgresLater:
             log.warning("%s", exc)
 
     def marked(self, name: str) -> float | None:
-        rows = self.audit._read("SELECT value FROM marks WHERE name = %s", (name,))
+        rows = self.audit._read(MARKED, (name,))
         return float(rows[0][0]) if rows else None
 
     def add(self, key: str, plan: Deferred) -> int:
@@ -53,25 +61,19 @@ class PostgresLater:
                 plan.row(key, created),
             ).fetchone()
             if row is None:
-                row = conn.execute("SELECT id FROM deferred WHERE key = %s", (key,)).fetchone()
+                row = conn.execute(DEFERRED_OF_KEY, (key,)).fetchone()
             assert row is not None
             return int(row[0])
 
         return int(self.audit.run("record the deferred send", insert))
 
     def get(self, deferred_id: int) -> Deferred | None:
-        rows = self.audit._read(
-            f"SELECT {COLUMNS} FROM deferred WHERE id = %s AND state = 'pending'", (deferred_id,)
-        )
+        rows = self.audit._read(PENDING_ONE, (deferred_id,))
         return Deferred.from_row(rows[0]) if rows else None
 
     def due(self, now: float) -> list[Deferred]:
         """Pending sends whose time has come, oldest first."""
-        rows = self.audit._read(
-            f"SELECT {COLUMNS} FROM deferred WHERE state = 'pending' AND due <= %s"
-            " ORDER BY due, id",
-            (now,),
-        )
+        rows = self.audit._read(PENDING_DUE, (now,))
         return [Deferred.from_row(r) for r in rows]
 
     def pending(
@@ -80,22 +82,13 @@ class PostgresLater:
         """One sender's pending sends (by person, else chat id), or everyone's (None)."""
         where, args = by_sender(chat, sender_id, person)
         where = f"AND {where}" if where else ""
-        rows = self.audit._read(
-            f"SELECT {COLUMNS} FROM deferred WHERE state = 'pending' {where} ORDER BY due, id",
-            args,
-        )
+        rows = self.audit._read(f"{PENDING} {where} ORDER BY due, id", args)
         return [Deferred.from_row(r) for r in rows]
 
     def close(self, deferred_id: int, state: str) -> bool:
         """'sent' or 'cancelled': the text is erased. False when it was not pending."""
         changed = self.audit.run(
             f"record {state}",
-            lambda c: (
-                c.execute(
-                    "UPDATE deferred SET state = %s, command = ''"
-                    " WHERE id = %s AND state = 'pending'",
-                    (state, deferred_id),
-                ).rowcount
-            ),
+            lambda c: c.execute(CLOSE_DEFERRED, (state, deferred_id)).rowcount,
         )
         return int(changed) == 1

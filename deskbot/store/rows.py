@@ -51,6 +51,12 @@ INSERT_DEFERRED = (
     "INSERT INTO deferred (key, created, due, zone, chat, sender_id, display_name, person,"
     " place, thread, command) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
+MARKED = "SELECT value FROM marks WHERE name = %s"
+DEFERRED_OF_KEY = "SELECT id FROM deferred WHERE key = %s"
+PENDING = f"SELECT {DEFERRED_COLUMNS} FROM deferred WHERE state = 'pending'"
+PENDING_ONE = f"{PENDING} AND id = %s"
+PENDING_DUE = f"{PENDING} AND due <= %s ORDER BY due, id"
+CLOSE_DEFERRED = "UPDATE deferred SET state = %s, command = '' WHERE id = %s AND state = 'pending'"
 # each phone's answer in the order it came (SQLite: rowid; PostgreSQL: seq)
 ANSWERS = (
     "SELECT extension, uri, code, reason, elapsed_ms, cause FROM deliveries"
