@@ -329,8 +329,9 @@ async def test_a_send_cancelled_while_it_waits_for_a_slot_takes_none(sipp):
         await until(lambda: agent.in_flight == 2, what="both slots held")
         gone = asyncio.create_task(agent.send(to(ok.uri("401")), "never sent"))
         after = asyncio.create_task(agent.send(to(ok.uri("402")), "sent"))
-        await asyncio.sleep(0.05)
-        assert agent.in_flight == 2  # both wait: the reserve is for other commands
+        queued = agent._slots.queues  # both wait: the reserve is for other commands
+        await until(lambda: len(queued.get("group", ())) == 2, what="both sends queued")
+        assert agent.in_flight == 2
         gone.cancel()
         assert (await after).code == 200  # once a silent send timed out
         assert {d.code for d in await asyncio.gather(*held)} == {408}
