@@ -9,6 +9,7 @@ PolycomIPPhone Data body under 1 KB; the fake Cisco phone on Basic, the
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from pathlib import Path
 
@@ -189,6 +190,38 @@ def test_every_format_in_one_send_each_gets_its_own(http_phones, sipp, tmp_path)
         ("490", "poly", "lunch is here"),
         ("491", "cisco", "lunch is here"),
     ]
+
+
+def test_a_mixed_send_reports_each_phone_with_its_own_answer(http_phones, sipp, tmp_path):
+    """SIP phones go out in one batch and HTTP phones beside it: each line still carries the
+    answer of its own phone, whatever order the answers come back in."""
+    busy, yealink = sipp(486), sipp(200, screen="yealink-xml")
+    http_phones.behave["489"] = "teapot"
+    cfg = config(
+        tmp_path,
+        {
+            "486": ("message", "", busy.uri("486")),
+            "487": ("poly-push", http_phones.url("487"), ""),
+            "488": ("yealink-xml", "", yealink.uri("488")),
+            "489": ("poly-push", http_phones.url("489"), ""),
+            "490": ("message", "", ""),  # nobody listens at :9
+        },
+        extra='[groups.floor]\nmembers = ["486", "487", "488", "489", "490"]\n',
+    )
+    result, rows = send(cfg, "@floor", "lunch is here")
+    assert result.returncode == 3, result.stderr  # no answer from 490 wins over 486's refusal
+    assert {ext: (r["code"], r["outcome"]) for ext, r in rows.items()} == {
+        "486": (486, "refused"),
+        "487": (200, "delivered"),
+        "488": (200, "delivered"),
+        "489": (418, "refused"),
+        "490": (408, "no-answer"),
+    }
+    assert [s.extension for s in http_phones.shown] == ["487"]
+    assert busy.wait_received(1)[0].body == b"lunch is here"
+    with sqlite3.connect(tmp_path / "audit.sqlite3") as db:  # each answer under its own phone
+        audit = db.execute("SELECT extension, code FROM deliveries ORDER BY extension").fetchall()
+    assert audit == [("486", 486), ("487", 200), ("488", 200), ("489", 418), ("490", 408)]
 
 
 def test_a_text_too_long_for_a_poly_push_goes_to_no_phone(http_phones, tmp_path, sipp):

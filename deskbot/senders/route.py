@@ -6,11 +6,11 @@ The relay keeps talking to one ``Sender``; where a phone's office is stays here.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from deskbot.directory.snapshot import Phone
-from deskbot.senders.base import Ask, Delivery, Health, Sender
+from deskbot.senders.base import Ask, Delivery, Health, Sender, send_split
 from deskbot.settings.schema import Settings
 
 
@@ -51,13 +51,22 @@ class RouteSender:
             local.restarts,
         )
 
+    def _of(self, phone: Phone) -> Sender:
+        return self.sites if phone.site else self.local
+
     async def send(self, phone: Phone, text: str, ask: Ask | None = None) -> Delivery:
-        sender = self.sites if phone.site else self.local
-        return await sender.send(phone, text, ask)
+        return await self._of(phone).send(phone, text, ask)
+
+    async def send_all(
+        self,
+        items: Sequence[tuple[Phone, str, Ask | None]],
+        on_answer: Callable[[int, Delivery], None],
+    ) -> list[Delivery]:
+        """This office's phones in one batch to the local sender, the sites' to theirs."""
+        return await send_split(items, on_answer, self._of)
 
     async def probe(self, phone: Phone) -> Delivery:
-        sender = self.sites if phone.site else self.local
-        return await sender.probe(phone)
+        return await self._of(phone).probe(phone)
 
     async def edge_online(self, site: str) -> bool:
         sites = self.sites
