@@ -12,10 +12,14 @@ import json
 import os
 import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
-from conftest import DeskbotRun, run_deskbot, write_config
+from conftest import DeskbotRun, require, run_deskbot, write_config
+
+from deskbot.cli import runhint
 
 
 def two_phones(tmp_path: Path, ok: str, busy: str) -> Path:
@@ -58,6 +62,18 @@ def answers(cfg: Path) -> list[tuple]:
             out = "\n".join("\t".join(f.split("\t")[:3]) for f in out.splitlines())
         found.append((args, result.returncode, out, result.stderr))
     return found
+
+
+def traced_send(cfg: Path, trace: Path, *words: str) -> tuple[subprocess.CompletedProcess, int]:
+    """`deskbot send` under strace: its result, and how many SIP workers it started."""
+    deskbot = str(Path(sys.executable).parent / "deskbot")
+    command = [require("strace"), "-f", "-qq", "-e", "trace=execve", "-o", str(trace), deskbot]
+    result = subprocess.run(
+        [*command, "send", "-c", str(cfg), *words], capture_output=True, text=True, timeout=60
+    )
+    execs = trace.read_text().splitlines()
+    assert any(deskbot in line for line in execs)  # the trace saw the command itself
+    return result, sum("deskbot.senders.sip.worker" in line for line in execs)
 
 
 def audit_rows(tmp_path: Path) -> list[tuple]:
@@ -154,12 +170,39 @@ def test_a_send_read_against_other_settings_is_not_handed_over(sipp, tmp_path):
     other.write_text(cfg.read_text().replace('"front desk"', '"back office"'))
     run = DeskbotRun(cfg, {}, tmp_path / "run.log").start()
     try:
-        result = run_deskbot("send", "-c", str(other), "486", "hi")
+        # a hint (as a run with these settings would have left) that this run takes it: the
+        # send starts its worker late, not early, and still sends on its own
+        runhint.remember(str(other), str(tmp_path / "data" / "audit.sqlite3.sock"))
+        result, started = traced_send(other, tmp_path / "other.trace", "486", "hi")
         handed = run_deskbot("send", "-c", str(cfg), "486", "hi")
         log = run.log()
     finally:
         run.stop()
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout.startswith("486\tback office\t200 OK")  # its own settings
+    assert started == 1
     assert handed.stdout.startswith("486\tfront desk\t200 OK")
     assert log.count("from shell:") == 1  # only the send with the run's settings
+
+
+def test_a_send_a_run_is_known_to_take_starts_no_worker_and_one_when_the_run_is_gone(
+    sipp, tmp_path
+):
+    phone = sipp(200)
+    cfg = two_phones(tmp_path, phone.uri("486"), phone.uri("487"))
+    first, _ = traced_send(cfg, tmp_path / "first.trace", "486", "before the run")
+    run = DeskbotRun(cfg, {}, tmp_path / "run.log").start()
+    try:
+        handed, started = traced_send(cfg, tmp_path / "handed.trace", "486", "the first")
+        known, started_known = traced_send(cfg, tmp_path / "known.trace", "486", "the second")
+    finally:
+        run.stop()
+    gone, started_gone = traced_send(cfg, tmp_path / "gone.trace", "486", "the run stopped")
+    for result in (first, handed, known, gone):
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("486\tfront desk\t200 OK")
+    assert started == 1  # started early, before the config said a run is up; not used
+    assert started_known == 0  # the run took the last one: it takes this one, no worker
+    assert started_gone == 1  # the socket is gone: the worker starts early again
+    bodies = [m.body for m in phone.received()]
+    assert bodies == [b"before the run", b"the first", b"the second", b"the run stopped"]

@@ -23,9 +23,11 @@ GONE = (
 )
 
 
-async def hand_off(cfg: Config, command: str, as_json: bool, user: str) -> int | None:
+async def hand_off(cfg: Config, config: str, command: str, as_json: bool, user: str) -> int | None:
     """Carry the command out in a running `deskbot run`: the exit code, printed as the
-    shell's own send prints; None when there is none to take it (then send on our own)."""
+    shell's own send prints; None when there is none to take it (then send on our own).
+    ``config`` is the config file's path as given: a run that took the command is
+    remembered under it (``runhint``), for the next command to start no worker early."""
     from deskbot.senders.base import Outcome
     from deskbot.sources import local
 
@@ -71,6 +73,9 @@ async def hand_off(cfg: Config, command: str, as_json: bool, user: str) -> int |
         return EXIT_NO_ANSWER
     if not answer.get("ok"):
         return None  # other settings, busy: nothing was taken
+    from deskbot.cli import runhint
+
+    runhint.remember(config, str(path))
     sys.stderr.write(answer["err"])
     sys.stdout.write(answer["out"])
     if not answer["sent"]:

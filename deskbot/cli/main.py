@@ -4,7 +4,9 @@
 interpreters, this one and the SIP worker's. The worker is spawned here,
 before anything but the standard library is imported, so its start-up runs
 beside the parent's (``deskbot.senders.sip.early``); then the commands are
-imported and run.
+imported and run. When the last such command on this config was taken by a
+running `deskbot run` whose socket is still there (``deskbot.cli.runhint``), no
+worker is started: the run will most likely take this one too.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
+from deskbot.cli import runhint
 from deskbot.senders.sip import early
 
 if TYPE_CHECKING:
@@ -37,7 +40,10 @@ def command_of(argv: Sequence[str]) -> str | None:
 def main() -> int:
     """The `deskbot` console script."""
     if command_of(sys.argv[1:]) in ONE_SHOT:
-        early.start_worker()
+        if runhint.run_is_up(sys.argv[1:]):
+            runhint.expected = True  # no worker yet: spawned only if the run does not take it
+        else:
+            early.start_worker()
     from deskbot.cli.commands import main as cli_main
 
     return cli_main()

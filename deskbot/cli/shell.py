@@ -1,7 +1,9 @@
 """`deskbot send` and `deskbot probe`: one command as the operator at the shell, like sipsak.
 
 The SIP worker was started by the console script before anything heavy was
-imported (``deskbot.senders.sip.early``); it is adopted here, or spawned now.
+imported (``deskbot.senders.sip.early``); it is adopted here, or spawned now,
+or, when a running `deskbot run` is expected to take the command
+(``deskbot.cli.runhint``), spawned only if it does not.
 The command ends without interpreter teardown once its lines are printed.
 """
 
@@ -20,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, NoReturn
 
+from deskbot.cli import runhint
 from deskbot.cli.check import load
 from deskbot.cli.exits import EXIT_NOTHING_SENT, exit_code
 from deskbot.senders.sip import early
@@ -64,20 +67,27 @@ class ShellReplier:
 
 async def run(args: argparse.Namespace, command: str) -> int:
     """`send` or `probe`: the worker starts at once; it is killed if nothing is sent."""
-    worker = await early.adopt() or await spawn_worker()
+    worker: WorkerProcess | None = await early.adopt()
+    if worker is None and not runhint.expected:  # else the run will most likely take it
+        worker = await spawn_worker()
     # chat tokens are not needed here; the LDAP, NATS, push and database secrets are
     secrets = ("sip", "directory", "nats", "push", "audit")
     cfg = load(args.config, secrets_for=secrets, cached=True)
     if cfg is None:
-        worker.kill()
-        await worker.wait()
+        if worker is not None:
+            worker.kill()
+            await worker.wait()
         return EXIT_NOTHING_SENT
     from deskbot.cli.handoff import hand_off
 
-    handed = await hand_off(cfg, command, args.json, _login_name())
+    config = runhint.config_of(["-c", args.config] if args.config else [])
+    handed = await hand_off(cfg, config, command, args.json, _login_name())
     if handed is not None:  # a `deskbot run` took it: no worker of our own
-        worker.kill()
+        if worker is not None:
+            worker.kill()
         exit_now(handed)
+    if worker is None:  # the hint was wrong (the run ended, other settings): start it now
+        worker = await spawn_worker()
     exit_now(await _send(cfg, command, args.json, worker, args.targets))  # no loop teardown
 
 

@@ -1,0 +1,100 @@
+"""Is a `deskbot run` up for this command's config? Asked before anything is imported.
+
+`deskbot send` and `deskbot probe` start their SIP worker before they read the
+config (``deskbot.senders.sip.early``), so that its start-up runs beside theirs.
+When a running `deskbot run` takes the command (``cli.handoff``) that worker is
+never used. Only the config says where the run's socket is, and reading the config
+takes longer than the worker's head start is worth; so a hand-off leaves a hint:
+a symlink in the settings cache folder, named after the config file's path,
+pointing at the socket that took the command. The console script looks at it with
+three system calls and starts no worker early when the socket it names is there.
+
+A hint only decides whether a worker starts early, never where a command goes:
+the hand-off reads the config as before, and spawns a worker when no run takes
+the command. A wrong or planted hint costs a send some milliseconds, nothing else.
+Only the standard library's ``os`` and ``zlib`` are imported here.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+FOLDER = "runs"  # under the settings cache folder (settings.cache.folder)
+_CONFIG_FLAGS = ("-c", "--config")
+expected = False  # set by the console script: a run is up, so no worker was started early
+
+
+def cache_folder() -> str | None:
+    """``settings.cache.folder`` without its imports (pathlib is not loaded yet)."""
+    chosen = os.environ.get("DESKBOT_CACHE_DIR", "")
+    if chosen == "off":
+        return None
+    if chosen:
+        return chosen
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if base:
+        return os.path.join(base, "deskbot")
+    home = os.environ.get("HOME", "")
+    return os.path.join(home, ".cache", "deskbot") if home else None
+
+
+def config_of(argv: Sequence[str]) -> str:
+    """The config file a command line reads (``settings.load.find_path``'s choice)."""
+    found = ""
+    words = iter(argv)
+    for word in words:
+        if word in _CONFIG_FLAGS:
+            found = next(words, "")
+        elif word.startswith("--config="):
+            found = word.partition("=")[2]
+        elif word.startswith("-c") and len(word) > 2 and not word.startswith("--"):
+            found = word[2:]
+    return found or os.environ.get("DESKBOT_CONFIG") or "config.toml"
+
+
+def hint_path(config: str) -> str | None:
+    """Where the hint for ``config`` lives; None without a cache folder."""
+    folder = cache_folder()
+    if folder is None:
+        return None
+    where = os.fsencode(os.path.abspath(config))
+    return os.path.join(folder, FOLDER, f"{zlib.crc32(where):08x}-{len(where)}")
+
+
+def run_is_up(argv: Sequence[str]) -> bool:
+    """Whether the last hand-off for this config went to a socket that is still there."""
+    hint = hint_path(config_of(argv))
+    if hint is None:
+        return False
+    try:
+        folder = os.lstat(os.path.dirname(hint))
+        if folder.st_uid != os.geteuid() or folder.st_mode & 0o022:
+            return False  # not this user's own folder: not believed
+        return os.path.exists(os.readlink(hint))
+    except OSError:
+        return False
+
+
+def remember(config: str, socket: str) -> None:
+    """After a hand-off: the next command on ``config`` finds its run without a worker."""
+    hint = hint_path(config)
+    if hint is None:
+        return
+    try:
+        if os.readlink(hint) == socket:
+            return
+    except OSError:
+        pass
+    folder = os.path.dirname(hint)
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        new = f"{hint}.{os.getpid()}"
+        os.symlink(socket, new)
+        os.replace(new, hint)  # atomic: a command reading it sees the old link or the new
+    except OSError:
+        pass  # no hint: the next command starts its worker early, as without one
