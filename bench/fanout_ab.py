@@ -8,12 +8,15 @@ Run by hand, e.g. for the code before a change::
 Each tree is installed as a wheel in a venv of its own (bench/installs.py).
 Each run sends `deskbot send 10000` (1 phone) then `deskbot send @all` with
 each tree in turn, so both see the same load; prints the median 1-phone time
-and the median cost of the broadcast over it.
+and the median cost of the broadcast over it. ``--push``: the config also has a
+``[push]`` table (as for Poly and Cisco phones), so every send goes through the
+format sender that splits SIP phones from HTTP ones.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -35,6 +38,7 @@ def timed(tree: str, deskbot: str, cfg: Path, target: str) -> float:
         text=True,
         cwd=tempfile.gettempdir(),  # `python -m` (the worker) puts the cwd first on sys.path
         timeout=120,
+        env={**os.environ, "DESKBOT_BENCH_PUSH": "bench-push-password"},
     )
     if result.returncode != 0:
         raise SystemExit(f"{tree}: send {target} failed: {result.stderr[-500:]}")
@@ -51,6 +55,7 @@ def main() -> None:
         action="store_true",
         help="SIPp logs no message (it then takes less of the CPU deskbot runs on)",
     )
+    parser.add_argument("--push", action="store_true", help="with a [push] table")
     args = parser.parse_args()
     trees = args.trees.split(",")
     with tempfile.TemporaryDirectory(prefix="deskbot-ab-") as tmp:
@@ -59,6 +64,9 @@ def main() -> None:
         sipp, port, _trace = start_sipp(workdir, trace_msg=not args.no_phone_trace)
         try:
             cfg = write_config(workdir, port, args.phones, 50)
+            if args.push:
+                with cfg.open("a") as file:
+                    file.write('[push]\nusername = "bench"\npassword_env = "DESKBOT_BENCH_PUSH"\n')
             one: dict[str, list[float]] = {t: [] for t in trees}
             extra: dict[str, list[float]] = {t: [] for t in trees}
             for tree in trees:  # the first send validates the config (then cached)

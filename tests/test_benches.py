@@ -29,6 +29,7 @@ SMOKE = {
     "web.py": ["--runs", "2", "--people", "2", "--idle", "1"],
     "store_ab.py": ["--phones", "5", "--runs", "1", "--commands", "3"],
     "confirm.py": ["--runs", "2"],
+    "worker_alone.py": ["--phones", "5", "--runs", "1"],
 }
 
 

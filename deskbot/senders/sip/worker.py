@@ -44,6 +44,16 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+class _PjStr(ctypes.Structure):
+    """pjlib's ``pj_str_t``: a pointer and a length, no terminating NUL needed."""
+
+    _fields_ = (("ptr", ctypes.c_char_p), ("slen", ctypes.c_ssize_t))
+
+
+def _pj_str(data: bytes) -> _PjStr:
+    return _PjStr(data, len(data))
+
+
 class Worker:
     def __init__(self, start: dict[str, Any], out: Any, endpoint: Any = None):
         """`endpoint`: a pjsua2 Endpoint already past libCreate (see main), else made here."""
@@ -57,6 +67,8 @@ class Worker:
         self.inbox: collections.deque[dict[str, Any]] = collections.deque()
         self.outbox: list[list[Any]] = []
         self.pending: dict[int, tuple[int, Any]] = {}  # token key -> (send id, token)
+        self.messages: dict[int, int] = {}  # MESSAGE's user data -> send id (see message)
+        self.message_key = 0  # the last MESSAGE's user data: counts up, never reused
         # tokens of answered requests, reused oldest first (far from a late duplicate)
         self.tokens: collections.deque[tuple[int, Any]] = collections.deque()
         self.reasons: dict[str, str] = {}  # reason phrase as received -> made safe
@@ -160,6 +172,23 @@ class Worker:
         ctypes.CDLL(native.__file__).pjsip_tsx_set_timers(
             500, 4000, TIMER_K_MS, int(cfg["timeout_ms"])
         )
+        # pjsua's own C call for a MESSAGE (see message). PyDLL keeps the GIL held, as
+        # SWIG's calls do: a callback pjsua makes inside the call runs as it would there.
+        lib = ctypes.PyDLL(native.__file__)
+        self.im_send = lib.pjsua_im_send
+        self.im_send.argtypes = (
+            ctypes.c_int,  # pjsua_acc_id
+            ctypes.POINTER(_PjStr),  # to
+            ctypes.POINTER(_PjStr),  # mime type
+            ctypes.POINTER(_PjStr),  # content
+            ctypes.c_void_p,  # pjsua_msg_data *: none
+            ctypes.c_void_p,  # user data: our key, back in onInstantMessageStatus
+        )
+        self.im_send.restype = ctypes.c_int  # pj_status_t
+        self.strerror = lib.pj_strerror
+        self.strerror.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t)
+        self.strerror.restype = _PjStr
+        self.plain_text = _pj_str(b"text/plain;charset=UTF-8")
 
         tcfg = pj.TransportConfig()
         tcfg.port = int(cfg["port"])
@@ -197,10 +226,7 @@ class Worker:
             acc_cfg.regConfig.registrarUri = ""
         self.account = Account()
         self.account.create(acc_cfg, True)
-        self.buddy_cfg = pj.BuddyConfig()
-        self.buddy_cfg.subscribe = False
-        self.message_prm = pj.SendInstantMessageParam()
-        self.message_prm.contentType = "text/plain;charset=UTF-8"
+        self.account_id = int(self.account.getId())
         self.emit({"op": "ready", "v": protocol.VERSION, "port": port, "pid": os.getpid()})
 
     # -- sending ------------------------------------------------------------
@@ -212,7 +238,7 @@ class Worker:
         if len(body) > protocol.MAX_BODY_BYTES:
             self.outbox.append([send_id, 413, "Text too long for one SIP message", True])
             return
-        if len(self.pending) >= protocol.MAX_PENDING:
+        if len(self.pending) + len(self.messages) >= protocol.MAX_PENDING:
             self.outbox.append([send_id, 503, "Too many messages in flight", True])
             return
         if kind == protocol.MESSAGE:
@@ -240,24 +266,28 @@ class Worker:
         return entry[0]
 
     def message(self, send_id: int, uri: str, text: str) -> None:
-        pj = self.pj
-        key, token = self.token()
-        buddy = pj.Buddy()
-        try:
-            # one config and one parameter object for every MESSAGE: pjsua copies
-            # what it needs from them (building two SWIG objects per send costs more)
-            buddy_cfg, prm = self.buddy_cfg, self.message_prm
-            buddy_cfg.uri = uri
-            buddy.create(self.account, buddy_cfg)
-            prm.content = text
-            prm.userData = token
-            self.pending[key] = (send_id, token)
-            buddy.sendInstantMessage(prm)
-        except pj.Error as exc:
-            self.answered(key)
-            self.outbox.append([send_id, 503, _reason(exc), True])
-        finally:
-            del buddy  # deleting right away keeps us far from pjsua's 256-buddy abort
+        """A MESSAGE by ``pjsua_im_send``, the call pjsua2's ``Buddy.sendInstantMessage``
+        makes, from the same account: the same request, routes and authentication, without
+        a buddy made, read and deleted around each one (a third of the worker's CPU per
+        MESSAGE). Its answer comes to on_status with ``key`` as user data."""
+        self.message_key += 1
+        key = self.message_key
+        self.messages[key] = send_id
+        to, content = uri.encode(), text.encode()
+        status = self.im_send(
+            self.account_id, _pj_str(to), self.plain_text, _pj_str(content), None, key
+        )
+        # not sent; pjsua may have answered it already, through on_status (a transport
+        # error inside the call): then it is not answered again
+        if status != 0 and self.messages.pop(key, None) is not None:
+            self.outbox.append([send_id, 503, self.error_text(status), True])
+
+    def error_text(self, status: int) -> str:
+        """pjlib's words for a status code ("Invalid URI"), without its "(status=...)"."""
+        buffer = ctypes.create_string_buffer(160)
+        words = self.strerror(status, buffer, len(buffer))
+        text = ctypes.string_at(words.ptr, words.slen).decode("utf-8", "replace")
+        return _reason(RuntimeError(network_text(text))) or f"Local error {status}"
 
     def request(
         self,
@@ -306,7 +336,7 @@ class Worker:
         self.outbox.append(answer)
 
     def on_status(self, prm: Any) -> None:
-        send_id = self.answered(int(prm.userData))
+        send_id = self.messages.pop(int(prm.userData or 0), None)
         if send_id is None:
             return
         try:
@@ -337,7 +367,7 @@ class Worker:
 
     def run(self) -> None:
         while not self.stopping:
-            handled = self.ep.libHandleEvents(50 if not self.pending else 10)
+            handled = self.ep.libHandleEvents(10 if self.pending or self.messages else 50)
             # take every answer already waiting before writing them back in one line:
             # a burst is then a few writes to the parent, not one per answer
             for _ in range(MAX_DRAIN):
@@ -366,11 +396,13 @@ class Worker:
                 self.wake_sock.sendto(WAKE, self.wake_addr)
 
     def shutdown(self) -> None:
-        for send_id, _token in self.pending.values():
+        waiting = [send_id for send_id, _token in self.pending.values()]
+        for send_id in [*waiting, *self.messages.values()]:
             self.outbox.append([send_id, 0, "SIP agent stopped before the phone answered", True])
         if self.outbox:
             self.emit_done()
         self.pending.clear()
+        self.messages.clear()
         if not self.requests_open:
             self.account.shutdown()
         # else: libDestroy ends those transactions and calls onSendRequest, which pjsua
