@@ -179,6 +179,19 @@ async def agent_only(port: int, phones: int, in_flight: int) -> tuple[float, lis
     return elapsed, [d.elapsed_ms for d in results]
 
 
+# what the SIP agent tells its worker at start, for a worker driven in this process
+WORKER_START = {
+    "host": "127.0.0.1",
+    "port": 0,
+    "transport": "udp",
+    "log_level": 1,
+    "from_uri": "sip:deskbot@127.0.0.1",
+    "display_name": "Deskbot",
+    "timeout_ms": 5000,
+    "registrar": None,
+}
+
+
 class InProcessAgent:
     """The design the worker process replaced: pjsua2 polled by a thread of this process.
 
@@ -208,17 +221,7 @@ class InProcessAgent:
         from deskbot.senders.sip.worker import Worker
 
         self.loop = asyncio.get_running_loop()
-        start = {
-            "host": "127.0.0.1",
-            "port": 0,
-            "transport": "udp",
-            "log_level": 1,
-            "from_uri": "sip:deskbot@127.0.0.1",
-            "display_name": "Deskbot",
-            "timeout_ms": 5000,
-            "registrar": None,
-        }
-        worker = Worker(start, self)
+        worker = Worker(WORKER_START, self)
         thread = threading.Thread(target=lambda: (worker.create(), worker.run()), daemon=True)
         thread.start()
         await asyncio.to_thread(self.ready.wait, 10)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
 
-from bench.fanout import start_sipp
+from bench.fanout import WORKER_START, start_sipp
 
 if TYPE_CHECKING:
     from deskbot.senders.sip.worker import Worker
@@ -76,17 +76,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="deskbot-worker-") as tmp:
         sipp, port, _ = start_sipp(Path(tmp), trace_msg=False)
         try:
-            start = {
-                "host": "127.0.0.1",
-                "port": 0,
-                "transport": "udp",
-                "log_level": 1,
-                "from_uri": "sip:deskbot@127.0.0.1",
-                "display_name": "deskbot",
-                "timeout_ms": 5000,
-                "registrar": None,
-            }
-            worker = Worker(start, Lines())
+            worker = Worker(WORKER_START, Lines())
             worker.create()
             drive(worker, port, min(args.phones, 100), args.in_flight)  # warm: pools, tokens
             cpu, wall = [], []

@@ -188,31 +188,40 @@ async def send_all(
     return list(await asyncio.gather(*(one(i, *item) for i, item in enumerate(items))))
 
 
-async def send_split(
-    items: Sequence[tuple[Phone, str, Ask | None]],
-    on_answer: Callable[[int, Delivery], None],
-    pick: Callable[[Phone], Sender],
-) -> list[Delivery]:
-    """``send_all`` for a sender that routes (by format, by site): each part of ``items`` goes
-    to the sender ``pick`` names for its phone, all parts at once, each through that sender's
-    own ``send_all``; answers keep the indexes and order of ``items``."""
-    parts: dict[int, tuple[Sender, list[int]]] = {}
-    for index, (phone, _, _) in enumerate(items):
-        sender = pick(phone)
-        parts.setdefault(id(sender), (sender, []))[1].append(index)
-    if len(parts) == 1:
-        ((sender, _),) = parts.values()
-        return await send_all(sender, items, on_answer)
+class Routing:
+    """A sender that hands each phone to one of its own senders (by format, by site): a
+    ``send`` goes to the one ``pick`` names; a fan-out is split by it, each part through
+    that sender's own ``send_all``, all parts at once."""
 
-    async def part(sender: Sender, indexes: list[int]) -> list[Delivery]:
-        return await send_all(
-            sender, [items[i] for i in indexes], lambda j, d: on_answer(indexes[j], d)
-        )
+    def pick(self, phone: Phone) -> Sender:
+        raise NotImplementedError
 
-    ordered = list(parts.values())
-    answers = await asyncio.gather(*(part(sender, indexes) for sender, indexes in ordered))
-    results: list[Delivery | None] = [None] * len(items)
-    for (_, indexes), deliveries in zip(ordered, answers, strict=True):
-        for index, delivery in zip(indexes, deliveries, strict=True):
-            results[index] = delivery
-    return [d for d in results if d is not None]
+    async def send(self, phone: Phone, text: str, ask: Ask | None = None) -> Delivery:
+        return await self.pick(phone).send(phone, text, ask)
+
+    async def send_all(
+        self,
+        items: Sequence[tuple[Phone, str, Ask | None]],
+        on_answer: Callable[[int, Delivery], None],
+    ) -> list[Delivery]:
+        """Answers keep the indexes and order of ``items``."""
+        parts: dict[int, tuple[Sender, list[int]]] = {}
+        for index, (phone, _, _) in enumerate(items):
+            sender = self.pick(phone)
+            parts.setdefault(id(sender), (sender, []))[1].append(index)
+        if len(parts) == 1:
+            ((sender, _),) = parts.values()
+            return await send_all(sender, items, on_answer)
+
+        async def part(sender: Sender, indexes: list[int]) -> list[Delivery]:
+            return await send_all(
+                sender, [items[i] for i in indexes], lambda j, d: on_answer(indexes[j], d)
+            )
+
+        ordered = list(parts.values())
+        answers = await asyncio.gather(*(part(sender, indexes) for sender, indexes in ordered))
+        results: list[Delivery | None] = [None] * len(items)
+        for (_, indexes), deliveries in zip(ordered, answers, strict=True):
+            for index, delivery in zip(indexes, deliveries, strict=True):
+                results[index] = delivery
+        return [d for d in results if d is not None]

@@ -8,13 +8,12 @@ SIP OPTIONS for every phone: a phone with an HTTP format still has a SIP URI.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
 
 from deskbot.directory.snapshot import HTTP_FORMATS, Phone
-from deskbot.senders.base import Ask, Delivery, Health, Sender, send_split
+from deskbot.senders.base import Delivery, Health, Routing, Sender
 
 
-class FormatSender:
+class FormatSender(Routing):
     def __init__(self, sip: Sender, http: Sender):
         self.sip = sip
         self.http = http
@@ -40,19 +39,9 @@ class FormatSender:
             sip.alive, {**sip.details, **http.details}, sip.in_flight + http.in_flight, sip.restarts
         )
 
-    def _of(self, phone: Phone) -> Sender:
+    def pick(self, phone: Phone) -> Sender:
+        """HTTP push for a phone of this office with an HTTP format, else SIP."""
         return self.http if phone.format in HTTP_FORMATS and not phone.site else self.sip
-
-    async def send(self, phone: Phone, text: str, ask: Ask | None = None) -> Delivery:
-        return await self._of(phone).send(phone, text, ask)
-
-    async def send_all(
-        self,
-        items: Sequence[tuple[Phone, str, Ask | None]],
-        on_answer: Callable[[int, Delivery], None],
-    ) -> list[Delivery]:
-        """SIP phones in one batch to the SIP sender, the HTTP ones to theirs."""
-        return await send_split(items, on_answer, self._of)
 
     async def probe(self, phone: Phone) -> Delivery:
         return await self.sip.probe(phone)

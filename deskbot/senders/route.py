@@ -6,11 +6,11 @@ The relay keeps talking to one ``Sender``; where a phone's office is stays here.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from deskbot.directory.snapshot import Phone
-from deskbot.senders.base import Ask, Delivery, Health, Sender, send_split
+from deskbot.senders.base import Delivery, Health, Routing, Sender
 from deskbot.settings.schema import Settings
 
 
@@ -21,7 +21,7 @@ class SiteEdges(Protocol):
     async def edge_online(self, site: str) -> bool: ...
 
 
-class RouteSender:
+class RouteSender(Routing):
     def __init__(self, local: Sender, sites: Sender):
         self.local = local
         self.sites = sites
@@ -51,22 +51,12 @@ class RouteSender:
             local.restarts,
         )
 
-    def _of(self, phone: Phone) -> Sender:
+    def pick(self, phone: Phone) -> Sender:
+        """The sites' sender for a phone with a ``site``, else the local one."""
         return self.sites if phone.site else self.local
 
-    async def send(self, phone: Phone, text: str, ask: Ask | None = None) -> Delivery:
-        return await self._of(phone).send(phone, text, ask)
-
-    async def send_all(
-        self,
-        items: Sequence[tuple[Phone, str, Ask | None]],
-        on_answer: Callable[[int, Delivery], None],
-    ) -> list[Delivery]:
-        """This office's phones in one batch to the local sender, the sites' to theirs."""
-        return await send_split(items, on_answer, self._of)
-
     async def probe(self, phone: Phone) -> Delivery:
-        return await self._of(phone).probe(phone)
+        return await self.pick(phone).probe(phone)
 
     async def edge_online(self, site: str) -> bool:
         sites = self.sites
