@@ -174,6 +174,7 @@ def test_a_send_read_against_other_settings_is_not_handed_over(sipp, tmp_path):
         # send starts its worker late, not early, and still sends on its own
         runhint.remember(str(other), str(tmp_path / "data" / "audit.sqlite3.sock"))
         result, started = traced_send(other, tmp_path / "other.trace", "486", "hi")
+        hinted_after = runhint.run_is_up(["-c", str(other)])  # the run's socket is still there
         handed = run_deskbot("send", "-c", str(cfg), "486", "hi")
         log = run.log()
     finally:
@@ -181,6 +182,7 @@ def test_a_send_read_against_other_settings_is_not_handed_over(sipp, tmp_path):
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout.startswith("486\tback office\t200 OK")  # its own settings
     assert started == 1
+    assert not hinted_after  # the wrong hint is gone: the next send starts its worker early
     assert handed.stdout.startswith("486\tfront desk\t200 OK")
     assert log.count("from shell:") == 1  # only the send with the run's settings
 

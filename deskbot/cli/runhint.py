@@ -11,7 +11,8 @@ three system calls and starts no worker early when the socket it names is there.
 
 A hint only decides whether a worker starts early, never where a command goes:
 the hand-off reads the config as before, and spawns a worker when no run takes
-the command. A wrong or planted hint costs a send some milliseconds, nothing else.
+the command, and then removes the hint. A wrong or planted hint costs one send some
+milliseconds, nothing else.
 Only the standard library's ``os`` and ``zlib`` are imported here.
 """
 
@@ -98,3 +99,14 @@ def remember(config: str, socket: str) -> None:
         os.replace(new, hint)  # atomic: a command reading it sees the old link or the new
     except OSError:
         pass  # no hint: the next command starts its worker early, as without one
+
+
+def forget(config: str) -> None:
+    """The hint was wrong (the run refused the command, or is gone): the next command on
+    ``config`` starts its worker early again, until a run takes one."""
+    hint = hint_path(config)
+    if hint is not None:
+        try:  # noqa: SIM105 (contextlib is not imported here: see the module's doc)
+            os.unlink(hint)
+        except OSError:
+            pass

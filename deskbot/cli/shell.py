@@ -88,6 +88,7 @@ async def run(args: argparse.Namespace, command: str) -> int:
         exit_now(handed)
     if worker is None:  # the hint was wrong (the run ended, other settings): start it now
         worker = await spawn_worker()
+        runhint.forget(config)
     exit_now(await _send(cfg, command, args.json, worker, args.targets))  # no loop teardown
 
 
