@@ -9,6 +9,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from deskbot.cli import runhint
 from deskbot.cli.exits import EXIT_NO_ANSWER, EXIT_NOTHING_SENT, code_of
 
 if TYPE_CHECKING:
@@ -73,8 +74,6 @@ async def hand_off(cfg: Config, config: str, command: str, as_json: bool, user: 
         return EXIT_NO_ANSWER
     if not answer.get("ok"):
         return None  # other settings, busy: nothing was taken
-    from deskbot.cli import runhint
-
     runhint.remember(config, str(path))
     sys.stderr.write(answer["err"])
     sys.stdout.write(answer["out"])

@@ -13,7 +13,7 @@ A hint only decides whether a worker starts early, never where a command goes:
 the hand-off reads the config as before, and spawns a worker when no run takes
 the command, and then removes the hint. A wrong or planted hint costs one send some
 milliseconds, nothing else.
-Only the standard library's ``os`` and ``zlib`` are imported here.
+Only ``os``, ``zlib`` and ``deskbot.settings.paths`` (``os`` alone) are imported here.
 """
 
 from __future__ import annotations
@@ -22,45 +22,33 @@ import os
 import zlib
 from typing import TYPE_CHECKING
 
+from deskbot.settings import paths
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-FOLDER = "runs"  # under the settings cache folder (settings.cache.folder)
+FOLDER = "runs"  # under the settings cache folder (settings.paths.cache_folder)
 _CONFIG_FLAGS = ("-c", "--config")
 expected = False  # set by the console script: a run is up, so no worker was started early
 
 
-def cache_folder() -> str | None:
-    """``settings.cache.folder`` without its imports (pathlib is not loaded yet)."""
-    chosen = os.environ.get("DESKBOT_CACHE_DIR", "")
-    if chosen == "off":
-        return None
-    if chosen:
-        return chosen
-    base = os.environ.get("XDG_CACHE_HOME", "")
-    if base:
-        return os.path.join(base, "deskbot")
-    home = os.environ.get("HOME", "")
-    return os.path.join(home, ".cache", "deskbot") if home else None
-
-
 def config_of(argv: Sequence[str]) -> str:
-    """The config file a command line reads (``settings.load.find_path``'s choice)."""
-    found = ""
+    """The config file a command line reads, as ``settings.load.find_path`` finds it."""
+    found = None
     words = iter(argv)
     for word in words:
         if word in _CONFIG_FLAGS:
-            found = next(words, "")
+            found = next(words, None)
         elif word.startswith("--config="):
             found = word.partition("=")[2]
         elif word.startswith("-c") and len(word) > 2 and not word.startswith("--"):
             found = word[2:]
-    return found or os.environ.get("DESKBOT_CONFIG") or "config.toml"
+    return paths.config_path(found)
 
 
 def hint_path(config: str) -> str | None:
     """Where the hint for ``config`` lives; None without a cache folder."""
-    folder = cache_folder()
+    folder = paths.cache_folder()
     if folder is None:
         return None
     where = os.fsencode(os.path.abspath(config))

@@ -27,6 +27,7 @@ from deskbot.cli.check import load
 from deskbot.cli.exits import EXIT_NOTHING_SENT, exit_code
 from deskbot.senders.sip import early
 from deskbot.senders.sip.spawn import spawn_worker
+from deskbot.settings import paths
 
 # The rest is imported where it is used: the SIP worker starts first, so its
 # start-up overlaps the import of the relay.
@@ -80,7 +81,7 @@ async def run(args: argparse.Namespace, command: str) -> int:
         return EXIT_NOTHING_SENT
     from deskbot.cli.handoff import hand_off
 
-    config = runhint.config_of(["-c", args.config] if args.config else [])
+    config = paths.config_path(args.config)
     handed = await hand_off(cfg, config, command, args.json, _login_name())
     if handed is not None:  # a `deskbot run` took it: no worker of our own
         if worker is not None:

@@ -27,6 +27,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from deskbot.settings import paths
+
 if TYPE_CHECKING:
     from deskbot.settings.schema import Settings
 
@@ -47,6 +49,7 @@ _CODE = (
     "settings/formats.py",
     "settings/plans.py",
     "settings/cache.py",
+    "settings/paths.py",
 )
 # the libraries validation uses (pydantic's own, cronsim for schedules, tzdata for zones)
 _LIBRARIES = (
@@ -62,16 +65,8 @@ _FORMAT = b"deskbot-settings-2"
 
 
 def folder() -> Path | None:
-    chosen = os.environ.get("DESKBOT_CACHE_DIR", "")
-    if chosen == "off":
-        return None
-    if chosen:
-        return Path(chosen)
-    base = os.environ.get("XDG_CACHE_HOME", "")
-    if base:
-        return Path(base) / "deskbot"
-    home = os.environ.get("HOME", "")
-    return Path(home) / ".cache" / "deskbot" if home else None
+    where = paths.cache_folder()
+    return None if where is None else Path(where)
 
 
 def key(data: bytes, config_folder: Path) -> str:

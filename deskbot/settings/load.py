@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from deskbot.settings import cache, schema
+from deskbot.settings import cache, paths, schema
 from deskbot.settings.schema import MIN_KEY_CHARS, MIN_TOKEN_CHARS, Config, Settings
 
 MAX_FILE_BYTES = 16 << 20  # a directory of 100,000 phones is about 5 MB
@@ -36,11 +36,7 @@ class ConfigError(Exception):
 
 
 def find_path(cli_path: str | None) -> Path:
-    if cli_path:
-        return Path(cli_path)
-    if os.environ.get("DESKBOT_CONFIG"):
-        return Path(os.environ["DESKBOT_CONFIG"])
-    return Path("config.toml")
+    return Path(paths.config_path(cli_path))
 
 
 ALL_SECRETS = ("sip", "matrix", "slack", "api", "directory", "nats", "push", "health", "audit")
