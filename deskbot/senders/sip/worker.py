@@ -283,11 +283,12 @@ class Worker:
             self.outbox.append([send_id, 503, self.error_text(status), True])
 
     def error_text(self, status: int) -> str:
-        """pjlib's words for a status code ("Invalid URI"), without its "(status=...)"."""
+        """pjlib's words for a status code ("Invalid URI (PJSIP_EINVALIDURI)"), as the
+        phones' reasons are made safe."""
         buffer = ctypes.create_string_buffer(160)
         words = self.strerror(status, buffer, len(buffer))
         text = ctypes.string_at(words.ptr, words.slen).decode("utf-8", "replace")
-        return _reason(RuntimeError(network_text(text))) or f"Local error {status}"
+        return network_text(text) or f"Local error {status}"
 
     def request(
         self,
