@@ -64,16 +64,29 @@ def answers(cfg: Path) -> list[tuple]:
     return found
 
 
+WORKER = "deskbot.senders.sip.worker"
+
+
+def traced(cfg: Path, trace: Path, *words: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """`deskbot send` under strace: its result, and its programs started and sockets asked
+    (``execve`` and ``connect``), in order."""
+    deskbot = str(Path(sys.executable).parent / "deskbot")
+    strace = [require("strace"), "-f", "-qq", "-e", "trace=execve,connect", "-o", str(trace)]
+    result = subprocess.run(
+        [*strace, deskbot, "send", "-c", str(cfg), *words],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    calls = trace.read_text().splitlines()
+    assert any(deskbot in line for line in calls)  # the trace saw the command itself
+    return result, calls
+
+
 def traced_send(cfg: Path, trace: Path, *words: str) -> tuple[subprocess.CompletedProcess, int]:
     """`deskbot send` under strace: its result, and how many SIP workers it started."""
-    deskbot = str(Path(sys.executable).parent / "deskbot")
-    command = [require("strace"), "-f", "-qq", "-e", "trace=execve", "-o", str(trace), deskbot]
-    result = subprocess.run(
-        [*command, "send", "-c", str(cfg), *words], capture_output=True, text=True, timeout=60
-    )
-    execs = trace.read_text().splitlines()
-    assert any(deskbot in line for line in execs)  # the trace saw the command itself
-    return result, sum("deskbot.senders.sip.worker" in line for line in execs)
+    result, calls = traced(cfg, trace, *words)
+    return result, sum("execve(" in line and WORKER in line for line in calls)
 
 
 def audit_rows(tmp_path: Path) -> list[tuple]:
@@ -172,8 +185,9 @@ def test_a_send_read_against_other_settings_is_not_handed_over(sipp, tmp_path):
     try:
         # a hint (as a run with these settings would have left) that this run takes it: the
         # send starts its worker late, not early, and still sends on its own
-        runhint.remember(str(other), str(tmp_path / "data" / "audit.sqlite3.sock"))
-        result, started = traced_send(other, tmp_path / "other.trace", "486", "hi")
+        sock = str(tmp_path / "data" / "audit.sqlite3.sock")
+        runhint.remember(str(other), sock)
+        result, calls = traced(other, tmp_path / "other.trace", "486", "hi")
         hinted_after = runhint.run_is_up(["-c", str(other)])  # the run's socket is still there
         handed = run_deskbot("send", "-c", str(cfg), "486", "hi")
         log = run.log()
@@ -181,7 +195,10 @@ def test_a_send_read_against_other_settings_is_not_handed_over(sipp, tmp_path):
         run.stop()
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout.startswith("486\tback office\t200 OK")  # its own settings
-    assert started == 1
+    asked = [i for i, line in enumerate(calls) if "connect(" in line and sock in line]
+    started = [i for i, line in enumerate(calls) if "execve(" in line and WORKER in line]
+    assert len(asked) == 1 and len(started) == 1
+    assert asked[0] < started[0]  # the worker only once the run had refused the command
     assert not hinted_after  # the wrong hint is gone: the next send starts its worker early
     assert handed.stdout.startswith("486\tfront desk\t200 OK")
     assert log.count("from shell:") == 1  # only the send with the run's settings
